@@ -1,0 +1,34 @@
+#include "clip/device.h"
+
+#include <torch/cuda.h>
+
+#include "clip/error.h"
+
+namespace clipguide {
+
+torch::Device parse_device(const std::string& spec) {
+  if (spec == "cpu") return torch::kCPU;
+  if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available()) {
+      fail("--device ", spec, ": CUDA is not available (this libtorch has no CUDA or no GPU is visible); use --device cpu");
+    }
+    int index = 0;
+    if (spec.size() > 5) {
+      try {
+        size_t used = 0;
+        index = std::stoi(spec.substr(5), &used);
+        if (used != spec.size() - 5) throw std::invalid_argument(spec);
+      } catch (const std::logic_error&) {
+        fail("--device ", spec, ": bad GPU index");
+      }
+    }
+    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
+      fail("--device ", spec, ": no such GPU (", torch::cuda::device_count(), " visible)");
+    }
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  fail("--device ", spec, ": unknown device; choose cpu, cuda, cuda:N or auto");
+}
+
+}  // namespace clipguide

@@ -1,0 +1,43 @@
+// File access: read-only memory maps for inputs (multi-gigabyte checkpoints are not copied) and atomic writes
+// for outputs (a reader sees the old file or the new one, never a partial one).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace clipguide {
+
+// A bounds-checked window into bytes owned elsewhere.
+struct ByteSpan {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+
+  // The sub-span [offset, offset + length); throws Error naming `what` if it runs past the end.
+  ByteSpan sub(uint64_t offset, uint64_t length, const std::string& what) const;
+};
+
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  ByteSpan bytes() const { return {data_, size_}; }
+  size_t size() const { return size_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+// The whole file as bytes; throws Error naming the file if it cannot be read or exceeds max_bytes.
+std::string read_small_file(const std::string& path, size_t max_bytes);
+
+}  // namespace clipguide

@@ -1,0 +1,46 @@
+// Image decoding and CLIP preprocessing, identical to OpenAI's PIL + torchvision pipeline:
+// Resize(n_px, BICUBIC) -> CenterCrop(n_px) -> convert("RGB") -> ToTensor -> Normalize (clip/clip.py _transform).
+#pragma once
+
+#include <torch/types.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace clipguide {
+
+// Decoded 8-bit pixels, interleaved, in the PIL mode the file opens as.
+struct Image {
+  enum class Mode { L, LA, RGB, RGBA, P };  // P: a palette image, stored expanded to RGB(A) colours
+  Mode mode = Mode::RGB;
+  int width = 0, height = 0, channels = 0;
+  std::vector<uint8_t> pixels;  // height * width * channels
+};
+
+struct ImageLimits {
+  int64_t max_pixels = 89478485;  // PIL's Image.MAX_IMAGE_PIXELS
+};
+
+// OpenAI CLIP's normalization constants.
+constexpr std::array<float, 3> kClipMean = {0.48145466f, 0.4578275f, 0.40821073f};
+constexpr std::array<float, 3> kClipStd = {0.26862954f, 0.26130258f, 0.27577711f};
+
+// PNG (via stb_image) or JPEG (via libjpeg-turbo, as PIL); anything else, a truncated file, or more pixels than
+// the limit is an Error naming `name`.
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& limits = {});
+Image read_image(const std::string& path, const ImageLimits& limits = {});
+
+// PIL's Image.resize with BICUBIC (NEAREST for palette images, premultiplied alpha for LA/RGBA), 8-bit fixed
+// point exactly as Pillow's Resample.c.
+Image resize_like_pil(const Image& image, int width, int height);
+
+// The whole OpenAI preprocess: [3, n_px, n_px] float32, normalized with `mean`/`std`.
+torch::Tensor preprocess(const Image& image, int64_t n_px, const std::array<float, 3>& mean = kClipMean,
+                         const std::array<float, 3>& std = kClipStd);
+
+// The RGB bytes [H, W, 3] uint8 that PIL's convert("RGB") gives for the decoded image.
+torch::Tensor to_rgb_tensor(const Image& image);
+
+}  // namespace clipguide

@@ -1,0 +1,52 @@
+// The one way in: a path or a model name -> a ready ClipModel plus its tokenizer.
+#pragma once
+
+#include <torch/types.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "clip/model.h"
+#include "clip/tokenizer.h"
+
+namespace clipguide {
+
+struct LoadOptions {
+  std::string vocab;                    // a vocabulary file or folder; empty: look next to the model, then ~/.cache/clip
+  torch::Device device = torch::kCPU;
+  torch::ScalarType dtype = torch::kFloat;  // compute dtype; checkpoints in fp16/bf16 are upcast by default
+};
+
+struct LoadedClip {
+  std::shared_ptr<ClipModel> model;
+  std::shared_ptr<const Tokenizer> tokenizer;  // null when no vocabulary was found; see require_tokenizer()
+  std::string path;                            // the weights file
+  std::string format;                          // as Checkpoint::format, plus " (Hugging Face names)" where so
+  std::string vocab_path;                      // where the tokenizer came from, or empty
+  std::map<std::string, int64_t> checkpoint_dtypes;  // dtype name -> tensor count, as stored in the file
+  int64_t parameter_count = 0;
+
+  // The tokenizer, or an Error saying where vocabularies are looked for and how to pass one.
+  const Tokenizer& require_tokenizer() const;
+};
+
+// The names `clip.load` knows, with their file names under ~/.cache/clip and their SHA-256.
+struct KnownModel {
+  const char* name;       // "ViT-B/32"
+  const char* file;       // "ViT-B-32.pt"
+  const char* sha256;
+};
+const std::vector<KnownModel>& known_openai_models();
+// The known model whose file has this SHA-256, if any.
+std::optional<KnownModel> known_model_by_sha256(const std::string& sha256);
+
+// A path (file or folder) as is; "ViT-B/32" or "ViT-B-32" -> ~/.cache/clip/ViT-B-32.pt; "org/name" -> the
+// Hugging Face hub cache snapshot. A name that is not there is an Error saying where we looked.
+std::string resolve_model_path(const std::string& path_or_name);
+
+LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options = {});
+
+}  // namespace clipguide

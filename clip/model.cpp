@@ -1,0 +1,443 @@
+// Ref: openai/CLIP clip/model.py (ResidualAttentionBlock, Transformer, VisionTransformer, ModifiedResNet,
+// AttentionPool2d, build_model).
+#include "clip/model.h"
+
+#include <cmath>
+#include <set>
+
+#include "clip/error.h"
+
+namespace clipguide {
+
+namespace F = torch::nn::functional;
+
+// LayerNorm computed in fp32 whatever the input dtype, as clip/model.py's LayerNorm subclass does.
+class LayerNorm : public torch::nn::Module {
+ public:
+  LayerNorm(int64_t width, double eps) : eps_(eps) {
+    weight = register_parameter("weight", torch::ones({width}));
+    bias = register_parameter("bias", torch::zeros({width}));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto type = x.scalar_type();
+    return torch::layer_norm(x.to(torch::kFloat), {weight.size(0)}, weight.to(torch::kFloat), bias.to(torch::kFloat),
+                             eps_)
+        .to(type);
+  }
+  torch::Tensor weight, bias;
+
+ private:
+  double eps_;
+};
+
+namespace {
+
+torch::Tensor activation(const torch::Tensor& x, const std::string& kind) {
+  if (kind == "gelu") return torch::gelu(x);
+  return x * torch::sigmoid(1.702 * x);  // QuickGELU
+}
+
+// nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj) with batch-first math.
+class MultiheadAttention : public torch::nn::Module {
+ public:
+  MultiheadAttention(int64_t width, int64_t heads) : heads_(heads) {
+    TORCH_CHECK(heads > 0 && width % heads == 0, "attention width ", width, " is not divisible by ", heads, " heads");
+    in_proj_weight = register_parameter("in_proj_weight", torch::empty({3 * width, width}));
+    in_proj_bias = register_parameter("in_proj_bias", torch::zeros({3 * width}));
+    out_proj = register_module("out_proj", torch::nn::Linear(width, width));
+  }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
+    const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = D / heads_;
+    auto qkv = torch::linear(x, in_proj_weight, in_proj_bias).chunk(3, -1);  // 3 x [B, L, D]
+    auto split = [&](const torch::Tensor& t) { return t.reshape({B, L, heads_, Dh}).transpose(1, 2); };  // -> [B, H, L, Dh]
+    torch::Tensor q = split(qkv[0]) * (1.0 / std::sqrt(static_cast<double>(Dh)));
+    torch::Tensor attn = torch::matmul(q, split(qkv[1]).transpose(-2, -1));  // [B, H, L, L]
+    if (mask.defined()) attn = attn + mask;
+    attn = torch::softmax(attn, -1);
+    torch::Tensor out = torch::matmul(attn, split(qkv[2]));  // [B, H, L, Dh]
+    out = out.transpose(1, 2).reshape({B, L, D});           // [B, H, L, Dh] -> [B, L, D]
+    return out_proj(out);
+  }
+  torch::Tensor in_proj_weight, in_proj_bias;
+  torch::nn::Linear out_proj{nullptr};
+
+ private:
+  int64_t heads_;
+};
+
+class Mlp : public torch::nn::Module {
+ public:
+  Mlp(int64_t width, std::string activation) : activation_(std::move(activation)) {
+    c_fc = register_module("c_fc", torch::nn::Linear(width, width * 4));
+    c_proj = register_module("c_proj", torch::nn::Linear(width * 4, width));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return c_proj(activation(c_fc(x), activation_)); }
+  torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
+
+ private:
+  std::string activation_;
+};
+
+class ResidualAttentionBlock : public torch::nn::Module {
+ public:
+  ResidualAttentionBlock(int64_t width, int64_t heads, const std::string& act, double eps) {
+    attn = register_module("attn", std::make_shared<MultiheadAttention>(width, heads));
+    ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(width, eps));
+    mlp = register_module("mlp", std::make_shared<Mlp>(width, act));
+    ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(width, eps));
+  }
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask) {
+    x = x + attn->forward(ln_1->forward(x), mask);
+    return x + mlp->forward(ln_2->forward(x));
+  }
+  std::shared_ptr<MultiheadAttention> attn;
+  std::shared_ptr<LayerNorm> ln_1, ln_2;
+  std::shared_ptr<Mlp> mlp;
+};
+
+}  // namespace
+
+class Transformer : public torch::nn::Module {
+ public:
+  Transformer(int64_t width, int64_t layers, int64_t heads, const std::string& act, double eps) {
+    resblocks = register_module("resblocks", torch::nn::ModuleList());
+    for (int64_t i = 0; i < layers; ++i) resblocks->push_back(std::make_shared<ResidualAttentionBlock>(width, heads, act, eps));
+  }
+  // x: [B, L, D]; mask: additive [L, L] or undefined.
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask) {
+    for (const auto& block : *resblocks) x = block->as<ResidualAttentionBlock>()->forward(x, mask);
+    return x;
+  }
+  torch::nn::ModuleList resblocks{nullptr};
+};
+
+namespace {
+
+class VisionTransformer : public VisualEncoder {
+ public:
+  explicit VisionTransformer(const ClipConfig& c) {
+    const int64_t width = c.vision_width, grid = c.image_resolution / c.vision_patch_size;
+    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, width, c.vision_patch_size)
+                                                           .stride(c.vision_patch_size)
+                                                           .bias(false)));
+    class_embedding = register_parameter("class_embedding", torch::zeros({width}));
+    positional_embedding = register_parameter("positional_embedding", torch::zeros({grid * grid + 1, width}));
+    ln_pre = register_module("ln_pre", std::make_shared<LayerNorm>(width, c.vision_layer_norm_eps));
+    transformer = register_module("transformer", std::make_shared<Transformer>(width, c.vision_layers.at(0), c.vision_heads,
+                                                                                c.vision_activation, c.vision_layer_norm_eps));
+    ln_post = register_module("ln_post", std::make_shared<LayerNorm>(width, c.vision_layer_norm_eps));
+    proj = register_parameter("proj", torch::zeros({width, c.embed_dim}));
+  }
+  torch::Tensor forward(const torch::Tensor& pixels) override {
+    torch::Tensor x = conv1(pixels.to(conv1->weight.scalar_type()));  // [B, W, g, g]
+    x = x.flatten(2).transpose(1, 2);                                // [B, W, g*g] -> [B, g*g, W]
+    torch::Tensor cls = class_embedding.to(x.scalar_type()).expand({x.size(0), 1, x.size(2)});
+    x = torch::cat({cls, x}, 1) + positional_embedding.to(x.scalar_type());  // [B, g*g + 1, W]
+    x = transformer->forward(ln_pre->forward(x), {});
+    x = ln_post->forward(x.select(1, 0));  // class token: [B, W]
+    return torch::matmul(x, proj);
+  }
+  torch::nn::Conv2d conv1{nullptr};
+  torch::Tensor class_embedding, positional_embedding, proj;
+  std::shared_ptr<LayerNorm> ln_pre, ln_post;
+  std::shared_ptr<Transformer> transformer;
+};
+
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2).bias(false));
+}
+
+// Holder for downsample's named entries "0" (conv) and "1" (BatchNorm); "-1" is the parameter-free AvgPool2d.
+class Downsample : public torch::nn::Module {
+ public:
+  Downsample(int64_t in, int64_t out, int64_t stride) : stride_(stride) {
+    conv_ = register_module("0", conv(in, out, 1));
+    bn_ = register_module("1", torch::nn::BatchNorm2d(out));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    if (stride_ > 1) x = torch::avg_pool2d(x, stride_);
+    return bn_(conv_(x));
+  }
+
+ private:
+  int64_t stride_;
+  torch::nn::Conv2d conv_{nullptr};
+  torch::nn::BatchNorm2d bn_{nullptr};
+};
+
+class Bottleneck : public torch::nn::Module {
+ public:
+  static constexpr int64_t kExpansion = 4;
+  Bottleneck(int64_t inplanes, int64_t planes, int64_t stride) : stride_(stride) {
+    conv1 = register_module("conv1", conv(inplanes, planes, 1));
+    bn1 = register_module("bn1", torch::nn::BatchNorm2d(planes));
+    conv2 = register_module("conv2", conv(planes, planes, 3));
+    bn2 = register_module("bn2", torch::nn::BatchNorm2d(planes));
+    conv3 = register_module("conv3", conv(planes, planes * kExpansion, 1));
+    bn3 = register_module("bn3", torch::nn::BatchNorm2d(planes * kExpansion));
+    if (stride > 1 || inplanes != planes * kExpansion) {
+      downsample = register_module("downsample", std::make_shared<Downsample>(inplanes, planes * kExpansion, stride));
+    }
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor out = torch::relu(bn1(conv1(x)));
+    out = torch::relu(bn2(conv2(out)));
+    if (stride_ > 1) out = torch::avg_pool2d(out, stride_);
+    out = bn3(conv3(out));
+    return torch::relu(out + (downsample ? downsample->forward(x) : x));
+  }
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  std::shared_ptr<Downsample> downsample;
+
+ private:
+  int64_t stride_;
+};
+
+class AttentionPool2d : public torch::nn::Module {
+ public:
+  AttentionPool2d(int64_t spacial_dim, int64_t embed_dim, int64_t heads, int64_t output_dim) : heads_(heads) {
+    TORCH_CHECK(heads > 0 && embed_dim % heads == 0, "attnpool width ", embed_dim, " is not divisible by ", heads, " heads");
+    positional_embedding = register_parameter("positional_embedding", torch::zeros({spacial_dim * spacial_dim + 1, embed_dim}));
+    k_proj = register_module("k_proj", torch::nn::Linear(embed_dim, embed_dim));
+    q_proj = register_module("q_proj", torch::nn::Linear(embed_dim, embed_dim));
+    v_proj = register_module("v_proj", torch::nn::Linear(embed_dim, embed_dim));
+    c_proj = register_module("c_proj", torch::nn::Linear(embed_dim, output_dim));
+  }
+  torch::Tensor forward(const torch::Tensor& input) {
+    torch::Tensor x = input.flatten(2).transpose(1, 2);          // [B, C, H, W] -> [B, HW, C]
+    x = torch::cat({x.mean(1, true), x}, 1);                    // [B, HW + 1, C]
+    x = x + positional_embedding.to(x.scalar_type());
+    const int64_t B = x.size(0), L = x.size(1), C = x.size(2), Dh = C / heads_;
+    torch::Tensor q = q_proj(x.narrow(1, 0, 1)).reshape({B, 1, heads_, Dh}).transpose(1, 2);  // [B, H, 1, Dh]
+    torch::Tensor k = k_proj(x).reshape({B, L, heads_, Dh}).transpose(1, 2);                  // [B, H, L, Dh]
+    torch::Tensor v = v_proj(x).reshape({B, L, heads_, Dh}).transpose(1, 2);
+    q = q * (1.0 / std::sqrt(static_cast<double>(Dh)));
+    torch::Tensor attn = torch::softmax(torch::matmul(q, k.transpose(-2, -1)), -1);  // [B, H, 1, L]
+    torch::Tensor out = torch::matmul(attn, v).transpose(1, 2).reshape({B, C});      // [B, H, 1, Dh] -> [B, C]
+    return c_proj(out);
+  }
+  torch::Tensor positional_embedding;
+  torch::nn::Linear k_proj{nullptr}, q_proj{nullptr}, v_proj{nullptr}, c_proj{nullptr};
+
+ private:
+  int64_t heads_;
+};
+
+class ModifiedResNet : public VisualEncoder {
+ public:
+  explicit ModifiedResNet(const ClipConfig& c) {
+    const int64_t width = c.vision_width;
+    conv1 = register_module("conv1", conv(3, width / 2, 3, 2));
+    bn1 = register_module("bn1", torch::nn::BatchNorm2d(width / 2));
+    conv2 = register_module("conv2", conv(width / 2, width / 2, 3));
+    bn2 = register_module("bn2", torch::nn::BatchNorm2d(width / 2));
+    conv3 = register_module("conv3", conv(width / 2, width, 3));
+    bn3 = register_module("bn3", torch::nn::BatchNorm2d(width));
+    int64_t inplanes = width;
+    for (int stage = 0; stage < 4; ++stage) {
+      const int64_t planes = width << stage;
+      auto layer = torch::nn::ModuleList();
+      for (int64_t b = 0; b < c.vision_layers.at(stage); ++b) {
+        layer->push_back(std::make_shared<Bottleneck>(inplanes, planes, b == 0 && stage > 0 ? 2 : 1));
+        inplanes = planes * Bottleneck::kExpansion;
+      }
+      layers.push_back(register_module(cat("layer", stage + 1), layer));
+    }
+    attnpool = register_module("attnpool", std::make_shared<AttentionPool2d>(c.image_resolution / 32, width * 32,
+                                                                              c.vision_heads, c.embed_dim));
+  }
+  torch::Tensor forward(const torch::Tensor& pixels) override {
+    torch::Tensor x = pixels.to(conv1->weight.scalar_type());
+    x = torch::relu(bn1(conv1(x)));
+    x = torch::relu(bn2(conv2(x)));
+    x = torch::relu(bn3(conv3(x)));
+    x = torch::avg_pool2d(x, 2);
+    for (auto& layer : layers) {
+      for (const auto& block : *layer) x = block->as<Bottleneck>()->forward(x);
+    }
+    return attnpool->forward(x);
+  }
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  std::vector<torch::nn::ModuleList> layers;
+  std::shared_ptr<AttentionPool2d> attnpool;
+};
+
+const torch::Tensor& require(const TensorMap& sd, const std::string& key) {
+  auto it = sd.find(key);
+  if (it == sd.end()) fail("cannot infer the CLIP architecture: weight '", key, "' is missing");
+  return it->second;
+}
+
+// Number of distinct values of the dotted component at `index` among keys starting with `prefix`.
+int64_t count_distinct(const TensorMap& sd, const std::string& prefix, size_t index) {
+  std::set<std::string> seen;
+  for (const auto& kv : sd) {
+    if (kv.first.rfind(prefix, 0) != 0) continue;
+    size_t start = 0;
+    for (size_t i = 0; i < index && start != std::string::npos; ++i) {
+      start = kv.first.find('.', start);
+      if (start != std::string::npos) ++start;
+    }
+    if (start == std::string::npos) continue;
+    seen.insert(kv.first.substr(start, kv.first.find('.', start) - start));
+  }
+  return static_cast<int64_t>(seen.size());
+}
+
+int64_t isqrt_exact(int64_t n, const std::string& what) {
+  const auto r = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+  if (r * r != n) fail("cannot infer the CLIP architecture: ", what, " (", n, ") is not a square grid");
+  return r;
+}
+
+}  // namespace
+
+ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
+  ClipConfig c;
+  c.vision_resnet = sd.count("visual.proj") == 0;
+  if (!c.vision_resnet) {
+    const torch::Tensor& conv1 = require(sd, "visual.conv1.weight");  // [width, 3, patch, patch]
+    TORCH_CHECK(conv1.dim() == 4, "visual.conv1.weight must be 4-D");
+    c.vision_width = conv1.size(0);
+    c.vision_patch_size = conv1.size(-1);
+    c.vision_layers = {count_distinct(sd, "visual.transformer.resblocks.", 3)};
+    const int64_t grid = isqrt_exact(require(sd, "visual.positional_embedding").size(0) - 1, "visual.positional_embedding rows - 1");
+    c.image_resolution = c.vision_patch_size * grid;
+  } else {
+    for (int b = 1; b <= 4; ++b) c.vision_layers.push_back(count_distinct(sd, cat("visual.layer", b, "."), 2));
+    c.vision_width = require(sd, "visual.layer1.0.conv1.weight").size(0);
+    const int64_t grid = isqrt_exact(require(sd, "visual.attnpool.positional_embedding").size(0) - 1,
+                                     "visual.attnpool.positional_embedding rows - 1");
+    c.image_resolution = grid * 32;
+  }
+  c.vision_heads = c.vision_resnet ? c.vision_width * 32 / 64 : c.vision_width / 64;
+  const torch::Tensor& text_projection = require(sd, "text_projection");
+  TORCH_CHECK(text_projection.dim() == 2, "text_projection must be 2-D");
+  c.embed_dim = text_projection.size(1);
+  c.context_length = require(sd, "positional_embedding").size(0);
+  c.vocab_size = require(sd, "token_embedding.weight").size(0);
+  c.transformer_width = require(sd, "ln_final.weight").size(0);
+  c.transformer_heads = c.transformer_width / 64;
+  c.transformer_layers = count_distinct(sd, "transformer.resblocks.", 2);
+  if (c.vision_heads < 1) c.vision_heads = 1;
+  if (c.transformer_heads < 1) c.transformer_heads = 1;
+  return c;
+}
+
+std::string ClipConfig::architecture() const {
+  if (vision_resnet) {
+    struct Known { std::vector<int64_t> layers; int64_t width; const char* name; };
+    static const Known known[] = {{{3, 4, 6, 3}, 64, "RN50"},      {{3, 4, 23, 3}, 64, "RN101"},
+                                  {{4, 6, 10, 6}, 80, "RN50x4"},   {{6, 8, 18, 8}, 96, "RN50x16"},
+                                  {{3, 15, 36, 10}, 128, "RN50x64"}};
+    for (const auto& k : known) {
+      if (k.layers == vision_layers && k.width == vision_width) return k.name;
+    }
+    return cat("ModifiedResNet(layers=", vision_layers[0], "-", vision_layers[1], "-", vision_layers[2], "-",
+               vision_layers[3], ", width=", vision_width, ", ", image_resolution, "px)");
+  }
+  struct Size { int64_t width, layers; const char* letter; };
+  static const Size sizes[] = {{768, 12, "B"}, {1024, 24, "L"}, {1280, 32, "H"}, {1408, 40, "g"}, {1664, 48, "bigG"}};
+  for (const auto& s : sizes) {
+    if (s.width == vision_width && s.layers == vision_layers[0]) {
+      return cat("ViT-", s.letter, "/", vision_patch_size, image_resolution == 224 ? "" : cat("@", image_resolution, "px"));
+    }
+  }
+  return cat("ViT(width=", vision_width, ", layers=", vision_layers[0], ", patch=", vision_patch_size, ", ",
+             image_resolution, "px)");
+}
+
+ClipModel::ClipModel(const ClipConfig& config) : config_(config) {
+  if (config.vision_resnet) {
+    visual_ = register_module("visual", std::make_shared<ModifiedResNet>(config));
+  } else {
+    visual_ = register_module("visual", std::make_shared<VisionTransformer>(config));
+  }
+  transformer_ = register_module("transformer", std::make_shared<Transformer>(config.transformer_width, config.transformer_layers,
+                                                                              config.transformer_heads, config.text_activation,
+                                                                              config.text_layer_norm_eps));
+  token_embedding_ = register_module("token_embedding", torch::nn::Embedding(config.vocab_size, config.transformer_width));
+  positional_embedding_ = register_parameter("positional_embedding", torch::zeros({config.context_length, config.transformer_width}));
+  ln_final_ = register_module("ln_final", std::make_shared<LayerNorm>(config.transformer_width, config.text_layer_norm_eps));
+  text_projection_ = register_parameter("text_projection", torch::zeros({config.transformer_width, config.embed_dim}));
+  logit_scale_ = register_parameter("logit_scale", torch::zeros({}));
+  // Additive causal mask: -inf above the diagonal. [L, L]
+  causal_mask_ = register_buffer("causal_mask", torch::full({config.context_length, config.context_length},
+                                                            -std::numeric_limits<float>::infinity())
+                                                     .triu(1));
+  eval();
+}
+
+torch::Tensor ClipModel::encode_image(const torch::Tensor& pixels) {
+  TORCH_CHECK(pixels.dim() == 4 && pixels.size(1) == 3, "encode_image expects [B, 3, H, W] pixels, got ", pixels.sizes());
+  TORCH_CHECK(pixels.size(2) == config_.image_resolution && pixels.size(3) == config_.image_resolution,
+              "encode_image expects ", config_.image_resolution, "x", config_.image_resolution, " pixels, got ",
+              pixels.size(2), "x", pixels.size(3));
+  return visual_->forward(pixels);
+}
+
+torch::Tensor ClipModel::encode_text(const torch::Tensor& tokens) {
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) == config_.context_length, "encode_text expects [B, ",
+              config_.context_length, "] tokens, got ", tokens.sizes());
+  TORCH_CHECK(tokens.scalar_type() == torch::kLong, "encode_text expects int64 tokens");
+  torch::Tensor x = token_embedding_(tokens) + positional_embedding_;  // [B, L, D]
+  x = transformer_->forward(x, causal_mask_.to(x.scalar_type()));
+  x = ln_final_->forward(x);
+  // Features at the end-of-text token, which has the highest id in the vocabulary. [B, D]
+  const torch::Tensor eot = tokens.argmax(-1);
+  x = x.index({torch::arange(x.size(0), eot.options()), eot});
+  return torch::matmul(x, text_projection_);
+}
+
+bool ClipModel::is_known_extra(const std::string& key) {
+  // TorchScript archives keep these ints beside the weights; BatchNorm counters and HF position ids are not
+  // used by inference.
+  static const std::set<std::string> exact = {"input_resolution", "context_length", "vocab_size",
+                                              "text_model.embeddings.position_ids",
+                                              "vision_model.embeddings.position_ids"};
+  const std::string counter = ".num_batches_tracked";
+  return exact.count(key) != 0 ||
+         (key.size() > counter.size() && key.compare(key.size() - counter.size(), counter.size(), counter) == 0);
+}
+
+void ClipModel::load_weights(const TensorMap& sd, const std::string& source) {
+  std::vector<std::string> missing, mismatched, unexpected;
+  std::map<std::string, torch::Tensor> targets;
+  for (const auto& p : named_parameters(true)) targets[p.key()] = p.value();
+  for (const auto& b : named_buffers(true)) {
+    if (b.key() != "causal_mask") targets[b.key()] = b.value();
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) {
+    auto it = sd.find(name);
+    if (it == sd.end()) {
+      if (!is_known_extra(name)) missing.push_back(name);
+      continue;
+    }
+    if (it->second.sizes() != target.sizes()) {
+      mismatched.push_back(cat(name, " (checkpoint ", it->second.sizes(), ", model ", target.sizes(), ")"));
+      continue;
+    }
+    target.copy_(it->second.to(target.scalar_type()));
+  }
+  for (const auto& kv : sd) {
+    if (targets.count(kv.first) == 0 && !is_known_extra(kv.first)) unexpected.push_back(kv.first);
+  }
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) {
+    for (auto& p : parameters()) p.requires_grad_(false);
+    return;
+  }
+  auto list = [](const char* what, const std::vector<std::string>& names) -> std::string {
+    if (names.empty()) return "";
+    std::string s = cat("; ", names.size(), " ", what, ": ");
+    for (size_t i = 0; i < names.size() && i < 8; ++i) s += cat(i ? ", " : "", names[i]);
+    if (names.size() > 8) s += cat(", ... (+", names.size() - 8, " more)");
+    return s;
+  };
+  fail(source, ": weights do not fit a ", config_.architecture(), " CLIP", list("missing", missing),
+       list("mis-shaped", mismatched), list("unexpected", unexpected));
+}
+
+}  // namespace clipguide

@@ -1,0 +1,30 @@
+// Text cleaning as openai/CLIP simple_tokenizer.py does it before BPE: ftfy.fix_text, html.unescape twice,
+// whitespace collapsed, strip, lower-case. ftfy is reimplemented for its common repairs (HTML entities, UTF-8
+// mojibake read as Windows-1252/Latin-1, C1 controls, Latin ligatures, full-width forms, curly quotes, line
+// breaks, terminal escapes, control characters, NFC); its badness heuristics and rarer codecs are not.
+#pragma once
+
+#include <string>
+
+namespace clipguide {
+
+// Decodes UTF-8 to code points; throws Error naming `what` on invalid UTF-8.
+std::u32string utf8_to_u32(const std::string& text, const std::string& what);
+std::string u32_to_utf8(const std::u32string& text);
+
+// Python's html.unescape (HTML5 named and numeric character references).
+std::u32string html_unescape(const std::u32string& text);
+
+// The subset of ftfy.fix_text described above, applied until the text stops changing.
+std::u32string ftfy_fix_text(std::u32string text);
+
+// Python str.isspace, the `\s` the tokenizer's regexes use.
+bool is_space(char32_t c);
+// Unicode general category L* and N*.
+bool is_letter(char32_t c);
+bool is_number(char32_t c);
+
+// ftfy + unescape twice + strip + whitespace collapse + lower-case: what the BPE sees.
+std::u32string clip_clean_text(const std::string& utf8, const std::string& what);
+
+}  // namespace clipguide

@@ -1,0 +1,272 @@
+// Ref: openai/CLIP clip/simple_tokenizer.py (bytes_to_unicode, SimpleTokenizer.bpe/encode), clip/clip.py
+// (tokenize).
+#include "clip/tokenizer.h"
+
+#include <zlib.h>
+
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "clip/error.h"
+#include "clip/file_io.h"
+#include "clip/text_clean.h"
+
+namespace clipguide {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr size_t kMaxVocabBytes = 64u << 20;
+constexpr size_t kMaxTextBytes = 1u << 20;
+const char* const kSot = "<|startoftext|>";
+const char* const kEot = "<|endoftext|>";
+
+// bytes_to_unicode: printable bytes stand for themselves, the rest map to U+0100 onwards, in byte order.
+// Returned in the dict's order (the printable bytes first, then the rest), which is the vocabulary's order.
+std::vector<std::pair<uint8_t, char32_t>> byte_to_unicode() {
+  std::vector<std::pair<uint8_t, char32_t>> table;
+  std::vector<bool> direct(256, false);
+  for (int b = '!'; b <= '~'; ++b) direct[b] = true;
+  for (int b = 0xA1; b <= 0xAC; ++b) direct[b] = true;
+  for (int b = 0xAE; b <= 0xFF; ++b) direct[b] = true;
+  for (int b = 0; b < 256; ++b) {
+    if (direct[b]) table.emplace_back(static_cast<uint8_t>(b), static_cast<char32_t>(b));
+  }
+  char32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    if (!direct[b]) table.emplace_back(static_cast<uint8_t>(b), next++);
+  }
+  return table;
+}
+
+std::string gunzip_file(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (f == nullptr) fail(path, ": cannot open");
+  std::string out;
+  char buf[1 << 16];
+  int n = 0;
+  while ((n = gzread(f, buf, sizeof buf)) > 0) {
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > kMaxVocabBytes) {
+      gzclose(f);
+      fail(path, ": vocabulary exceeds ", kMaxVocabBytes, " bytes uncompressed");
+    }
+  }
+  int err = Z_OK;
+  const char* msg = gzerror(f, &err);
+  const bool bad = n < 0 || (err != Z_OK && err != Z_STREAM_END);
+  const std::string reason = bad ? msg : "";
+  gzclose(f);
+  if (bad) fail(path, ": corrupt gzip data (", reason, ")");
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> parse_merges(const std::string& text, size_t first_line,
+                                                              size_t max_merges, const std::string& source) {
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::istringstream in(text);
+  std::string line;
+  for (size_t i = 0; std::getline(in, line) && merges.size() < max_merges; ++i) {
+    if (i < first_line) continue;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    const size_t space = line.find(' ');
+    if (space == std::string::npos || space == 0 || line.find(' ', space + 1) != std::string::npos) {
+      fail(source, ": line ", i + 1, " is not a merge of two symbols");
+    }
+    merges.emplace_back(line.substr(0, space), line.substr(space + 1));
+  }
+  if (merges.empty()) fail(source, ": no merges found");
+  return merges;
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(std::unordered_map<std::string, int64_t> encoder,
+                     const std::vector<std::pair<std::string, std::string>>& merges, const std::string& source)
+    : encoder_(std::move(encoder)) {
+  for (const auto& [byte, code] : byte_to_unicode()) byte_encoder_[byte] = u32_to_utf8(std::u32string(1, code));
+  for (size_t i = 0; i < merges.size(); ++i) ranks_.emplace(merges[i].first + " " + merges[i].second, static_cast<int64_t>(i));
+  for (const char* special : {kSot, kEot}) {
+    if (encoder_.count(special) == 0) fail(source, ": vocabulary lacks ", special);
+  }
+  sot_ = encoder_.at(kSot);
+  eot_ = encoder_.at(kEot);
+}
+
+Tokenizer Tokenizer::from_openai_vocab(const std::string& path) {
+  const std::string text = gunzip_file(path);
+  // simple_tokenizer.py: merges = lines[1 : 49152 - 256 - 2 + 1]
+  auto merges = parse_merges(text, 1, 49152 - 256 - 2, path);
+  std::unordered_map<std::string, int64_t> encoder;
+  std::vector<std::string> vocab;
+  for (const auto& entry : byte_to_unicode()) vocab.push_back(u32_to_utf8(std::u32string(1, entry.second)));
+  for (int i = 0; i < 256; ++i) vocab.push_back(vocab[i] + "</w>");
+  for (const auto& m : merges) vocab.push_back(m.first + m.second);
+  vocab.push_back(kSot);
+  vocab.push_back(kEot);
+  for (size_t i = 0; i < vocab.size(); ++i) encoder.emplace(vocab[i], static_cast<int64_t>(i));
+  return Tokenizer(std::move(encoder), merges, path);
+}
+
+Tokenizer Tokenizer::from_hf_files(const std::string& vocab_json, const std::string& merges_txt) {
+  nlohmann::json vocab;
+  try {
+    vocab = nlohmann::json::parse(read_small_file(vocab_json, kMaxVocabBytes));
+  } catch (const nlohmann::json::exception& e) {
+    fail(vocab_json, ": not valid JSON (", e.what(), ")");
+  }
+  if (!vocab.is_object()) fail(vocab_json, ": expected a JSON object of token -> id");
+  std::unordered_map<std::string, int64_t> encoder;
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    if (!it.value().is_number_integer()) fail(vocab_json, ": id of token '", it.key(), "' is not an integer");
+    encoder.emplace(it.key(), it.value().get<int64_t>());
+  }
+  const std::string text = read_small_file(merges_txt, kMaxVocabBytes);
+  const size_t first = text.rfind("#version", 0) == 0 ? 1 : 0;
+  return Tokenizer(std::move(encoder), parse_merges(text, first, std::numeric_limits<size_t>::max(), merges_txt),
+                   vocab_json);
+}
+
+Tokenizer Tokenizer::from_path(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    const fs::path dir(path);
+    if (fs::exists(dir / "vocab.json", ec) && fs::exists(dir / "merges.txt", ec)) {
+      return from_hf_files((dir / "vocab.json").string(), (dir / "merges.txt").string());
+    }
+    if (fs::exists(dir / "bpe_simple_vocab_16e6.txt.gz", ec)) return from_openai_vocab((dir / "bpe_simple_vocab_16e6.txt.gz").string());
+    fail(path, ": directory has neither vocab.json + merges.txt nor bpe_simple_vocab_16e6.txt.gz");
+  }
+  if (fs::path(path).filename() == "vocab.json") {
+    return from_hf_files(path, (fs::path(path).parent_path() / "merges.txt").string());
+  }
+  return from_openai_vocab(path);
+}
+
+std::vector<std::string> Tokenizer::bpe(const std::string& token) const {
+  {
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    auto it = cache_->words.find(token);
+    if (it != cache_->words.end()) return it->second;
+  }
+  // Split into UTF-8 characters; the last one carries the end-of-word marker.
+  std::vector<std::string> word;
+  for (size_t i = 0; i < token.size();) {
+    size_t len = 1;
+    const auto lead = static_cast<unsigned char>(token[i]);
+    if (lead >= 0xF0) len = 4;
+    else if (lead >= 0xE0) len = 3;
+    else if (lead >= 0xC0) len = 2;
+    word.push_back(token.substr(i, len));
+    i += len;
+  }
+  word.back() += "</w>";
+  while (word.size() > 1) {
+    int64_t best = std::numeric_limits<int64_t>::max();
+    size_t best_i = 0;
+    for (size_t i = 0; i + 1 < word.size(); ++i) {
+      auto it = ranks_.find(word[i] + " " + word[i + 1]);
+      if (it != ranks_.end() && it->second < best) {
+        best = it->second;
+        best_i = i;
+      }
+    }
+    if (best == std::numeric_limits<int64_t>::max()) break;
+    // Merge every occurrence of the best pair, left to right.
+    const std::string first = word[best_i], second = word[best_i + 1];
+    std::vector<std::string> merged;
+    for (size_t i = 0; i < word.size();) {
+      if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
+        merged.push_back(first + second);
+        i += 2;
+      } else {
+        merged.push_back(word[i++]);
+      }
+    }
+    word = std::move(merged);
+  }
+  std::lock_guard<std::mutex> lock(cache_->mutex);
+  if (cache_->words.size() < 100000) cache_->words.emplace(token, word);
+  return word;
+}
+
+std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::string& what) const {
+  if (text.size() > kMaxTextBytes) fail(what, ": ", text.size(), " bytes exceeds the limit of ", kMaxTextBytes, " bytes");
+  const std::u32string clean = clip_clean_text(text, what);
+  std::vector<int64_t> ids;
+  auto emit = [&](const std::u32string& piece) {
+    std::string bytes;
+    for (unsigned char b : u32_to_utf8(piece)) bytes += byte_encoder_[b];
+    for (const std::string& sym : bpe(bytes)) {
+      auto it = encoder_.find(sym);
+      if (it == encoder_.end()) fail(what, ": BPE symbol '", sym, "' is not in the vocabulary");
+      ids.push_back(it->second);
+    }
+  };
+  static const std::u32string specials[] = {U"<|startoftext|>", U"<|endoftext|>"};
+  static const std::u32string contractions[] = {U"'s", U"'t", U"'re", U"'ve", U"'m", U"'ll", U"'d"};
+  // The pattern <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+,
+  // matched leftmost-first as the regex module does.
+  for (size_t i = 0; i < clean.size();) {
+    bool matched = false;
+    for (const auto& s : specials) {
+      if (clean.compare(i, s.size(), s) == 0) {
+        ids.push_back(s == specials[0] ? sot_ : eot_);
+        i += s.size();
+        matched = true;
+        break;
+      }
+    }
+    if (matched) continue;
+    for (const auto& c : contractions) {
+      if (clean.compare(i, c.size(), c) == 0) {
+        emit(c);
+        i += c.size();
+        matched = true;
+        break;
+      }
+    }
+    if (matched) continue;
+    const char32_t c = clean[i];
+    size_t j = i + 1;
+    if (is_letter(c)) {
+      while (j < clean.size() && is_letter(clean[j])) ++j;
+    } else if (is_number(c)) {
+    } else if (!is_space(c)) {
+      while (j < clean.size() && !is_space(clean[j]) && !is_letter(clean[j]) && !is_number(clean[j])) ++j;
+    } else {
+      i = j;
+      continue;
+    }
+    emit(clean.substr(i, j - i));
+    i = j;
+  }
+  return ids;
+}
+
+torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t context_length, bool truncate) const {
+  TORCH_CHECK(context_length >= 2, "context length must be at least 2");
+  torch::Tensor out = torch::zeros({static_cast<int64_t>(texts.size()), context_length}, torch::kLong);
+  auto acc = out.accessor<int64_t, 2>();
+  for (size_t n = 0; n < texts.size(); ++n) {
+    const std::string what = cat("text \"", texts[n].size() > 40 ? texts[n].substr(0, 40) + "..." : texts[n], "\"");
+    std::vector<int64_t> ids = encode(texts[n], what);
+    ids.insert(ids.begin(), sot_);
+    ids.push_back(eot_);
+    if (static_cast<int64_t>(ids.size()) > context_length) {
+      if (!truncate) {
+        fail(what, " is ", ids.size(), " tokens, longer than the context length ", context_length,
+             " (shorten it or use --truncate)");
+      }
+      ids.resize(context_length);
+      ids.back() = eot_;
+    }
+    for (size_t i = 0; i < ids.size(); ++i) acc[n][i] = ids[i];
+  }
+  return out;
+}
+
+}  // namespace clipguide

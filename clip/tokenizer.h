@@ -1,0 +1,49 @@
+// CLIP's byte-level BPE tokenizer, as openai/CLIP clip/simple_tokenizer.py and clip.tokenize compute it.
+#pragma once
+
+#include <torch/types.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace clipguide {
+
+class Tokenizer {
+ public:
+  // OpenAI's bpe_simple_vocab_16e6.txt.gz (gzip of the merges list).
+  static Tokenizer from_openai_vocab(const std::string& path);
+  // Hugging Face vocab.json + merges.txt.
+  static Tokenizer from_hf_files(const std::string& vocab_json, const std::string& merges_txt);
+  // Either form, from a file path (the .gz) or a directory holding one of them.
+  static Tokenizer from_path(const std::string& path);
+
+  // BPE ids of the cleaned text, without start/end tokens. `what` names the input in errors.
+  std::vector<int64_t> encode(const std::string& text, const std::string& what = "prompt") const;
+  // clip.tokenize: [N, context_length] int64, <|startoftext|> ids <|endoftext|> then zeros. Too long: an Error
+  // naming the token count, unless `truncate` (then the last kept id is replaced by <|endoftext|>).
+  torch::Tensor tokenize(const std::vector<std::string>& texts, int64_t context_length, bool truncate) const;
+
+  int64_t sot() const { return sot_; }
+  int64_t eot() const { return eot_; }
+  size_t vocab_size() const { return encoder_.size(); }
+
+ private:
+  Tokenizer(std::unordered_map<std::string, int64_t> encoder, const std::vector<std::pair<std::string, std::string>>& merges,
+            const std::string& source);
+  std::vector<std::string> bpe(const std::string& token) const;
+
+  std::unordered_map<std::string, int64_t> encoder_;
+  std::unordered_map<std::string, int64_t> ranks_;  // "first second" -> merge rank
+  std::string byte_encoder_[256];                   // byte -> its printable stand-in, UTF-8
+  int64_t sot_ = 0, eot_ = 0;
+  struct Cache {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::vector<std::string>> words;
+  };
+  std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();  // bpe() results; safe to share across threads
+};
+
+}  // namespace clipguide

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# End-to-end checks of the clipguide binary: every fixture format through info/embed/tokenize, and bad input
+# giving one line on stderr, a non-zero exit and no output file.
+set -u
+bin=$1
+fx=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
+vocab=$fx/tokenizer/bpe_simple_vocab_16e6.txt.gz
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+failed=0
+
+ok() { pass=$((pass + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+
+# expect_fail NAME CMD...: non-zero exit, exactly one line on stderr, nothing on stdout.
+expect_fail() {
+  local name=$1; shift
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$tmp/err")
+  if [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && [ ! -s "$tmp/out" ] && [ "$rc" -lt 128 ]; then ok; else
+    bad "$name: rc=$rc stderr lines=$lines: $(head -c 300 "$tmp/err")"; fi
+}
+
+# Every model file in the manifest loads and reports its architecture.
+models=$(python3 -c "import json,sys; m=json.load(open('$fx/clip/clip-manifest.json'))['models']; print(' '.join(f for n in m for f in m[n]['files'] if '.reference.' not in f))" 2>/dev/null \
+  || grep -o '"[^"]*\(\.openai\.safetensors\|\.jit\.pt\|\.hf/\)"' "$fx/clip/clip-manifest.json" | tr -d '"')
+for f in $models; do
+  if "$bin" info "$fx/clip/$f" --json >"$tmp/info.json" 2>"$tmp/err" && grep -q '"sha256"' "$tmp/info.json" \
+     && grep -q '"architecture"' "$tmp/info.json"; then ok; else bad "info $f: $(cat "$tmp/err")"; fi
+  img=$(ls "$fx"/clip/*.images/exact-0.png | head -1)
+  if "$bin" embed --model "$fx/clip/$f" --vocab "$vocab" --image "$img" --text "a red backpack" --normalize \
+       --format jsonl >"$tmp/e.jsonl" 2>"$tmp/err" && [ "$(wc -l <"$tmp/e.jsonl")" -eq 2 ] \
+       && grep -q '"type":"image"' "$tmp/e.jsonl" && grep -q '"type":"text"' "$tmp/e.jsonl"; then ok; else
+    bad "embed jsonl $f: $(cat "$tmp/err")"; fi
+done
+
+first=$(echo "$models" | awk '{print $1}')
+img=$(ls "$fx"/clip/*.images/exact-0.png | head -1)
+"$bin" embed -m "$fx/clip/$first" --vocab "$vocab" --image "$img" --text x --format npy -o "$tmp/e.npy" 2>"$tmp/err" \
+  && head -c 6 "$tmp/e.npy" | grep -q NUMPY && ok || bad "embed npy: $(cat "$tmp/err")"
+"$bin" embed -m "$fx/clip/$first" --vocab "$vocab" --image "$img" --format safetensors -o "$tmp/e.st" 2>"$tmp/err" \
+  && "$bin" info "$tmp/e.st" >/dev/null 2>&1; [ -s "$tmp/e.st" ] && ok || bad "embed safetensors"
+out=$("$bin" tokenize --vocab "$vocab" "a photo of a cat" 2>"$tmp/err")
+case "$out" in "[49406,"*) ok ;; *) bad "tokenize: $out $(cat "$tmp/err")" ;; esac
+printf 'one\ntwo\n' >"$tmp/texts.txt"
+[ "$("$bin" tokenize --vocab "$vocab" --file "$tmp/texts.txt" --context-length 8 | wc -l)" -eq 2 ] && ok || bad "tokenize --file"
+
+# Bad input: one line, non-zero exit, no partial output file.
+head -c 1000 "$fx/clip/$first" >"$tmp/cut.safetensors"
+expect_fail truncated "$bin" info "$tmp/cut.safetensors"
+: >"$tmp/empty.pt"
+expect_fail empty "$bin" info "$tmp/empty.pt"
+expect_fail missing "$bin" info "$tmp/nope.pt"
+expect_fail unknown-name "$bin" info ViT-Q-99
+echo "GIF89a" >"$tmp/bad.png"
+expect_fail bad-image "$bin" embed -m "$fx/clip/$first" --image "$tmp/bad.png" --format npy -o "$tmp/never.npy"
+[ ! -e "$tmp/never.npy" ] && ok || bad "partial output left behind"
+expect_fail bad-utf8 "$bin" tokenize --vocab "$vocab" "$(printf 'bad \xff text')"
+expect_fail too-long "$bin" tokenize --vocab "$vocab" --context-length 4 "one two three four five"
+expect_fail bad-format "$bin" embed -m "$fx/clip/$first" --text x --format xml
+expect_fail bad-device "$bin" embed -m "$fx/clip/$first" --text x --device tpu
+expect_fail bad-flag "$bin" embed --no-such-flag
+expect_fail no-vocab env HOME="$tmp" "$bin" embed -m "$fx/clip/$first" --text x
+"$bin" --help >/dev/null && "$bin" embed --help | grep -q -- "--normalize" && ok || bad "help"
+
+echo "cli: $pass passed, $failed failed"
+[ "$failed" -eq 0 ]
