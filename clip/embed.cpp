@@ -31,6 +31,7 @@ torch::Tensor embed_image_files(LoadedClip& clip, const std::vector<std::string>
 }
 
 torch::Tensor embed_texts(LoadedClip& clip, const std::vector<std::string>& texts, const EmbedOptions& options) {
+  if (texts.empty()) return torch::empty({0, clip.model->config().embed_dim});
   torch::NoGradGuard no_grad;
   const Tokenizer& tokenizer = clip.require_tokenizer();
   const auto device = clip.model->parameters().front().device();
@@ -41,7 +42,6 @@ torch::Tensor embed_texts(LoadedClip& clip, const std::vector<std::string>& text
     const torch::Tensor tokens = tokenizer.tokenize(batch, clip.model->config().context_length, options.truncate);
     out.push_back(finish(clip.model->encode_text(tokens.to(device)), options));
   }
-  if (out.empty()) return torch::empty({0, clip.model->config().embed_dim});
   return torch::cat(out);
 }
 

@@ -166,6 +166,8 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
     fail(ckpt.path, ": cannot infer the CLIP architecture: ", e.what_without_backtrace());
   }
   if (!ckpt.config_json.empty()) apply_hf_config(ckpt.config_json, path, config);
+  if (options.text_heads > 0) config.transformer_heads = options.text_heads;
+  if (options.vision_heads > 0) config.vision_heads = options.vision_heads;
   check_heads(config, ckpt.path);
   out.model = std::make_shared<ClipModel>(config);
   out.model->load_weights(sd, ckpt.path);

@@ -18,6 +18,10 @@ struct LoadOptions {
   std::string vocab;                    // a vocabulary file or folder; empty: look next to the model, then ~/.cache/clip
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat;  // compute dtype; checkpoints in fp16/bf16 are upcast by default
+  // Attention heads, for checkpoints whose heads are not width / 64 and that carry no config saying so
+  // (OpenAI-named weights cannot tell). 0: from config.json, else width / 64.
+  int64_t text_heads = 0;
+  int64_t vision_heads = 0;
 };
 
 struct LoadedClip {

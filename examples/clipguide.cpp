@@ -66,15 +66,43 @@ json row_json(const torch::Tensor& row) {
   return json(std::vector<float>(p, p + row.numel()));
 }
 
+// The options every command that loads a model shares.
+struct ModelArgs {
+  std::string model, vocab, device = "cpu";
+  int64_t text_heads = 0, vision_heads = 0;
+
+  void add_to(cxxopts::Options& opts, bool with_device) {
+    opts.add_options()
+        ("m,model", "CLIP checkpoint: a file, a Hugging Face folder, an OpenAI name (ViT-B-32) or a hub id (org/name)",
+         cxxopts::value(model))
+        ("vocab", "tokenizer vocabulary: bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt "
+                  "(default: next to the model, then ~/.cache/clip)", cxxopts::value(vocab))
+        ("text-heads", "text attention heads, for checkpoints where it is not width/64 and no config.json says so",
+         cxxopts::value(text_heads))
+        ("vision-heads", "vision attention heads, likewise", cxxopts::value(vision_heads));
+    if (with_device) opts.add_options()("device", "cpu, cuda, cuda:N or auto", cxxopts::value(device)->default_value("cpu"));
+  }
+  cg::LoadOptions load_options() const {
+    if (text_heads < 0 || vision_heads < 0) cg::fail("--text-heads and --vision-heads must be positive");
+    cg::LoadOptions load;
+    load.vocab = vocab;
+    load.device = cg::parse_device(device);
+    load.text_heads = text_heads;
+    load.vision_heads = vision_heads;
+    return load;
+  }
+};
+
 // ---- embed ----
 
 struct EmbedParams {
-  std::string model, vocab, device = "cpu", format = "jsonl", out;
+  ModelArgs model;
+  std::string format = "jsonl", out;
   std::vector<std::string> images, texts;
   cg::EmbedOptions options;
 
   void validate() const {
-    if (model.empty()) cg::fail("embed: --model is required");
+    if (model.model.empty()) cg::fail("embed: --model is required");
     if (images.empty() && texts.empty()) cg::fail("embed: nothing to embed; give --image FILE and/or --text STR");
     if (format != "jsonl" && format != "npy" && format != "safetensors") {
       cg::fail("embed: --format ", format, " is not one of jsonl, npy, safetensors");
@@ -87,9 +115,8 @@ struct EmbedParams {
 int run_embed(int argc, char** argv) {
   EmbedParams p;
   cxxopts::Options opts("clipguide embed", "Embed images and texts with a CLIP model.");
+  p.model.add_to(opts, true);
   opts.add_options()
-      ("m,model", "CLIP checkpoint: a file, a Hugging Face folder, an OpenAI name (ViT-B-32) or a hub id", cxxopts::value(p.model))
-      ("vocab", "tokenizer vocabulary: bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt", cxxopts::value(p.vocab))
       ("image", "an image file (PNG or JPEG); repeatable", cxxopts::value(p.images))
       ("text", "a text; repeatable", cxxopts::value(p.texts))
       ("normalize", "L2-normalize the embeddings", cxxopts::value(p.options.normalize))
@@ -98,7 +125,6 @@ int run_embed(int argc, char** argv) {
                  "safetensors (image_embeddings, text_embeddings)", cxxopts::value(p.format))
       ("o,out", "output file (default: stdout, jsonl only); written atomically", cxxopts::value(p.out))
       ("batch-size", "inputs per forward pass", cxxopts::value(p.options.batch_size)->default_value("32"))
-      ("device", "cpu, cuda, cuda:N or auto", cxxopts::value(p.device)->default_value("cpu"))
       ("h,help", "show this help");
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {
@@ -106,10 +132,7 @@ int run_embed(int argc, char** argv) {
     return 0;
   }
   p.validate();
-  cg::LoadOptions load;
-  load.vocab = p.vocab;
-  load.device = cg::parse_device(p.device);
-  cg::LoadedClip clip = cg::load_clip(p.model, load);
+  cg::LoadedClip clip = cg::load_clip(p.model.model, p.model.load_options());
   if (!p.texts.empty()) clip.require_tokenizer();
   const torch::Tensor images = cg::embed_image_files(clip, p.images, p.options);
   const torch::Tensor texts = cg::embed_texts(clip, p.texts, p.options);
@@ -137,7 +160,8 @@ int run_embed(int argc, char** argv) {
 // ---- tokenize ----
 
 struct TokenizeParams {
-  std::string vocab, model, file;
+  ModelArgs model;
+  std::string file;
   int64_t context_length = 0;  // 0: from the model, else 77
   bool truncate = false;
   std::vector<std::string> texts;
@@ -151,9 +175,8 @@ struct TokenizeParams {
 int run_tokenize(int argc, char** argv) {
   TokenizeParams p;
   cxxopts::Options opts("clipguide tokenize", "Print CLIP token ids, one JSON array per input (as clip.tokenize).");
+  p.model.add_to(opts, false);
   opts.add_options()
-      ("vocab", "vocabulary: bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt", cxxopts::value(p.vocab))
-      ("m,model", "take the vocabulary (if found beside it) and the context length from this model", cxxopts::value(p.model))
       ("context-length", "tokens per row (default: the model's, else 77)", cxxopts::value(p.context_length))
       ("truncate", "truncate long texts instead of failing", cxxopts::value(p.truncate))
       ("file", "read texts from this file, one per line", cxxopts::value(p.file))
@@ -176,15 +199,14 @@ int run_tokenize(int argc, char** argv) {
   }
   int64_t context = p.context_length;
   std::shared_ptr<const cg::Tokenizer> tokenizer;
-  if (!p.model.empty()) {
-    cg::LoadOptions load;
-    load.vocab = p.vocab;
-    cg::LoadedClip clip = cg::load_clip(p.model, load);
-    tokenizer = std::make_shared<cg::Tokenizer>(clip.require_tokenizer());
+  if (!p.model.model.empty()) {
+    const cg::LoadedClip clip = cg::load_clip(p.model.model, p.model.load_options());
+    tokenizer = clip.tokenizer;
+    clip.require_tokenizer();
     if (context == 0) context = clip.model->config().context_length;
   } else {
-    if (p.vocab.empty()) cg::fail("tokenize: give --vocab FILE or --model M");
-    tokenizer = std::make_shared<cg::Tokenizer>(cg::Tokenizer::from_path(p.vocab));
+    if (p.model.vocab.empty()) cg::fail("tokenize: give --vocab FILE or --model M");
+    tokenizer = std::make_shared<cg::Tokenizer>(cg::Tokenizer::from_path(p.model.vocab));
   }
   if (context == 0) context = 77;
   const torch::Tensor tokens = tokenizer->tokenize(p.texts, context, p.truncate);
@@ -200,12 +222,11 @@ int run_tokenize(int argc, char** argv) {
 // ---- info ----
 
 int run_info(int argc, char** argv) {
-  std::string model, vocab;
+  ModelArgs model;
   bool as_json = false;
   cxxopts::Options opts("clipguide info", "Describe a CLIP checkpoint: format, architecture, sizes, SHA-256.");
+  model.add_to(opts, true);
   opts.add_options()
-      ("model", "CLIP checkpoint: a file, a Hugging Face folder, an OpenAI name or a hub id", cxxopts::value(model))
-      ("vocab", "tokenizer vocabulary to report (optional)", cxxopts::value(vocab))
       ("json", "print one JSON object", cxxopts::value(as_json))
       ("h,help", "show this help");
   opts.parse_positional({"model"});
@@ -215,10 +236,8 @@ int run_info(int argc, char** argv) {
     std::cout << opts.help() << std::flush;
     return 0;
   }
-  if (model.empty()) cg::fail("info: give a MODEL");
-  cg::LoadOptions load;
-  load.vocab = vocab;
-  const cg::LoadedClip clip = cg::load_clip(model, load);
+  if (model.model.empty()) cg::fail("info: give a MODEL");
+  const cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
   const cg::ClipConfig& c = clip.model->config();
   const std::string sha = cg::sha256_file(clip.path);
   const auto known = cg::known_model_by_sha256(sha);

@@ -12,6 +12,8 @@ struct Case {
   bool jpeg;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.tensor; }
+
 std::vector<Case> cases() {
   std::vector<Case> out;
   const auto json = read_json(fixtures() / "preprocess" / "preprocess-cases.json");

@@ -56,6 +56,24 @@ TEST(Safetensors, BrokenHeadersAreRejected) {
   expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", 4), "end before they begin");
 }
 
+TEST(Safetensors, CorruptedRealHeadersFail) {
+  const std::string bytes = read_bytes(fixtures() / "clip" / "vit-tiny.openai.safetensors");
+  std::string bad_dtype = bytes;
+  const size_t at = bad_dtype.find("\"dtype\":\"F");
+  ASSERT_NE(at, std::string::npos);
+  bad_dtype[at + 9] = 'Q';  // "F16"/"F32" -> "Q16"/"Q32"
+  expect_rejected(bad_dtype, "unsupported dtype 'Q");
+  std::string bad_length = bytes;
+  const std::string huge = le_bytes(bytes.size(), 8);
+  bad_length.replace(0, 8, huge);
+  expect_rejected(bad_length, "runs past the end");
+  std::string bad_offset = bytes;
+  const size_t offsets = bad_offset.find("\"data_offsets\":[");
+  ASSERT_NE(offsets, std::string::npos);
+  bad_offset[offsets + 16] = bad_offset[offsets + 16] == '9' ? '8' : '9';  // the first offset's first digit
+  EXPECT_THROW(parse_safetensors({reinterpret_cast<const uint8_t*>(bad_offset.data()), bad_offset.size()}, "bad"), Error);
+}
+
 TEST(Safetensors, EveryTruncationOfARealFileFails) {
   const std::string bytes = read_bytes(fixtures() / "clip" / "vit-tiny.openai.safetensors");
   for (size_t cut : {size_t{1}, size_t{8}, size_t{9}, bytes.size() / 3, bytes.size() - 1}) {
