@@ -174,7 +174,13 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
   out.model->to(options.device, options.dtype);
   for (const auto& p : out.model->parameters()) out.parameter_count += p.numel();
   out.vocab_path = find_vocab(options.vocab, fs::path(ckpt.path));
-  if (!out.vocab_path.empty()) out.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_path(out.vocab_path));
+  if (!out.vocab_path.empty()) {
+    out.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_path(out.vocab_path));
+    if (out.tokenizer->max_id() >= config.vocab_size) {
+      fail(out.vocab_path, ": vocabulary has ids up to ", out.tokenizer->max_id(), " but the model's token embedding has ",
+           config.vocab_size, " rows; it is not this model's vocabulary");
+    }
+  }
   return out;
 }
 

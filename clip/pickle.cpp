@@ -1,5 +1,6 @@
 #include "clip/pickle.h"
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -196,14 +197,19 @@ PickleValue* Unpickler::rebuild_tensor(const std::vector<PickleValue*>& a) {
   if (t->sizes.size() != t->strides.size()) error("tensor size and stride have different lengths");
   // The view must lie inside its storage: offset + sum((size_i - 1) * stride_i) < numel.
   bool empty = false;
-  uint64_t last = static_cast<uint64_t>(t->offset);
+  uint64_t last = static_cast<uint64_t>(t->offset), numel = 1;
   for (size_t i = 0; i < t->sizes.size(); ++i) {
     if (t->sizes[i] == 0) empty = true;
     if (t->sizes[i] > (int64_t{1} << 40) || t->strides[i] > (int64_t{1} << 40)) error("tensor size or stride is too large");
     if (t->sizes[i] > 0) last += static_cast<uint64_t>(t->sizes[i] - 1) * static_cast<uint64_t>(t->strides[i]);
+    numel = std::min<uint64_t>(numel * static_cast<uint64_t>(t->sizes[i]), uint64_t{1} << 62);
   }
   if (!empty && last >= static_cast<uint64_t>(a[0]->numel)) {
     error(cat("tensor view needs element ", last, " but its storage '", a[0]->text, "' holds ", a[0]->numel));
+  }
+  // Overlapping (stride-0) views could make a tiny file expand into a huge tensor; checkpoints never hold them.
+  if (numel > static_cast<uint64_t>(a[0]->numel)) {
+    error(cat("tensor view has ", numel, " elements, more than its storage '", a[0]->text, "' holds (", a[0]->numel, ")"));
   }
   return t;
 }

@@ -20,6 +20,10 @@ namespace {
 
 constexpr size_t kMaxVocabBytes = 64u << 20;
 constexpr size_t kMaxTextBytes = 1u << 20;
+// BPE is quadratic in a word's length; real words are far shorter, and a longer one is an error, not a hang.
+constexpr size_t kMaxWordBytes = 1024;
+// Texts are encoded until they are this many tokens past the context, so a huge text costs no more than that.
+constexpr size_t kCountBeyondContext = 1024;
 const char* const kSot = "<|startoftext|>";
 const char* const kEot = "<|endoftext|>";
 
@@ -94,6 +98,10 @@ Tokenizer::Tokenizer(std::unordered_map<std::string, int64_t> encoder,
   }
   sot_ = encoder_.at(kSot);
   eot_ = encoder_.at(kEot);
+  for (const auto& kv : encoder_) {
+    if (kv.second < 0) fail(source, ": token '", kv.first, "' has a negative id");
+    max_id_ = std::max(max_id_, kv.second);
+  }
 }
 
 Tokenizer Tokenizer::from_openai_vocab(const std::string& path) {
@@ -193,13 +201,17 @@ std::vector<std::string> Tokenizer::bpe(const std::string& token) const {
   return word;
 }
 
-std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::string& what) const {
+std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::string& what, size_t max_tokens) const {
   if (text.size() > kMaxTextBytes) fail(what, ": ", text.size(), " bytes exceeds the limit of ", kMaxTextBytes, " bytes");
   const std::u32string clean = clip_clean_text(text, what);
   std::vector<int64_t> ids;
   auto emit = [&](const std::u32string& piece) {
+    const std::string utf8 = u32_to_utf8(piece);
+    if (utf8.size() > kMaxWordBytes) {
+      fail(what, ": a ", utf8.size(), "-byte word exceeds the limit of ", kMaxWordBytes, " bytes per word");
+    }
     std::string bytes;
-    for (unsigned char b : u32_to_utf8(piece)) bytes += byte_encoder_[b];
+    for (unsigned char b : utf8) bytes += byte_encoder_[b];
     for (const std::string& sym : bpe(bytes)) {
       auto it = encoder_.find(sym);
       if (it == encoder_.end()) fail(what, ": BPE symbol '", sym, "' is not in the vocabulary");
@@ -210,7 +222,7 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::strin
   static const std::u32string contractions[] = {U"'s", U"'t", U"'re", U"'ve", U"'m", U"'ll", U"'d"};
   // The pattern <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+,
   // matched leftmost-first as the regex module does.
-  for (size_t i = 0; i < clean.size();) {
+  for (size_t i = 0; i < clean.size() && ids.size() < max_tokens;) {
     bool matched = false;
     for (const auto& s : specials) {
       if (clean.compare(i, s.size(), s) == 0) {
@@ -253,13 +265,15 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
   auto acc = out.accessor<int64_t, 2>();
   for (size_t n = 0; n < texts.size(); ++n) {
     const std::string what = cat("text \"", texts[n].size() > 40 ? texts[n].substr(0, 40) + "..." : texts[n], "\"");
-    std::vector<int64_t> ids = encode(texts[n], what);
+    const size_t limit = static_cast<size_t>(context_length) + (truncate ? 0 : kCountBeyondContext);
+    std::vector<int64_t> ids = encode(texts[n], what, limit);
+    const bool counted_all = ids.size() < limit;
     ids.insert(ids.begin(), sot_);
     ids.push_back(eot_);
     if (static_cast<int64_t>(ids.size()) > context_length) {
       if (!truncate) {
-        fail(what, " is ", ids.size(), " tokens, longer than the context length ", context_length,
-             " (shorten it or use --truncate)");
+        fail(what, " is ", counted_all ? "" : "more than ", counted_all ? ids.size() : limit, " tokens, longer than the context length ",
+             context_length, " (shorten it or use --truncate)");
       }
       ids.resize(context_length);
       ids.back() = eot_;

@@ -3,6 +3,7 @@
 
 #include <torch/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -20,8 +21,10 @@ class Tokenizer {
   // Either form, from a file path (the .gz) or a directory holding one of them.
   static Tokenizer from_path(const std::string& path);
 
-  // BPE ids of the cleaned text, without start/end tokens. `what` names the input in errors.
-  std::vector<int64_t> encode(const std::string& text, const std::string& what = "prompt") const;
+  // BPE ids of the cleaned text, without start/end tokens, stopping once there are `max_tokens` of them.
+  // `what` names the input in errors.
+  std::vector<int64_t> encode(const std::string& text, const std::string& what = "prompt",
+                              size_t max_tokens = SIZE_MAX) const;
   // clip.tokenize: [N, context_length] int64, <|startoftext|> ids <|endoftext|> then zeros. Too long: an Error
   // naming the token count, unless `truncate` (then the last kept id is replaced by <|endoftext|>).
   torch::Tensor tokenize(const std::vector<std::string>& texts, int64_t context_length, bool truncate) const;
@@ -29,6 +32,7 @@ class Tokenizer {
   int64_t sot() const { return sot_; }
   int64_t eot() const { return eot_; }
   size_t vocab_size() const { return encoder_.size(); }
+  int64_t max_id() const { return max_id_; }
 
  private:
   Tokenizer(std::unordered_map<std::string, int64_t> encoder, const std::vector<std::pair<std::string, std::string>>& merges,
@@ -38,7 +42,7 @@ class Tokenizer {
   std::unordered_map<std::string, int64_t> encoder_;
   std::unordered_map<std::string, int64_t> ranks_;  // "first second" -> merge rank
   std::string byte_encoder_[256];                   // byte -> its printable stand-in, UTF-8
-  int64_t sot_ = 0, eot_ = 0;
+  int64_t sot_ = 0, eot_ = 0, max_id_ = 0;
   struct Cache {
     std::mutex mutex;
     std::unordered_map<std::string, std::vector<std::string>> words;

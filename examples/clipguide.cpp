@@ -66,6 +66,14 @@ json row_json(const torch::Tensor& row) {
   return json(std::vector<float>(p, p + row.numel()));
 }
 
+// Adds --help and parses; false when help was printed and the command should stop.
+bool parse_or_help(cxxopts::Options& opts, int argc, char** argv) {
+  opts.add_options()("h,help", "show this help");
+  if (opts.parse(argc, argv).count("help") == 0) return true;
+  std::cout << opts.help() << std::flush;
+  return false;
+}
+
 // The options every command that loads a model shares.
 struct ModelArgs {
   std::string model, vocab, device = "cpu";
@@ -124,13 +132,8 @@ int run_embed(int argc, char** argv) {
       ("format", "jsonl (one {type, input, embedding} object per line), npy (images then texts, one matrix), or "
                  "safetensors (image_embeddings, text_embeddings)", cxxopts::value(p.format))
       ("o,out", "output file (default: stdout, jsonl only); written atomically", cxxopts::value(p.out))
-      ("batch-size", "inputs per forward pass", cxxopts::value(p.options.batch_size)->default_value("32"))
-      ("h,help", "show this help");
-  auto args = opts.parse(argc, argv);
-  if (args.count("help")) {
-    std::cout << opts.help() << std::flush;
-    return 0;
-  }
+      ("batch-size", "inputs per forward pass", cxxopts::value(p.options.batch_size)->default_value("32"));
+  if (!parse_or_help(opts, argc, argv)) return 0;
   p.validate();
   cg::LoadedClip clip = cg::load_clip(p.model.model, p.model.load_options());
   if (!p.texts.empty()) clip.require_tokenizer();
@@ -180,15 +183,10 @@ int run_tokenize(int argc, char** argv) {
       ("context-length", "tokens per row (default: the model's, else 77)", cxxopts::value(p.context_length))
       ("truncate", "truncate long texts instead of failing", cxxopts::value(p.truncate))
       ("file", "read texts from this file, one per line", cxxopts::value(p.file))
-      ("texts", "texts to tokenize", cxxopts::value(p.texts))
-      ("h,help", "show this help");
+      ("texts", "texts to tokenize", cxxopts::value(p.texts));
   opts.parse_positional({"texts"});
   opts.positional_help("TEXT...");
-  auto args = opts.parse(argc, argv);
-  if (args.count("help")) {
-    std::cout << opts.help() << std::flush;
-    return 0;
-  }
+  if (!parse_or_help(opts, argc, argv)) return 0;
   p.validate();
   if (!p.file.empty()) {
     std::istringstream in(cg::read_small_file(p.file, kMaxTextFileBytes));
@@ -227,15 +225,10 @@ int run_info(int argc, char** argv) {
   cxxopts::Options opts("clipguide info", "Describe a CLIP checkpoint: format, architecture, sizes, SHA-256.");
   model.add_to(opts, true);
   opts.add_options()
-      ("json", "print one JSON object", cxxopts::value(as_json))
-      ("h,help", "show this help");
+      ("json", "print one JSON object", cxxopts::value(as_json));
   opts.parse_positional({"model"});
   opts.positional_help("MODEL");
-  auto args = opts.parse(argc, argv);
-  if (args.count("help")) {
-    std::cout << opts.help() << std::flush;
-    return 0;
-  }
+  if (!parse_or_help(opts, argc, argv)) return 0;
   if (model.model.empty()) cg::fail("info: give a MODEL");
   const cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
   const cg::ClipConfig& c = clip.model->config();

@@ -108,6 +108,8 @@ TEST(BadPickles, AreRejectedWithANamedReason) {
                {"view.pt", "storage '0' holds 4"});
   expect_error([&] { read_checkpoint(zip_with("small.pt", small_state_dict_pickle(8, {8}, {1}))); },
                {"small.pt", "storage '0' holds 16 bytes"});
+  expect_error([&] { read_checkpoint(zip_with("broadcast.pt", small_state_dict_pickle(4, {1 << 20, 1 << 20}, {0, 0}))); },
+               {"broadcast.pt", "more than its storage"});
   expect_error([&] { read_checkpoint(zip_with("notdict.pt", PickleBuilder().integer(3).done())); }, {"notdict.pt", "not a state dict"});
   expect_error([&] { read_checkpoint(zip_with("longint.pt", "\x80\x02\x8a\x09" + std::string(9, '\x01') + ".")); },
                {"longint.pt", "wider than 64 bits"});

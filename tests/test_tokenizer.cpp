@@ -69,6 +69,21 @@ TEST(Tokenizer, TooLongIsAnErrorNamingTheCountUnlessTruncated) {
   EXPECT_EQ(t[0][0].item<int64_t>(), tok.sot());
 }
 
+TEST(Tokenizer, HugeInputsAreBoundedNotSlow) {
+  const auto tok = Tokenizer::from_path((fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string());
+  std::string many;
+  for (int i = 0; i < 100000; ++i) many += "cat ";
+  try {
+    tok.tokenize({many}, 77, false);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(tok.tokenize({many}, 77, true)[0][76].item<int64_t>(), tok.eot());
+  EXPECT_THROW(tok.tokenize({std::string(5000, 'x')}, 77, true), Error);
+  EXPECT_THROW(tok.tokenize({std::string(2u << 20, ' ')}, 77, true), Error);
+}
+
 TEST(Tokenizer, InvalidUtf8IsAnError) {
   const auto tok = Tokenizer::from_path((fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string());
   EXPECT_THROW(tok.tokenize({std::string("bad \xff\xfe text")}, 77, true), Error);
