@@ -53,7 +53,6 @@ Checkpoint read_checkpoint(const std::string& path) {
     }
     if (weights.empty()) fail(path, ": directory has neither model.safetensors nor pytorch_model.bin");
     Checkpoint c = read_weights_file(weights);
-    c.hf_directory = true;
     if (fs::exists(dir / "config.json", ec)) c.config_json = read_small_file((dir / "config.json").string(), kMaxConfigBytes);
     return c;
   }

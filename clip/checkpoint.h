@@ -12,7 +12,6 @@ namespace clipguide {
 struct Checkpoint {
   std::string path;         // the file that held the weights
   std::string format;       // "safetensors", "torch zip", "TorchScript archive", "legacy torch pickle"
-  bool hf_directory = false;
   std::string config_json;  // a Hugging Face directory's config.json, else empty
   TensorMap tensors;
 };

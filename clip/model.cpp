@@ -3,6 +3,7 @@
 #include "clip/model.h"
 
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "clip/error.h"

@@ -54,7 +54,6 @@ TEST_P(Preprocess, NormalizedTensorMatchesTorchvision) {
   const torch::Tensor ours = preprocess(read_image((fixtures() / "preprocess" / c.file).string()), c.n_px, mean, std);
   const torch::Tensor theirs = ref.at(c.tensor);
   ASSERT_EQ(ours.sizes(), theirs.sizes());
-  const auto m = torch::tensor({mean[0], mean[1], mean[2]}).view({3, 1, 1});
   const auto s = torch::tensor({std[0], std[1], std[2]}).view({3, 1, 1});
   const torch::Tensor diff = (((ours - theirs) * s) * 255).abs().round();  // in 8-bit levels
   const float exact = (diff == 0).to(torch::kFloat).mean().item<float>();
@@ -62,7 +61,6 @@ TEST_P(Preprocess, NormalizedTensorMatchesTorchvision) {
               diff.max().item<float>(), exact, (ours - theirs).abs().max().item<float>());
   EXPECT_LE(diff.max().item<float>(), 1.0f);
   EXPECT_GE(exact, 0.99f);
-  (void)m;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Preprocess, ::testing::ValuesIn(cases()), [](const ::testing::TestParamInfo<Case>& info) {
