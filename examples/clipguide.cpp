@@ -1,11 +1,9 @@
 // The clipguide command line: thin commands over the library. Each fills a params struct from cxxopts,
 // validates it, and makes one library call.
 #include <cxxopts.hpp>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "clip/checkpoint.h"
 #include "clip/device.h"
 #include "clip/embed.h"
 #include "clip/error.h"
