@@ -44,6 +44,50 @@ TEST(Names, UnknownNamesSayWhereWeLooked) {
   EXPECT_NE(load_error("no-such-model").find("ViT-L/14@336px"), std::string::npos);
 }
 
+// Points HOME (and so ~/.cache) at a temporary folder for one test.
+class ScopedHome {
+ public:
+  explicit ScopedHome(const std::filesystem::path& home) : old_(std::getenv("HOME") ? std::getenv("HOME") : "") {
+    ::setenv("HOME", home.c_str(), 1);
+    ::unsetenv("HF_HOME");
+    ::unsetenv("HF_HUB_CACHE");
+  }
+  ~ScopedHome() { ::setenv("HOME", old_.c_str(), 1); }
+
+ private:
+  std::string old_;
+};
+
+TEST(Names, OpenAINamesResolveInTheClipCache) {
+  TempDir dir;
+  ScopedHome home(dir.path());
+  std::filesystem::create_directories(dir / ".cache/clip");
+  std::filesystem::copy_file(fixtures() / "clip" / "vit-tiny.openai.jit.pt", dir / ".cache/clip/ViT-B-32.pt");
+  std::filesystem::copy_file(fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz", dir / ".cache/clip/bpe_simple_vocab_16e6.txt.gz");
+  for (const char* name : {"ViT-B-32", "ViT-B/32"}) {
+    const LoadedClip clip = load_clip(name);
+    EXPECT_EQ(clip.path, (dir / ".cache/clip/ViT-B-32.pt").string());
+    EXPECT_EQ(clip.format, "TorchScript archive");
+    EXPECT_EQ(clip.vocab_path, (dir / ".cache/clip/bpe_simple_vocab_16e6.txt.gz").string());  // found in ~/.cache/clip
+  }
+}
+
+TEST(Names, HubIdsResolveInTheHuggingFaceCacheWithTheirVocabulary) {
+  TempDir dir;
+  ScopedHome home(dir.path());
+  const auto repo = dir / ".cache/huggingface/hub/models--someone--tiny-clip";
+  const auto snapshot = repo / "snapshots" / "0123abcd";
+  std::filesystem::create_directories(snapshot);
+  std::filesystem::create_directories(repo / "refs");
+  write_bytes(repo / "refs" / "main", "0123abcd");
+  for (const char* f : {"model.safetensors", "config.json"}) std::filesystem::copy_file(fixtures() / "clip" / "vit-tiny.hf" / f, snapshot / f);
+  for (const char* f : {"vocab.json", "merges.txt"}) std::filesystem::copy_file(fixtures() / "tokenizer" / "hf-tokenizer" / f, snapshot / f);
+  const LoadedClip clip = load_clip("someone/tiny-clip");
+  EXPECT_EQ(clip.path, (snapshot / "model.safetensors").string());
+  EXPECT_EQ(clip.vocab_path, snapshot.string());  // vocab.json + merges.txt beside the weights
+  EXPECT_NE(clip.format.find("Hugging Face names"), std::string::npos);
+}
+
 TEST(Names, FormatIsDetectedByContentNotExtension) {
   TempDir dir;
   std::filesystem::copy_file(fixtures() / "clip" / "vit-tiny.openai.safetensors", dir / "weights.pt");
