@@ -1,6 +1,7 @@
 #include "clip/embed.h"
 
-#include "clip/image.h"
+#include "clip/error.h"
+#include "clip/score.h"
 
 namespace clipguide {
 namespace {
@@ -14,19 +15,11 @@ torch::Tensor finish(torch::Tensor features, const EmbedOptions& options) {
 }  // namespace
 
 torch::Tensor embed_image_files(LoadedClip& clip, const std::vector<std::string>& paths, const EmbedOptions& options) {
-  torch::NoGradGuard no_grad;
-  const int64_t n_px = clip.model->config().image_resolution;
-  const auto param = clip.model->parameters().front();
-  std::vector<torch::Tensor> out;
-  for (size_t start = 0; start < paths.size(); start += options.batch_size) {
-    std::vector<torch::Tensor> batch;
-    for (size_t i = start; i < paths.size() && i < start + options.batch_size; ++i) {
-      batch.push_back(preprocess(read_image(paths[i]), n_px));
-    }
-    const torch::Tensor pixels = torch::stack(batch).to(param.device(), param.scalar_type());
-    out.push_back(finish(clip.model->encode_image(pixels), options));
-  }
-  if (out.empty()) return torch::empty({0, clip.model->config().embed_dim});
+  std::vector<torch::Tensor> out{torch::empty({0, clip.model->config().embed_dim})};
+  stream_image_features(clip, paths, options.batch_size, options.workers, options.normalize, [&](const ImageBatch& batch) {
+    if (!batch.errors.empty()) throw Error(batch.errors.front().second);
+    out.push_back(batch.features);
+  });
   return torch::cat(out);
 }
 

@@ -1,10 +1,10 @@
 // The clipguide command line: thin commands over the library. Each fills a params struct from cxxopts,
 // validates it, and makes one library call.
-#include <cxxopts.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "clip/device.h"
+#include "cli_common.h"
+
 #include "clip/embed.h"
 #include "clip/error.h"
 #include "clip/file_io.h"
@@ -13,7 +13,6 @@
 #include "clip/sha256.h"
 #include "clip/tokenizer.h"
 
-namespace cg = clipguide;
 using nlohmann::json;
 
 namespace {
@@ -24,20 +23,13 @@ const char* const kUsage =
     "usage: clipguide <command> [options]\n"
     "\n"
     "commands:\n"
+    "  score      score images against prompts (cosine, logit, clipscore, probs)\n"
+    "  rerank     rank images by how well they fit a prompt\n"
     "  embed      embed images and texts with a CLIP model\n"
     "  tokenize   print CLIP token ids\n"
     "  info       describe a CLIP checkpoint\n"
     "\n"
     "Run `clipguide <command> --help` for a command's options.\n";
-
-// Writes to --out atomically, or streams to stdout.
-void emit(const std::string& out_path, const std::string& bytes) {
-  if (out_path.empty() || out_path == "-") {
-    std::cout << bytes << std::flush;
-  } else {
-    cg::write_file_atomic(out_path, bytes);
-  }
-}
 
 // NumPy .npy v1.0 for a float32 C-order matrix.
 std::string to_npy(const torch::Tensor& t) {
@@ -63,41 +55,6 @@ json row_json(const torch::Tensor& row) {
   const float* p = row.data_ptr<float>();
   return json(std::vector<float>(p, p + row.numel()));
 }
-
-// Adds --help and parses; false when help was printed and the command should stop.
-bool parse_or_help(cxxopts::Options& opts, int argc, char** argv) {
-  opts.add_options()("h,help", "show this help");
-  if (opts.parse(argc, argv).count("help") == 0) return true;
-  std::cout << opts.help() << std::flush;
-  return false;
-}
-
-// The options every command that loads a model shares.
-struct ModelArgs {
-  std::string model, vocab, device = "cpu";
-  int64_t text_heads = 0, vision_heads = 0;
-
-  void add_to(cxxopts::Options& opts, bool with_device) {
-    opts.add_options()
-        ("m,model", "CLIP checkpoint: a file, a Hugging Face folder, an OpenAI name (ViT-B-32) or a hub id (org/name)",
-         cxxopts::value(model))
-        ("vocab", "tokenizer vocabulary: bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt "
-                  "(default: next to the model, then ~/.cache/clip)", cxxopts::value(vocab))
-        ("text-heads", "text attention heads, for checkpoints where it is not width/64 and no config.json says so",
-         cxxopts::value(text_heads))
-        ("vision-heads", "vision attention heads, likewise", cxxopts::value(vision_heads));
-    if (with_device) opts.add_options()("device", "cpu, cuda, cuda:N or auto", cxxopts::value(device)->default_value("cpu"));
-  }
-  cg::LoadOptions load_options() const {
-    if (text_heads < 0 || vision_heads < 0) cg::fail("--text-heads and --vision-heads must be positive");
-    cg::LoadOptions load;
-    load.vocab = vocab;
-    load.device = cg::parse_device(device);
-    load.text_heads = text_heads;
-    load.vision_heads = vision_heads;
-    return load;
-  }
-};
 
 // ---- embed ----
 
@@ -286,10 +243,12 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   try {
+    if (command == "score") return run_score(argc - 1, argv + 1);
+    if (command == "rerank") return run_rerank(argc - 1, argv + 1);
     if (command == "embed") return run_embed(argc - 1, argv + 1);
     if (command == "tokenize") return run_tokenize(argc - 1, argv + 1);
     if (command == "info") return run_info(argc - 1, argv + 1);
-    std::cerr << "clipguide: unknown command '" << command << "'; choose embed, tokenize or info\n";
+    std::cerr << "clipguide: unknown command '" << command << "'; choose score, rerank, embed, tokenize or info\n";
     return 2;
   } catch (const cxxopts::exceptions::exception& e) {
     std::cerr << "clipguide " << command << ": " << e.what() << " (see --help)\n";

@@ -47,6 +47,35 @@ case "$out" in "[49406,"*) ok ;; *) bad "tokenize: $out $(cat "$tmp/err")" ;; es
 printf 'one\ntwo\n' >"$tmp/texts.txt"
 [ "$("$bin" tokenize --vocab "$vocab" --file "$tmp/texts.txt" --context-length 8 | wc -l)" -eq 2 ] && ok || bad "tokenize --file"
 
+# score: every image x every prompt; pairs with both means; rerank with rank-prefixed copies.
+imgdir=$(dirname "$img")
+n_img=$(ls "$imgdir"/*.png | wc -l)
+"$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" -p "a cat" "$imgdir" --format jsonl >"$tmp/s.jsonl" 2>"$tmp/err"
+[ "$(grep -c '"metric":"cosine"' "$tmp/s.jsonl")" -eq $((2 * n_img)) ] && ok || bad "score rows: $(cat "$tmp/err")"
+"$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$img" --format csv | head -1 | grep -q '^score,image,prompt$' && ok || bad "score csv"
+"$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" -p "a cat" "$img" --metric probs --format json >"$tmp/s.json" \
+  && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert abs(sum(r['score'] for r in d['rows'])-1)<1e-5 and d['metric']=='probs'" "$tmp/s.json" \
+  && ok || bad "score probs json"
+cp -r "$imgdir" "$tmp/imgs"
+printf 'image,prompt\nimgs/%s,a dog\n"imgs/%s","a cat, sleeping"\n' "$(basename "$img")" "$(basename "$img")" >"$tmp/pairs.csv"
+"$bin" score -m "$fx/clip/$first" --vocab "$vocab" --pairs "$tmp/pairs.csv" --format jsonl >"$tmp/p.jsonl" 2>"$tmp/err" \
+  && grep -q '"mean_torchmetrics"' "$tmp/p.jsonl" && grep -q '"mean_clipscore"' "$tmp/p.jsonl" \
+  && [ "$(grep -c '"prompt"' "$tmp/p.jsonl")" -eq 2 ] && ok || bad "score --pairs: $(cat "$tmp/err")"
+"$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$tmp/imgs" --top 2 --copy-to "$tmp/top" --format jsonl >"$tmp/r.jsonl" 2>"$tmp/err" \
+  && [ "$(wc -l <"$tmp/r.jsonl")" -eq 2 ] && grep -q '"rank":1' "$tmp/r.jsonl" && [ "$(ls "$tmp/top" | wc -l)" -eq 2 ] \
+  && ls "$tmp/top" | head -1 | grep -q '^1-' && ok || bad "rerank --copy-to: $(cat "$tmp/err")"
+"$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" --group-by "$tmp/pairs.csv" --format jsonl | grep -c '"group"' | grep -q '^2$' \
+  && ok || bad "rerank --group-by"
+echo "not an image" >"$tmp/imgs/zz-broken.png"
+"$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$tmp/imgs" --on-error skip --format jsonl >"$tmp/skip.jsonl" 2>"$tmp/err" \
+  && grep -q "zz-broken.png" "$tmp/err" && [ "$(wc -l <"$tmp/skip.jsonl")" -eq "$n_img" ] && ok || bad "score --on-error skip"
+expect_fail on-error-fail "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$tmp/imgs/zz-broken.png" --format jsonl
+expect_fail probs-pairs "$bin" score -m "$fx/clip/$first" --vocab "$vocab" --pairs "$tmp/pairs.csv" --metric probs
+expect_fail bad-metric "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p x "$img" --metric f1
+expect_fail bad-precision "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p x "$img" --precision fp8
+printf 'image,prompt\n"unterminated,x\n' >"$tmp/badpairs.csv"
+expect_fail bad-pairs "$bin" score -m "$fx/clip/$first" --vocab "$vocab" --pairs "$tmp/badpairs.csv"
+
 # Bad input: one line, non-zero exit, no partial output file.
 head -c 1000 "$fx/clip/$first" >"$tmp/cut.safetensors"
 expect_fail truncated "$bin" info "$tmp/cut.safetensors"

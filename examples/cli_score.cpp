@@ -1,0 +1,374 @@
+// clipguide score and clipguide rerank.
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "cli_common.h"
+#include "clip/score.h"
+#include "clip/text_clean.h"
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr size_t kMaxListBytes = 256u << 20;
+
+// Options shared by score and rerank.
+struct InputArgs {
+  std::vector<std::string> inputs, prompts, templates;
+  std::string prompts_file, pairs_file, format, on_error = "fail";
+  int64_t batch_size = 32;
+  int workers = 0;
+  bool truncate = false;
+
+  void add_to(cxxopts::Options& opts) {
+    opts.add_options()
+        ("p,prompt", "a prompt; repeatable", cxxopts::value(prompts))
+        ("prompts-file", "prompts, one per line", cxxopts::value(prompts_file))
+        ("template", "a prompt template with {} (e.g. \"a photo of {}\"); repeatable: each prompt's embedding is the "
+                     "mean of its normalized template embeddings", cxxopts::value(templates))
+        ("truncate", "truncate prompts longer than the context length instead of failing", cxxopts::value(truncate))
+        ("format", "table, csv, jsonl or json (default: table on a terminal, else jsonl)", cxxopts::value(format))
+        ("batch-size", "images per forward pass", cxxopts::value(batch_size)->default_value("32"))
+        ("workers", "image decoding threads (default: the number of CPUs)", cxxopts::value(workers))
+        ("on-error", "an image that cannot be read: fail (exit 1) or skip (report it on stderr and go on)",
+         cxxopts::value(on_error)->default_value("fail"))
+        ("inputs", "image files and folders", cxxopts::value(inputs));
+    opts.parse_positional({"inputs"});
+  }
+  void validate(const char* command, bool table_ok) {
+    if (format.empty()) format = ::isatty(STDOUT_FILENO) && table_ok ? "table" : "jsonl";
+    if (format != "table" && format != "csv" && format != "jsonl" && format != "json") {
+      cg::fail(command, ": --format ", format, " is not one of table, csv, jsonl, json");
+    }
+    if (on_error != "fail" && on_error != "skip") cg::fail(command, ": --on-error ", on_error, " is not one of fail, skip");
+    if (batch_size < 1) cg::fail(command, ": --batch-size must be at least 1");
+    if (workers < 0) cg::fail(command, ": --workers must be positive");
+    if (workers == 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+  std::vector<std::string> all_prompts() const {
+    std::vector<std::string> out = prompts;
+    if (!prompts_file.empty()) {
+      std::istringstream in(cg::read_small_file(prompts_file, kMaxListBytes));
+      for (std::string line; std::getline(in, line);) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        out.push_back(line);
+      }
+    }
+    return out;
+  }
+};
+
+// (image, prompt) pairs from a CSV (image,prompt; an "image,prompt" header is skipped; RFC 4180 quoting) or a
+// JSONL file ({"image": ..., "prompt": ...} per line). Relative image paths are taken from the file's folder.
+std::vector<std::pair<std::string, std::string>> read_pairs(const std::string& path) {
+  const std::string text = cg::read_small_file(path, kMaxListBytes);
+  const fs::path base = fs::path(path).parent_path();
+  auto resolve = [&](const std::string& image) { return fs::path(image).is_absolute() ? image : (base / image).string(); };
+  std::vector<std::pair<std::string, std::string>> pairs;
+  size_t pos = 0, line_no = 0;
+  const bool jsonl = text.find_first_not_of(" \t\r\n") != std::string::npos && text[text.find_first_not_of(" \t\r\n")] == '{';
+  while (pos < text.size()) {
+    ++line_no;
+    if (jsonl) {
+      size_t end = text.find('\n', pos);
+      if (end == std::string::npos) end = text.size();
+      const std::string line = text.substr(pos, end - pos);
+      pos = end + 1;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      json row;
+      try {
+        row = json::parse(line);
+      } catch (const json::exception& e) {
+        cg::fail(path, ":", line_no, ": not valid JSON (", e.what(), ")");
+      }
+      if (!row.is_object() || !row.contains("image") || !row.contains("prompt") || !row["image"].is_string() || !row["prompt"].is_string()) {
+        cg::fail(path, ":", line_no, ": expected {\"image\": \"...\", \"prompt\": \"...\"}");
+      }
+      pairs.emplace_back(resolve(row["image"].get<std::string>()), row["prompt"].get<std::string>());
+      continue;
+    }
+    // One CSV record, possibly spanning lines inside quotes.
+    std::vector<std::string> fields(1);
+    bool quoted = false;
+    for (; pos < text.size(); ++pos) {
+      const char c = text[pos];
+      if (quoted) {
+        if (c == '"' && pos + 1 < text.size() && text[pos + 1] == '"') {
+          fields.back() += '"';
+          ++pos;
+        } else if (c == '"') {
+          quoted = false;
+        } else {
+          fields.back() += c;
+        }
+      } else if (c == '"') {
+        quoted = true;
+      } else if (c == ',') {
+        fields.emplace_back();
+      } else if (c == '\n') {
+        ++pos;
+        break;
+      } else if (c != '\r') {
+        fields.back() += c;
+      }
+    }
+    if (quoted) cg::fail(path, ":", line_no, ": unterminated quote");
+    if (fields.size() == 1 && fields[0].empty()) continue;
+    if (fields.size() != 2) cg::fail(path, ":", line_no, ": expected 2 fields (image,prompt), found ", fields.size());
+    if (pairs.empty() && fields[0] == "image" && fields[1] == "prompt") continue;
+    pairs.emplace_back(resolve(fields[0]), fields[1]);
+  }
+  if (pairs.empty()) cg::fail(path, ": no image,prompt pairs");
+  return pairs;
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+// Writes rows in the chosen format as they finish (json: one document at the end).
+class RowWriter {
+ public:
+  RowWriter(std::string format, json header) : format_(std::move(format)), header_(std::move(header)) {}
+
+  void begin(const std::vector<std::string>& columns) {
+    columns_ = columns;
+    if (format_ == "table") {
+      std::cout << "# metric: " << header_.value("metric", "") << " = " << header_.value("definition", "") << "\n";
+      for (const auto& c : columns_) std::cout << (c == "score" ? "     score" : c) << "  ";
+      std::cout << "\n";
+    } else if (format_ == "csv") {
+      for (size_t i = 0; i < columns_.size(); ++i) std::cout << (i ? "," : "") << columns_[i];
+      std::cout << "\n";
+    }
+  }
+  void row(const json& r) {
+    if (format_ == "json") {
+      rows_.push_back(r);
+      return;
+    }
+    if (format_ == "jsonl") {
+      std::cout << r.dump() << "\n";
+    } else {
+      for (size_t i = 0; i < columns_.size(); ++i) {
+        const json& v = r.contains(columns_[i]) ? r[columns_[i]] : json();
+        std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+        if (format_ == "csv") {
+          std::cout << (i ? "," : "") << csv_field(text);
+        } else {
+          char buf[32];
+          if (v.is_number_float()) std::snprintf(buf, sizeof buf, "%10.4f", v.get<double>()), text = buf;
+          std::cout << text << "  ";
+        }
+      }
+      std::cout << "\n";
+    }
+    std::cout << std::flush;
+  }
+  void end(const json& summary) {
+    if (format_ == "json") {
+      json doc = header_;
+      doc["rows"] = rows_;
+      if (!summary.is_null()) doc["summary"] = summary;
+      std::cout << doc.dump(2) << "\n";
+    } else if (!summary.is_null()) {
+      if (format_ == "jsonl") std::cout << json{{"summary", summary}}.dump() << "\n";
+      else std::cerr << "summary: " << summary.dump() << "\n";
+    }
+    std::cout << std::flush;
+  }
+
+ private:
+  std::string format_;
+  json header_;
+  std::vector<std::string> columns_;
+  std::vector<json> rows_;
+};
+
+void report_errors(const cg::ImageBatch& batch, bool skip) {
+  for (const auto& [path, message] : batch.errors) {
+    if (!skip) throw cg::Error(message);
+    std::cerr << "clipguide: skipped " << path << ": " << message << "\n";
+  }
+}
+
+}  // namespace
+
+int run_score(int argc, char** argv) {
+  ModelArgs model;
+  InputArgs in;
+  std::string metric_name = "cosine";
+  cxxopts::Options opts("clipguide score", "Score every image against every prompt, or each image against its own "
+                                           "prompt with --pairs.");
+  model.add_to(opts, true);
+  in.add_to(opts);
+  opts.add_options()
+      ("pairs", "CSV (image,prompt) or JSONL ({\"image\", \"prompt\"}) of pairs: one caption per image; also prints the "
+                "mean as torchmetrics does (100 * max(mean cos, 0)) and as CLIPScore does (mean of 2.5 * max(cos, 0))",
+       cxxopts::value(in.pairs_file))
+      ("metric", "cosine: cos(image, text) in [-1, 1]; logit: exp(logit_scale) * cos (100 * cos for OpenAI models); "
+                 "clipscore: 2.5 * max(cos, 0) (Hessel et al. 2021); probs: softmax over the prompts (zero-shot)",
+       cxxopts::value(metric_name)->default_value("cosine"));
+  opts.positional_help("IMAGE_OR_DIR...");
+  if (!parse_or_help(opts, argc, argv)) return 0;
+  in.validate("score", true);
+  const cg::Metric metric = cg::parse_metric(metric_name);
+  if (model.model.empty()) cg::fail("score: --model is required");
+  std::vector<std::pair<std::string, std::string>> pairs;
+  std::vector<std::string> prompts = in.all_prompts(), images;
+  if (!in.pairs_file.empty()) {
+    if (!prompts.empty() || !in.inputs.empty()) cg::fail("score: --pairs takes its images and prompts from the file; drop -p and inputs");
+    if (metric == cg::Metric::Probs) cg::fail("score: --metric probs needs a set of prompts to choose from; it does not apply to --pairs");
+    pairs = read_pairs(in.pairs_file);
+    for (const auto& p : pairs) {
+      images.push_back(p.first);
+      if (std::find(prompts.begin(), prompts.end(), p.second) == prompts.end()) prompts.push_back(p.second);
+    }
+  } else {
+    if (prompts.empty()) cg::fail("score: give prompts with -p or --prompts-file (or --pairs)");
+    images = cg::collect_image_files(in.inputs);
+    if (images.empty()) cg::fail("score: no images given");
+  }
+  for (const auto& p : prompts) cg::utf8_to_u32(p, "prompt");
+  cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
+  const torch::Tensor text = cg::embed_prompts(clip, prompts, in.templates, in.truncate);  // [P, E]
+  const double logit_scale = clip.model->logit_scale_exp().item<double>();
+  RowWriter out(in.format, {{"model", clip.path}, {"metric", cg::metric_name(metric)}, {"definition", cg::metric_definition(metric)}});
+  out.begin({"score", "image", "prompt"});
+  double cos_sum = 0, clipscore_sum = 0;
+  size_t index = 0, scored = 0;
+  cg::stream_image_features(clip, images, in.batch_size, in.workers, true, [&](const cg::ImageBatch& batch) {
+    report_errors(batch, in.on_error == "skip");
+    const torch::Tensor scores = cg::apply_metric(batch.features, text, metric, logit_scale);    // [B, P]
+    const torch::Tensor cos = cg::apply_metric(batch.features, text, cg::Metric::Cosine, 0.0);  // [B, P]
+    for (size_t b = 0; b < batch.paths.size(); ++b) {
+      if (pairs.empty()) {
+        for (size_t p = 0; p < prompts.size(); ++p) {
+          out.row({{"image", batch.paths[b]}, {"prompt", prompts[p]}, {"score", scores[b][p].item<double>()}, {"metric", cg::metric_name(metric)}});
+        }
+        continue;
+      }
+      // Pairs: the batch keeps input order minus failures; find this image's pair from the running index.
+      while (index < pairs.size() && pairs[index].first != batch.paths[b]) ++index;
+      const auto& [image, prompt] = pairs.at(index++);
+      const int64_t p = std::find(prompts.begin(), prompts.end(), prompt) - prompts.begin();
+      const double c = cos[b][p].item<double>();
+      cos_sum += c;
+      clipscore_sum += 2.5 * std::max(c, 0.0);
+      ++scored;
+      out.row({{"image", image}, {"prompt", prompt}, {"score", scores[b][p].item<double>()}, {"metric", cg::metric_name(metric)}});
+    }
+  });
+  json summary;
+  if (!pairs.empty() && scored > 0) {
+    summary = {{"pairs", scored},
+               {"mean_torchmetrics", 100.0 * std::max(cos_sum / scored, 0.0)},
+               {"mean_torchmetrics_definition", "100 * max(mean over pairs of cos, 0): torchmetrics CLIPScore"},
+               {"mean_clipscore", clipscore_sum / scored},
+               {"mean_clipscore_definition", "mean over pairs of 2.5 * max(cos, 0): per-sample clamped, Hessel et al. 2021"}};
+  }
+  out.end(summary);
+  return 0;
+}
+
+int run_rerank(int argc, char** argv) {
+  ModelArgs model;
+  InputArgs in;
+  std::vector<std::string> negatives;
+  std::string copy_to, link_to, group_by;
+  int64_t top = 0;
+  cxxopts::Options opts("clipguide rerank", "Rank images best first by how well they fit the prompt(s): score = mean "
+                                            "cos over the prompts - mean cos over the negative prompts.");
+  model.add_to(opts, true);
+  in.add_to(opts);
+  opts.add_options()
+      ("negative", "a prompt the images should not fit; repeatable", cxxopts::value(negatives))
+      ("top", "keep the best K (per group with --group-by)", cxxopts::value(top))
+      ("copy-to", "copy the kept images into this folder as RANK-NAME", cxxopts::value(copy_to))
+      ("link-to", "symlink the kept images into this folder as RANK-NAME", cxxopts::value(link_to))
+      ("group-by", "a pairs file (CSV image,prompt or JSONL): rank best-of-N within each prompt's images",
+       cxxopts::value(group_by));
+  opts.positional_help("IMAGE_OR_DIR...");
+  if (!parse_or_help(opts, argc, argv)) return 0;
+  in.validate("rerank", true);
+  if (model.model.empty()) cg::fail("rerank: --model is required");
+  if (top < 0) cg::fail("rerank: --top must be positive");
+  if (!copy_to.empty() && !link_to.empty()) cg::fail("rerank: give --copy-to or --link-to, not both");
+  // Groups: each a prompt and its images. Without --group-by, one group of all images against -p.
+  struct Group {
+    std::string prompt;
+    std::vector<std::string> images;
+  };
+  std::vector<Group> groups;
+  std::vector<std::string> prompts = in.all_prompts();
+  if (!group_by.empty()) {
+    if (!prompts.empty() || !in.inputs.empty()) cg::fail("rerank: --group-by takes images and prompts from the file; drop -p and inputs");
+    for (const auto& [image, prompt] : read_pairs(group_by)) {
+      auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.prompt == prompt; });
+      if (it == groups.end()) it = groups.insert(groups.end(), Group{prompt, {}});
+      it->images.push_back(image);
+    }
+  } else {
+    if (prompts.empty()) cg::fail("rerank: give the prompt with -p (or --prompts-file, or --group-by)");
+    groups.push_back({"", cg::collect_image_files(in.inputs)});
+    if (groups[0].images.empty()) cg::fail("rerank: no images given");
+  }
+  cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
+  const torch::Tensor neg = negatives.empty() ? torch::Tensor() : cg::embed_prompts(clip, negatives, in.templates, in.truncate);
+  const std::string target = copy_to.empty() ? link_to : copy_to;
+  if (!target.empty()) fs::create_directories(target);
+  RowWriter out(in.format, {{"model", clip.path}, {"metric", "cosine"},
+                            {"definition", "mean cos(image, prompt) - mean cos(image, negative prompt)"}});
+  out.begin(group_by.empty() ? std::vector<std::string>{"rank", "score", "image"}
+                             : std::vector<std::string>{"group", "rank", "score", "image", "prompt"});
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const torch::Tensor text = cg::embed_prompts(clip, group_by.empty() ? prompts : std::vector<std::string>{groups[g].prompt},
+                                                 in.templates, in.truncate);
+    std::vector<std::pair<double, std::string>> ranked;
+    cg::stream_image_features(clip, groups[g].images, in.batch_size, in.workers, true, [&](const cg::ImageBatch& batch) {
+      report_errors(batch, in.on_error == "skip");
+      torch::Tensor score = cg::apply_metric(batch.features, text, cg::Metric::Cosine, 0.0).mean(1);  // [B]
+      if (neg.defined()) score = score - cg::apply_metric(batch.features, neg, cg::Metric::Cosine, 0.0).mean(1);
+      for (size_t b = 0; b < batch.paths.size(); ++b) ranked.emplace_back(score[b].item<double>(), batch.paths[b]);
+    });
+    std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    const size_t keep = top > 0 ? std::min(ranked.size(), static_cast<size_t>(top)) : ranked.size();
+    const int width = static_cast<int>(std::to_string(std::max<size_t>(keep, 1)).size());
+    for (size_t r = 0; r < keep; ++r) {
+      json row = {{"rank", r + 1}, {"image", ranked[r].second}, {"score", ranked[r].first}};
+      if (!group_by.empty()) {
+        row["group"] = g + 1;
+        row["prompt"] = groups[g].prompt;
+      }
+      if (!target.empty()) {
+        // Only the file name is used, so no input name can place a file outside the target folder.
+        const std::string name = fs::path(ranked[r].second).filename().string();
+        if (name.empty() || name == "." || name == "..") cg::fail("rerank: cannot name a copy of '", ranked[r].second, "'");
+        char prefix[32];
+        if (group_by.empty()) std::snprintf(prefix, sizeof prefix, "%0*zu-", width, r + 1);
+        else std::snprintf(prefix, sizeof prefix, "g%03zu-%0*zu-", g + 1, width, r + 1);
+        const fs::path dest = fs::path(target) / (prefix + name);
+        std::error_code ec;
+        fs::remove(dest, ec);
+        if (!copy_to.empty()) {
+          fs::copy_file(ranked[r].second, dest, fs::copy_options::overwrite_existing);
+        } else {
+          fs::create_symlink(fs::absolute(ranked[r].second), dest);
+        }
+        row["copy"] = dest.string();
+      }
+      out.row(row);
+    }
+  }
+  out.end(json());
+  return 0;
+}

@@ -1,0 +1,137 @@
+// Scores and rankings against the reference logits, and each metric against its definition.
+#include "clip/error.h"
+#include "clip/score.h"
+#include "fixtures.h"
+
+namespace clipguide::test {
+namespace {
+
+TEST(Metrics, MatchTheirDefinitionsOnHandComputedCases) {
+  const torch::Tensor image = torch::tensor({{1.0f, 0.0f}, {0.6f, -0.8f}});               // unit rows
+  const torch::Tensor text = torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}});                 // unit rows
+  const torch::Tensor cos = torch::tensor({{1.0f, 0.0f}, {0.6f, -0.8f}});
+  EXPECT_TRUE(torch::allclose(apply_metric(image, text, Metric::Cosine, 100), cos));
+  EXPECT_TRUE(torch::allclose(apply_metric(image, text, Metric::Logit, 100), 100 * cos));
+  EXPECT_TRUE(torch::allclose(apply_metric(image, text, Metric::ClipScore, 100), torch::tensor({{2.5f, 0.0f}, {1.5f, 0.0f}})));
+  const torch::Tensor probs = apply_metric(image, text, Metric::Probs, 10);
+  EXPECT_TRUE(torch::allclose(probs.sum(1), torch::ones({2})));
+  EXPECT_NEAR(probs[1][0].item<float>(), 1.0 / (1.0 + std::exp(-14.0)), 1e-6);  // softmax(6, -8)
+  EXPECT_THROW(parse_metric("f1"), Error);
+}
+
+struct ModelFile {
+  std::string model, file;
+};
+void PrintTo(const ModelFile& f, std::ostream* os) { *os << f.file; }
+
+std::vector<ModelFile> model_files() {
+  std::vector<ModelFile> out;
+  const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
+  for (const auto& [name, entry] : manifest["models"].items()) {
+    for (const auto& f : entry["files"]) {
+      if (f.get<std::string>().find(".reference.") == std::string::npos) out.push_back({name, f.get<std::string>()});
+    }
+  }
+  return out;
+}
+
+class ScoreParity : public ::testing::TestWithParam<ModelFile> {
+ protected:
+  void SetUp() override {
+    const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
+    const auto& entry = manifest["models"][GetParam().model];
+    LoadOptions options;
+    options.vocab = (fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string();
+    options.text_heads = entry["config"]["transformer_heads"].get<int64_t>();
+    clip_ = load_clip((fixtures() / "clip" / GetParam().file).string(), options);
+    prompts_ = manifest["prompts"].get<std::vector<std::string>>();
+    for (const auto& image : entry["images"]) images_.push_back((fixtures() / "clip" / image.get<std::string>()).string());
+    logits_ = reference(fixtures() / "clip" / (GetParam().model + ".reference.safetensors")).at("logits_per_image");
+    text_ = embed_prompts(clip_, prompts_, {}, true);
+    std::vector<torch::Tensor> feats;
+    stream_image_features(clip_, images_, 3, 2, true, [&](const ImageBatch& b) {
+      EXPECT_TRUE(b.errors.empty());
+      feats.push_back(b.features);
+    });
+    image_ = torch::cat(feats);
+  }
+  LoadedClip clip_;
+  std::vector<std::string> prompts_, images_;
+  torch::Tensor logits_, text_, image_;
+};
+
+TEST_P(ScoreParity, LogitScoresEqualTheReferenceLogits) {
+  const double scale = clip_.model->logit_scale_exp().item<double>();
+  const double err = rel_error(apply_metric(image_, text_, Metric::Logit, scale), logits_);
+  std::printf("[score] %s logit rel %.3g\n", GetParam().file.c_str(), err);
+  EXPECT_LT(err, 1e-4);
+  EXPECT_TRUE(torch::allclose(apply_metric(image_, text_, Metric::Probs, scale).sum(1), torch::ones({image_.size(0)})));
+}
+
+TEST_P(ScoreParity, RankingFollowsTheReferenceLogits) {
+  const torch::Tensor cos = apply_metric(image_, text_, Metric::Cosine, 0);
+  for (int64_t p = 0; p < cos.size(1); ++p) {
+    EXPECT_TRUE(torch::equal(std::get<1>(cos.select(1, p).sort(0, true)), std::get<1>(logits_.select(1, p).sort(0, true))))
+        << "prompt " << p;
+  }
+}
+
+TEST_P(ScoreParity, TemplatesAverageNormalizedEmbeddings) {
+  const std::vector<std::string> templates = {"a photo of {}", "{}, a painting"};
+  const torch::Tensor ensemble = embed_prompts(clip_, {prompts_[0]}, templates, true);
+  const torch::Tensor parts = embed_prompts(clip_, {"a photo of " + prompts_[0], prompts_[0] + ", a painting"}, {}, true);
+  const torch::Tensor mean = parts.mean(0);
+  EXPECT_LT(rel_error(ensemble[0], mean / mean.norm()), 1e-6);
+  EXPECT_THROW(embed_prompts(clip_, {prompts_[0]}, {"no placeholder"}, true), Error);
+}
+
+TEST_P(ScoreParity, Bf16ScoresStayWithinAHundredthOfFp32) {
+  LoadOptions options;
+  options.vocab = (fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string();
+  options.text_heads = clip_.model->config().transformer_heads;
+  options.vision_heads = clip_.model->config().vision_heads;
+  options.dtype = torch::kBFloat16;
+  LoadedClip bf16 = load_clip((fixtures() / "clip" / GetParam().file).string(), options);
+  std::vector<torch::Tensor> feats;
+  stream_image_features(bf16, images_, 4, 2, true, [&](const ImageBatch& b) { feats.push_back(b.features); });
+  const torch::Tensor diff = (apply_metric(torch::cat(feats), embed_prompts(bf16, prompts_, {}, true), Metric::Cosine, 0) -
+                              apply_metric(image_, text_, Metric::Cosine, 0)).abs();
+  std::printf("[score] %s bf16 max |cos - cos_fp32| %.4f\n", GetParam().file.c_str(), diff.max().item<float>());
+  EXPECT_LT(diff.max().item<float>(), 0.01f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ScoreParity, ::testing::ValuesIn(model_files()),
+                         [](const ::testing::TestParamInfo<ModelFile>& info) {
+                           std::string name = info.param.file;
+                           for (char& ch : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
+
+TEST(Streaming, UnreadableImagesAreReportedInOrderAndTheRestScored) {
+  TempDir dir;
+  const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
+  const std::string model = manifest["models"].begin().key();
+  const auto& entry = manifest["models"][model];
+  write_bytes(dir / "broken.png", "\x89PNG\r\n\x1a\nnot really");
+  std::vector<std::string> paths;
+  for (const auto& image : entry["images"]) paths.push_back((fixtures() / "clip" / image.get<std::string>()).string());
+  paths.insert(paths.begin() + 1, (dir / "broken.png").string());
+  LoadOptions options;
+  options.text_heads = entry["config"]["transformer_heads"].get<int64_t>();
+  LoadedClip clip = load_clip((fixtures() / "clip" / entry["files"][0].get<std::string>()).string(), options);
+  std::vector<std::string> seen, failed;
+  stream_image_features(clip, paths, 2, 3, true, [&](const ImageBatch& b) {
+    seen.insert(seen.end(), b.paths.begin(), b.paths.end());
+    for (const auto& e : b.errors) failed.push_back(e.first);
+    EXPECT_EQ(b.features.size(0), static_cast<int64_t>(b.paths.size()));
+  });
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0], paths[1]);
+  paths.erase(paths.begin() + 1);
+  EXPECT_EQ(seen, paths);
+}
+
+}  // namespace
+}  // namespace clipguide::test
