@@ -6,6 +6,7 @@
 #include <jpeglib.h>
 #include <jerror.h>
 #include <stb_image.h>
+#include <stb_image_write.h>
 
 #include <algorithm>
 #include <cmath>
@@ -257,6 +258,18 @@ torch::Tensor to_rgb_tensor(const Image& image) {
     for (int b = 0; b < 3; ++b) dst[p * 3 + b] = src[gray ? 0 : b];
   }
   return out;
+}
+
+std::string thumbnail_png(const Image& image, int max_side) {
+  TORCH_CHECK(max_side > 0, "thumbnail size must be positive");
+  const double scale = std::min(1.0, static_cast<double>(max_side) / std::max(image.width, image.height));
+  const int w = std::max(1, static_cast<int>(std::lround(image.width * scale)));
+  const int h = std::max(1, static_cast<int>(std::lround(image.height * scale)));
+  const torch::Tensor rgb = to_rgb_tensor(resize_like_pil(image, w, h));  // [h, w, 3]
+  std::string png;
+  auto sink = [](void* context, void* data, int size) { static_cast<std::string*>(context)->append(static_cast<char*>(data), size); };
+  if (stbi_write_png_to_func(sink, &png, w, h, 3, rgb.data_ptr<uint8_t>(), w * 3) == 0) fail("cannot encode a PNG thumbnail");
+  return png;
 }
 
 torch::Tensor preprocess(const Image& image, int64_t n_px, const std::array<float, 3>& mean,

@@ -43,4 +43,7 @@ torch::Tensor preprocess(const Image& image, int64_t n_px, const std::array<floa
 // The RGB bytes [H, W, 3] uint8 that PIL's convert("RGB") gives for the decoded image.
 torch::Tensor to_rgb_tensor(const Image& image);
 
+// A PNG of the image in RGB, scaled down (bicubic, as PIL) so its longer side is at most `max_side`.
+std::string thumbnail_png(const Image& image, int max_side);
+
 }  // namespace clipguide

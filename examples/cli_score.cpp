@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cli_common.h"
+#include "clip/report.h"
 #include "clip/score.h"
 #include "clip/text_clean.h"
 
@@ -284,7 +285,7 @@ int run_rerank(int argc, char** argv) {
   ModelArgs model;
   InputArgs in;
   std::vector<std::string> negatives;
-  std::string copy_to, link_to, group_by;
+  std::string copy_to, link_to, group_by, html;
   int64_t top = 0;
   cxxopts::Options opts("clipguide rerank", "Rank images best first by how well they fit the prompt(s): score = mean "
                                             "cos over the prompts - mean cos over the negative prompts.");
@@ -296,7 +297,9 @@ int run_rerank(int argc, char** argv) {
       ("copy-to", "copy the kept images into this folder as RANK-NAME", cxxopts::value(copy_to))
       ("link-to", "symlink the kept images into this folder as RANK-NAME", cxxopts::value(link_to))
       ("group-by", "a pairs file (CSV image,prompt or JSONL): rank best-of-N within each prompt's images",
-       cxxopts::value(group_by));
+       cxxopts::value(group_by))
+      ("html", "write a self-contained HTML report (thumbnails, scores as bars, prompts, model, metric)",
+       cxxopts::value(html));
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
   in.validate("rerank", true);
@@ -326,8 +329,9 @@ int run_rerank(int argc, char** argv) {
   const torch::Tensor neg = negatives.empty() ? torch::Tensor() : cg::embed_prompts(clip, negatives, in.templates, in.truncate);
   const std::string target = copy_to.empty() ? link_to : copy_to;
   if (!target.empty()) fs::create_directories(target);
-  RowWriter out(in.format, {{"model", clip.path}, {"metric", "cosine"},
-                            {"definition", "mean cos(image, prompt) - mean cos(image, negative prompt)"}});
+  const char* const definition = "mean cos(image, prompt) - mean cos(image, negative prompt)";
+  RowWriter out(in.format, {{"model", clip.path}, {"metric", "cosine"}, {"definition", definition}});
+  std::vector<cg::ReportEntry> report;
   out.begin(group_by.empty() ? std::vector<std::string>{"rank", "score", "image"}
                              : std::vector<std::string>{"group", "rank", "score", "image", "prompt"});
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -367,8 +371,17 @@ int run_rerank(int argc, char** argv) {
         row["copy"] = dest.string();
       }
       out.row(row);
+      report.push_back({static_cast<int64_t>(r + 1), ranked[r].second, ranked[r].first, groups[g].prompt});
     }
   }
   out.end(json());
+  if (!html.empty()) {
+    cg::ReportInfo info;
+    info.prompts = prompts;
+    info.negatives = negatives;
+    info.model = clip.path + " (" + clip.model->config().architecture() + ")";
+    info.metric_definition = definition;
+    cg::write_file_atomic(html, cg::render_report(info, report));
+  }
   return 0;
 }
