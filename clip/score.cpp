@@ -8,7 +8,9 @@
 #include <thread>
 
 #include "clip/error.h"
+#include "clip/file_io.h"
 #include "clip/image.h"
+#include "clip/sha256.h"
 
 namespace clipguide {
 namespace fs = std::filesystem;
@@ -49,40 +51,40 @@ bool is_image_file(const fs::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
-struct Decoded {
-  std::vector<std::string> paths;
-  std::vector<torch::Tensor> pixels;
-  std::vector<std::pair<std::string, std::string>> errors;
+// One input image after the worker stage: cached features, preprocessed pixels, or an error.
+struct Item {
+  std::string path, sha256, error;
+  torch::Tensor cached, pixels;
 };
 
 // Decodes and preprocesses paths[begin, end) on `workers` threads, keeping input order.
-Decoded decode_range(const std::vector<std::string>& paths, size_t begin, size_t end, int64_t n_px, int workers) {
-  const size_t n = end - begin;
-  std::vector<torch::Tensor> pixels(n);
-  std::vector<std::string> errors(n);
+std::vector<Item> decode_range(const std::vector<std::string>& paths, size_t begin, size_t end, int64_t n_px,
+                               int64_t dim, int workers, const EmbeddingCache* cache) {
+  std::vector<Item> items(end - begin);
   auto work = [&](size_t first) {
-    for (size_t i = first; i < n; i += static_cast<size_t>(workers)) {
+    for (size_t i = first; i < items.size(); i += static_cast<size_t>(workers)) {
+      Item& item = items[i];
+      item.path = paths[begin + i];
       try {
-        pixels[i] = preprocess(read_image(paths[begin + i]), n_px);
+        const MappedFile file(item.path);
+        if (cache != nullptr) {
+          item.sha256 = sha256_hex(file.bytes().data, file.size());
+          if (auto hit = cache->lookup(item.sha256, dim)) {
+            item.cached = *hit;
+            continue;
+          }
+        }
+        item.pixels = preprocess(decode_image(file.bytes().data, file.size(), item.path), n_px);
       } catch (const std::exception& e) {
-        errors[i] = e.what();
+        item.error = e.what();
       }
     }
   };
   std::vector<std::thread> threads;
-  for (int w = 1; w < workers && static_cast<size_t>(w) < n; ++w) threads.emplace_back(work, w);
+  for (int w = 1; w < workers && static_cast<size_t>(w) < items.size(); ++w) threads.emplace_back(work, w);
   work(0);
   for (auto& t : threads) t.join();
-  Decoded out;
-  for (size_t i = 0; i < n; ++i) {
-    if (pixels[i].defined()) {
-      out.paths.push_back(paths[begin + i]);
-      out.pixels.push_back(pixels[i]);
-    } else {
-      out.errors.emplace_back(paths[begin + i], errors[i]);
-    }
-  }
-  return out;
+  return items;
 }
 
 }  // namespace
@@ -148,30 +150,47 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
 }
 
 void stream_image_features(LoadedClip& clip, const std::vector<std::string>& paths, int64_t batch_size, int workers,
-                           bool normalize_features, const std::function<void(const ImageBatch&)>& on_batch) {
+                           bool normalize_features, const std::function<void(const ImageBatch&)>& on_batch,
+                           const EmbeddingCache* cache) {
   TORCH_CHECK(batch_size > 0 && workers > 0, "batch size and workers must be positive");
   torch::NoGradGuard no_grad;
-  const int64_t n_px = clip.model->config().image_resolution;
+  const int64_t n_px = clip.model->config().image_resolution, dim = clip.model->config().embed_dim;
   const auto param = clip.model->parameters().front();
   auto launch = [&](size_t begin) {
     const size_t end = std::min(paths.size(), begin + static_cast<size_t>(batch_size));
-    return std::async(std::launch::async, [&paths, begin, end, n_px, workers] { return decode_range(paths, begin, end, n_px, workers); });
+    return std::async(std::launch::async, [&paths, begin, end, n_px, dim, workers, cache] {
+      return decode_range(paths, begin, end, n_px, dim, workers, cache);
+    });
   };
   if (paths.empty()) return;
-  std::future<Decoded> next = launch(0);
+  std::future<std::vector<Item>> next = launch(0);
   for (size_t begin = 0; begin < paths.size(); begin += static_cast<size_t>(batch_size)) {
-    Decoded decoded = next.get();
+    std::vector<Item> items = next.get();
     if (begin + batch_size < paths.size()) next = launch(begin + batch_size);
-    ImageBatch batch;
-    batch.paths = std::move(decoded.paths);
-    batch.errors = std::move(decoded.errors);
-    if (!batch.paths.empty()) {
-      const torch::Tensor pixels = torch::stack(decoded.pixels).to(param.device(), param.scalar_type());
-      batch.features = clip.model->encode_image(pixels).to(torch::kCPU, torch::kFloat);
-      if (normalize_features) batch.features = normalize(batch.features);
-    } else {
-      batch.features = torch::empty({0, clip.model->config().embed_dim});
+    // Encode the images that were not cached, in one forward pass.
+    std::vector<torch::Tensor> pixels;
+    for (const Item& item : items) {
+      if (item.pixels.defined()) pixels.push_back(item.pixels);
     }
+    torch::Tensor encoded;
+    if (!pixels.empty()) {
+      encoded = clip.model->encode_image(torch::stack(pixels).to(param.device(), param.scalar_type())).to(torch::kCPU, torch::kFloat);
+    }
+    ImageBatch batch;
+    std::vector<torch::Tensor> rows;
+    int64_t next_encoded = 0;
+    for (const Item& item : items) {
+      if (!item.error.empty()) {
+        batch.errors.emplace_back(item.path, item.error);
+        continue;
+      }
+      torch::Tensor row = item.cached.defined() ? item.cached : encoded[next_encoded++];
+      if (cache != nullptr && !item.cached.defined()) cache->store(item.sha256, row);
+      batch.paths.push_back(item.path);
+      rows.push_back(row);
+    }
+    batch.features = rows.empty() ? torch::empty({0, dim}) : torch::stack(rows);
+    if (normalize_features) batch.features = normalize(batch.features);
     on_batch(batch);
   }
 }

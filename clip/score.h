@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "clip/embedding_cache.h"
 #include "clip/load.h"
 
 namespace clipguide {
@@ -39,8 +40,9 @@ struct ImageBatch {
 
 // Streams `paths` through the model in batches: batch k + 1 is decoded and preprocessed on `workers` threads
 // while batch k runs, so memory stays at two batches whatever the number of files. `on_batch` is called in
-// input order.
+// input order. With a cache, images whose content was embedded before are not decoded or encoded again.
 void stream_image_features(LoadedClip& clip, const std::vector<std::string>& paths, int64_t batch_size, int workers,
-                           bool normalize, const std::function<void(const ImageBatch&)>& on_batch);
+                           bool normalize, const std::function<void(const ImageBatch&)>& on_batch,
+                           const EmbeddingCache* cache = nullptr);
 
 }  // namespace clipguide

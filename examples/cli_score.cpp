@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -22,7 +23,7 @@ constexpr size_t kMaxListBytes = 256u << 20;
 // Options shared by score and rerank.
 struct InputArgs {
   std::vector<std::string> inputs, prompts, templates;
-  std::string prompts_file, pairs_file, format, on_error = "fail";
+  std::string prompts_file, pairs_file, format, on_error = "fail", cache_dir;
   int64_t batch_size = 32;
   int workers = 0;
   bool truncate = false;
@@ -39,6 +40,8 @@ struct InputArgs {
         ("workers", "image decoding threads (default: the number of CPUs)", cxxopts::value(workers))
         ("on-error", "an image that cannot be read: fail (exit 1) or skip (report it on stderr and go on)",
          cxxopts::value(on_error)->default_value("fail"))
+        ("cache", "keep image embeddings in this folder, keyed by image content and model, so later runs on the "
+                  "same images do not re-encode them", cxxopts::value(cache_dir))
         ("inputs", "image files and folders", cxxopts::value(inputs));
     opts.parse_positional({"inputs"});
   }
@@ -51,6 +54,13 @@ struct InputArgs {
     if (batch_size < 1) cg::fail(command, ": --batch-size must be at least 1");
     if (workers < 0) cg::fail(command, ": --workers must be positive");
     if (workers == 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+  // The embedding cache for this model and compute setup, if --cache was given.
+  std::optional<cg::EmbeddingCache> open_cache(const cg::LoadedClip& clip, const ModelArgs& model) const {
+    if (cache_dir.empty()) return std::nullopt;
+    const cg::ClipConfig& c = clip.model->config();
+    const std::string compute = cg::cat(model.precision, "|", c.transformer_heads, "|", c.vision_heads);
+    return cg::EmbeddingCache(cache_dir, cg::model_cache_key(cache_dir, clip.path, compute));
   }
   std::vector<std::string> all_prompts() const {
     std::vector<std::string> out = prompts;
@@ -243,6 +253,7 @@ int run_score(int argc, char** argv) {
   cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
   const torch::Tensor text = cg::embed_prompts(clip, prompts, in.templates, in.truncate);  // [P, E]
   const double logit_scale = clip.model->logit_scale_exp().item<double>();
+  const std::optional<cg::EmbeddingCache> cache = in.open_cache(clip, model);
   RowWriter out(in.format, {{"model", clip.path}, {"metric", cg::metric_name(metric)}, {"definition", cg::metric_definition(metric)}});
   out.begin({"score", "image", "prompt"});
   double cos_sum = 0, clipscore_sum = 0;
@@ -268,7 +279,7 @@ int run_score(int argc, char** argv) {
       ++scored;
       out.row({{"image", image}, {"prompt", prompt}, {"score", scores[b][p].item<double>()}, {"metric", cg::metric_name(metric)}});
     }
-  });
+  }, cache ? &*cache : nullptr);
   json summary;
   if (!pairs.empty() && scored > 0) {
     summary = {{"pairs", scored},
@@ -327,6 +338,7 @@ int run_rerank(int argc, char** argv) {
   }
   cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
   const torch::Tensor neg = negatives.empty() ? torch::Tensor() : cg::embed_prompts(clip, negatives, in.templates, in.truncate);
+  const std::optional<cg::EmbeddingCache> cache = in.open_cache(clip, model);
   const std::string target = copy_to.empty() ? link_to : copy_to;
   if (!target.empty()) fs::create_directories(target);
   const char* const definition = "mean cos(image, prompt) - mean cos(image, negative prompt)";
@@ -343,7 +355,7 @@ int run_rerank(int argc, char** argv) {
       torch::Tensor score = cg::apply_metric(batch.features, text, cg::Metric::Cosine, 0.0).mean(1);  // [B]
       if (neg.defined()) score = score - cg::apply_metric(batch.features, neg, cg::Metric::Cosine, 0.0).mean(1);
       for (size_t b = 0; b < batch.paths.size(); ++b) ranked.emplace_back(score[b].item<double>(), batch.paths[b]);
-    });
+    }, cache ? &*cache : nullptr);
     std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
     const size_t keep = top > 0 ? std::min(ranked.size(), static_cast<size_t>(top)) : ranked.size();
     const int width = static_cast<int>(std::to_string(std::max<size_t>(keep, 1)).size());

@@ -1,6 +1,7 @@
 // Scores and rankings against the reference logits, and each metric against its definition.
 #include "clip/error.h"
 #include "clip/score.h"
+#include "clip/sha256.h"
 #include "fixtures.h"
 
 namespace clipguide::test {
@@ -131,6 +132,37 @@ TEST(Streaming, UnreadableImagesAreReportedInOrderAndTheRestScored) {
   EXPECT_EQ(failed[0], paths[1]);
   paths.erase(paths.begin() + 1);
   EXPECT_EQ(seen, paths);
+}
+
+TEST(Cache, HitsSkipEncodingAndCorruptEntriesAreRecomputed) {
+  TempDir dir;
+  const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
+  const auto& entry = manifest["models"].begin().value();
+  LoadOptions options;
+  options.text_heads = entry["config"]["transformer_heads"].get<int64_t>();
+  const std::string weights = (fixtures() / "clip" / entry["files"][0].get<std::string>()).string();
+  LoadedClip clip = load_clip(weights, options);
+  const std::string image = (fixtures() / "clip" / entry["images"][0].get<std::string>()).string();
+  const EmbeddingCache cache((dir / "cache").string(), model_cache_key((dir / "cache").string(), weights, "fp32"));
+  auto run = [&]() {
+    torch::Tensor out;
+    stream_image_features(clip, {image}, 1, 1, false, [&](const ImageBatch& b) { out = b.features[0]; }, &cache);
+    return out;
+  };
+  const torch::Tensor computed = run();  // a miss: encoded and stored
+  const std::string sha = sha256_file(image);
+  ASSERT_TRUE(cache.lookup(sha, computed.numel()).has_value());
+  // Plant a different vector: a hit returns it, which proves the image was not encoded again.
+  const torch::Tensor planted = torch::arange(computed.numel(), torch::kFloat);
+  cache.store(sha, planted);
+  EXPECT_TRUE(torch::equal(run(), planted));
+  // Corrupt the entry: it is detected and the image re-encoded.
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir / "cache")) {
+    if (f.path().extension() == ".emb") write_bytes(f.path(), "garbage");
+  }
+  EXPECT_TRUE(torch::allclose(run(), computed));
+  // Another compute setup is another key.
+  EXPECT_NE(model_cache_key((dir / "cache").string(), weights, "fp32"), model_cache_key((dir / "cache").string(), weights, "bf16"));
 }
 
 }  // namespace
