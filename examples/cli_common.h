@@ -1,8 +1,14 @@
 // What the clipguide commands share: argument parsing, model options, output.
 #pragma once
 
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cxxopts.hpp>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 
 #include "clip/device.h"
@@ -14,6 +20,58 @@ namespace cg = clipguide;
 
 int run_score(int argc, char** argv);
 int run_rerank(int argc, char** argv);
+
+// Ctrl-C: the handler only sets this flag (signal handlers can do no more); long loops check it between batches
+// and throw Interrupted, so every row already finished has been written and nothing is left half done.
+inline volatile std::sig_atomic_t g_interrupted = 0;
+
+class Interrupted : public std::runtime_error {
+ public:
+  Interrupted() : std::runtime_error("interrupted") {}
+};
+
+// Installs the SIGINT handler for its lifetime.
+class InterruptScope {
+ public:
+  InterruptScope() { previous_ = std::signal(SIGINT, [](int) { g_interrupted = 1; }); }
+  ~InterruptScope() { std::signal(SIGINT, previous_); }
+  static void check() {
+    if (g_interrupted) throw Interrupted();
+  }
+
+ private:
+  void (*previous_)(int) = SIG_DFL;
+};
+
+// A one-line progress bar on stderr (count, rate, ETA), drawn only when stderr is a terminal.
+class Progress {
+ public:
+  Progress(size_t total, const char* unit) : total_(total), unit_(unit), enabled_(::isatty(STDERR_FILENO) != 0) {}
+  ~Progress() {
+    if (enabled_ && drawn_) std::fprintf(stderr, "\n");
+  }
+  void advance(size_t n) {
+    done_ += n;
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (drawn_ && done_ < total_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    drawn_ = true;
+    const double seconds = std::chrono::duration<double>(now - start_).count();
+    const double rate = seconds > 0 ? done_ / seconds : 0;
+    const long eta = rate > 0 ? static_cast<long>((total_ - done_) / rate) : 0;
+    const int width = 30, filled = total_ ? static_cast<int>(width * done_ / total_) : width;
+    std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu %s  %.1f/s  ETA %ld:%02ld ", filled, "##############################",
+                 width - filled, "", done_, total_, unit_, rate, eta / 60, eta % 60);
+    std::fflush(stderr);
+  }
+
+ private:
+  size_t total_, done_ = 0;
+  const char* unit_;
+  bool enabled_, drawn_ = false;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_;
+};
 
 // Writes to --out atomically, or streams to stdout.
 inline void emit(const std::string& out_path, const std::string& bytes) {

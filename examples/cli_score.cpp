@@ -205,6 +205,12 @@ class RowWriter {
   std::vector<json> rows_;
 };
 
+// After each batch: errors reported (or fatal), progress drawn, Ctrl-C honoured.
+void after_batch(const cg::ImageBatch& batch, Progress& progress) {
+  progress.advance(batch.paths.size() + batch.errors.size());
+  InterruptScope::check();
+}
+
 void report_errors(const cg::ImageBatch& batch, bool skip) {
   for (const auto& [path, message] : batch.errors) {
     if (!skip) throw cg::Error(message);
@@ -256,6 +262,8 @@ int run_score(int argc, char** argv) {
   const std::optional<cg::EmbeddingCache> cache = in.open_cache(clip, model);
   RowWriter out(in.format, {{"model", clip.path}, {"metric", cg::metric_name(metric)}, {"definition", cg::metric_definition(metric)}});
   out.begin({"score", "image", "prompt"});
+  InterruptScope interrupt;
+  Progress progress(images.size(), "images");
   double cos_sum = 0, clipscore_sum = 0;
   size_t index = 0, scored = 0;
   cg::stream_image_features(clip, images, in.batch_size, in.workers, true, [&](const cg::ImageBatch& batch) {
@@ -279,6 +287,7 @@ int run_score(int argc, char** argv) {
       ++scored;
       out.row({{"image", image}, {"prompt", prompt}, {"score", scores[b][p].item<double>()}, {"metric", cg::metric_name(metric)}});
     }
+    after_batch(batch, progress);
   }, cache ? &*cache : nullptr);
   json summary;
   if (!pairs.empty() && scored > 0) {
@@ -344,6 +353,10 @@ int run_rerank(int argc, char** argv) {
   const char* const definition = "mean cos(image, prompt) - mean cos(image, negative prompt)";
   RowWriter out(in.format, {{"model", clip.path}, {"metric", "cosine"}, {"definition", definition}});
   std::vector<cg::ReportEntry> report;
+  InterruptScope interrupt;
+  size_t total_images = 0;
+  for (const Group& g : groups) total_images += g.images.size();
+  Progress progress(total_images, "images");
   out.begin(group_by.empty() ? std::vector<std::string>{"rank", "score", "image"}
                              : std::vector<std::string>{"group", "rank", "score", "image", "prompt"});
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -355,6 +368,7 @@ int run_rerank(int argc, char** argv) {
       torch::Tensor score = cg::apply_metric(batch.features, text, cg::Metric::Cosine, 0.0).mean(1);  // [B]
       if (neg.defined()) score = score - cg::apply_metric(batch.features, neg, cg::Metric::Cosine, 0.0).mean(1);
       for (size_t b = 0; b < batch.paths.size(); ++b) ranked.emplace_back(score[b].item<double>(), batch.paths[b]);
+      after_batch(batch, progress);
     }, cache ? &*cache : nullptr);
     std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
     const size_t keep = top > 0 ? std::min(ranked.size(), static_cast<size_t>(top)) : ranked.size();

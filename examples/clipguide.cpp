@@ -250,6 +250,9 @@ int main(int argc, char** argv) {
     if (command == "info") return run_info(argc - 1, argv + 1);
     std::cerr << "clipguide: unknown command '" << command << "'; choose score, rerank, embed, tokenize or info\n";
     return 2;
+  } catch (const Interrupted&) {
+    std::cerr << "clipguide " << command << ": interrupted; every row finished before Ctrl-C was written\n";
+    return 130;
   } catch (const cxxopts::exceptions::exception& e) {
     std::cerr << "clipguide " << command << ": " << e.what() << " (see --help)\n";
     return 2;

@@ -76,6 +76,18 @@ expect_fail bad-precision "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p 
 printf 'image,prompt\n"unterminated,x\n' >"$tmp/badpairs.csv"
 expect_fail bad-pairs "$bin" score -m "$fx/clip/$first" --vocab "$vocab" --pairs "$tmp/badpairs.csv"
 
+# Ctrl-C: exit 130, and every row written is whole (complete batches only).
+mkdir -p "$tmp/many"
+python3 -c "import os,sys; [os.symlink(sys.argv[1], os.path.join(sys.argv[2], 'i%05d.png' % i)) for i in range(20000)]" "$img" "$tmp/many"
+timeout -s INT --preserve-status 3 "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$tmp/many" --batch-size 16 \
+  --format jsonl >"$tmp/int.jsonl" 2>"$tmp/err"
+rc=$?
+rows=$(wc -l <"$tmp/int.jsonl")
+if [ "$rc" -eq 130 ] && [ "$rows" -gt 0 ] && [ $((rows % 16)) -eq 0 ] && grep -q interrupted "$tmp/err" \
+   && python3 -c "import json,sys; [json.loads(l) for l in open(sys.argv[1])]" "$tmp/int.jsonl"; then ok; else
+  bad "Ctrl-C: rc=$rc rows=$rows $(cat "$tmp/err")"; fi
+rm -rf "$tmp/many"
+
 # Bad input: one line, non-zero exit, no partial output file.
 head -c 1000 "$fx/clip/$first" >"$tmp/cut.safetensors"
 expect_fail truncated "$bin" info "$tmp/cut.safetensors"
