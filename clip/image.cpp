@@ -158,26 +158,53 @@ uint8_t clip8(int32_t v) {
   return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
+// Horizontal pass, channels unrolled: each output pixel accumulates `count` taps of CH interleaved channels.
+template <int CH>
+void resample_rows(const Image& in, Image& out, const Coeffs& c) {
+  for (int y = 0; y < out.height; ++y) {
+    const uint8_t* row = &in.pixels[static_cast<size_t>(y) * in.width * CH];
+    uint8_t* dst = &out.pixels[static_cast<size_t>(y) * out.width * CH];
+    for (int x = 0; x < out.width; ++x) {
+      const int32_t* k = &c.k[static_cast<size_t>(x) * c.ksize];
+      const uint8_t* src = row + static_cast<size_t>(c.xmin[x]) * CH;
+      int32_t acc[CH];
+      for (int b = 0; b < CH; ++b) acc[b] = 1 << (kPrecisionBits - 1);
+      for (int t = 0; t < c.count[x]; ++t) {
+        for (int b = 0; b < CH; ++b) acc[b] += src[t * CH + b] * k[t];
+      }
+      for (int b = 0; b < CH; ++b) dst[x * CH + b] = clip8(acc[b]);
+    }
+  }
+}
+
 // One separable pass along x (horizontal) or y, with Pillow's integer arithmetic.
 Image resample_pass(const Image& in, int out_size, bool horizontal) {
   const Coeffs c = precompute_coeffs(horizontal ? in.width : in.height, out_size);
   Image out = in;
   (horizontal ? out.width : out.height) = out_size;
   out.pixels.assign(static_cast<size_t>(out.width) * out.height * out.channels, 0);
-  const int ch = in.channels;
-  for (int y = 0; y < out.height; ++y) {
-    for (int x = 0; x < out.width; ++x) {
-      const int o = horizontal ? x : y;
-      const int32_t* k = &c.k[static_cast<size_t>(o) * c.ksize];
-      for (int b = 0; b < ch; ++b) {
-        int32_t ss = 1 << (kPrecisionBits - 1);
-        for (int t = 0; t < c.count[o]; ++t) {
-          const int sx = horizontal ? c.xmin[o] + t : x, sy = horizontal ? y : c.xmin[o] + t;
-          ss += in.pixels[(static_cast<size_t>(sy) * in.width + sx) * ch + b] * k[t];
-        }
-        out.pixels[(static_cast<size_t>(y) * out.width + x) * ch + b] = clip8(ss);
-      }
+  if (horizontal) {
+    switch (in.channels) {
+      case 1: resample_rows<1>(in, out, c); break;
+      case 2: resample_rows<2>(in, out, c); break;
+      case 3: resample_rows<3>(in, out, c); break;
+      default: resample_rows<4>(in, out, c); break;
     }
+    return out;
+  }
+  // Vertical: whole rows at a time, so the inner loop runs over contiguous bytes.
+  const size_t stride = static_cast<size_t>(in.width) * in.channels;
+  std::vector<int32_t> acc(stride);
+  for (int y = 0; y < out.height; ++y) {
+    std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
+    const int32_t* k = &c.k[static_cast<size_t>(y) * c.ksize];
+    for (int t = 0; t < c.count[y]; ++t) {
+      const uint8_t* src = &in.pixels[static_cast<size_t>(c.xmin[y] + t) * stride];
+      const int32_t kt = k[t];
+      for (size_t e = 0; e < stride; ++e) acc[e] += src[e] * kt;
+    }
+    uint8_t* dst = &out.pixels[static_cast<size_t>(y) * stride];
+    for (size_t e = 0; e < stride; ++e) dst[e] = clip8(acc[e]);
   }
   return out;
 }

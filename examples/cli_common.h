@@ -10,6 +10,7 @@
 #include <iostream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "clip/device.h"
 #include "clip/error.h"
@@ -94,6 +95,7 @@ inline bool parse_or_help(cxxopts::Options& opts, int argc, char** argv) {
 struct ModelArgs {
   std::string model, vocab, device = "cpu", precision = "fp32";
   int64_t text_heads = 0, vision_heads = 0;
+  int threads = 0;
 
   void add_to(cxxopts::Options& opts, bool with_device) {
     opts.add_options()
@@ -108,11 +110,17 @@ struct ModelArgs {
       opts.add_options()
           ("device", "cpu, cuda, cuda:N or auto", cxxopts::value(device)->default_value("cpu"))
           ("precision", "fp32, or bf16 (the CPU's bf16 matmul; LayerNorm stays fp32), or fp16 on CUDA",
-           cxxopts::value(precision)->default_value("fp32"));
+           cxxopts::value(precision)->default_value("fp32"))
+          ("threads", "CPU threads for the model (default: OMP_NUM_THREADS, else every CPU)", cxxopts::value(threads));
     }
   }
   cg::LoadOptions load_options() const {
     if (text_heads < 0 || vision_heads < 0) cg::fail("--text-heads and --vision-heads must be positive");
+    if (threads < 0) cg::fail("--threads must be positive");
+    // libtorch as Debian builds it starts with one thread; use the machine unless told otherwise.
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    const int n = threads > 0 ? threads : (omp != nullptr && std::atoi(omp) > 0 ? std::atoi(omp) : static_cast<int>(std::thread::hardware_concurrency()));
+    if (n > 0) torch::set_num_threads(n);
     cg::LoadOptions load;
     load.vocab = vocab;
     load.device = cg::parse_device(device);

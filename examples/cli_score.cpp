@@ -224,6 +224,7 @@ int run_score(int argc, char** argv) {
   ModelArgs model;
   InputArgs in;
   std::string metric_name = "cosine";
+  bool stats = false;
   cxxopts::Options opts("clipguide score", "Score every image against every prompt, or each image against its own "
                                            "prompt with --pairs.");
   model.add_to(opts, true);
@@ -234,7 +235,9 @@ int run_score(int argc, char** argv) {
        cxxopts::value(in.pairs_file))
       ("metric", "cosine: cos(image, text) in [-1, 1]; logit: exp(logit_scale) * cos (100 * cos for OpenAI models); "
                  "clipscore: 2.5 * max(cos, 0) (Hessel et al. 2021); probs: softmax over the prompts (zero-shot)",
-       cxxopts::value(metric_name)->default_value("cosine"));
+       cxxopts::value(metric_name)->default_value("cosine"))
+      ("stats", "print one JSON line on stderr: images scored, seconds and images/s of the image pipeline (decode, "
+                "preprocess, encode, score; model loading excluded)", cxxopts::value(stats));
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
   in.validate("score", true);
@@ -264,6 +267,8 @@ int run_score(int argc, char** argv) {
   out.begin({"score", "image", "prompt"});
   InterruptScope interrupt;
   Progress progress(images.size(), "images");
+  const auto started = std::chrono::steady_clock::now();
+  size_t streamed = 0;
   double cos_sum = 0, clipscore_sum = 0;
   size_t index = 0, scored = 0;
   cg::stream_image_features(clip, images, in.batch_size, in.workers, true, [&](const cg::ImageBatch& batch) {
@@ -287,8 +292,14 @@ int run_score(int argc, char** argv) {
       ++scored;
       out.row({{"image", image}, {"prompt", prompt}, {"score", scores[b][p].item<double>()}, {"metric", cg::metric_name(metric)}});
     }
+    streamed += batch.paths.size();
     after_batch(batch, progress);
   }, cache ? &*cache : nullptr);
+  if (stats) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::cerr << json{{"images", streamed}, {"seconds", seconds}, {"images_per_s", streamed / seconds},
+                      {"threads", torch::get_num_threads()}, {"precision", model.precision}}.dump() << "\n";
+  }
   json summary;
   if (!pairs.empty() && scored > 0) {
     summary = {{"pairs", scored},

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# bench/score: `clipguide score` against the reference Python way (PIL + torchvision preprocessing and a
+# straightforward PyTorch CLIP, Debian's python3-torch), same machine, same images, same thread count.
+# Full-size ViT-B/32 and RN50 with random weights, written by our own code; 64 mixed PNG/JPEG images of
+# 640x480 and larger; 4 prompts. Prints images/s, ratios, bf16 score drift and GFLOP/s against measured peaks.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+scripts/setup
+py=/usr/bin/python3
+need=()
+for p in python3-torch python3-torchvision python3-pil python3-numpy; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "bench/score needs: sudo apt-get install -y ${need[*]}" >&2; exit 1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+threads=${THREADS:-$(nproc)}
+export OMP_NUM_THREADS=$threads
+fixtures=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
+vocab=$fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz
+work=build/bench/score
+mkdir -p "$work/images"
+[ -s "$work/vitb32.safetensors" ] || build/bench/bench_make_clip ViT-B/32 "$work/vitb32.safetensors" >/dev/null
+[ -s "$work/rn50.safetensors" ] || build/bench/bench_make_clip RN50 "$work/rn50.safetensors" >/dev/null
+"$py" - "$work/images" <<'PY'
+import os, sys
+import numpy as np
+from PIL import Image
+out = sys.argv[1]
+rng = np.random.default_rng(0)
+sizes = [(640, 480)] * 24 + [(800, 600)] * 16 + [(1024, 768)] * 16 + [(1280, 960)] * 8
+for i, (w, h) in enumerate(sizes):
+    name = os.path.join(out, "img%02d.%s" % (i, "jpg" if i % 3 == 1 else "png"))
+    if os.path.exists(name):
+        continue
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    base = np.stack([np.sin(6 * x + i), np.cos(5 * y - i), np.sin(4 * (x + y) + 2 * i)], -1) * 0.5 + 0.5
+    img = np.clip(base * 255 + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(name, quality=90) if name.endswith("jpg") else Image.fromarray(img).save(name)
+PY
+printf '%s\n' "a photo of a dog" "a red backpack on a table" "an oil painting of a lighthouse" "a crowded beach" >"$work/prompts.txt"
+build/clipguide tokenize --vocab "$vocab" --file "$work/prompts.txt" | "$py" -c "import sys,json; print(json.dumps([json.loads(l) for l in sys.stdin]))" >"$work/tokens.json"
+images=("$work"/images/*)
+
+for arch in vitb32 rn50; do
+  model=$work/$arch.safetensors
+  for precision in fp32 bf16; do
+    build/clipguide score -m "$model" --vocab "$vocab" --prompts-file "$work/prompts.txt" --precision "$precision" \
+      --format jsonl --stats "${images[@]}" >"$work/$arch-$precision.jsonl" 2>"$work/$arch-$precision.stats"
+  done
+  "$py" bench/score/reference.py "$model" "$work/tokens.json" "$threads" "${images[@]}" >"$work/$arch-python.json"
+done
+
+"$py" - "$work" "$threads" <<'PY'
+import json, sys
+work, threads = sys.argv[1], sys.argv[2]
+print(f"bench/score: {len(json.load(open(f'{work}/vitb32-python.json'))['scores'])} images x 4 prompts, {threads} threads")
+print(f"{'model':8} {'python img/s':>12} {'ours fp32':>10} {'ratio':>6} {'ours bf16':>10} {'ratio':>6} {'bf16 drift':>10} "
+      f"{'fp32 vs py':>10} {'GFLOP/s fp32':>13} {'bf16':>6}")
+for arch in ("vitb32", "rn50"):
+    ref = json.load(open(f"{work}/{arch}-python.json"))
+    stats = {p: json.loads(open(f"{work}/{arch}-{p}.stats").read().strip().splitlines()[-1]) for p in ("fp32", "bf16")}
+    rows = {p: [json.loads(l) for l in open(f"{work}/{arch}-{p}.jsonl") if '"score"' in l] for p in ("fp32", "bf16")}
+    fp32 = [r["score"] for r in rows["fp32"]]
+    bf16 = [r["score"] for r in rows["bf16"]]
+    py = [s for row in ref["scores"] for s in row]
+    drift = max(abs(a - b) for a, b in zip(fp32, bf16))
+    parity = max(abs(a - b) for a, b in zip(fp32, py))
+    gf = lambda ips: ref["flops_per_image"] * ips / 1e9
+    print(f"{arch:8} {ref['images_per_s']:12.2f} {stats['fp32']['images_per_s']:10.2f} "
+          f"{stats['fp32']['images_per_s'] / ref['images_per_s']:6.2f} {stats['bf16']['images_per_s']:10.2f} "
+          f"{stats['bf16']['images_per_s'] / ref['images_per_s']:6.2f} {drift:10.4f} {parity:10.2e} "
+          f"{gf(stats['fp32']['images_per_s']):7.1f}/{ref['peak_fp32_gflops']:.0f} {gf(stats['bf16']['images_per_s']):6.1f}/{ref['peak_bf16_gflops']:.0f}")
+print("ratio: ours / python images per second (decode + preprocess + encode + score, model load excluded);")
+print("bf16 drift: max |score_bf16 - score_fp32|; fp32 vs py: max |our fp32 score - python score|;")
+print("GFLOP/s: achieved on the visual tower / measured torch.mm peak (2048x2048) at that precision.")
+PY
