@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks of the clipguide binary: every fixture format through info/embed/tokenize, and bad input
 # giving one line on stderr, a non-zero exit and no output file.
-set -u
-bin=$1
-fx=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
-vocab=$fx/tokenizer/bpe_simple_vocab_16e6.txt.gz
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "$0")/common.sh"
 pass=0
 failed=0
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "clip/file_io.h"
 #include "clip/safetensors.h"
@@ -43,6 +44,32 @@ inline std::string read_bytes(const std::filesystem::path& p) {
 inline void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
   std::ofstream out(p, std::ios::binary);
   out << bytes;
+}
+
+// A gtest parameter name from any text: alphanumerics kept, everything else '_'.
+inline std::string param_name(std::string text) {
+  for (char& ch : text) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return text;
+}
+
+// Every CLIP weights file the manifest lists (references excluded), with its model's name.
+struct ModelFile {
+  std::string model, file;
+};
+inline void PrintTo(const ModelFile& f, std::ostream* os) { *os << f.file; }
+
+inline std::vector<ModelFile> clip_model_files() {
+  std::vector<ModelFile> out;
+  const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
+  for (const auto& [name, entry] : manifest["models"].items()) {
+    for (const auto& f : entry["files"]) {
+      const std::string file = f.get<std::string>();
+      if (file.find(".reference.") == std::string::npos) out.push_back({name, file});
+    }
+  }
+  return out;
 }
 
 // A fresh folder under the system temp dir, removed at the end of the test.

@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # The rerank HTML report rendered in headless Chromium: every thumbnail decodes, every score and the prompt are
 # on the page, and a prompt or file name holding markup stays text.
-set -u
-bin=$1
-fx=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
-vocab=$fx/tokenizer/bpe_simple_vocab_16e6.txt.gz
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "$0")/common.sh"
 browser=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$browser" ]; then echo "report: chromium is not installed (scripts/setup installs it)"; exit 1; fi
 

@@ -6,24 +6,6 @@
 namespace clipguide::test {
 namespace {
 
-struct ModelFile {
-  std::string model, file;
-};
-
-void PrintTo(const ModelFile& f, std::ostream* os) { *os << f.file; }
-
-std::vector<ModelFile> model_files() {
-  std::vector<ModelFile> out;
-  const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
-  for (const auto& [name, entry] : manifest["models"].items()) {
-    for (const auto& f : entry["files"]) {
-      const std::string file = f.get<std::string>();
-      if (file.find(".reference.") == std::string::npos) out.push_back({name, file});
-    }
-  }
-  return out;
-}
-
 class ClipParity : public ::testing::TestWithParam<ModelFile> {
  protected:
   void SetUp() override {
@@ -120,14 +102,8 @@ TEST_P(ClipParity, PhotoPreprocessingAndFeatures) {
   EXPECT_LT(ours_err, 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, ClipParity, ::testing::ValuesIn(model_files()),
-                         [](const ::testing::TestParamInfo<ModelFile>& info) {
-                           std::string name = info.param.file;
-                           for (char& ch : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           }
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Fixtures, ClipParity, ::testing::ValuesIn(clip_model_files()),
+                         [](const ::testing::TestParamInfo<ModelFile>& info) { return param_name(info.param.file); });
 
 }  // namespace
 }  // namespace clipguide::test

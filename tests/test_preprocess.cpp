@@ -63,13 +63,8 @@ TEST_P(Preprocess, NormalizedTensorMatchesTorchvision) {
   EXPECT_GE(exact, 0.99f);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Preprocess, ::testing::ValuesIn(cases()), [](const ::testing::TestParamInfo<Case>& info) {
-  std::string name = info.param.tensor;
-  for (char& ch : name) {
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  }
-  return name;
-});
+INSTANTIATE_TEST_SUITE_P(Fixtures, Preprocess, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return param_name(info.param.tensor); });
 
 TEST(Images, UnsupportedAndBrokenFilesAreErrors) {
   TempDir dir;

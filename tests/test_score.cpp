@@ -20,22 +20,6 @@ TEST(Metrics, MatchTheirDefinitionsOnHandComputedCases) {
   EXPECT_THROW(parse_metric("f1"), Error);
 }
 
-struct ModelFile {
-  std::string model, file;
-};
-void PrintTo(const ModelFile& f, std::ostream* os) { *os << f.file; }
-
-std::vector<ModelFile> model_files() {
-  std::vector<ModelFile> out;
-  const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
-  for (const auto& [name, entry] : manifest["models"].items()) {
-    for (const auto& f : entry["files"]) {
-      if (f.get<std::string>().find(".reference.") == std::string::npos) out.push_back({name, f.get<std::string>()});
-    }
-  }
-  return out;
-}
-
 class ScoreParity : public ::testing::TestWithParam<ModelFile> {
  protected:
   void SetUp() override {
@@ -101,14 +85,8 @@ TEST_P(ScoreParity, Bf16ScoresStayWithinAHundredthOfFp32) {
   EXPECT_LT(diff.max().item<float>(), 0.01f);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, ScoreParity, ::testing::ValuesIn(model_files()),
-                         [](const ::testing::TestParamInfo<ModelFile>& info) {
-                           std::string name = info.param.file;
-                           for (char& ch : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           }
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Fixtures, ScoreParity, ::testing::ValuesIn(clip_model_files()),
+                         [](const ::testing::TestParamInfo<ModelFile>& info) { return param_name(info.param.file); });
 
 TEST(Streaming, UnreadableImagesAreReportedInOrderAndTheRestScored) {
   TempDir dir;
