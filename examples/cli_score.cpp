@@ -264,7 +264,7 @@ int run_score(int argc, char** argv) {
   const double logit_scale = clip.model->logit_scale_exp().item<double>();
   const std::optional<cg::EmbeddingCache> cache = in.open_cache(clip, model);
   RowWriter out(in.format, {{"model", clip.path}, {"metric", cg::metric_name(metric)}, {"definition", cg::metric_definition(metric)}});
-  out.begin({"score", "image", "prompt"});
+  out.begin({"score", "image", "prompt", "metric"});
   InterruptScope interrupt;
   Progress progress(images.size(), "images");
   const auto started = std::chrono::steady_clock::now();

@@ -47,7 +47,7 @@ imgdir=$(dirname "$img")
 n_img=$(ls "$imgdir"/*.png | wc -l)
 "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" -p "a cat" "$imgdir" --format jsonl >"$tmp/s.jsonl" 2>"$tmp/err"
 [ "$(grep -c '"metric":"cosine"' "$tmp/s.jsonl")" -eq $((2 * n_img)) ] && ok || bad "score rows: $(cat "$tmp/err")"
-"$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$img" --format csv | head -1 | grep -q '^score,image,prompt$' && ok || bad "score csv"
+"$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$img" --format csv | head -1 | grep -q '^score,image,prompt,metric$' && ok || bad "score csv"
 "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" -p "a cat" "$img" --metric probs --format json >"$tmp/s.json" \
   && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert abs(sum(r['score'] for r in d['rows'])-1)<1e-5 and d['metric']=='probs'" "$tmp/s.json" \
   && ok || bad "score probs json"
@@ -61,6 +61,8 @@ printf 'image,prompt\nimgs/%s,a dog\n"imgs/%s","a cat, sleeping"\n' "$(basename 
   && ls "$tmp/top" | head -1 | grep -q '^1-' && ok || bad "rerank --copy-to: $(cat "$tmp/err")"
 "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" --group-by "$tmp/pairs.csv" --format jsonl | grep -c '"group"' | grep -q '^2$' \
   && ok || bad "rerank --group-by"
+"$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$tmp/imgs" --top 1 --link-to "$tmp/links" --format jsonl >/dev/null \
+  && [ -L "$tmp/links/$(ls "$tmp/links")" ] && [ -s "$tmp/links/$(ls "$tmp/links")" ] && ok || bad "rerank --link-to"
 echo "not an image" >"$tmp/imgs/zz-broken.png"
 "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$tmp/imgs" --on-error skip --format jsonl >"$tmp/skip.jsonl" 2>"$tmp/err" \
   && grep -q "zz-broken.png" "$tmp/err" && [ "$(wc -l <"$tmp/skip.jsonl")" -eq "$n_img" ] && ok || bad "score --on-error skip"
