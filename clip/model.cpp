@@ -249,7 +249,8 @@ class ModifiedResNet : public VisualEncoder {
                                                                               c.vision_heads, c.embed_dim));
   }
   torch::Tensor forward(const torch::Tensor& pixels) override {
-    torch::Tensor x = pixels.to(conv1->weight.scalar_type());
+    // Channels-last activations let oneDNN run the convolutions (faster on CPU than NCHW); same values.
+    torch::Tensor x = pixels.to(conv1->weight.scalar_type()).contiguous(torch::MemoryFormat::ChannelsLast);
     x = torch::relu(bn1(conv1(x)));
     x = torch::relu(bn2(conv2(x)));
     x = torch::relu(bn3(conv3(x)));
