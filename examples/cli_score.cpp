@@ -45,8 +45,8 @@ struct InputArgs {
         ("inputs", "image files and folders", cxxopts::value(inputs));
     opts.parse_positional({"inputs"});
   }
-  void validate(const char* command, bool table_ok) {
-    if (format.empty()) format = ::isatty(STDOUT_FILENO) && table_ok ? "table" : "jsonl";
+  void validate(const char* command) {
+    if (format.empty()) format = ::isatty(STDOUT_FILENO) ? "table" : "jsonl";
     if (format != "table" && format != "csv" && format != "jsonl" && format != "json") {
       cg::fail(command, ": --format ", format, " is not one of table, csv, jsonl, json");
     }
@@ -240,7 +240,7 @@ int run_score(int argc, char** argv) {
                 "preprocess, encode, score; model loading excluded)", cxxopts::value(stats));
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
-  in.validate("score", true);
+  in.validate("score");
   const cg::Metric metric = cg::parse_metric(metric_name);
   if (model.model.empty()) cg::fail("score: --model is required");
   std::vector<std::pair<std::string, std::string>> pairs;
@@ -275,6 +275,7 @@ int run_score(int argc, char** argv) {
     report_errors(batch, in.on_error == "skip");
     const torch::Tensor scores = cg::apply_metric(batch.features, text, metric, logit_scale);    // [B, P]
     const torch::Tensor cos = cg::apply_metric(batch.features, text, cg::Metric::Cosine, 0.0);  // [B, P]
+    const torch::Tensor clipscore = cg::apply_metric(batch.features, text, cg::Metric::ClipScore, 0.0);
     for (size_t b = 0; b < batch.paths.size(); ++b) {
       if (pairs.empty()) {
         for (size_t p = 0; p < prompts.size(); ++p) {
@@ -286,9 +287,8 @@ int run_score(int argc, char** argv) {
       while (index < pairs.size() && pairs[index].first != batch.paths[b]) ++index;
       const auto& [image, prompt] = pairs.at(index++);
       const int64_t p = std::find(prompts.begin(), prompts.end(), prompt) - prompts.begin();
-      const double c = cos[b][p].item<double>();
-      cos_sum += c;
-      clipscore_sum += 2.5 * std::max(c, 0.0);
+      cos_sum += cos[b][p].item<double>();
+      clipscore_sum += clipscore[b][p].item<double>();
       ++scored;
       out.row({{"image", image}, {"prompt", prompt}, {"score", scores[b][p].item<double>()}, {"metric", cg::metric_name(metric)}});
     }
@@ -333,7 +333,7 @@ int run_rerank(int argc, char** argv) {
        cxxopts::value(html));
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
-  in.validate("rerank", true);
+  in.validate("rerank");
   if (model.model.empty()) cg::fail("rerank: --model is required");
   if (top < 0) cg::fail("rerank: --top must be positive");
   if (!copy_to.empty() && !link_to.empty()) cg::fail("rerank: give --copy-to or --link-to, not both");
