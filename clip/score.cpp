@@ -7,6 +7,7 @@
 #include <future>
 #include <thread>
 
+#include "clip/embed.h"
 #include "clip/error.h"
 #include "clip/file_io.h"
 #include "clip/image.h"
@@ -112,13 +113,10 @@ torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text
 
 torch::Tensor embed_prompts(LoadedClip& clip, const std::vector<std::string>& prompts,
                             const std::vector<std::string>& templates, bool truncate) {
-  torch::NoGradGuard no_grad;
-  const Tokenizer& tokenizer = clip.require_tokenizer();
-  const auto device = clip.model->parameters().front().device();
-  const int64_t context = clip.model->config().context_length;
-  auto encode = [&](const std::vector<std::string>& texts) {
-    return normalize(clip.model->encode_text(tokenizer.tokenize(texts, context, truncate).to(device)).to(torch::kCPU, torch::kFloat));
-  };
+  EmbedOptions options;
+  options.normalize = true;
+  options.truncate = truncate;
+  auto encode = [&](const std::vector<std::string>& texts) { return embed_texts(clip, texts, options); };
   if (templates.empty()) return encode(prompts);
   std::vector<torch::Tensor> classes;
   for (const std::string& prompt : prompts) {

@@ -9,8 +9,10 @@
 #include <cxxopts.hpp>
 #include <iostream>
 #include <stdexcept>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "clip/device.h"
 #include "clip/error.h"
@@ -81,6 +83,17 @@ inline void emit(const std::string& out_path, const std::string& bytes) {
   } else {
     cg::write_file_atomic(out_path, bytes);
   }
+}
+
+// The lines of a text file (one prompt or text each), CRLF or LF.
+inline std::vector<std::string> read_lines(const std::string& path, size_t max_bytes) {
+  std::vector<std::string> out;
+  std::istringstream in(cg::read_small_file(path, max_bytes));
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    out.push_back(line);
+  }
+  return out;
 }
 
 // Adds --help and parses; false when help was printed and the command should stop.

@@ -65,11 +65,8 @@ struct InputArgs {
   std::vector<std::string> all_prompts() const {
     std::vector<std::string> out = prompts;
     if (!prompts_file.empty()) {
-      std::istringstream in(cg::read_small_file(prompts_file, kMaxListBytes));
-      for (std::string line; std::getline(in, line);) {
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        out.push_back(line);
-      }
+      const std::vector<std::string> lines = read_lines(prompts_file, kMaxListBytes);
+      out.insert(out.end(), lines.begin(), lines.end());
     }
     return out;
   }

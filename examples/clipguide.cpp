@@ -143,13 +143,7 @@ int run_tokenize(int argc, char** argv) {
   opts.positional_help("TEXT...");
   if (!parse_or_help(opts, argc, argv)) return 0;
   p.validate();
-  if (!p.file.empty()) {
-    std::istringstream in(cg::read_small_file(p.file, kMaxTextFileBytes));
-    for (std::string line; std::getline(in, line);) {
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      p.texts.push_back(line);
-    }
-  }
+  if (!p.file.empty()) p.texts = read_lines(p.file, kMaxTextFileBytes);
   int64_t context = p.context_length;
   std::shared_ptr<const cg::Tokenizer> tokenizer;
   if (!p.model.model.empty()) {
