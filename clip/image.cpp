@@ -3,6 +3,8 @@
 // premultiplication), PIL/Image.py (resize); torchvision transforms/functional.py (resize, center_crop).
 #include "clip/image.h"
 
+#include <zlib.h>
+
 #include <jpeglib.h>
 #include <jerror.h>
 #include <stb_image.h>
@@ -292,11 +294,75 @@ std::string thumbnail_png(const Image& image, int max_side) {
   const double scale = std::min(1.0, static_cast<double>(max_side) / std::max(image.width, image.height));
   const int w = std::max(1, static_cast<int>(std::lround(image.width * scale)));
   const int h = std::max(1, static_cast<int>(std::lround(image.height * scale)));
-  const torch::Tensor rgb = to_rgb_tensor(resize_like_pil(image, w, h));  // [h, w, 3]
+  return encode_png(to_rgb_tensor(resize_like_pil(image, w, h)));  // [h, w, 3]
+}
+
+namespace {
+
+void put_u32(std::string& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
+}
+
+uint32_t get_u32(const std::string& s, size_t at) {
+  uint32_t v = 0;
+  for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(s[at + i]);
+  return v;
+}
+
+constexpr char kPngSignature[] = "\x89PNG\r\n\x1a\n";
+
+}  // namespace
+
+std::string encode_png(const torch::Tensor& rgb, const std::vector<std::pair<std::string, std::string>>& text) {
+  TORCH_CHECK(rgb.dim() == 3 && rgb.size(2) == 3 && rgb.scalar_type() == torch::kUInt8, "encode_png takes [H, W, 3] uint8");
+  const torch::Tensor c = rgb.contiguous().to(torch::kCPU);
+  const int h = static_cast<int>(c.size(0)), w = static_cast<int>(c.size(1));
   std::string png;
   auto sink = [](void* context, void* data, int size) { static_cast<std::string*>(context)->append(static_cast<char*>(data), size); };
-  if (stbi_write_png_to_func(sink, &png, w, h, 3, rgb.data_ptr<uint8_t>(), w * 3) == 0) fail("cannot encode a PNG thumbnail");
+  if (stbi_write_png_to_func(sink, &png, w, h, 3, c.data_ptr<uint8_t>(), w * 3) == 0) fail("cannot encode a PNG");
+  // iTXt: keyword NUL, compression flag 0, method 0, empty language NUL, empty translated keyword NUL, UTF-8 text.
+  std::string chunks;
+  for (const auto& [key, value] : text) {
+    TORCH_CHECK(!key.empty() && key.size() < 80 && key.find('\0') == std::string::npos, "bad PNG text keyword");
+    std::string body = "iTXt" + key;
+    body += std::string("\0\0\0\0\0", 5);
+    body += value;
+    put_u32(chunks, static_cast<uint32_t>(body.size() - 4));
+    chunks += body;
+    put_u32(chunks, static_cast<uint32_t>(::crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
+  }
+  // After the signature (8 bytes) and IHDR (4 length + 4 type + 13 data + 4 CRC).
+  png.insert(8 + 25, chunks);
   return png;
+}
+
+std::vector<std::pair<std::string, std::string>> read_png_text(const std::string& png, const std::string& name) {
+  if (png.size() < 8 || png.compare(0, 8, std::string(kPngSignature, 8)) != 0) fail(name, ": not a PNG file");
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t at = 8;
+  while (at + 12 <= png.size()) {
+    const uint32_t length = get_u32(png, at);
+    if (length > png.size() - at - 12) fail(name, ": PNG chunk at byte ", at, " runs past the end of the file");
+    const std::string type = png.substr(at + 4, 4), data = png.substr(at + 8, length);
+    at += 12 + static_cast<size_t>(length);
+    if (type == "IEND") return out;
+    const size_t nul = data.find('\0');
+    if (nul == std::string::npos) continue;
+    if (type == "tEXt") {
+      out.emplace_back(data.substr(0, nul), data.substr(nul + 1));
+    } else if (type == "iTXt" && nul + 2 < data.size() && data[nul + 1] == 0) {
+      const size_t lang_end = data.find('\0', nul + 3);
+      const size_t key_end = lang_end == std::string::npos ? lang_end : data.find('\0', lang_end + 1);
+      if (key_end != std::string::npos) out.emplace_back(data.substr(0, nul), data.substr(key_end + 1));
+    }
+  }
+  fail(name, ": PNG file ends without an IEND chunk");
+}
+
+torch::Tensor to_rgb_bytes(const torch::Tensor& image01) {
+  const torch::Tensor x = image01.dim() == 4 ? image01[0] : image01;
+  TORCH_CHECK(x.dim() == 3 && x.size(0) == 3, "to_rgb_bytes takes [1, 3, H, W] or [3, H, W]");
+  return x.detach().to(torch::kCPU, torch::kFloat).clamp(0, 1).mul(255).round().to(torch::kUInt8).permute({1, 2, 0}).contiguous();  // [3, H, W] -> [H, W, 3]
 }
 
 torch::Tensor preprocess(const Image& image, int64_t n_px, const std::array<float, 3>& mean,
@@ -314,9 +380,15 @@ torch::Tensor preprocess(const Image& image, int64_t n_px, const std::array<floa
   TORCH_CHECK(top >= 0 && left >= 0, "image smaller than the crop");
   torch::Tensor rgb = to_rgb_tensor(resized).narrow(0, top, n_px).narrow(1, left, n_px);  // [n, n, 3]
   torch::Tensor x = rgb.permute({2, 0, 1}).to(torch::kFloat).div(255);                     // [3, n, n]
-  const auto m = torch::tensor({mean[0], mean[1], mean[2]}).view({3, 1, 1});
-  const auto s = torch::tensor({std[0], std[1], std[2]}).view({3, 1, 1});
-  return x.sub(m).div(s).contiguous();
+  return normalize_pixels(x, mean, std).contiguous();
+}
+
+torch::Tensor normalize_pixels(const torch::Tensor& x01, const std::array<float, 3>& mean, const std::array<float, 3>& std) {
+  TORCH_CHECK(x01.dim() >= 3 && x01.size(-3) == 3, "normalize_pixels takes [..., 3, H, W]");
+  const auto options = torch::TensorOptions().dtype(torch::kFloat).device(x01.device());
+  const auto m = torch::tensor({mean[0], mean[1], mean[2]}, options).view({3, 1, 1});
+  const auto s = torch::tensor({std[0], std[1], std[2]}, options).view({3, 1, 1});
+  return x01.sub(m).div(s).to(x01.scalar_type());
 }
 
 }  // namespace clipguide

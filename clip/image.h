@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace clipguide {
@@ -36,12 +37,24 @@ Image read_image(const std::string& path, const ImageLimits& limits = {});
 // point exactly as Pillow's Resample.c.
 Image resize_like_pil(const Image& image, int width, int height);
 
+// CLIP's normalization of pixels in [0, 1], channels at dim -3 ([3, H, W] or [N, 3, H, W]): the one place
+// mean/std are applied, for preprocess() and for guidance's cutouts alike. Differentiable, keeps dtype and device.
+torch::Tensor normalize_pixels(const torch::Tensor& x01, const std::array<float, 3>& mean = kClipMean,
+                               const std::array<float, 3>& std = kClipStd);
+
 // The whole OpenAI preprocess: [3, n_px, n_px] float32, normalized with `mean`/`std`.
 torch::Tensor preprocess(const Image& image, int64_t n_px, const std::array<float, 3>& mean = kClipMean,
                          const std::array<float, 3>& std = kClipStd);
 
 // The RGB bytes [H, W, 3] uint8 that PIL's convert("RGB") gives for the decoded image.
 torch::Tensor to_rgb_tensor(const Image& image);
+
+// A PNG of RGB bytes [H, W, 3] uint8, with UTF-8 text chunks (iTXt) after the header: keyword -> text.
+std::string encode_png(const torch::Tensor& rgb, const std::vector<std::pair<std::string, std::string>>& text = {});
+// The tEXt/iTXt chunks of a PNG file (uncompressed ones), in file order; Error if it is not a well-formed PNG.
+std::vector<std::pair<std::string, std::string>> read_png_text(const std::string& png, const std::string& name);
+// A float image [1, 3, H, W] (or [3, H, W]) in [0, 1] -> RGB bytes [H, W, 3] uint8, rounded to nearest.
+torch::Tensor to_rgb_bytes(const torch::Tensor& image01);
 
 // A PNG of the image in RGB, scaled down (bicubic, as PIL) so its longer side is at most `max_side`.
 std::string thumbnail_png(const Image& image, int max_side);

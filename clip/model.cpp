@@ -7,6 +7,7 @@
 #include <set>
 
 #include "clip/error.h"
+#include "clip/state_dict.h"
 
 namespace clipguide {
 
@@ -405,41 +406,12 @@ bool ClipModel::is_known_extra(const std::string& key) {
 }
 
 void ClipModel::load_weights(const TensorMap& sd, const std::string& source) {
-  std::vector<std::string> missing, mismatched, unexpected;
-  std::map<std::string, torch::Tensor> targets;
-  for (const auto& p : named_parameters(true)) targets[p.key()] = p.value();
-  for (const auto& b : named_buffers(true)) {
-    if (b.key() != "causal_mask") targets[b.key()] = b.value();
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [name, target] : targets) {
-    auto it = sd.find(name);
-    if (it == sd.end()) {
-      if (!is_known_extra(name)) missing.push_back(name);
-      continue;
-    }
-    if (it->second.sizes() != target.sizes()) {
-      mismatched.push_back(cat(name, " (checkpoint ", it->second.sizes(), ", model ", target.sizes(), ")"));
-      continue;
-    }
-    target.copy_(it->second.to(target.scalar_type()));
-  }
-  for (const auto& kv : sd) {
-    if (targets.count(kv.first) == 0 && !is_known_extra(kv.first)) unexpected.push_back(kv.first);
-  }
-  if (missing.empty() && mismatched.empty() && unexpected.empty()) {
-    for (auto& p : parameters()) p.requires_grad_(false);
-    return;
-  }
-  auto list = [](const char* what, const std::vector<std::string>& names) -> std::string {
-    if (names.empty()) return "";
-    std::string s = cat("; ", names.size(), " ", what, ": ");
-    for (size_t i = 0; i < names.size() && i < 8; ++i) s += cat(i ? ", " : "", names[i]);
-    if (names.size() > 8) s += cat(", ... (+", names.size() - 8, " more)");
-    return s;
-  };
-  fail(source, ": weights do not fit a ", config_.architecture(), " CLIP", list("missing", missing),
-       list("mis-shaped", mismatched), list("unexpected", unexpected));
+  StrictLoad how;
+  how.source = source;
+  how.what = cat("a ", config_.architecture(), " CLIP");
+  how.is_known_extra = is_known_extra;
+  how.derived_buffers = {"causal_mask"};
+  load_strict(*this, sd, how);
 }
 
 }  // namespace clipguide

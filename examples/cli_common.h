@@ -23,8 +23,9 @@ namespace cg = clipguide;
 
 int run_score(int argc, char** argv);
 int run_rerank(int argc, char** argv);
+int run_generate(int argc, char** argv);
 
-// Ctrl-C: the handler only sets this flag (signal handlers can do no more); long loops check it between batches
+// Ctrl-C or SIGTERM: the handler only sets this flag (signal handlers can do no more); long loops check it between batches
 // and throw Interrupted, so every row already finished has been written and nothing is left half done.
 inline volatile std::sig_atomic_t g_interrupted = 0;
 
@@ -33,17 +34,25 @@ class Interrupted : public std::runtime_error {
   Interrupted() : std::runtime_error("interrupted") {}
 };
 
-// Installs the SIGINT handler for its lifetime.
+// Installs the SIGINT and SIGTERM handlers for its lifetime.
 class InterruptScope {
  public:
-  InterruptScope() { previous_ = std::signal(SIGINT, [](int) { g_interrupted = 1; }); }
-  ~InterruptScope() { std::signal(SIGINT, previous_); }
+  InterruptScope() {
+    previous_int_ = std::signal(SIGINT, [](int) { g_interrupted = 1; });
+    previous_term_ = std::signal(SIGTERM, [](int) { g_interrupted = 1; });
+  }
+  ~InterruptScope() {
+    std::signal(SIGINT, previous_int_);
+    std::signal(SIGTERM, previous_term_);
+  }
+  static bool requested() { return g_interrupted != 0; }
   static void check() {
     if (g_interrupted) throw Interrupted();
   }
 
  private:
-  void (*previous_)(int) = SIG_DFL;
+  void (*previous_int_)(int) = SIG_DFL;
+  void (*previous_term_)(int) = SIG_DFL;
 };
 
 // A one-line progress bar on stderr (count, rate, ETA), drawn only when stderr is a terminal.
@@ -53,7 +62,8 @@ class Progress {
   ~Progress() {
     if (enabled_ && drawn_) std::fprintf(stderr, "\n");
   }
-  void advance(size_t n) {
+  // `note` is shown after the counts (e.g. the loss per prompt).
+  void advance(size_t n, const std::string& note = "") {
     done_ += n;
     if (!enabled_) return;
     const auto now = std::chrono::steady_clock::now();
@@ -64,8 +74,8 @@ class Progress {
     const double rate = seconds > 0 ? done_ / seconds : 0;
     const long eta = rate > 0 ? static_cast<long>((total_ - done_) / rate) : 0;
     const int width = 30, filled = total_ ? static_cast<int>(width * done_ / total_) : width;
-    std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu %s  %.1f/s  ETA %ld:%02ld ", filled, "##############################",
-                 width - filled, "", done_, total_, unit_, rate, eta / 60, eta % 60);
+    std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu %s  %.2f/s  ETA %ld:%02ld %s\x1b[K", filled, "##############################",
+                 width - filled, "", done_, total_, unit_, rate, eta / 60, eta % 60, note.c_str());
     std::fflush(stderr);
   }
 
@@ -110,10 +120,13 @@ struct ModelArgs {
   int64_t text_heads = 0, vision_heads = 0;
   int threads = 0;
 
-  void add_to(cxxopts::Options& opts, bool with_device) {
+  void add_to(cxxopts::Options& opts, bool with_device, bool with_model = true) {
+    if (with_model) {
+      opts.add_options()
+          ("m,model", "CLIP checkpoint: a file, a Hugging Face folder, an OpenAI name (ViT-B-32) or a hub id (org/name)",
+           cxxopts::value(model));
+    }
     opts.add_options()
-        ("m,model", "CLIP checkpoint: a file, a Hugging Face folder, an OpenAI name (ViT-B-32) or a hub id (org/name)",
-         cxxopts::value(model))
         ("vocab", "tokenizer vocabulary: bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + merges.txt "
                   "(default: next to the model, then ~/.cache/clip)", cxxopts::value(vocab))
         ("text-heads", "text attention heads, for checkpoints where it is not width/64 and no config.json says so",

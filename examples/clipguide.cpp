@@ -25,6 +25,7 @@ const char* const kUsage =
     "commands:\n"
     "  score      score images against prompts (cosine, logit, clipscore, probs)\n"
     "  rerank     rank images by how well they fit a prompt\n"
+    "  generate   make an image that fits a prompt (VQGAN or pixels, guided by CLIP)\n"
     "  embed      embed images and texts with a CLIP model\n"
     "  tokenize   print CLIP token ids\n"
     "  info       describe a CLIP checkpoint\n"
@@ -239,13 +240,14 @@ int main(int argc, char** argv) {
   try {
     if (command == "score") return run_score(argc - 1, argv + 1);
     if (command == "rerank") return run_rerank(argc - 1, argv + 1);
+    if (command == "generate") return run_generate(argc - 1, argv + 1);
     if (command == "embed") return run_embed(argc - 1, argv + 1);
     if (command == "tokenize") return run_tokenize(argc - 1, argv + 1);
     if (command == "info") return run_info(argc - 1, argv + 1);
-    std::cerr << "clipguide: unknown command '" << command << "'; choose score, rerank, embed, tokenize or info\n";
+    std::cerr << "clipguide: unknown command '" << command << "'; choose score, rerank, generate, embed, tokenize or info\n";
     return 2;
   } catch (const Interrupted&) {
-    std::cerr << "clipguide " << command << ": interrupted; every row finished before Ctrl-C was written\n";
+    std::cerr << "clipguide " << command << ": interrupted; everything finished before the signal was written\n";
     return 130;
   } catch (const cxxopts::exceptions::exception& e) {
     std::cerr << "clipguide " << command << ": " << e.what() << " (see --help)\n";

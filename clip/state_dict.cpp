@@ -1,0 +1,48 @@
+#include "clip/state_dict.h"
+
+#include <map>
+#include <vector>
+
+#include "clip/error.h"
+
+namespace clipguide {
+
+void load_strict(torch::nn::Module& module, const TensorMap& sd, const StrictLoad& how) {
+  std::vector<std::string> missing, mismatched, unexpected;
+  std::map<std::string, torch::Tensor> targets;
+  for (const auto& p : module.named_parameters(true)) targets[p.key()] = p.value();
+  for (const auto& b : module.named_buffers(true)) {
+    if (how.derived_buffers.count(b.key()) == 0) targets[b.key()] = b.value();
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) {
+    auto it = sd.find(name);
+    if (it == sd.end()) {
+      if (!how.is_known_extra(name)) missing.push_back(name);
+      continue;
+    }
+    if (it->second.sizes() != target.sizes()) {
+      mismatched.push_back(cat(name, " (checkpoint ", it->second.sizes(), ", model ", target.sizes(), ")"));
+      continue;
+    }
+    target.copy_(it->second.to(target.scalar_type()));
+  }
+  for (const auto& kv : sd) {
+    if (targets.count(kv.first) == 0 && !how.is_known_extra(kv.first)) unexpected.push_back(kv.first);
+  }
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) {
+    for (auto& p : module.parameters()) p.requires_grad_(false);
+    return;
+  }
+  auto list = [](const char* what, const std::vector<std::string>& names) -> std::string {
+    if (names.empty()) return "";
+    std::string s = cat("; ", names.size(), " ", what, ": ");
+    for (size_t i = 0; i < names.size() && i < 8; ++i) s += cat(i ? ", " : "", names[i]);
+    if (names.size() > 8) s += cat(", ... (+", names.size() - 8, " more)");
+    return s;
+  };
+  fail(how.source, ": weights do not fit ", how.what, list("missing", missing), list("mis-shaped", mismatched),
+       list("unexpected", unexpected));
+}
+
+}  // namespace clipguide

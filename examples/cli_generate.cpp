@@ -1,0 +1,486 @@
+// clipguide generate: an image made to fit a prompt by a VQGAN or by pixels, guided by one or more CLIP models.
+// The sidecar JSON (and the PNG's text chunks) record the arguments, the seed and the model files' SHA-256, so
+// --replay reproduces the image and --resume continues an interrupted run.
+#include <filesystem>
+#include <iomanip>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli_common.h"
+#include "clip/image.h"
+#include "clipguide/version.h"
+#include "clip/safetensors.h"
+#include "clip/sha256.h"
+#include "generators/guided_run.h"
+#include "generators/pixels.h"
+#include "generators/vqgan_generator.h"
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int64_t kMaxSide = 4096;
+
+struct GenerateParams {
+  ModelArgs model;  // vocabulary, heads, device, precision, threads; the CLIP files come from --clip-model
+  std::vector<std::string> clip_models;
+  std::string prompt;
+  int64_t prompt_every = 0;
+  bool prompt_blend = false, truncate = false, overview = false;
+  std::vector<std::string> image_prompts;
+  std::string init_image, init_loss = "auto", size;
+  double init_weight = 0;
+  int64_t steps = 250, cutn = 32;
+  double cut_pow = 1.0, noise_fac = 0.1, grad_clamp = 0;
+  double tv_weight = 0, range_weight = 0, saturation_weight = 0;
+  std::string augments = "flip,jitter,noise", loss = "spherical";
+  cg::OptimizerOptions optimizer;
+  std::string generator = "vqgan", vqgan_config, vqgan_checkpoint, pixel_param = "raw";
+  int64_t seed = -1;
+  std::string output = "output.png", frames, log;
+  int64_t save_every = 0, n = 1, keep = 1, explore_steps = 0;
+  std::string replay, resume;
+
+  void validate() const {
+    if (generator != "vqgan" && generator != "pixels") cg::fail("--generator ", generator, " is not one of vqgan, pixels");
+    if (generator == "vqgan" && vqgan_checkpoint.empty()) {
+      cg::fail("--generator vqgan needs --vqgan-checkpoint FILE (a taming .ckpt or .safetensors); "
+               "--generator pixels needs no weights");
+    }
+    if (steps < 0) cg::fail("--steps must be zero or positive");
+    if (steps > 0 && prompt.empty() && image_prompts.empty()) cg::fail("nothing to aim at: give -p PROMPT and/or --image-prompt FILE");
+    if (steps > 0 && clip_models.empty()) cg::fail("give at least one --clip-model FILE (a CLIP checkpoint) to guide with");
+    if (steps == 0 && init_image.empty()) cg::fail("--steps 0 writes the generator's reconstruction of --init-image; give one");
+    if (n < 1 || keep < 1 || keep > n) cg::fail("-n must be at least 1 and --keep between 1 and -n (got -n ", n, " --keep ", keep, ")");
+    if (explore_steps < 0 || explore_steps > steps) cg::fail("--explore-steps must be between 0 and --steps");
+    if (save_every < 0) cg::fail("--save-every must be zero (off) or positive");
+    if (init_loss != "auto" && init_loss != "latent" && init_loss != "pixel") cg::fail("--init-loss ", init_loss, " is not one of latent, pixel");
+    if (init_loss == "latent" && generator != "vqgan") cg::fail("--init-loss latent needs --generator vqgan");
+    if (!std::isfinite(init_weight)) cg::fail("--init-weight must be a finite number");
+    if (output.size() < 5 || output.compare(output.size() - 4, 4, ".png") != 0) cg::fail("-o must name a .png file (got '", output, "')");
+  }
+};
+
+void add_options(cxxopts::Options& opts, GenerateParams& p) {
+  opts.add_options("prompts")
+      ("p,prompt", "prompts 'text:weight:stop | ...' (weight may be negative; '^' separates story segments)",
+       cxxopts::value(p.prompt))
+      ("prompt-every", "story mode: steps per '^' segment", cxxopts::value(p.prompt_every))
+      ("prompt-blend", "story mode: blend each segment's embeddings into the next", cxxopts::value(p.prompt_blend))
+      ("image-prompt", "an image to aim at, FILE[:weight[:stop]] (repeatable)", cxxopts::value(p.image_prompts))
+      ("truncate", "truncate prompts longer than the CLIP context instead of failing", cxxopts::value(p.truncate));
+  opts.add_options("guidance")
+      ("clip-model", "CLIP checkpoint guiding the run, FILE[:weight[:cutn]] (repeat for an ensemble)",
+       cxxopts::value(p.clip_models))
+      ("cutn", "cutouts per step and model", cxxopts::value(p.cutn)->default_value("32"))
+      ("cut-pow", "cutout size exponent (>1: smaller cutouts)", cxxopts::value(p.cut_pow)->default_value("1.0"))
+      ("overview", "make the first cutout the whole image", cxxopts::value(p.overview))
+      ("augments", "cutout augmentations: flip,affine,perspective,jitter,noise,erase or none",
+       cxxopts::value(p.augments)->default_value("flip,jitter,noise"))
+      ("noise-fac", "largest std of the cutout noise", cxxopts::value(p.noise_fac)->default_value("0.1"))
+      ("loss", "spherical or cosine distance", cxxopts::value(p.loss)->default_value("spherical"))
+      ("tv-weight", "total variation regulariser", cxxopts::value(p.tv_weight)->default_value("0"))
+      ("range-weight", "penalty on values outside [0, 1]", cxxopts::value(p.range_weight)->default_value("0"))
+      ("saturation-weight", "colourfulness penalty (negative: more colour)", cxxopts::value(p.saturation_weight)->default_value("0"))
+      ("grad-clamp", "scale gradients down to this RMS (0: off)", cxxopts::value(p.grad_clamp)->default_value("0"));
+  opts.add_options("generator")
+      ("generator", "vqgan or pixels", cxxopts::value(p.generator)->default_value("vqgan"))
+      ("vqgan-checkpoint", "taming VQGAN weights (.ckpt or .safetensors)", cxxopts::value(p.vqgan_checkpoint))
+      ("vqgan-config", "taming .yaml (optional: the weights determine the architecture)", cxxopts::value(p.vqgan_config))
+      ("pixel-param", "pixels: raw, fourier or laplacian", cxxopts::value(p.pixel_param)->default_value("raw"))
+      ("init-image", "start from this image", cxxopts::value(p.init_image))
+      ("init-weight", "pull toward the init image", cxxopts::value(p.init_weight)->default_value("0"))
+      ("init-loss", "latent (VQGAN z) or pixel MSE; default latent for vqgan, pixel for pixels",
+       cxxopts::value(p.init_loss)->default_value("auto"))
+      ("size", "WxH (default: the init image's size, else 256x256; VQGAN rounds down to its factor)", cxxopts::value(p.size));
+  opts.add_options("optimisation")
+      ("steps", "optimisation steps", cxxopts::value(p.steps)->default_value("250"))
+      ("optimizer", "adam, adamw or sgd", cxxopts::value(p.optimizer.kind)->default_value("adam"))
+      ("lr", "learning rate", cxxopts::value(p.optimizer.lr)->default_value("0.1"))
+      ("lr-decay", "multiply the learning rate by this every step", cxxopts::value(p.optimizer.lr_decay)->default_value("1"))
+      ("weight-decay", "AdamW decay / SGD L2", cxxopts::value(p.optimizer.weight_decay)->default_value("0"))
+      ("seed", "random seed (default: a random one, recorded)", cxxopts::value(p.seed))
+      ("n", "candidates: run N seeds, rerank by CLIP score, refine the best --keep", cxxopts::value(p.n)->default_value("1"))
+      ("keep", "candidates kept after reranking", cxxopts::value(p.keep)->default_value("1"))
+      ("explore-steps", "steps each candidate runs before reranking (default: a quarter of --steps)",
+       cxxopts::value(p.explore_steps));
+  opts.add_options("output")
+      ("o,output", "the PNG to write (with OUT.json beside it)", cxxopts::value(p.output)->default_value("output.png"))
+      ("save-every", "rewrite the PNG every N steps", cxxopts::value(p.save_every)->default_value("0"))
+      ("frames", "write every step as DIR/NNNNN.png", cxxopts::value(p.frames))
+      ("log", "per-step losses as JSON lines", cxxopts::value(p.log))
+      ("replay", "run again from a sidecar .json (or the PNG) and write -o (default OUT.replay.png)", cxxopts::value(p.replay))
+      ("resume", "continue an interrupted run from its sidecar .json", cxxopts::value(p.resume));
+  p.model.add_to(opts, true, false);
+}
+
+std::string stem(const std::string& png) { return png.substr(0, png.size() - 4); }
+
+// A sidecar, or the metadata a PNG of ours carries.
+json read_metadata(const std::string& path) {
+  const std::string bytes = cg::read_small_file(path, 64u << 20);
+  if (bytes.size() >= 8 && bytes.compare(1, 3, "PNG") == 0) {
+    for (const auto& [key, value] : cg::read_png_text(bytes, path)) {
+      if (key == "clipguide") return json::parse(value);
+    }
+    cg::fail(path, ": this PNG carries no clipguide metadata");
+  }
+  try {
+    return json::parse(bytes);
+  } catch (const json::exception& e) {
+    cg::fail(path, ": not a clipguide sidecar (", e.what(), ")");
+  }
+}
+
+std::vector<std::string> recorded_argv(const json& meta, const std::string& path) {
+  if (!meta.contains("argv") || !meta["argv"].is_array()) cg::fail(path, ": no recorded arguments (argv)");
+  return meta["argv"].get<std::vector<std::string>>();
+}
+
+GenerateParams parse(const std::vector<std::string>& args, cxxopts::ParseResult* result_out = nullptr) {
+  GenerateParams p;
+  cxxopts::Options opts("clipguide generate", "");
+  add_options(opts, p);
+  std::vector<std::string> storage = {"generate"};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : storage) argv.push_back(s.data());
+  auto result = opts.parse(static_cast<int>(argv.size()), argv.data());
+  if (result_out != nullptr) *result_out = result;
+  return p;
+}
+
+struct ModelFile {
+  std::string role, path, sha256;
+};
+
+struct Size {
+  int64_t width = 0, height = 0;
+};
+
+Size parse_size(const std::string& s) {
+  Size out;
+  char x = 0, extra = 0;
+  std::istringstream in(s);
+  if (!(in >> out.width >> x >> out.height) || x != 'x' || (in >> extra)) cg::fail("--size ", s, " is not WxH (for example 512x384)");
+  if (out.width < 1 || out.height < 1 || out.width > kMaxSide || out.height > kMaxSide) {
+    cg::fail("--size ", s, ": each side must be between 1 and ", kMaxSide);
+  }
+  return out;
+}
+
+// [1, 3, H, W] in [0, 1], resized as PIL's bicubic to the run's size.
+torch::Tensor load_init_image(const std::string& path, Size size) {
+  cg::Image img = cg::read_image(path);
+  if (img.width != size.width || img.height != size.height) img = cg::resize_like_pil(img, static_cast<int>(size.width), static_cast<int>(size.height));
+  return cg::to_rgb_tensor(img).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat).div(255);  // [H, W, 3] -> [1, 3, H, W]
+}
+
+struct Candidate {
+  uint64_t seed = 0;
+  std::shared_ptr<cg::Generator> generator;
+  std::unique_ptr<cg::GuidedRun> run;
+  double score = 0;
+};
+
+class GenerateJob {
+ public:
+  GenerateJob(GenerateParams p, std::vector<std::string> argv) : p_(std::move(p)), argv_(std::move(argv)) {}
+
+  int run(const json* resume_meta);
+
+ private:
+  void load_models();
+  std::shared_ptr<cg::Generator> make_generator(uint64_t seed);
+  void advance(size_t index, int64_t target, Progress& progress, std::ofstream& log);
+  json metadata(size_t index, int rank) const;
+  std::string output_path(int rank) const {
+    return p_.keep == 1 ? p_.output : cg::cat(stem(p_.output), "-", rank, ".png");
+  }
+  void write_image(const std::string& path, const torch::Tensor& image, const json& meta) const;
+  [[noreturn]] void save_and_stop(size_t index);
+
+  GenerateParams p_;
+  std::vector<std::string> argv_;
+  torch::Device device_ = torch::kCPU;
+  Size size_;
+  std::optional<torch::Tensor> init_;
+  std::vector<ModelFile> files_;
+  std::shared_ptr<cg::Vqgan> vqgan_;
+  std::shared_ptr<cg::ClipGuide> guide_;
+  std::vector<Candidate> candidates_;
+  std::vector<size_t> kept_;  // candidate indices in rank order, once reranked
+  std::vector<std::pair<std::string, double>> last_parts_;
+};
+
+void GenerateJob::load_models() {
+  const cg::LoadOptions load = p_.model.load_options();
+  device_ = load.device;
+  if (p_.generator == "vqgan") {
+    cg::LoadedVqgan v = cg::load_vqgan(p_.vqgan_checkpoint, p_.vqgan_config, device_);
+    vqgan_ = v.model;
+    files_.push_back({"vqgan", v.path, cg::sha256_file(v.path)});
+  }
+  // Size: --size, else the init image's, else 256x256; a VQGAN needs multiples of its factor.
+  if (!p_.size.empty()) {
+    size_ = parse_size(p_.size);
+  } else if (!p_.init_image.empty()) {
+    const cg::Image img = cg::read_image(p_.init_image);
+    size_ = {img.width, img.height};
+  } else {
+    size_ = {256, 256};
+  }
+  if (vqgan_) {
+    const int64_t f = vqgan_->config().factor();
+    const Size rounded{std::max(f, size_.width / f * f), std::max(f, size_.height / f * f)};
+    if (rounded.width != size_.width || rounded.height != size_.height) {
+      std::cerr << "clipguide generate: size " << size_.width << "x" << size_.height << " rounded to " << rounded.width << "x"
+                << rounded.height << " (multiples of the VQGAN's factor " << f << ")\n";
+    }
+    size_ = rounded;
+  }
+  if (!p_.init_image.empty()) init_ = load_init_image(p_.init_image, size_).to(device_);
+  if (p_.steps == 0) return;
+
+  std::vector<cg::GuideModel> models;
+  for (const auto& spec : p_.clip_models) {
+    auto [path, numbers] = cg::split_trailing_numbers(spec, 2);
+    cg::GuideModel m;
+    m.clip = std::make_shared<cg::LoadedClip>(cg::load_clip(path, load));
+    m.name = path;
+    if (!numbers.empty()) m.weight = numbers[0];
+    if (numbers.size() > 1) {
+      if (numbers[1] < 1 || numbers[1] > 4096 || numbers[1] != std::floor(numbers[1])) cg::fail("--clip-model ", spec, ": cutn must be a whole number from 1 to 4096");
+      m.cutn = static_cast<int64_t>(numbers[1]);
+    }
+    files_.push_back({"clip", m.clip->path, cg::sha256_file(m.clip->path)});
+    models.push_back(std::move(m));
+  }
+  std::vector<cg::Prompt> image_prompts;
+  for (const auto& spec : p_.image_prompts) image_prompts.push_back(cg::parse_image_prompt(spec));
+  cg::PromptSchedule schedule;
+  if (!p_.prompt.empty()) schedule = cg::PromptSchedule::parse(p_.prompt, p_.prompt_every, p_.prompt_blend);
+  cg::ClipGuideOptions options;
+  options.cutouts.cutn = p_.cutn;
+  options.cutouts.cut_pow = p_.cut_pow;
+  options.cutouts.overview = p_.overview;
+  options.cutouts.augments = cg::parse_augments(p_.augments);
+  options.cutouts.noise_fac = p_.noise_fac;
+  options.loss = cg::parse_guide_loss(p_.loss);
+  options.tv_weight = p_.tv_weight;
+  options.range_weight = p_.range_weight;
+  options.saturation_weight = p_.saturation_weight;
+  options.truncate = p_.truncate;
+  const bool pixel_init = init_ && (p_.init_loss == "pixel" || (p_.init_loss == "auto" && p_.generator == "pixels"));
+  if (pixel_init) options.init_weight = p_.init_weight;
+  guide_ = std::make_shared<cg::ClipGuide>(std::move(models), std::move(schedule), std::move(image_prompts), options);
+  if (pixel_init) guide_->set_init_image(*init_);
+}
+
+std::shared_ptr<cg::Generator> GenerateJob::make_generator(uint64_t seed) {
+  if (vqgan_) {
+    const bool latent = p_.init_loss == "latent" || p_.init_loss == "auto";
+    return std::make_shared<cg::VqganGenerator>(vqgan_, size_.width, size_.height, init_, latent ? p_.init_weight : 0.0, seed);
+  }
+  return std::make_shared<cg::PixelGenerator>(size_.width, size_.height, cg::parse_pixel_param(p_.pixel_param), init_, seed, device_);
+}
+
+json GenerateJob::metadata(size_t index, int rank) const {
+  json models = json::array();
+  for (const auto& f : files_) models.push_back({{"role", f.role}, {"path", f.path}, {"sha256", f.sha256}});
+  json parts = json::object();
+  for (const auto& [name, value] : last_parts_) parts[name] = value;
+  const Candidate& c = candidates_[index];
+  return {{"clipguide", CLIPGUIDE_VERSION},
+          {"command", "generate"},
+          {"argv", argv_},
+          {"prompt", p_.prompt},
+          {"seed", c.seed},
+          {"size", {size_.width, size_.height}},
+          {"generator", c.generator->describe()},
+          {"device", device_.str()},
+          {"precision", p_.model.precision},
+          {"threads", torch::get_num_threads()},
+          {"steps_done", c.run ? c.run->steps_done() : 0},
+          {"candidate", {{"index", index}, {"of", p_.n}, {"rank", rank}, {"score", c.score}}},
+          {"loss", parts},
+          {"models", models}};
+}
+
+void GenerateJob::write_image(const std::string& path, const torch::Tensor& image, const json& meta) const {
+  const std::string png = cg::encode_png(cg::to_rgb_bytes(image), {{"prompt", p_.prompt},
+                                                                   {"seed", std::to_string(meta["seed"].get<uint64_t>())},
+                                                                   {"clipguide", meta.dump()}});
+  cg::write_file_atomic(path, png);
+  cg::write_file_atomic(stem(path) + ".json", meta.dump(2) + "\n");
+}
+
+void GenerateJob::advance(size_t index, int64_t target, Progress& progress, std::ofstream& log) {
+  Candidate& c = candidates_[index];
+  while (c.run->steps_done() < target) {
+    if (InterruptScope::requested()) save_and_stop(index);
+    const auto start = std::chrono::steady_clock::now();
+    const cg::GuideResult r = c.run->step();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const int64_t step = c.run->steps_done();
+    last_parts_ = r.parts;
+    std::string note = cg::cat("loss ", std::to_string(r.total.item<double>()).substr(0, 6));
+    for (const auto& [name, value] : r.parts) note += cg::cat(" | ", name.substr(0, 24), " ", std::to_string(value).substr(0, 6));
+    progress.advance(1, note);
+    if (log.is_open()) {
+      json parts = json::object();
+      for (const auto& [name, value] : r.parts) parts[name] = value;
+      log << json{{"candidate", index}, {"seed", c.seed}, {"step", step}, {"loss", r.total.item<double>()}, {"parts", parts},
+                  {"seconds", seconds}}.dump()
+          << "\n" << std::flush;
+    }
+    if (!p_.frames.empty()) {
+      const std::string name = p_.n == 1 ? cg::cat(std::setw(5), std::setfill('0'), step, ".png")
+                                         : cg::cat("c", index, "-", std::setw(5), std::setfill('0'), step, ".png");
+      cg::write_file_atomic((fs::path(p_.frames) / name).string(), cg::encode_png(cg::to_rgb_bytes(c.run->image())));
+    }
+    if (p_.save_every > 0 && step % p_.save_every == 0) write_image(p_.output, c.run->image(), metadata(index, 0));
+  }
+}
+
+void GenerateJob::save_and_stop(size_t index) {
+  cg::TensorMap state;
+  json steps = json::array();
+  for (size_t i = 0; i < candidates_.size(); ++i) {
+    for (auto& [key, value] : candidates_[i].run->state()) state[cg::cat("c", i, ".", key)] = value;
+    steps.push_back(candidates_[i].run->steps_done());
+  }
+  const std::string state_path = stem(p_.output) + ".state.safetensors";
+  cg::write_file_atomic(state_path, cg::serialize_safetensors(state, {{"format", "clipguide generate resume state"}}));
+  json meta = metadata(index, 0);
+  meta["resume"] = {{"state", fs::path(state_path).filename().string()}, {"steps", steps},
+                    {"kept", kept_.empty() ? json(nullptr) : json(kept_)}};
+  write_image(p_.output, candidates_[index].run->image(), meta);
+  std::cerr << "\nclipguide generate: stopped at step " << candidates_[index].run->steps_done() << "; saved " << p_.output
+            << " and its state; continue with: clipguide generate --resume " << stem(p_.output) << ".json\n";
+  throw Interrupted();
+}
+
+int GenerateJob::run(const json* resume_meta) {
+  load_models();
+  if (!p_.frames.empty()) fs::create_directories(p_.frames);
+  if (p_.steps == 0) {
+    // The generator's reconstruction of the init image, e.g. VQGAN decode(quantize(encode(x))).
+    candidates_.push_back({static_cast<uint64_t>(p_.seed), make_generator(static_cast<uint64_t>(p_.seed)), nullptr, 0});
+    torch::NoGradGuard no_grad;
+    write_image(p_.output, candidates_[0].generator->image(), metadata(0, 1));
+    std::cout << p_.output << "\n";
+    return 0;
+  }
+  for (int64_t i = 0; i < p_.n; ++i) {
+    Candidate c;
+    c.seed = static_cast<uint64_t>(p_.seed + i);
+    c.generator = make_generator(c.seed);
+    c.run = std::make_unique<cg::GuidedRun>(c.generator, guide_, p_.optimizer, p_.grad_clamp, c.seed);
+    candidates_.push_back(std::move(c));
+  }
+  if (resume_meta != nullptr) {
+    const json& r = (*resume_meta)["resume"];
+    const std::string state_path = (fs::path(p_.output).parent_path() / r["state"].get<std::string>()).string();
+    const cg::TensorMap state = cg::read_safetensors(state_path).tensors;
+    for (size_t i = 0; i < candidates_.size(); ++i) {
+      cg::TensorMap mine;
+      const std::string prefix = cg::cat("c", i, ".");
+      for (const auto& [key, value] : state) {
+        if (key.rfind(prefix, 0) == 0) mine[key.substr(prefix.size())] = value;
+      }
+      candidates_[i].run->load_state(mine);
+    }
+    if (!r["kept"].is_null()) kept_ = r["kept"].get<std::vector<size_t>>();
+  }
+  std::ofstream log;
+  if (!p_.log.empty()) log.open(p_.log, std::ios::app);
+  if (!p_.log.empty() && !log) cg::fail("cannot write the log ", p_.log);
+  const int64_t explore = p_.n == 1 ? p_.steps : (p_.explore_steps > 0 ? p_.explore_steps : std::max<int64_t>(1, p_.steps / 4));
+  Progress progress(static_cast<size_t>(p_.n * explore + p_.keep * (p_.steps - explore)), "steps");
+  int64_t done = 0;
+  for (const auto& c : candidates_) done += std::min(c.run->steps_done(), explore);
+  progress.advance(static_cast<size_t>(done));
+  if (kept_.empty()) {
+    for (size_t i = 0; i < candidates_.size(); ++i) advance(i, explore, progress, log);
+    std::vector<size_t> order(candidates_.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      order[i] = i;
+      candidates_[i].score = guide_->score(candidates_[i].run->image(), explore);
+    }
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return candidates_[a].score > candidates_[b].score; });
+    kept_.assign(order.begin(), order.begin() + p_.keep);
+  }
+  for (size_t r = 0; r < kept_.size(); ++r) advance(kept_[r], p_.steps, progress, log);
+  for (size_t r = 0; r < kept_.size(); ++r) {
+    Candidate& c = candidates_[kept_[r]];
+    const torch::Tensor image = c.run->image();
+    c.score = guide_->score(image, p_.steps);
+    write_image(output_path(static_cast<int>(r + 1)), image, metadata(kept_[r], static_cast<int>(r + 1)));
+    std::cout << output_path(static_cast<int>(r + 1)) << "\t" << c.score << "\n";
+  }
+  fs::remove(stem(p_.output) + ".state.safetensors");
+  if (p_.keep > 1) {
+    // Snapshots and interrupted states used the base name; the ranked files are the results.
+    fs::remove(p_.output);
+    fs::remove(stem(p_.output) + ".json");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_generate(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  {
+    GenerateParams help_params;
+    cxxopts::Options opts("clipguide generate", "Make an image that fits a prompt: a VQGAN or pixels, guided by CLIP.");
+    add_options(opts, help_params);
+    if (!parse_or_help(opts, argc, argv)) return 0;
+  }
+  cxxopts::ParseResult given;
+  GenerateParams p = parse(args, &given);
+  json meta;
+  const json* resume = nullptr;
+  const bool replaying = !p.replay.empty();
+  if (replaying || !p.resume.empty()) {
+    // The recorded arguments define the image; this command line may only choose where the outputs go.
+    const bool replay = replaying;
+    const std::string source = replay ? p.replay : p.resume;
+    meta = read_metadata(source);
+    const GenerateParams here = p;
+    args = recorded_argv(meta, source);
+    p = parse(args);
+    if (replay) {
+      p.output = given.count("output") ? here.output : stem(p.output) + ".replay.png";
+    } else {
+      if (!meta.contains("resume")) cg::fail(source, ": this run finished; there is nothing to resume (use --replay to run it again)");
+      p.output = (fs::path(source).parent_path() / fs::path(p.output).filename()).string();
+      resume = &meta;
+    }
+    p.frames = here.frames;
+    p.log = here.log;
+    p.save_every = here.save_every;
+    if (given.count("threads")) p.model.threads = here.model.threads;
+  }
+  if (replaying) {
+    // A replay must use the same model files, or it would not reproduce the image.
+    for (const auto& m : meta["models"]) {
+      const std::string path = m["path"].get<std::string>(), now = cg::sha256_file(path);
+      if (now != m["sha256"].get<std::string>()) {
+        cg::fail(path, " changed since the recorded run (SHA-256 ", now, ", recorded ", m["sha256"].get<std::string>(),
+                 "); a replay needs the same files");
+      }
+    }
+  }
+  if (p.seed < 0) {
+    p.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+    args.push_back(cg::cat("--seed=", p.seed));
+  }
+  p.validate();
+  InterruptScope interrupt;
+  GenerateJob job(p, args);
+  return job.run(resume);
+}

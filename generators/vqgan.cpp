@@ -1,0 +1,362 @@
+// Ref: CompVis/taming-transformers taming/modules/diffusionmodules/model.py (Encoder, Decoder, ResnetBlock,
+// AttnBlock, Downsample, Upsample) and taming/modules/vqvae/quantize.py (VectorQuantizer2).
+#include "generators/vqgan.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <regex>
+
+#include "clip/checkpoint.h"
+#include "clip/error.h"
+#include "clip/state_dict.h"
+
+namespace clipguide {
+
+namespace F = torch::nn::functional;
+
+namespace {
+
+torch::nn::GroupNorm normalize(int64_t channels) {
+  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(32, channels).eps(1e-6).affine(true));
+}
+
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
+}
+
+torch::Tensor swish(const torch::Tensor& x) { return x * torch::sigmoid(x); }
+
+}  // namespace
+
+class ResnetBlock : public torch::nn::Module {
+ public:
+  ResnetBlock(int64_t in, int64_t out) {
+    norm1 = register_module("norm1", normalize(in));
+    conv1 = register_module("conv1", conv(in, out, 3, 1, 1));
+    norm2 = register_module("norm2", normalize(out));
+    conv2 = register_module("conv2", conv(out, out, 3, 1, 1));
+    if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor h = conv1(swish(norm1(x)));
+    h = conv2(swish(norm2(h)));  // dropout is 0 at inference
+    return (nin_shortcut ? nin_shortcut(x) : x) + h;
+  }
+  torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};
+};
+
+// Single-head self-attention over all positions, with 1x1 convolutions for q, k, v and the output.
+class AttnBlock : public torch::nn::Module {
+ public:
+  explicit AttnBlock(int64_t channels) {
+    norm = register_module("norm", normalize(channels));
+    q = register_module("q", conv(channels, channels, 1));
+    k = register_module("k", conv(channels, channels, 1));
+    v = register_module("v", conv(channels, channels, 1));
+    proj_out = register_module("proj_out", conv(channels, channels, 1));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const torch::Tensor h = norm(x);
+    const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+    const torch::Tensor qs = q(h).reshape({B, C, H * W}).permute({0, 2, 1});  // [B, C, HW] -> [B, HW, C]
+    const torch::Tensor ks = k(h).reshape({B, C, H * W});                      // [B, C, HW]
+    const torch::Tensor vs = v(h).reshape({B, C, H * W});                      // [B, C, HW]
+    torch::Tensor w = torch::bmm(qs, ks) * std::pow(static_cast<double>(C), -0.5);  // [B, HW(q), HW(k)]
+    w = torch::softmax(w, 2);
+    const torch::Tensor out = torch::bmm(vs, w.permute({0, 2, 1})).reshape({B, C, H, W});  // [B, C, HW(q)] -> NCHW
+    return x + proj_out(out);
+  }
+  torch::nn::GroupNorm norm{nullptr};
+  torch::nn::Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
+};
+
+// Holders that exist only to give checkpoint names: down.{i}.downsample.conv, up.{i}.upsample.conv.
+class Resample : public torch::nn::Module {
+ public:
+  Resample(int64_t channels, bool down) : down_(down) {
+    conv = register_module("conv", down ? torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).stride(2))
+                                        : torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (down_) return conv(F::pad(x, F::PadFuncOptions({0, 1, 0, 1})));  // taming pads right and bottom only
+    return conv(F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0})
+                                      .mode(torch::kNearest)));
+  }
+  torch::nn::Conv2d conv{nullptr};
+
+ private:
+  bool down_;
+};
+
+class Level : public torch::nn::Module {
+ public:
+  torch::Tensor forward(torch::Tensor h) {
+    for (size_t i = 0; i < block->size(); ++i) {
+      h = block[i]->as<ResnetBlock>()->forward(h);
+      if (!attn->is_empty()) h = attn[i]->as<AttnBlock>()->forward(h);
+    }
+    return h;
+  }
+  torch::nn::ModuleList block = register_module("block", torch::nn::ModuleList());
+  torch::nn::ModuleList attn = register_module("attn", torch::nn::ModuleList());
+  std::shared_ptr<Resample> resample;
+};
+
+class Mid : public torch::nn::Module {
+ public:
+  explicit Mid(int64_t channels) {
+    block_1 = register_module("block_1", std::make_shared<ResnetBlock>(channels, channels));
+    attn_1 = register_module("attn_1", std::make_shared<AttnBlock>(channels));
+    block_2 = register_module("block_2", std::make_shared<ResnetBlock>(channels, channels));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return block_2->forward(attn_1->forward(block_1->forward(x))); }
+  std::shared_ptr<ResnetBlock> block_1, block_2;
+  std::shared_ptr<AttnBlock> attn_1;
+};
+
+class VqganEncoder : public torch::nn::Module {
+ public:
+  explicit VqganEncoder(const VqganConfig& c) {
+    conv_in = register_module("conv_in", conv(c.in_channels, c.ch, 3, 1, 1));
+    down = register_module("down", torch::nn::ModuleList());
+    int64_t block_in = c.ch;
+    for (size_t i = 0; i < c.ch_mult.size(); ++i) {
+      auto level = std::make_shared<Level>();
+      const int64_t block_out = c.ch * c.ch_mult[i];
+      for (int64_t j = 0; j < c.num_res_blocks; ++j) {
+        level->block->push_back(std::make_shared<ResnetBlock>(block_in, block_out));
+        block_in = block_out;
+        if (c.attn_levels[i]) level->attn->push_back(std::make_shared<AttnBlock>(block_in));
+      }
+      if (i + 1 != c.ch_mult.size()) level->resample = level->register_module("downsample", std::make_shared<Resample>(block_in, true));
+      down->push_back(level);
+    }
+    mid = register_module("mid", std::make_shared<Mid>(block_in));
+    norm_out = register_module("norm_out", normalize(block_in));
+    conv_out = register_module("conv_out", conv(block_in, c.double_z ? 2 * c.z_channels : c.z_channels, 3, 1, 1));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor h = conv_in(x);
+    for (const auto& m : *down) {
+      auto level = std::dynamic_pointer_cast<Level>(m);
+      h = level->forward(h);
+      if (level->resample) h = level->resample->forward(h);
+    }
+    return conv_out(swish(norm_out(mid->forward(h))));
+  }
+  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  torch::nn::ModuleList down{nullptr};
+  std::shared_ptr<Mid> mid;
+  torch::nn::GroupNorm norm_out{nullptr};
+};
+
+class VqganDecoder : public torch::nn::Module {
+ public:
+  explicit VqganDecoder(const VqganConfig& c) {
+    int64_t block_in = c.ch * c.ch_mult.back();
+    conv_in = register_module("conv_in", conv(c.z_channels, block_in, 3, 1, 1));
+    mid = register_module("mid", std::make_shared<Mid>(block_in));
+    // Levels are built from the top down but named by level index, as taming's up.insert(0, ...).
+    std::vector<std::shared_ptr<Level>> levels(c.ch_mult.size());
+    for (size_t i = c.ch_mult.size(); i-- > 0;) {
+      auto level = std::make_shared<Level>();
+      const int64_t block_out = c.ch * c.ch_mult[i];
+      for (int64_t j = 0; j <= c.num_res_blocks; ++j) {
+        level->block->push_back(std::make_shared<ResnetBlock>(block_in, block_out));
+        block_in = block_out;
+        if (c.attn_levels[i]) level->attn->push_back(std::make_shared<AttnBlock>(block_in));
+      }
+      if (i != 0) level->resample = level->register_module("upsample", std::make_shared<Resample>(block_in, false));
+      levels[i] = level;
+    }
+    up = register_module("up", torch::nn::ModuleList());
+    for (auto& level : levels) up->push_back(level);
+    norm_out = register_module("norm_out", normalize(block_in));
+    conv_out = register_module("conv_out", conv(block_in, c.out_ch, 3, 1, 1));
+  }
+  torch::Tensor forward(const torch::Tensor& z) {
+    torch::Tensor h = mid->forward(conv_in(z));
+    for (size_t i = up->size(); i-- > 0;) {
+      auto level = up[i]->as<Level>();
+      h = level->forward(h);
+      if (level->resample) h = level->resample->forward(h);
+    }
+    return conv_out(swish(norm_out(h)));
+  }
+  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  std::shared_ptr<Mid> mid;
+  torch::nn::ModuleList up{nullptr};
+  torch::nn::GroupNorm norm_out{nullptr};
+};
+
+// ---- config ----
+
+namespace {
+
+int64_t shape_at(const TensorMap& sd, const std::string& key, int64_t dim) {
+  auto it = sd.find(key);
+  if (it == sd.end()) fail("not a taming VQGAN: weight ", key, " is missing");
+  if (it->second.dim() <= dim) fail("not a taming VQGAN: ", key, " has shape ", it->second.sizes());
+  return it->second.size(dim);
+}
+
+bool has_prefix(const TensorMap& sd, const std::string& prefix) {
+  auto it = sd.lower_bound(prefix);
+  return it != sd.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+}
+
+// How many of prefix.0., prefix.1., ... the state dict holds.
+int64_t count_indexed(const TensorMap& sd, const std::string& prefix) {
+  int64_t n = 0;
+  while (has_prefix(sd, cat(prefix, n, "."))) ++n;
+  return n;
+}
+
+}  // namespace
+
+VqganConfig VqganConfig::from_state_dict(const TensorMap& sd) {
+  if (sd.count("quantize.proj.weight") != 0 || sd.count("quantize.embed.weight") != 0) {
+    fail("this is a Gumbel-quantized VQGAN (quantize.proj/quantize.embed); only VectorQuantizer models are supported");
+  }
+  VqganConfig c;
+  c.n_embed = shape_at(sd, "quantize.embedding.weight", 0);
+  c.embed_dim = shape_at(sd, "quantize.embedding.weight", 1);
+  c.ch = shape_at(sd, "encoder.conv_in.weight", 0);
+  c.in_channels = shape_at(sd, "encoder.conv_in.weight", 1);
+  c.z_channels = shape_at(sd, "decoder.conv_in.weight", 1);
+  c.out_ch = shape_at(sd, "decoder.conv_out.weight", 0);
+  c.double_z = shape_at(sd, "encoder.conv_out.weight", 0) == 2 * c.z_channels;
+  const int64_t levels = count_indexed(sd, "encoder.down.");
+  if (levels == 0) fail("not a taming VQGAN: no encoder.down.N weights");
+  c.num_res_blocks = count_indexed(sd, "encoder.down.0.block.");
+  for (int64_t i = 0; i < levels; ++i) {
+    const int64_t out = shape_at(sd, cat("encoder.down.", i, ".block.0.conv2.weight"), 0);
+    if (out % c.ch != 0) fail("not a taming VQGAN: encoder.down.", i, " has ", out, " channels, not a multiple of ", c.ch);
+    c.ch_mult.push_back(out / c.ch);
+    c.attn_levels.push_back(sd.count(cat("encoder.down.", i, ".attn.0.q.weight")) != 0);
+  }
+  return c;
+}
+
+VqganConfig VqganConfig::from_yaml(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    fail(path, ": not a readable YAML file: ", e.msg);
+  }
+  auto need = [&](const YAML::Node& node, const char* key) {
+    if (!node.IsMap() || !node[key]) fail(path, ": missing '", key, "' (a taming VQGAN config has model.params.ddconfig)");
+    return node[key];
+  };
+  try {
+    const YAML::Node params = need(need(root, "model"), "params");
+    const YAML::Node dd = need(params, "ddconfig");
+    VqganConfig c;
+    c.embed_dim = need(params, "embed_dim").as<int64_t>();
+    c.n_embed = need(params, "n_embed").as<int64_t>();
+    c.z_channels = need(dd, "z_channels").as<int64_t>();
+    c.in_channels = need(dd, "in_channels").as<int64_t>();
+    c.out_ch = need(dd, "out_ch").as<int64_t>();
+    c.ch = need(dd, "ch").as<int64_t>();
+    c.ch_mult = need(dd, "ch_mult").as<std::vector<int64_t>>();
+    c.num_res_blocks = need(dd, "num_res_blocks").as<int64_t>();
+    c.double_z = dd["double_z"] ? dd["double_z"].as<bool>() : false;
+    const int64_t resolution = need(dd, "resolution").as<int64_t>();
+    const auto attn = need(dd, "attn_resolutions").as<std::vector<int64_t>>();
+    if (c.ch_mult.empty() || c.ch_mult.size() > 16) fail(path, ": ch_mult must have 1 to 16 entries");
+    for (size_t i = 0; i < c.ch_mult.size(); ++i) {
+      const int64_t res = resolution >> i;
+      c.attn_levels.push_back(std::find(attn.begin(), attn.end(), res) != attn.end());
+    }
+    for (int64_t v : {c.embed_dim, c.n_embed, c.z_channels, c.in_channels, c.out_ch, c.ch, c.num_res_blocks}) {
+      if (v <= 0 || v > (1 << 20)) fail(path, ": a size in the config is out of range (", v, ")");
+    }
+    return c;
+  } catch (const YAML::Exception& e) {
+    fail(path, ": bad value in the VQGAN config: ", e.msg);
+  }
+}
+
+std::string VqganConfig::describe() const {
+  std::string mult, attn;
+  for (size_t i = 0; i < ch_mult.size(); ++i) {
+    mult += cat(i ? "," : "", ch_mult[i]);
+    if (attn_levels[i]) attn += cat(attn.empty() ? "" : ",", i);
+  }
+  return cat("VQGAN f", factor(), " (ch ", ch, ", ch_mult ", mult, ", ", num_res_blocks, " res blocks, attention at levels [",
+             attn, "], codebook ", n_embed, "x", embed_dim, ")");
+}
+
+bool VqganConfig::operator==(const VqganConfig& o) const {
+  return embed_dim == o.embed_dim && n_embed == o.n_embed && z_channels == o.z_channels && in_channels == o.in_channels &&
+         out_ch == o.out_ch && ch == o.ch && ch_mult == o.ch_mult && num_res_blocks == o.num_res_blocks &&
+         attn_levels == o.attn_levels && double_z == o.double_z;
+}
+
+// ---- model ----
+
+Vqgan::Vqgan(const VqganConfig& config) : config_(config) {
+  TORCH_CHECK(!config.ch_mult.empty() && config.attn_levels.size() == config.ch_mult.size(), "bad VQGAN config");
+  encoder_ = register_module("encoder", std::make_shared<VqganEncoder>(config));
+  decoder_ = register_module("decoder", std::make_shared<VqganDecoder>(config));
+  quant_conv_ = register_module("quant_conv", conv(config.z_channels, config.embed_dim, 1));
+  post_quant_conv_ = register_module("post_quant_conv", conv(config.embed_dim, config.z_channels, 1));
+  quantize_ = register_module("quantize", std::make_shared<torch::nn::Module>());
+  embedding_ = quantize_->register_module("embedding", torch::nn::Embedding(config.n_embed, config.embed_dim))->weight;
+}
+
+torch::Tensor Vqgan::encode(const torch::Tensor& x) {
+  torch::Tensor h = encoder_->forward(x);
+  if (config_.double_z) h = h.narrow(1, 0, config_.z_channels);  // taming keeps the mean half
+  return quant_conv_(h);
+}
+
+Vqgan::Quantized Vqgan::quantize(const torch::Tensor& z) {
+  const int64_t B = z.size(0), C = z.size(1), H = z.size(2), W = z.size(3);
+  const torch::Tensor flat = z.permute({0, 2, 3, 1}).reshape({-1, C});  // [B, C, H, W] -> [BHW, C]
+  const torch::Tensor e = embedding_.to(z.scalar_type());
+  // |z|^2 + |e|^2 - 2 z.e, summed as VectorQuantizer2 does (the same argmin on ties and rounding).
+  const torch::Tensor d = flat.pow(2).sum(1, true) + e.pow(2).sum(1) - 2 * torch::matmul(flat, e.t());  // [BHW, N]
+  const torch::Tensor indices = d.argmin(1);
+  const torch::Tensor q = e.index_select(0, indices).reshape({B, H, W, C}).permute({0, 3, 1, 2});  // -> [B, C, H, W]
+  return {z + (q - z).detach(), indices.reshape({B, H, W})};
+}
+
+torch::Tensor Vqgan::decode(const torch::Tensor& z_q) { return decoder_->forward(post_quant_conv_(z_q)); }
+
+torch::Tensor Vqgan::codebook() const { return embedding_; }
+
+void Vqgan::load_weights(const TensorMap& sd, const std::string& source) {
+  StrictLoad how;
+  how.source = source;
+  how.what = cat("a ", config_.describe());
+  // Training-only parts of a taming checkpoint: the LPIPS + discriminator loss module and BatchNorm counters.
+  how.is_known_extra = [](const std::string& key) {
+    return key.rfind("loss.", 0) == 0 || std::regex_search(key, std::regex("\\.num_batches_tracked$"));
+  };
+  load_strict(*this, sd, how);
+}
+
+LoadedVqgan load_vqgan(const std::string& checkpoint_path, const std::string& config_path, torch::Device device) {
+  Checkpoint ckpt = read_checkpoint(checkpoint_path);
+  VqganConfig config = VqganConfig::from_state_dict(ckpt.tensors);
+  if (!config_path.empty()) {
+    const VqganConfig declared = VqganConfig::from_yaml(config_path);
+    if (!(declared == config)) {
+      fail(config_path, " describes a ", declared.describe(), " but ", checkpoint_path, " holds a ", config.describe());
+    }
+  }
+  LoadedVqgan out;
+  out.model = std::make_shared<Vqgan>(config);
+  out.model->load_weights(ckpt.tensors, ckpt.path);
+  out.model->to(device);
+  out.model->eval();
+  out.path = ckpt.path;
+  out.config_path = config_path;
+  return out;
+}
+
+}  // namespace clipguide

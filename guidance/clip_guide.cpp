@@ -1,0 +1,208 @@
+#include "guidance/clip_guide.h"
+
+#include <cmath>
+
+#include "clip/error.h"
+#include "clip/image.h"
+#include "clip/score.h"
+
+namespace clipguide {
+
+namespace {
+
+torch::Tensor l2_normalize(const torch::Tensor& x) { return x / x.norm(2, -1, true).clamp_min(1e-12); }
+
+// Value of `forward`, gradient of `backward` (Crowson's ReplaceGrad).
+torch::Tensor replace_grad(const torch::Tensor& forward, const torch::Tensor& backward) {
+  return backward + (forward - backward).detach();
+}
+
+// [N, E] against [E], both normalized -> [N].
+torch::Tensor distance(const torch::Tensor& f, const torch::Tensor& e, GuideLoss kind) {
+  if (kind == GuideLoss::Cosine) return 1 - (f * e).sum(-1);
+  return (f - e).norm(2, -1).div(2).arcsin().pow(2).mul(2);  // spherical: 2 arcsin(|a - b| / 2)^2
+}
+
+// Disco Diffusion's tv_loss: mean squared neighbour differences, edges replicated.
+torch::Tensor tv_loss(const torch::Tensor& x) {
+  const torch::Tensor p = torch::nn::functional::pad(x, torch::nn::functional::PadFuncOptions({0, 1, 0, 1}).mode(torch::kReplicate));
+  const int64_t H = x.size(2), W = x.size(3);
+  const torch::Tensor dx = p.narrow(2, 0, H).narrow(3, 1, W) - p.narrow(2, 0, H).narrow(3, 0, W);
+  const torch::Tensor dy = p.narrow(2, 1, H).narrow(3, 0, W) - p.narrow(2, 0, H).narrow(3, 0, W);
+  return (dx.pow(2) + dy.pow(2)).mean();
+}
+
+// Hasler & Susstrunk (2003) colourfulness over all pixels.
+torch::Tensor colourfulness(const torch::Tensor& x) {
+  const torch::Tensor r = x.select(1, 0), g = x.select(1, 1), b = x.select(1, 2);
+  const torch::Tensor rg = r - g, yb = 0.5 * (r + g) - b;
+  return torch::sqrt(rg.var(false) + yb.var(false) + 1e-12) + 0.3 * torch::sqrt(rg.mean().pow(2) + yb.mean().pow(2) + 1e-12);
+}
+
+// The whole image, padded with its edge to a square, at the model's resolution.
+torch::Tensor whole_image(const torch::Tensor& image, int64_t size) {
+  CutoutOptions overview;
+  overview.cutn = 1;
+  overview.overview = true;
+  overview.augments.clear();
+  torch::Generator unused = make_generator(0);
+  return make_cutouts(image, size, overview, unused);
+}
+
+}  // namespace
+
+GuideLoss parse_guide_loss(const std::string& name) {
+  if (name == "spherical") return GuideLoss::Spherical;
+  if (name == "cosine") return GuideLoss::Cosine;
+  fail("--loss ", name, " is not one of spherical, cosine");
+}
+
+const char* guide_loss_name(GuideLoss loss) { return loss == GuideLoss::Cosine ? "cosine" : "spherical"; }
+
+void ClipGuideOptions::validate() const {
+  cutouts.validate();
+  for (double w : {tv_weight, range_weight, saturation_weight, init_weight}) {
+    if (!std::isfinite(w)) fail("regulariser weights must be finite numbers");
+  }
+}
+
+torch::Generator make_generator(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
+
+torch::Tensor clamp_grad_rms(const torch::Tensor& grad, double max_rms) {
+  if (max_rms <= 0) return grad;
+  const torch::Tensor rms = grad.pow(2).mean().sqrt();
+  return grad * (max_rms / rms.clamp_min(max_rms));
+}
+
+ClipGuide::ClipGuide(std::vector<GuideModel> models, PromptSchedule text, std::vector<Prompt> image_prompts,
+                     ClipGuideOptions options)
+    : models_(std::move(models)), schedule_(std::move(text)), options_(std::move(options)) {
+  options_.validate();
+  if (models_.empty()) fail("guidance needs at least one CLIP model");
+  for (const auto& m : models_) {
+    if (!std::isfinite(m.weight)) fail(m.name, ": model weight must be a finite number");
+    if (m.cutn < 0 || m.cutn > 4096) fail(m.name, ": cutn must be between 1 and 4096");
+  }
+  if (schedule_.segments.empty() && image_prompts.empty()) fail("guidance needs a text prompt or an image prompt");
+  torch::NoGradGuard no_grad;
+  for (const auto& segment : schedule_.segments) {
+    std::vector<Target> targets(segment.size());
+    std::vector<std::string> texts;
+    for (size_t i = 0; i < segment.size(); ++i) {
+      targets[i] = {segment[i].text, segment[i].weight, segment[i].stop, {}};
+      texts.push_back(segment[i].text);
+    }
+    for (const auto& m : models_) {
+      const torch::Tensor e = embed_prompts(*m.clip, texts, {}, options_.truncate);  // [P, E], normalized
+      const auto device = m.clip->model->parameters().front().device();
+      for (size_t i = 0; i < segment.size(); ++i) targets[i].embeds.push_back(e[static_cast<int64_t>(i)].to(device));
+    }
+    segments_.push_back(std::move(targets));
+  }
+  for (const auto& p : image_prompts) {
+    Target t{"image " + p.text, p.weight, p.stop, {}};
+    const Image img = read_image(p.text);
+    for (size_t m = 0; m < models_.size(); ++m) {
+      const int64_t res = models_[m].clip->model->config().image_resolution;
+      const auto param = models_[m].clip->model->parameters().front();
+      const torch::Tensor pixels = preprocess(img, res).unsqueeze(0).to(param.device(), param.scalar_type());
+      t.embeds.push_back(l2_normalize(models_[m].clip->model->encode_image(pixels).to(torch::kFloat))[0]);
+    }
+    image_targets_.push_back(std::move(t));
+  }
+}
+
+void ClipGuide::set_init_image(const torch::Tensor& image) { init_image_ = image.detach().to(torch::kFloat); }
+
+std::vector<ClipGuide::Target> ClipGuide::targets_at(int64_t step) const {
+  std::vector<Target> out;
+  if (!segments_.empty()) {
+    const auto pos = schedule_.at(step);
+    if (pos.toward_next > 0) {
+      // Blend prompt i of this segment into prompt i of the next: embeddings slerp-free (lerp + renormalize).
+      const double f = pos.toward_next;
+      for (size_t i = 0; i < segments_[pos.segment].size(); ++i) {
+        const Target& a = segments_[pos.segment][i];
+        const Target& b = segments_[pos.segment + 1][i];
+        Target t{a.label + " -> " + b.label, (1 - f) * a.weight + f * b.weight, (1 - f) * a.stop + f * b.stop, {}};
+        if (std::isinf(a.stop) || std::isinf(b.stop)) t.stop = std::min(a.stop, b.stop);
+        for (size_t m = 0; m < a.embeds.size(); ++m) t.embeds.push_back(l2_normalize((1 - f) * a.embeds[m] + f * b.embeds[m]));
+        out.push_back(std::move(t));
+      }
+    } else {
+      out = segments_[pos.segment];
+    }
+  }
+  out.insert(out.end(), image_targets_.begin(), image_targets_.end());
+  return out;
+}
+
+torch::Tensor ClipGuide::encode(size_t model, const torch::Tensor& pixels01) const {
+  ClipModel& clip = *models_[model].clip->model;
+  const auto dtype = clip.parameters().front().scalar_type();
+  return l2_normalize(clip.encode_image(normalize_pixels(pixels01).to(dtype)).to(torch::kFloat));
+}
+
+GuideResult ClipGuide::loss(const torch::Tensor& image, torch::Generator& rng, int64_t step) const {
+  TORCH_CHECK(image.dim() == 4 && image.size(0) == 1 && image.size(1) == 3, "the guide takes one image [1, 3, H, W]");
+  const std::vector<Target> targets = targets_at(step);
+  GuideResult out;
+  out.total = torch::zeros({}, image.options().dtype(torch::kFloat));
+  std::vector<double> part(targets.size(), 0.0);
+  for (size_t m = 0; m < models_.size(); ++m) {
+    CutoutOptions cut = options_.cutouts;
+    if (models_[m].cutn > 0) cut.cutn = models_[m].cutn;
+    const int64_t res = models_[m].clip->model->config().image_resolution;
+    const torch::Tensor features = encode(m, make_cutouts(image, res, cut, rng));  // [cutn, E]
+    for (size_t t = 0; t < targets.size(); ++t) {
+      const Target& target = targets[t];
+      const double sign = target.weight > 0 ? 1.0 : (target.weight < 0 ? -1.0 : 0.0);
+      const torch::Tensor d = distance(features, target.embeds[m], options_.loss) * sign;  // [cutn]
+      const torch::Tensor term = std::abs(target.weight) * replace_grad(d, torch::clamp_min(d, target.stop)).mean();
+      out.total = out.total + models_[m].weight * term;
+      part[t] += models_[m].weight * term.item<double>();
+    }
+  }
+  for (size_t t = 0; t < targets.size(); ++t) out.parts.emplace_back(targets[t].label, part[t]);
+  const torch::Tensor x = image.to(torch::kFloat);
+  auto add = [&](const char* name, double weight, const std::function<torch::Tensor()>& term) {
+    if (weight == 0) return;
+    const torch::Tensor v = weight * term();
+    out.total = out.total + v;
+    out.parts.emplace_back(name, v.item<double>());
+  };
+  add("tv", options_.tv_weight, [&] { return tv_loss(x); });
+  add("range", options_.range_weight, [&] { return (x - x.clamp(0, 1)).pow(2).mean(); });
+  add("saturation", options_.saturation_weight, [&] { return colourfulness(x); });
+  if (init_image_.defined()) {
+    add("init", options_.init_weight, [&] { return (x - init_image_.to(x.device())).pow(2).mean(); });
+  }
+  return out;
+}
+
+std::pair<torch::Tensor, GuideResult> ClipGuide::gradient(const torch::Tensor& image, torch::Generator& rng,
+                                                          int64_t step) const {
+  torch::AutoGradMode enable(true);
+  const torch::Tensor x = image.detach().to(torch::kFloat).requires_grad_(true);
+  GuideResult result = loss(x, rng, step);
+  torch::Tensor grad = torch::autograd::grad({result.total}, {x})[0];
+  result.total = result.total.detach();
+  return {grad, std::move(result)};
+}
+
+double ClipGuide::score(const torch::Tensor& image, int64_t step) const {
+  torch::NoGradGuard no_grad;
+  const std::vector<Target> targets = targets_at(step);
+  double sum = 0, norm = 0;
+  for (size_t m = 0; m < models_.size(); ++m) {
+    const int64_t res = models_[m].clip->model->config().image_resolution;
+    const torch::Tensor f = encode(m, whole_image(image.to(torch::kFloat), res))[0];  // [E]
+    for (const Target& t : targets) {
+      sum += models_[m].weight * t.weight * (f * t.embeds[m]).sum().item<double>();
+      norm += std::abs(models_[m].weight * t.weight);
+    }
+  }
+  return norm > 0 ? sum / norm : 0.0;
+}
+
+}  // namespace clipguide

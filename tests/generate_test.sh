@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# End-to-end checks of `clipguide generate` on the fixture models: outputs and metadata, bit-identical replay,
+# SIGINT then --resume giving the uninterrupted image, reconstruction, candidates, and bad input.
+source "$(dirname "$0")/common.sh"
+pass=0
+failed=0
+ok() { pass=$((pass + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+
+# The first ViT CLIP of the manifest and its text heads; the VQGAN files.
+read -r clip heads < <(python3 -c "
+import json,sys
+m=json.load(open(sys.argv[1]))['models']
+for n in m:
+    if not isinstance(m[n]['config']['vision_layers'], list):
+        f=[f for f in m[n]['files'] if '.reference.' not in f][0]
+        print(f, m[n]['config']['transformer_heads']); break" "$fx/clip/clip-manifest.json")
+read -r ckpt st yaml init < <(python3 -c "
+import json,sys
+m=list(json.load(open(sys.argv[1]))['models'].values())[0]
+print(m['ckpt'], m['safetensors'], m['yaml'], m['init_images'][0])" "$fx/vqgan/vqgan-manifest.json")
+guide=(--clip-model "$fx/clip/$clip" --text-heads "$heads" --vocab "$vocab" --cutn 6 --threads 2)
+vq=(--vqgan-checkpoint "$fx/vqgan/$ckpt")
+
+# Decompressed pixel rows of a PNG (metadata aside), for comparing images.
+pixels() { python3 -c "
+import sys,struct,zlib
+b=open(sys.argv[1],'rb').read(); i=8; d=b''
+while i < len(b):
+    n=struct.unpack('>I', b[i:i+4])[0]
+    if b[i+4:i+8] == b'IDAT': d += b[i+8:i+8+n]
+    i += 12 + n
+sys.stdout.buffer.write(zlib.decompress(d))" "$1"; }
+
+# A run writes the PNG (with its metadata chunks), the sidecar and one log line per step.
+"$bin" generate -p "a red circle:1 | fog:-0.5" "${guide[@]}" "${vq[@]}" --size 48x32 --steps 6 --seed 3 \
+  -o "$tmp/a.png" --log "$tmp/a.jsonl" >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 0 ] && [ -s "$tmp/a.png" ] && [ "$(wc -l <"$tmp/a.jsonl")" -eq 6 ] && grep -aq '"argv"' "$tmp/a.png" \
+   && python3 -c "
+import json,sys; d=json.load(open(sys.argv[1]))
+assert d['seed']==3 and d['steps_done']==6 and d['size']==[48,32]
+assert all(len(m['sha256'])==64 for m in d['models']) and {m['role'] for m in d['models']}=={'clip','vqgan'}
+assert set(d['loss'])=={'a red circle','fog'}" "$tmp/a.json"; then ok; else bad "generate vqgan: $(cat "$tmp/err")"; fi
+
+# Replay (from the sidecar or from the PNG) reproduces the image bit for bit.
+"$bin" generate --replay "$tmp/a.json" -o "$tmp/r.png" >/dev/null 2>"$tmp/err" && cmp -s <(pixels "$tmp/a.png") <(pixels "$tmp/r.png") \
+  && ok || bad "replay from json: $(cat "$tmp/err")"
+"$bin" generate --replay "$tmp/a.png" >/dev/null 2>"$tmp/err" && cmp -s <(pixels "$tmp/a.png") <(pixels "$tmp/a.replay.png") \
+  && ok || bad "replay from png: $(cat "$tmp/err")"
+
+# SIGINT mid-run saves the image and state; --resume finishes it, identical to a run never stopped.
+args=(-p "a blue square" "${guide[@]}" --vqgan-checkpoint "$fx/vqgan/$st" --size 32x32 --steps 100 --seed 4)
+"$bin" generate "${args[@]}" -o "$tmp/int.png" --log "$tmp/int.jsonl" >/dev/null 2>"$tmp/int.err" &
+pid=$!
+for _ in $(seq 200); do [ -s "$tmp/int.jsonl" ] && [ "$(wc -l <"$tmp/int.jsonl")" -ge 3 ] && break; sleep 0.1; done
+kill -INT $pid
+wait $pid
+rc=$?
+stopped=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['steps_done'])" "$tmp/int.json" 2>/dev/null || echo 0)
+if [ $rc -eq 130 ] && [ -s "$tmp/int.state.safetensors" ] && [ "$stopped" -gt 0 ] && [ "$stopped" -lt 100 ] \
+   && grep -q -- "--resume" "$tmp/int.err"; then ok; else bad "sigint: rc=$rc stopped=$stopped $(cat "$tmp/int.err")"; fi
+if "$bin" generate --resume "$tmp/int.json" >/dev/null 2>"$tmp/err" && [ ! -e "$tmp/int.state.safetensors" ]; then
+  "$bin" generate "${args[@]}" -o "$tmp/full.png" >/dev/null 2>&1
+  cmp -s <(pixels "$tmp/int.png") <(pixels "$tmp/full.png") && ok || bad "resumed image differs from the uninterrupted one"
+else bad "resume: $(cat "$tmp/err")"; fi
+"$bin" generate --resume "$tmp/full.json" >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "nothing to resume" "$tmp/err" && ok \
+  || bad "resume of a finished run: $(cat "$tmp/err")"
+
+# --steps 0 writes the VQGAN's reconstruction of the init image, at its size.
+"$bin" generate --steps 0 --init-image "$fx/vqgan/$init" "${vq[@]}" --vqgan-config "$fx/vqgan/$yaml" -o "$tmp/rec.png" \
+  >/dev/null 2>"$tmp/err" && [ -s "$tmp/rec.png" ] && ok || bad "reconstruction: $(cat "$tmp/err")"
+
+# Candidates: -n 3 --keep 2 writes two ranked images, each with a sidecar; frames for every step of every run.
+"$bin" generate -p "green" "${guide[@]}" --generator pixels --pixel-param fourier --lr 0.05 --size 32x32 --steps 8 \
+  -n 3 --keep 2 --explore-steps 2 --frames "$tmp/frames" --seed 1 -o "$tmp/c.png" >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 0 ] && [ -s "$tmp/c-1.png" ] && [ -s "$tmp/c-2.json" ] && [ ! -e "$tmp/c-3.png" ] && [ ! -e "$tmp/c.png" ] \
+   && [ "$(ls "$tmp/frames" | wc -l)" -eq $((3 * 2 + 2 * 6)) ] && [ "$(wc -l <"$tmp/out")" -eq 2 ]; then ok; else
+  bad "candidates: $(cat "$tmp/err")"; fi
+
+# Bad input: one line, exit 1, no output file.
+expect_fail() {
+  local name=$1; shift
+  rm -f "$tmp/bad.png"
+  "$@" -o "$tmp/bad.png" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && [ ! -e "$tmp/bad.png" ]; then ok; else
+    bad "$name: rc=$rc $(head -c 300 "$tmp/err")"; fi
+}
+head -c 100000 "$fx/vqgan/$ckpt" >"$tmp/trunc.ckpt"
+expect_fail "truncated ckpt" "$bin" generate -p x "${guide[@]}" --vqgan-checkpoint "$tmp/trunc.ckpt" --steps 2
+expect_fail "clip as vqgan" "$bin" generate -p x "${guide[@]}" --vqgan-checkpoint "$fx/clip/$clip" --steps 2
+expect_fail "no vqgan" "$bin" generate -p x "${guide[@]}" --steps 2
+expect_fail "no clip" "$bin" generate -p x --generator pixels --steps 2
+expect_fail "empty prompt item" "$bin" generate -p "a || b" "${guide[@]}" --generator pixels --steps 2
+expect_fail "bad size" "$bin" generate -p x "${guide[@]}" --generator pixels --size 0x5 --steps 2
+expect_fail "bad augment" "$bin" generate -p x "${guide[@]}" --generator pixels --augments blur --steps 2
+expect_fail "keep > n" "$bin" generate -p x "${guide[@]}" --generator pixels -n 2 --keep 3 --steps 2
+expect_fail "missing image prompt" "$bin" generate --image-prompt "$tmp/none.png:1" "${guide[@]}" --generator pixels --steps 2
+expect_fail "bad init image" "$bin" generate -p x "${guide[@]}" --generator pixels --init-image "$tmp/trunc.ckpt" --steps 2
+
+echo "generate_test: $pass passed, $failed failed"
+[ "$failed" -eq 0 ]
