@@ -36,10 +36,31 @@ namespace {
 
 torch::Tensor activation(const torch::Tensor& x, const std::string& kind) {
   if (kind == "gelu") return torch::gelu(x);
-  return x * torch::sigmoid(1.702 * x);  // QuickGELU
+  // QuickGELU, x * sigmoid(1.702 x), written as silu(1.702 x) / 1.702: the same function through one fused kernel
+  // (forward and backward) instead of three.
+  constexpr double k = 1.702;
+  return torch::silu(x * k) * (1.0 / k);
 }
 
-// nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj) with batch-first math.
+// A linear layer on [B, L, D] activations. Frozen fp32 layers on the CPU whose output is at least as wide as
+// their input run as a 1x1 convolution over a channels-last view of the same memory: oneDNN's kernels beat the BLAS
+// GEMM behind torch::linear by 25-40% on CLIP's qkv, c_fc and out_proj shapes, forward and backward (3072->768 is
+// the exception, so it stays a GEMM). Same math; only the summation order differs. Measured in bench/guide.
+torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const int64_t out = weight.size(0), in = weight.size(1);
+  if (!x.is_cpu() || x.scalar_type() != torch::kFloat || x.dim() != 3 || !x.is_contiguous() || out < in ||
+      weight.requires_grad()) {
+    return torch::linear(x, weight, bias);
+  }
+  const int64_t B = x.size(0), L = x.size(1);
+  // [B, L, D] memory seen as [B, D, L, 1] with channels-last strides: no copy.
+  const torch::Tensor view = x.as_strided({B, in, L, 1}, {L * in, 1, in, in});
+  const torch::Tensor y = torch::conv2d(view, weight.view({out, in, 1, 1}), bias);  // [B, O, L, 1], channels-last
+  return y.squeeze(3).permute({0, 2, 1}).contiguous();                              // -> [B, L, O], no copy
+}
+
+// nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj) with batch-first math, laid out as
+// PyTorch's own implementation does so that the batched matmuls need no extra copies.
 class MultiheadAttention : public torch::nn::Module {
  public:
   MultiheadAttention(int64_t width, int64_t heads) : heads_(heads) {
@@ -50,15 +71,21 @@ class MultiheadAttention : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
     const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = D / heads_;
-    auto qkv = torch::linear(x, in_proj_weight, in_proj_bias).chunk(3, -1);  // 3 x [B, L, D]
-    auto split = [&](const torch::Tensor& t) { return t.reshape({B, L, heads_, Dh}).transpose(1, 2); };  // -> [B, H, L, Dh]
-    torch::Tensor q = split(qkv[0]) * (1.0 / std::sqrt(static_cast<double>(Dh)));
-    torch::Tensor attn = torch::matmul(q, split(qkv[1]).transpose(-2, -1));  // [B, H, L, L]
+    const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)                // [B, L, 3D]
+                                  .view({B, L, 3, heads_, Dh})
+                                  .permute({2, 0, 3, 1, 4})                         // -> [3, B, H, L, Dh]
+                                  .contiguous()
+                                  .view({3, B * heads_, L, Dh});
+    const torch::Tensor q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(Dh)));
+    torch::Tensor attn = torch::bmm(q, qkv[1].transpose(1, 2));  // [BH, L, L]
     if (mask.defined()) attn = attn + mask;
     attn = torch::softmax(attn, -1);
-    torch::Tensor out = torch::matmul(attn, split(qkv[2]));  // [B, H, L, Dh]
-    out = out.transpose(1, 2).reshape({B, L, D});           // [B, H, L, Dh] -> [B, L, D]
-    return out_proj(out);
+    const torch::Tensor out = torch::bmm(attn, qkv[2])              // [BH, L, Dh]
+                                  .view({B, heads_, L, Dh})
+                                  .permute({0, 2, 1, 3})             // -> [B, L, H, Dh]
+                                  .contiguous()
+                                  .view({B, L, D});
+    return dense(out, out_proj->weight, out_proj->bias);
   }
   torch::Tensor in_proj_weight, in_proj_bias;
   torch::nn::Linear out_proj{nullptr};
@@ -73,7 +100,9 @@ class Mlp : public torch::nn::Module {
     c_fc = register_module("c_fc", torch::nn::Linear(width, width * 4));
     c_proj = register_module("c_proj", torch::nn::Linear(width * 4, width));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return c_proj(activation(c_fc(x), activation_)); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return dense(activation(dense(x, c_fc->weight, c_fc->bias), activation_), c_proj->weight, c_proj->bias);
+  }
   torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
 
  private:

@@ -25,7 +25,8 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride =
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
 }
 
-torch::Tensor swish(const torch::Tensor& x) { return x * torch::sigmoid(x); }
+// taming's nonlinearity, x * sigmoid(x), through the fused kernel.
+torch::Tensor swish(const torch::Tensor& x) { return torch::silu(x); }
 
 }  // namespace
 

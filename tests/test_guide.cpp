@@ -179,6 +179,16 @@ std::shared_ptr<Vqgan> fixture_vqgan() {
   return load_vqgan((fixtures() / "vqgan" / entry["safetensors"].get<std::string>()).string(), "", torch::kCPU).model;
 }
 
+TEST(VqganGenerator, StartsAtTheReconstructionOfItsInitImage) {
+  const auto manifest = read_json(fixtures() / "vqgan" / "vqgan-manifest.json");
+  const TensorMap ref = reference(fixtures() / "vqgan" / manifest["models"].begin().value()["reference"].get<std::string>());
+  const torch::Tensor x = ref.at("x").narrow(0, 0, 1);  // [1, 3, H, W] in [-1, 1]
+  VqganGenerator gen(fixture_vqgan(), x.size(3), x.size(2), (x + 1) / 2, 0.0, 0);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = ((ref.at("decoded").narrow(0, 0, 1) + 1) / 2).clamp(0, 1);
+  EXPECT_LT(rel_error(gen.image(), expected), 1e-4);
+}
+
 TEST(GuidedRun, VqganRunLowersItsLossAndResumesExactly) {
   const auto vqgan = fixture_vqgan();
   const int64_t f = vqgan->config().factor();
