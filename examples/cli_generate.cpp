@@ -12,6 +12,7 @@
 #include "clipguide/version.h"
 #include "clip/safetensors.h"
 #include "clip/sha256.h"
+#include "generators/diffusion_run.h"
 #include "generators/guided_run.h"
 #include "generators/pixels.h"
 #include "generators/vqgan_generator.h"
@@ -38,13 +39,22 @@ struct GenerateParams {
   std::string augments = "flip,jitter,noise", loss = "spherical";
   cg::OptimizerOptions optimizer;
   std::string generator = "vqgan", vqgan_config, vqgan_checkpoint, pixel_param = "raw";
+  std::string diffusion_checkpoint, diffusion_flags, sampler = "ddim", timestep_respacing;
+  double eta = 0, clip_guidance_scale = 1000, tv_scale = 150, range_scale = 50, init_scale = 0;
+  int64_t cutn_batches = 1, skip_timesteps = 0, class_label = -1;
   int64_t seed = -1;
   std::string output = "output.png", frames, log;
   int64_t save_every = 0, n = 1, keep = 1, explore_steps = 0;
   std::string replay, resume;
 
   void validate() const {
-    if (generator != "vqgan" && generator != "pixels") cg::fail("--generator ", generator, " is not one of vqgan, pixels");
+    if (generator != "vqgan" && generator != "pixels" && generator != "diffusion") {
+      cg::fail("--generator ", generator, " is not one of vqgan, pixels, diffusion");
+    }
+    if (generator == "diffusion" && diffusion_checkpoint.empty()) {
+      cg::fail("--generator diffusion needs --diffusion-checkpoint FILE (a guided-diffusion .pt or .safetensors)");
+    }
+    if (generator == "diffusion" && steps == 0) cg::fail("--steps 0 (a reconstruction) is for --generator vqgan or pixels");
     if (generator == "vqgan" && vqgan_checkpoint.empty()) {
       cg::fail("--generator vqgan needs --vqgan-checkpoint FILE (a taming .ckpt or .safetensors); "
                "--generator pixels needs no weights");
@@ -85,8 +95,21 @@ void add_options(cxxopts::Options& opts, GenerateParams& p) {
       ("range-weight", "penalty on values outside [0, 1]", cxxopts::value(p.range_weight)->default_value("0"))
       ("saturation-weight", "colourfulness penalty (negative: more colour)", cxxopts::value(p.saturation_weight)->default_value("0"))
       ("grad-clamp", "scale gradients down to this RMS (0: off)", cxxopts::value(p.grad_clamp)->default_value("0"));
+  opts.add_options("diffusion")
+      ("diffusion-checkpoint", "guided-diffusion UNet weights (.pt state dict or .safetensors)", cxxopts::value(p.diffusion_checkpoint))
+      ("diffusion-flags", "JSON with model_flags/diffusion_flags (default: 256x256_diffusion_uncond's)", cxxopts::value(p.diffusion_flags))
+      ("sampler", "ddpm, ddim or euler_a", cxxopts::value(p.sampler)->default_value("ddim"))
+      ("timestep-respacing", "respaced steps: 50, ddim50, 10,15,20 (default: the flags', else 100)", cxxopts::value(p.timestep_respacing))
+      ("eta", "DDIM eta", cxxopts::value(p.eta)->default_value("0"))
+      ("clip-guidance-scale", "weight of the CLIP loss in the guidance gradient", cxxopts::value(p.clip_guidance_scale)->default_value("1000"))
+      ("tv-scale", "total variation of the prediction", cxxopts::value(p.tv_scale)->default_value("150"))
+      ("range-scale", "prediction outside [-1, 1]", cxxopts::value(p.range_scale)->default_value("50"))
+      ("init-scale", "MSE to the init image", cxxopts::value(p.init_scale)->default_value("0"))
+      ("cutn-batches", "cutout batches per step (memory for time)", cxxopts::value(p.cutn_batches)->default_value("1"))
+      ("skip-timesteps", "start this many steps in, from the noised --init-image", cxxopts::value(p.skip_timesteps)->default_value("0"))
+      ("class-label", "class for class-conditional checkpoints", cxxopts::value(p.class_label)->default_value("-1"));
   opts.add_options("generator")
-      ("generator", "vqgan or pixels", cxxopts::value(p.generator)->default_value("vqgan"))
+      ("generator", "vqgan, pixels or diffusion", cxxopts::value(p.generator)->default_value("vqgan"))
       ("vqgan-checkpoint", "taming VQGAN weights (.ckpt or .safetensors)", cxxopts::value(p.vqgan_checkpoint))
       ("vqgan-config", "taming .yaml (optional: the weights determine the architecture)", cxxopts::value(p.vqgan_config))
       ("pixel-param", "pixels: raw, fourier or laplacian", cxxopts::value(p.pixel_param)->default_value("raw"))
@@ -96,7 +119,7 @@ void add_options(cxxopts::Options& opts, GenerateParams& p) {
        cxxopts::value(p.init_loss)->default_value("auto"))
       ("size", "WxH (default: the init image's size, else 256x256; VQGAN rounds down to its factor)", cxxopts::value(p.size));
   opts.add_options("optimisation")
-      ("steps", "optimisation steps", cxxopts::value(p.steps)->default_value("250"))
+      ("steps", "optimisation steps (diffusion: set by the respacing)", cxxopts::value(p.steps)->default_value("250"))
       ("optimizer", "adam, adamw or sgd", cxxopts::value(p.optimizer.kind)->default_value("adam"))
       ("lr", "learning rate", cxxopts::value(p.optimizer.lr)->default_value("0.1"))
       ("lr-decay", "multiply the learning rate by this every step", cxxopts::value(p.optimizer.lr_decay)->default_value("1"))
@@ -180,8 +203,8 @@ torch::Tensor load_init_image(const std::string& path, Size size) {
 
 struct Candidate {
   uint64_t seed = 0;
-  std::shared_ptr<cg::Generator> generator;
-  std::unique_ptr<cg::GuidedRun> run;
+  std::shared_ptr<cg::Generator> generator;  // VQGAN or pixels; diffusion runs have none
+  std::unique_ptr<cg::Run> run;
   double score = 0;
 };
 
@@ -194,6 +217,7 @@ class GenerateJob {
  private:
   void load_models();
   std::shared_ptr<cg::Generator> make_generator(uint64_t seed);
+  std::unique_ptr<cg::Run> make_run(Candidate& c);
   void advance(size_t index, int64_t target, Progress& progress, std::ofstream& log);
   json metadata(size_t index, int rank) const;
   std::string output_path(int rank) const {
@@ -209,6 +233,8 @@ class GenerateJob {
   std::optional<torch::Tensor> init_;
   std::vector<ModelFile> files_;
   std::shared_ptr<cg::Vqgan> vqgan_;
+  std::optional<cg::LoadedUNet> unet_;
+  std::optional<cg::DiffusionSchedule> schedule_;
   std::shared_ptr<cg::ClipGuide> guide_;
   std::vector<Candidate> candidates_;
   std::vector<size_t> kept_;  // candidate indices in rank order, once reranked
@@ -223,6 +249,15 @@ void GenerateJob::load_models() {
     vqgan_ = v.model;
     files_.push_back({"vqgan", v.path, cg::sha256_file(v.path)});
   }
+  if (p_.generator == "diffusion") {
+    unet_ = cg::load_unet(p_.diffusion_checkpoint, p_.diffusion_flags, device_);
+    files_.push_back({"diffusion", unet_->path, cg::sha256_file(unet_->path)});
+    const std::string respacing = !p_.timestep_respacing.empty() ? p_.timestep_respacing
+                                  : !unet_->diffusion.timestep_respacing.empty() ? unet_->diffusion.timestep_respacing : "100";
+    schedule_ = cg::DiffusionSchedule::make(unet_->diffusion.noise_schedule, unet_->diffusion.steps, respacing);
+    p_.steps = schedule_->size() - p_.skip_timesteps;  // the sampler's steps
+    if (p_.skip_timesteps < 0 || p_.steps < 1) cg::fail("--skip-timesteps must be between 0 and ", schedule_->size() - 1);
+  }
   // Size: --size, else the init image's, else 256x256; a VQGAN needs multiples of its factor.
   if (!p_.size.empty()) {
     size_ = parse_size(p_.size);
@@ -230,7 +265,7 @@ void GenerateJob::load_models() {
     const cg::Image img = cg::read_image(p_.init_image);
     size_ = {img.width, img.height};
   } else {
-    size_ = {256, 256};
+    size_ = unet_ ? Size{unet_->image_size, unet_->image_size} : Size{256, 256};
   }
   if (vqgan_) {
     const int64_t f = vqgan_->config().factor();
@@ -279,6 +314,29 @@ void GenerateJob::load_models() {
   if (pixel_init) guide_->set_init_image(*init_);
 }
 
+std::unique_ptr<cg::Run> GenerateJob::make_run(Candidate& c) {
+  if (unet_) {
+    cg::DiffusionRunOptions options;
+    options.sampler = cg::parse_sampler(p_.sampler);
+    options.eta = p_.eta;
+    options.skip_timesteps = p_.skip_timesteps;
+    options.width = size_.width;
+    options.height = size_.height;
+    options.class_label = p_.class_label;
+    options.guidance.clip_guidance_scale = p_.clip_guidance_scale;
+    options.guidance.tv_scale = p_.tv_scale;
+    options.guidance.range_scale = p_.range_scale;
+    options.guidance.init_scale = p_.init_scale;
+    options.guidance.cutn_batches = p_.cutn_batches;
+    options.guidance.grad_clamp = p_.grad_clamp;
+    // DDPM follows guided-diffusion's p_sample (condition_mean); the others condition the score.
+    options.guidance.condition_score = options.sampler != cg::Sampler::Ddpm;
+    return std::make_unique<cg::DiffusionRun>(unet_->model, *schedule_, guide_, options, init_, c.seed);
+  }
+  c.generator = make_generator(c.seed);
+  return std::make_unique<cg::GuidedRun>(c.generator, guide_, p_.optimizer, p_.grad_clamp, c.seed);
+}
+
 std::shared_ptr<cg::Generator> GenerateJob::make_generator(uint64_t seed) {
   if (vqgan_) {
     const bool latent = p_.init_loss == "latent" || p_.init_loss == "auto";
@@ -299,7 +357,7 @@ json GenerateJob::metadata(size_t index, int rank) const {
           {"prompt", p_.prompt},
           {"seed", c.seed},
           {"size", {size_.width, size_.height}},
-          {"generator", c.generator->describe()},
+          {"generator", c.run ? c.run->describe() : c.generator->describe()},
           {"device", device_.str()},
           {"precision", p_.model.precision},
           {"threads", torch::get_num_threads()},
@@ -375,11 +433,10 @@ int GenerateJob::run(const json* resume_meta) {
     return 0;
   }
   for (int64_t i = 0; i < p_.n; ++i) {
-    Candidate c;
+    candidates_.emplace_back();
+    Candidate& c = candidates_.back();
     c.seed = static_cast<uint64_t>(p_.seed + i);
-    c.generator = make_generator(c.seed);
-    c.run = std::make_unique<cg::GuidedRun>(c.generator, guide_, p_.optimizer, p_.grad_clamp, c.seed);
-    candidates_.push_back(std::move(c));
+    c.run = make_run(c);
   }
   if (resume_meta != nullptr) {
     const json& r = (*resume_meta)["resume"];
@@ -398,7 +455,8 @@ int GenerateJob::run(const json* resume_meta) {
   std::ofstream log;
   if (!p_.log.empty()) log.open(p_.log, std::ios::app);
   if (!p_.log.empty() && !log) cg::fail("cannot write the log ", p_.log);
-  const int64_t explore = p_.n == 1 ? p_.steps : (p_.explore_steps > 0 ? p_.explore_steps : std::max<int64_t>(1, p_.steps / 4));
+  // A sampler's early images are noise: diffusion candidates are ranked when finished (best-of-N).
+  const int64_t explore = p_.n == 1 || unet_ ? p_.steps : (p_.explore_steps > 0 ? p_.explore_steps : std::max<int64_t>(1, p_.steps / 4));
   Progress progress(static_cast<size_t>(p_.n * explore + p_.keep * (p_.steps - explore)), "steps");
   int64_t done = 0;
   for (const auto& c : candidates_) done += std::min(c.run->steps_done(), explore);

@@ -2,6 +2,8 @@
 
 #include "clip/error.h"
 
+#include <cmath>
+
 namespace clipguide {
 
 GuidedRun::GuidedRun(std::shared_ptr<Generator> generator, std::shared_ptr<const ClipGuide> guide,
@@ -22,6 +24,9 @@ GuideResult GuidedRun::step() {
   if (const torch::Tensor reg = generator_->regularizer(); reg.defined()) {
     result.total = result.total + reg;
     result.parts.emplace_back("init latent", reg.item<double>());
+  }
+  if (!std::isfinite(result.total.item<double>())) {
+    fail("the loss is not finite at step ", optimizer_.steps() + 1, "; lower --lr or the regulariser weights, or set --grad-clamp");
   }
   result.total.backward();
   if (grad_clamp_rms_ > 0) {

@@ -23,15 +23,6 @@ torch::Tensor distance(const torch::Tensor& f, const torch::Tensor& e, GuideLoss
   return (f - e).norm(2, -1).div(2).arcsin().pow(2).mul(2);  // spherical: 2 arcsin(|a - b| / 2)^2
 }
 
-// Disco Diffusion's tv_loss: mean squared neighbour differences, edges replicated.
-torch::Tensor tv_loss(const torch::Tensor& x) {
-  const torch::Tensor p = torch::nn::functional::pad(x, torch::nn::functional::PadFuncOptions({0, 1, 0, 1}).mode(torch::kReplicate));
-  const int64_t H = x.size(2), W = x.size(3);
-  const torch::Tensor dx = p.narrow(2, 0, H).narrow(3, 1, W) - p.narrow(2, 0, H).narrow(3, 0, W);
-  const torch::Tensor dy = p.narrow(2, 1, H).narrow(3, 0, W) - p.narrow(2, 0, H).narrow(3, 0, W);
-  return (dx.pow(2) + dy.pow(2)).mean();
-}
-
 // Hasler & Susstrunk (2003) colourfulness over all pixels.
 torch::Tensor colourfulness(const torch::Tensor& x) {
   const torch::Tensor r = x.select(1, 0), g = x.select(1, 1), b = x.select(1, 2);
@@ -64,6 +55,14 @@ void ClipGuideOptions::validate() const {
   for (double w : {tv_weight, range_weight, saturation_weight, init_weight}) {
     if (!std::isfinite(w)) fail("regulariser weights must be finite numbers");
   }
+}
+
+torch::Tensor tv_loss(const torch::Tensor& x) {
+  const torch::Tensor p = torch::nn::functional::pad(x, torch::nn::functional::PadFuncOptions({0, 1, 0, 1}).mode(torch::kReplicate));
+  const int64_t H = x.size(2), W = x.size(3);
+  const torch::Tensor dx = p.narrow(2, 0, H).narrow(3, 1, W) - p.narrow(2, 0, H).narrow(3, 0, W);
+  const torch::Tensor dy = p.narrow(2, 1, H).narrow(3, 0, W) - p.narrow(2, 0, H).narrow(3, 0, W);
+  return (dx.pow(2) + dy.pow(2)).mean();
 }
 
 torch::Generator make_generator(uint64_t seed) { return at::detail::createCPUGenerator(seed); }

@@ -86,6 +86,9 @@ class ClipGuide {
   torch::Tensor init_image_;
 };
 
+// Disco Diffusion's tv_loss: mean squared neighbour differences, edges replicated (in the image's own units).
+torch::Tensor tv_loss(const torch::Tensor& x);
+
 // Scales `grad` down so that its root mean square is at most `max_rms` (0: unchanged).
 torch::Tensor clamp_grad_rms(const torch::Tensor& grad, double max_rms);
 

@@ -77,6 +77,31 @@ if [ $? -eq 0 ] && [ -s "$tmp/c-1.png" ] && [ -s "$tmp/c-2.json" ] && [ ! -e "$t
    && [ "$(ls "$tmp/frames" | wc -l)" -eq $((3 * 2 + 2 * 6)) ] && [ "$(wc -l <"$tmp/out")" -eq 2 ]; then ok; else
   bad "candidates: $(cat "$tmp/err")"; fi
 
+# Diffusion: every sampler runs; replay is bit-identical; SIGINT + --resume gives the uninterrupted sample.
+read -r unet_pt unet_flags < <(python3 -c "
+import json,sys
+m=list(json.load(open(sys.argv[1]))['models'].values())[0]
+print(m['pt'], m['flags'])" "$fx/diffusion/diffusion-manifest.json")
+diff_args=(-p "a red circle" "${guide[@]}" --generator diffusion --diffusion-checkpoint "$fx/diffusion/$unet_pt"
+           --diffusion-flags "$fx/diffusion/$unet_flags" --tv-scale 0 --range-scale 0 --clip-guidance-scale 100 --seed 6)
+for sampler in ddpm ddim euler_a; do
+  "$bin" generate "${diff_args[@]}" --sampler $sampler --timestep-respacing 10 -o "$tmp/d-$sampler.png" >/dev/null 2>"$tmp/err" \
+    && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['steps_done']==10 and any(m['role']=='diffusion' for m in d['models'])" \
+       "$tmp/d-$sampler.json" && ok || bad "diffusion $sampler: $(cat "$tmp/err")"
+done
+"$bin" generate --replay "$tmp/d-ddim.json" -o "$tmp/d-replay.png" >/dev/null 2>"$tmp/err" \
+  && cmp -s <(pixels "$tmp/d-ddim.png") <(pixels "$tmp/d-replay.png") && ok || bad "diffusion replay: $(cat "$tmp/err")"
+"$bin" generate "${diff_args[@]}" --timestep-respacing 100 -o "$tmp/dint.png" --log "$tmp/dint.jsonl" >/dev/null 2>"$tmp/dint.err" &
+pid=$!
+for _ in $(seq 200); do [ -s "$tmp/dint.jsonl" ] && [ "$(wc -l <"$tmp/dint.jsonl")" -ge 3 ] && break; sleep 0.1; done
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 130 ] && "$bin" generate --resume "$tmp/dint.json" >/dev/null 2>"$tmp/err"; then
+  "$bin" generate "${diff_args[@]}" --timestep-respacing 100 -o "$tmp/dfull.png" >/dev/null 2>&1
+  cmp -s <(pixels "$tmp/dint.png") <(pixels "$tmp/dfull.png") && ok || bad "resumed diffusion sample differs"
+else bad "diffusion sigint/resume: rc=$rc $(cat "$tmp/dint.err" "$tmp/err")"; fi
+
 # Bad input: one line, exit 1, no output file.
 expect_fail() {
   local name=$1; shift
@@ -96,6 +121,11 @@ expect_fail "bad size" "$bin" generate -p x "${guide[@]}" --generator pixels --s
 expect_fail "bad augment" "$bin" generate -p x "${guide[@]}" --generator pixels --augments blur --steps 2
 expect_fail "keep > n" "$bin" generate -p x "${guide[@]}" --generator pixels -n 2 --keep 3 --steps 2
 expect_fail "missing image prompt" "$bin" generate --image-prompt "$tmp/none.png:1" "${guide[@]}" --generator pixels --steps 2
+expect_fail "no diffusion weights" "$bin" generate -p x "${guide[@]}" --generator diffusion
+expect_fail "vqgan as unet" "$bin" generate -p x "${guide[@]}" --generator diffusion --diffusion-checkpoint "$fx/vqgan/$st"
+expect_fail "bad sampler" "$bin" generate "${diff_args[@]}" --sampler plms
+expect_fail "bad respacing" "$bin" generate "${diff_args[@]}" --timestep-respacing ddim999
+expect_fail "skip without init" "$bin" generate "${diff_args[@]}" --skip-timesteps 5
 expect_fail "bad init image" "$bin" generate -p x "${guide[@]}" --generator pixels --init-image "$tmp/trunc.ckpt" --steps 2
 
 echo "generate_test: $pass passed, $failed failed"

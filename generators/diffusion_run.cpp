@@ -1,0 +1,169 @@
+#include "generators/diffusion_run.h"
+
+#include <cmath>
+#include <map>
+
+#include "clip/error.h"
+
+namespace clipguide {
+
+void DiffusionGuideOptions::validate() const {
+  for (double v : {clip_guidance_scale, tv_scale, range_scale, init_scale, grad_clamp}) {
+    if (!std::isfinite(v)) fail("diffusion guidance scales must be finite numbers");
+  }
+  if (cutn_batches < 1 || cutn_batches > 1024) fail("--cutn-batches must be between 1 and 1024 (got ", cutn_batches, ")");
+  if (grad_clamp < 0) fail("--grad-clamp must be zero (off) or positive");
+}
+
+ModelFn unet_model_fn(std::shared_ptr<UNetModel> unet, const DiffusionSchedule& s, torch::Tensor class_labels) {
+  return [unet = std::move(unet), map = s.timestep_map, labels = std::move(class_labels)](const torch::Tensor& x, const torch::Tensor& t) {
+    const torch::Tensor raw = map.to(x.device()).index_select(0, t.to(x.device()));  // respaced index -> original timestep
+    return unet->forward(x, raw, labels.defined() ? labels.to(x.device()).expand({x.size(0)}) : labels);
+  };
+}
+
+Denoiser clip_guided_denoiser(const DiffusionSchedule& s, ModelFn model, std::shared_ptr<const ClipGuide> guide,
+                              DiffusionGuideOptions options, torch::Generator rng, torch::Tensor init_image,
+                              GuideResult* last, const int64_t* prompt_step) {
+  options.validate();
+  return [&s, model = std::move(model), guide = std::move(guide), options, rng, init_image, last, prompt_step](
+             const torch::Tensor& x, const torch::Tensor& t) mutable {
+    // The one place gradients are turned on: for x, through the model and the CLIP loss.
+    torch::AutoGradMode enable(true);
+    const torch::Tensor x_req = x.detach().requires_grad_(true);
+    const torch::Tensor output = model(x_req, t);
+    const Prediction raw = p_mean_variance(s, output, x_req, t, false);
+    const torch::Tensor fac = extract(s.sqrt_one_minus_alphas_cumprod, t, x);
+    const torch::Tensor x_in = raw.pred_xstart * fac + x_req * (1 - fac);  // [B, 3, H, W] in about [-1, 1]
+    const int64_t step = prompt_step != nullptr ? *prompt_step : 0;
+    // CLIP loss, one cutout batch at a time, gradients w.r.t. x_in averaged over batches.
+    torch::Tensor x_in_grad = torch::zeros_like(x_in);
+    GuideResult summary;
+    summary.total = torch::zeros({});
+    std::map<std::string, double> parts;
+    for (int64_t b = 0; b < options.cutn_batches; ++b) {
+      torch::Tensor clip_loss = torch::zeros({}, x.options().dtype(torch::kFloat));
+      for (int64_t i = 0; i < x.size(0); ++i) {
+        const GuideResult r = guide->loss(x_in.narrow(0, i, 1).add(1).div(2), rng, step);
+        clip_loss = clip_loss + r.total;
+        for (const auto& [name, value] : r.parts) parts[name] += value * options.clip_guidance_scale / options.cutn_batches;
+      }
+      x_in_grad = x_in_grad + torch::autograd::grad({clip_loss * options.clip_guidance_scale}, {x_in}, {}, true)[0] / options.cutn_batches;
+      summary.total = summary.total + clip_loss.detach().cpu() * options.clip_guidance_scale / options.cutn_batches;
+    }
+    // Regularisers in Crowson's units, per sample then summed.
+    torch::Tensor reg = torch::zeros({}, x.options().dtype(torch::kFloat));
+    auto add = [&](const char* name, double scale, const torch::Tensor& per_sample) {
+      if (scale == 0) return;
+      const torch::Tensor v = per_sample.sum() * scale;
+      reg = reg + v;
+      parts[name] += v.item<double>();
+    };
+    std::vector<torch::Tensor> tv;
+    for (int64_t i = 0; i < x.size(0); ++i) tv.push_back(tv_loss(x_in.narrow(0, i, 1)));
+    add("tv", options.tv_scale, torch::stack(tv));
+    add("range", options.range_scale, (raw.pred_xstart - raw.pred_xstart.clamp(-1, 1)).pow(2).mean({1, 2, 3}));
+    if (init_image.defined()) add("init", options.init_scale, (x_in - init_image.to(x.device())).pow(2).mean({1, 2, 3}));
+    summary.total = summary.total + reg.detach().cpu();
+    // d loss / d x through x_in (and pred_xstart) and the model; guidance follows -grad.
+    torch::Tensor grad = reg.requires_grad() ? torch::autograd::grad({x_in, reg}, {x_req}, {x_in_grad, torch::ones_like(reg)})[0]
+                                             : torch::autograd::grad({x_in}, {x_req}, {x_in_grad})[0];
+    grad = -clamp_grad_rms(grad, options.grad_clamp);
+    for (const auto& [name, value] : parts) summary.parts.emplace_back(name, value);
+    if (last != nullptr) *last = summary;
+    torch::NoGradGuard no_grad;
+    const Prediction p = p_mean_variance(s, output.detach(), x, t, true);
+    return options.condition_score ? condition_score(s, p, x, t, grad) : condition_mean(p, grad);
+  };
+}
+
+DiffusionRun::DiffusionRun(std::shared_ptr<UNetModel> unet, DiffusionSchedule schedule, std::shared_ptr<const ClipGuide> guide,
+                           DiffusionRunOptions options, const std::optional<torch::Tensor>& init, uint64_t seed)
+    : unet_(std::move(unet)),
+      schedule_(std::move(schedule)),
+      options_(options),
+      rng_(make_generator(seed)),
+      cut_rng_(make_generator(seed ^ 0x9e3779b97f4a7c15ULL)) {
+  if (options_.skip_timesteps < 0 || options_.skip_timesteps >= schedule_.size()) {
+    fail("--skip-timesteps must be between 0 and ", schedule_.size() - 1, " (the respaced steps)");
+  }
+  if (options_.skip_timesteps > 0 && !init) fail("--skip-timesteps needs --init-image (the steps skipped start from it)");
+  const auto& c = unet_->config();
+  if (c.num_classes > 0 && (options_.class_label < 0 || options_.class_label >= c.num_classes)) {
+    fail("this UNet is class-conditional (", c.num_classes, " classes): give --class-label 0..", c.num_classes - 1);
+  }
+  const int64_t f = int64_t{1} << (c.channel_mult.size() - 1);
+  if (options_.width % f != 0 || options_.height % f != 0) {
+    fail("diffusion image size ", options_.width, "x", options_.height, " is not a multiple of the UNet's factor ", f);
+  }
+  const torch::Device device = unet_->parameters().front().device();
+  torch::Tensor labels = c.num_classes > 0 ? torch::tensor({options_.class_label}, torch::kLong) : torch::Tensor();
+  ModelFn model = unet_model_fn(unet_, schedule_, labels);
+  torch::Tensor init_pm = init ? (init->to(device, torch::kFloat) * 2 - 1) : torch::Tensor();  // [0, 1] -> [-1, 1]
+  const Denoiser inner = guide ? clip_guided_denoiser(schedule_, model, std::move(guide), options_.guidance, cut_rng_, init_pm, &last_, &steps_done_)
+                               : plain_denoiser(schedule_, model);
+  // Keep the latest prediction of the final image for previews and snapshots.
+  denoiser_ = [this, inner](const torch::Tensor& x, const torch::Tensor& t) {
+    Prediction p = inner(x, t);
+    preview_ = p.pred_xstart.detach();
+    return p;
+  };
+  const torch::Tensor noise = torch::randn({1, c.in_channels, options_.height, options_.width}, rng_).to(device);
+  if (init && options_.skip_timesteps > 0) {
+    // q_sample at the first index used.
+    const torch::Tensor t = torch::full({1}, schedule_.size() - 1 - options_.skip_timesteps, torch::kLong);
+    x_ = extract(torch::sqrt(schedule_.alphas_cumprod), t, noise) * init_pm + extract(schedule_.sqrt_one_minus_alphas_cumprod, t, noise) * noise;
+  } else {
+    x_ = noise;
+  }
+}
+
+GuideResult DiffusionRun::step() {
+  if (steps_done_ >= total_steps()) fail("the sampler has finished");
+  torch::NoGradGuard no_grad;
+  const int64_t index = schedule_.size() - 1 - options_.skip_timesteps - steps_done_;
+  const torch::Tensor t = torch::full({x_.size(0)}, index, torch::kLong);
+  const torch::Tensor noise = torch::randn(x_.sizes(), rng_).to(x_.device());
+  last_ = GuideResult{torch::zeros({}), {}};
+  x_ = sample_step(options_.sampler, schedule_, denoiser_, x_, t, options_.eta, noise);
+  ++steps_done_;
+  if (!torch::isfinite(x_).all().item<bool>()) {
+    fail("the sample diverged (not finite) at step ", steps_done_, "; lower the guidance scales or set --grad-clamp");
+  }
+  return last_;
+}
+
+torch::Tensor DiffusionRun::image() {
+  const torch::Tensor source = steps_done_ >= total_steps() || !preview_.defined() ? x_ : preview_;
+  return source.add(1).div(2).clamp(0, 1);
+}
+
+std::string DiffusionRun::describe() const {
+  return cat(unet_->config().describe(), ", ", sampler_name(options_.sampler), " over ", schedule_.size(), " respaced steps");
+}
+
+TensorMap DiffusionRun::state() const {
+  TensorMap out{{"diffusion.x", x_.detach().to(torch::kCPU).clone()},
+                {"diffusion.steps_done", torch::tensor({steps_done_})},
+                {"rng.noise", rng_.get_state()},
+                {"rng.cutouts", cut_rng_.get_state()}};
+  if (preview_.defined()) out["diffusion.preview"] = preview_.to(torch::kCPU).clone();
+  return out;
+}
+
+void DiffusionRun::load_state(const TensorMap& state) {
+  auto get = [&](const std::string& key) -> const torch::Tensor& {
+    auto it = state.find(key);
+    if (it == state.end()) fail("resume state has no ", key);
+    return it->second;
+  };
+  if (get("diffusion.x").sizes() != x_.sizes()) fail("resume state does not fit ", describe());
+  x_ = get("diffusion.x").to(x_.device());
+  steps_done_ = get("diffusion.steps_done").item<int64_t>();
+  if (steps_done_ < 0 || steps_done_ > total_steps()) fail("resume state's step count is out of range");
+  rng_.set_state(get("rng.noise").to(torch::kUInt8));
+  cut_rng_.set_state(get("rng.cutouts").to(torch::kUInt8));
+  if (auto it = state.find("diffusion.preview"); it != state.end()) preview_ = it->second.to(x_.device());
+}
+
+}  // namespace clipguide

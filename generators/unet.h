@@ -1,0 +1,75 @@
+// guided-diffusion's UNetModel with the checkpoint's own names (input_blocks.N.M, middle_block, output_blocks,
+// time_embed, out): ResBlocks with optional scale-shift norm and up/down-sampling, legacy QKV attention, sinusoidal
+// timestep embedding, GroupNorm32 computed in fp32. Ref: openai/guided-diffusion guided_diffusion/unet.py, nn.py.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clip/tensor_map.h"
+
+namespace clipguide {
+
+struct UNetConfig {
+  int64_t in_channels = 3, model_channels = 0, out_channels = 0;
+  int64_t num_res_blocks = 0;
+  std::vector<int64_t> channel_mult;
+  std::vector<bool> attention_levels;  // attention after the ResBlocks of level i (image_size / 2^i in attention_resolutions)
+  bool use_scale_shift_norm = false;
+  bool resblock_updown = false;
+  int64_t num_classes = 0;             // class-conditional checkpoints (label_emb)
+  // What the weights cannot tell: heads, from the flags (num_head_channels wins when set, as in unet.py).
+  int64_t num_heads = 4, num_head_channels = 64;
+  bool use_new_attention_order = false;
+
+  bool learn_sigma() const { return out_channels == 2 * in_channels; }
+  // Everything the weights determine: channels, levels, res blocks, attention, scale-shift, up/down, classes.
+  // Heads and attention order keep their values (the caller sets them from flags).
+  void infer_from_state_dict(const TensorMap& sd);
+  std::string describe() const;
+};
+
+class UNetModel : public torch::nn::Module {
+ public:
+  explicit UNetModel(const UNetConfig& config);
+  const UNetConfig& config() const { return config_; }
+  // x [B, C, H, W], raw timesteps [B] (the original schedule's indices) -> [B, out_channels, H, W].
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& y = {});
+  void load_weights(const TensorMap& sd, const std::string& source);
+
+ private:
+  UNetConfig config_;
+  torch::nn::Sequential time_embed_{nullptr};
+  torch::nn::Embedding label_emb_{nullptr};
+  torch::nn::ModuleList input_blocks_{nullptr}, output_blocks_{nullptr};
+  std::shared_ptr<torch::nn::Module> middle_block_;
+  torch::nn::Sequential out_{nullptr};
+};
+
+// The diffusion flags of script_util.create_gaussian_diffusion that matter for sampling.
+struct DiffusionFlags {
+  std::string noise_schedule = "linear";
+  int64_t steps = 1000;
+  std::string timestep_respacing;  // "" keeps every step
+};
+
+struct LoadedUNet {
+  std::shared_ptr<UNetModel> model;
+  DiffusionFlags diffusion;
+  int64_t image_size = 256;
+  std::string path;
+};
+
+// Weights from a plain torch.save state dict (.pt, through the safe reader) or .safetensors. The structure comes
+// from the weights; heads, attention order, image size and the diffusion flags from `flags_path` (a JSON with
+// "model_flags" and "diffusion_flags" as script_util takes them; flags the weights contradict are an Error), or
+// the documented defaults of OpenAI's 256x256_diffusion_uncond (num_head_channels 64, linear schedule, 1000 steps).
+LoadedUNet load_unet(const std::string& checkpoint_path, const std::string& flags_path, torch::Device device);
+
+// guided-diffusion's timestep_embedding: [cos(t f), sin(t f)], f = exp(-ln(10000) i / half).
+torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, double max_period = 10000.0);
+
+}  // namespace clipguide
