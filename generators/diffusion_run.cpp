@@ -152,11 +152,7 @@ TensorMap DiffusionRun::state() const {
 }
 
 void DiffusionRun::load_state(const TensorMap& state) {
-  auto get = [&](const std::string& key) -> const torch::Tensor& {
-    auto it = state.find(key);
-    if (it == state.end()) fail("resume state has no ", key);
-    return it->second;
-  };
+  auto get = [&](const std::string& key) -> const torch::Tensor& { return require(state, key, "resume state"); };
   if (get("diffusion.x").sizes() != x_.sizes()) fail("resume state does not fit ", describe());
   x_ = get("diffusion.x").to(x_.device());
   steps_done_ = get("diffusion.steps_done").item<int64_t>();

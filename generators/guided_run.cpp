@@ -55,9 +55,7 @@ TensorMap GuidedRun::state() const {
 void GuidedRun::load_state(const TensorMap& state) {
   generator_->load_state(state);
   optimizer_.load_state(state);
-  auto it = state.find("rng.cutouts");
-  if (it == state.end()) fail("resume state has no rng.cutouts");
-  rng_.set_state(it->second.to(torch::kUInt8));
+  rng_.set_state(require(state, "rng.cutouts", "resume state").to(torch::kUInt8));
 }
 
 }  // namespace clipguide

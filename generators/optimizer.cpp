@@ -67,11 +67,7 @@ TensorMap Optimizer::state() const {
 }
 
 void Optimizer::load_state(const TensorMap& state) {
-  auto get = [&](const std::string& key) -> const torch::Tensor& {
-    auto it = state.find(key);
-    if (it == state.end()) fail("resume state has no ", key);
-    return it->second;
-  };
+  auto get = [&](const std::string& key) -> const torch::Tensor& { return require(state, key, "resume state"); };
   torch::NoGradGuard no_grad;
   steps_ = get("optimizer.steps").item<int64_t>();
   for (size_t i = 0; i < params_.size(); ++i) {

@@ -161,15 +161,7 @@ int64_t heads_for(const UNetConfig& c, int64_t ch) {
 bool has(const TensorMap& sd, const std::string& key) { return sd.count(key) != 0; }
 
 int64_t dim_of(const TensorMap& sd, const std::string& key, int64_t dim) {
-  auto it = sd.find(key);
-  if (it == sd.end()) fail("not a guided-diffusion UNet: weight ", key, " is missing");
-  if (it->second.dim() <= dim) fail("not a guided-diffusion UNet: ", key, " has shape ", it->second.sizes());
-  return it->second.size(dim);
-}
-
-bool has_prefix(const TensorMap& sd, const std::string& prefix) {
-  auto it = sd.lower_bound(prefix);
-  return it != sd.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+  return size_of(sd, key, dim, "not a guided-diffusion UNet");
 }
 
 }  // namespace

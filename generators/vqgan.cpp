@@ -197,15 +197,7 @@ class VqganDecoder : public torch::nn::Module {
 namespace {
 
 int64_t shape_at(const TensorMap& sd, const std::string& key, int64_t dim) {
-  auto it = sd.find(key);
-  if (it == sd.end()) fail("not a taming VQGAN: weight ", key, " is missing");
-  if (it->second.dim() <= dim) fail("not a taming VQGAN: ", key, " has shape ", it->second.sizes());
-  return it->second.size(dim);
-}
-
-bool has_prefix(const TensorMap& sd, const std::string& prefix) {
-  auto it = sd.lower_bound(prefix);
-  return it != sd.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+  return size_of(sd, key, dim, "not a taming VQGAN");
 }
 
 // How many of prefix.0., prefix.1., ... the state dict holds.

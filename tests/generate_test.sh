@@ -89,6 +89,10 @@ for sampler in ddpm ddim euler_a; do
     && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['steps_done']==10 and any(m['role']=='diffusion' for m in d['models'])" \
        "$tmp/d-$sampler.json" && ok || bad "diffusion $sampler: $(cat "$tmp/err")"
 done
+"$bin" generate "${diff_args[@]}" --timestep-respacing 10 --skip-timesteps 6 --init-image "$fx/vqgan/$init" --size 32x32 \
+  -o "$tmp/d-init.png" >/dev/null 2>"$tmp/err" \
+  && python3 -c "import json,sys; assert json.load(open(sys.argv[1]))['steps_done']==4" "$tmp/d-init.json" && ok \
+  || bad "diffusion from an init image: $(cat "$tmp/err")"
 "$bin" generate --replay "$tmp/d-ddim.json" -o "$tmp/d-replay.png" >/dev/null 2>"$tmp/err" \
   && cmp -s <(pixels "$tmp/d-ddim.png") <(pixels "$tmp/d-replay.png") && ok || bad "diffusion replay: $(cat "$tmp/err")"
 "$bin" generate "${diff_args[@]}" --timestep-respacing 100 -o "$tmp/dint.png" --log "$tmp/dint.jsonl" >/dev/null 2>"$tmp/dint.err" &

@@ -2,21 +2,10 @@
 # bench/guide: one CLIP guidance step (256x256 image, 32 cutouts, full-size ViT-B/32 shape with random weights)
 # in clipguide (fp32 and bf16) against the reference Python way (bench/guide/reference.py, Debian's python3-torch),
 # same machine, same thread count; and a taming f16 VQGAN quantize + decode + backward at 256x256.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-scripts/setup
-py=/usr/bin/python3
-if ! dpkg-query -W -f='${Status}' python3-torch 2>/dev/null | grep -q "install ok installed"; then
-  if [ "$(id -u)" -ne 0 ]; then echo "bench/guide needs: sudo apt-get install -y python3-torch python3-numpy" >&2; exit 1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-torch python3-numpy >/dev/null
-fi
-threads=${THREADS:-$(nproc)}
-export OMP_NUM_THREADS=$threads
+source "$(dirname "$0")/../common.sh" python3-torch python3-numpy
 size=${SIZE:-256}
 cutn=${CUTN:-32}
 steps=${STEPS:-10}
-fixtures=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
-vocab=$fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz
 work=build/bench/guide
 mkdir -p "$work"
 [ -s "$work/vitb32.safetensors" ] || build/bench/bench_make_clip ViT-B/32 "$work/vitb32.safetensors" >/dev/null

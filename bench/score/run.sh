@@ -3,23 +3,7 @@
 # straightforward PyTorch CLIP, Debian's python3-torch), same machine, same images, same thread count.
 # Full-size ViT-B/32 and RN50 with random weights, written by our own code; 64 mixed PNG/JPEG images of
 # 640x480 and larger; 4 prompts. Prints images/s, ratios, bf16 score drift and GFLOP/s against measured peaks.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-scripts/setup
-py=/usr/bin/python3
-need=()
-for p in python3-torch python3-torchvision python3-pil python3-numpy; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then echo "bench/score needs: sudo apt-get install -y ${need[*]}" >&2; exit 1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-
-threads=${THREADS:-$(nproc)}
-export OMP_NUM_THREADS=$threads
-fixtures=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
-vocab=$fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz
+source "$(dirname "$0")/../common.sh" python3-torch python3-torchvision python3-pil python3-numpy
 work=build/bench/score
 mkdir -p "$work/images"
 [ -s "$work/vitb32.safetensors" ] || build/bench/bench_make_clip ViT-B/32 "$work/vitb32.safetensors" >/dev/null

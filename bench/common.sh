@@ -1,0 +1,18 @@
+# Sourced by the bench/*/run.sh scripts: set up and build, make sure Debian's Python packages for the reference
+# side are there ($@), and pin the thread count (THREADS, default every CPU) for both sides.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup
+py=/usr/bin/python3
+need=()
+for p in "$@"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "this benchmark needs: sudo apt-get install -y ${need[*]}" >&2; exit 1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+threads=${THREADS:-$(nproc)}
+export OMP_NUM_THREADS=$threads
+fixtures=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
+vocab=$fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# bench/diffusion: one CLIP-guided DDIM step on a 64x64 UNet of guided-diffusion's 64x64 shape (random weights)
+# with a ViT-B/32-shape CLIP and 16 cutouts, in clipguide (CLIP fp32 and bf16) against the reference Python way
+# (bench/diffusion/reference.py, Debian's python3-torch), same machine, same thread count.
+source "$(dirname "$0")/../common.sh" python3-torch python3-numpy
+steps=${STEPS:-5}
+work=build/bench/diffusion
+mkdir -p "$work"
+[ -s build/bench/guide/vitb32.safetensors ] || { mkdir -p build/bench/guide; build/bench/bench_make_clip ViT-B/32 build/bench/guide/vitb32.safetensors >/dev/null; }
+build/clipguide tokenize --vocab "$vocab" "an oil painting of a lighthouse" | "$py" -c "import sys,json; print(json.dumps([json.loads(l) for l in sys.stdin]))" >"$work/tokens.json"
+
+build/bench/bench_diffusion build/bench/guide/vitb32.safetensors "$vocab" "$work/unet64.safetensors" "$steps" >"$work/ours.json"
+"$py" bench/diffusion/reference.py build/bench/guide/vitb32.safetensors "$work/tokens.json" "$work/unet64.safetensors" "$steps" "$threads" >"$work/python.json"
+
+"$py" - "$work" "$threads" <<'PY'
+import json, sys
+work, threads = sys.argv[1:3]
+ours, py = json.load(open(f"{work}/ours.json")), json.load(open(f"{work}/python.json"))
+print(f"bench/diffusion: guided DDIM step, 64x64 UNet ({ours['unet_parameters'] / 1e6:.0f}M parameters), ViT-B/32 shape, "
+      f"16 cutouts, {threads} threads; median s/step")
+print(f"{'step':28} {'python':>8} {'ours':>8} {'ratio':>6}")
+print(f"{'CLIP fp32':28} {py['fp32_step_s']:8.3f} {ours['fp32_step_s']:8.3f} {py['fp32_step_s'] / ours['fp32_step_s']:6.2f}")
+print(f"{'CLIP bf16 (ours)':28} {py['fp32_step_s']:8.3f} {ours['bf16_step_s']:8.3f} {py['fp32_step_s'] / ours['bf16_step_s']:6.2f}")
+print("ratio: python seconds / our seconds; the UNet runs in fp32 on both sides.")
+PY
