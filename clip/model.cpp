@@ -429,9 +429,7 @@ bool ClipModel::is_known_extra(const std::string& key) {
   static const std::set<std::string> exact = {"input_resolution", "context_length", "vocab_size",
                                               "text_model.embeddings.position_ids",
                                               "vision_model.embeddings.position_ids"};
-  const std::string counter = ".num_batches_tracked";
-  return exact.count(key) != 0 ||
-         (key.size() > counter.size() && key.compare(key.size() - counter.size(), counter.size(), counter) == 0);
+  return exact.count(key) != 0 || is_batchnorm_counter(key);
 }
 
 void ClipModel::load_weights(const TensorMap& sd, const std::string& source) {

@@ -7,6 +7,11 @@
 
 namespace clipguide {
 
+bool is_batchnorm_counter(const std::string& key) {
+  const std::string counter = ".num_batches_tracked";
+  return key.size() > counter.size() && key.compare(key.size() - counter.size(), counter.size(), counter) == 0;
+}
+
 void load_strict(torch::nn::Module& module, const TensorMap& sd, const StrictLoad& how) {
   std::vector<std::string> missing, mismatched, unexpected;
   std::map<std::string, torch::Tensor> targets;

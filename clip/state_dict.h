@@ -19,6 +19,9 @@ struct StrictLoad {
   std::set<std::string> derived_buffers;  // module buffers computed, not loaded (CLIP's causal mask)
 };
 
+// BatchNorm's "*.num_batches_tracked" counters: kept by torch.save, never used by inference.
+bool is_batchnorm_counter(const std::string& key);
+
 // Missing, unexpected and mis-shaped keys are all reported by name, then it throws Error. On success every
 // parameter is frozen (requires_grad false): models are inputs to guidance, never trained by it.
 void load_strict(torch::nn::Module& module, const TensorMap& sd, const StrictLoad& how);

@@ -1,6 +1,7 @@
 // clipguide generate: an image made to fit a prompt by a VQGAN or by pixels, guided by one or more CLIP models.
 // The sidecar JSON (and the PNG's text chunks) record the arguments, the seed and the model files' SHA-256, so
 // --replay reproduces the image and --resume continues an interrupted run.
+#include <algorithm>
 #include <filesystem>
 #include <iomanip>
 #include <fstream>
@@ -175,6 +176,12 @@ GenerateParams parse(const std::vector<std::string>& args, cxxopts::ParseResult*
   return p;
 }
 
+json parts_json(const std::vector<std::pair<std::string, double>>& parts) {
+  json out = json::object();
+  for (const auto& [name, value] : parts) out[name] = value;
+  return out;
+}
+
 struct ModelFile {
   std::string role, path, sha256;
 };
@@ -195,8 +202,7 @@ Size parse_size(const std::string& s) {
 }
 
 // [1, 3, H, W] in [0, 1], resized as PIL's bicubic to the run's size.
-torch::Tensor load_init_image(const std::string& path, Size size) {
-  cg::Image img = cg::read_image(path);
+torch::Tensor init_image_tensor(cg::Image img, Size size) {
   if (img.width != size.width || img.height != size.height) img = cg::resize_like_pil(img, static_cast<int>(size.width), static_cast<int>(size.height));
   return cg::to_rgb_tensor(img).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat).div(255);  // [H, W, 3] -> [1, 3, H, W]
 }
@@ -212,7 +218,8 @@ class GenerateJob {
  public:
   GenerateJob(GenerateParams p, std::vector<std::string> argv) : p_(std::move(p)), argv_(std::move(argv)) {}
 
-  int run(const json* resume_meta);
+  // `recorded_models`: a replay's models, whose SHA-256 must match the files loaded now.
+  int run(const json* resume_meta, const json* recorded_models);
 
  private:
   void load_models();
@@ -259,11 +266,12 @@ void GenerateJob::load_models() {
     if (p_.skip_timesteps < 0 || p_.steps < 1) cg::fail("--skip-timesteps must be between 0 and ", schedule_->size() - 1);
   }
   // Size: --size, else the init image's, else 256x256; a VQGAN needs multiples of its factor.
+  std::optional<cg::Image> init_image;
+  if (!p_.init_image.empty()) init_image = cg::read_image(p_.init_image);
   if (!p_.size.empty()) {
     size_ = parse_size(p_.size);
-  } else if (!p_.init_image.empty()) {
-    const cg::Image img = cg::read_image(p_.init_image);
-    size_ = {img.width, img.height};
+  } else if (init_image) {
+    size_ = {init_image->width, init_image->height};
   } else {
     size_ = unet_ ? Size{unet_->image_size, unet_->image_size} : Size{256, 256};
   }
@@ -276,7 +284,7 @@ void GenerateJob::load_models() {
     }
     size_ = rounded;
   }
-  if (!p_.init_image.empty()) init_ = load_init_image(p_.init_image, size_).to(device_);
+  if (init_image) init_ = init_image_tensor(std::move(*init_image), size_).to(device_);
   if (p_.steps == 0) return;
 
   std::vector<cg::GuideModel> models;
@@ -348,8 +356,6 @@ std::shared_ptr<cg::Generator> GenerateJob::make_generator(uint64_t seed) {
 json GenerateJob::metadata(size_t index, int rank) const {
   json models = json::array();
   for (const auto& f : files_) models.push_back({{"role", f.role}, {"path", f.path}, {"sha256", f.sha256}});
-  json parts = json::object();
-  for (const auto& [name, value] : last_parts_) parts[name] = value;
   const Candidate& c = candidates_[index];
   return {{"clipguide", CLIPGUIDE_VERSION},
           {"command", "generate"},
@@ -363,7 +369,7 @@ json GenerateJob::metadata(size_t index, int rank) const {
           {"threads", torch::get_num_threads()},
           {"steps_done", c.run ? c.run->steps_done() : 0},
           {"candidate", {{"index", index}, {"of", p_.n}, {"rank", rank}, {"score", c.score}}},
-          {"loss", parts},
+          {"loss", parts_json(last_parts_)},
           {"models", models}};
 }
 
@@ -388,9 +394,7 @@ void GenerateJob::advance(size_t index, int64_t target, Progress& progress, std:
     for (const auto& [name, value] : r.parts) note += cg::cat(" | ", name.substr(0, 24), " ", std::to_string(value).substr(0, 6));
     progress.advance(1, note);
     if (log.is_open()) {
-      json parts = json::object();
-      for (const auto& [name, value] : r.parts) parts[name] = value;
-      log << json{{"candidate", index}, {"seed", c.seed}, {"step", step}, {"loss", r.total.item<double>()}, {"parts", parts},
+      log << json{{"candidate", index}, {"seed", c.seed}, {"step", step}, {"loss", r.total.item<double>()}, {"parts", parts_json(r.parts)},
                   {"seconds", seconds}}.dump()
           << "\n" << std::flush;
     }
@@ -421,8 +425,19 @@ void GenerateJob::save_and_stop(size_t index) {
   throw Interrupted();
 }
 
-int GenerateJob::run(const json* resume_meta) {
+int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
   load_models();
+  if (recorded_models != nullptr) {
+    // A replay must use the same model files, or it would not reproduce the image (hashes from the load above).
+    for (const auto& m : *recorded_models) {
+      const std::string path = m["path"].get<std::string>(), recorded = m["sha256"].get<std::string>();
+      auto now = std::find_if(files_.begin(), files_.end(), [&](const ModelFile& f) { return f.path == path; });
+      if (now == files_.end()) cg::fail(path, " was recorded but not loaded; a replay needs the same files");
+      if (now->sha256 != recorded) {
+        cg::fail(path, " changed since the recorded run (SHA-256 ", now->sha256, ", recorded ", recorded, "); a replay needs the same files");
+      }
+    }
+  }
   if (!p_.frames.empty()) fs::create_directories(p_.frames);
   if (p_.steps == 0) {
     // The generator's reconstruction of the init image, e.g. VQGAN decode(quantize(encode(x))).
@@ -505,13 +520,12 @@ int run_generate(int argc, char** argv) {
   const bool replaying = !p.replay.empty();
   if (replaying || !p.resume.empty()) {
     // The recorded arguments define the image; this command line may only choose where the outputs go.
-    const bool replay = replaying;
-    const std::string source = replay ? p.replay : p.resume;
+    const std::string source = replaying ? p.replay : p.resume;
     meta = read_metadata(source);
     const GenerateParams here = p;
     args = recorded_argv(meta, source);
     p = parse(args);
-    if (replay) {
+    if (replaying) {
       p.output = given.count("output") ? here.output : stem(p.output) + ".replay.png";
     } else {
       if (!meta.contains("resume")) cg::fail(source, ": this run finished; there is nothing to resume (use --replay to run it again)");
@@ -523,16 +537,6 @@ int run_generate(int argc, char** argv) {
     p.save_every = here.save_every;
     if (given.count("threads")) p.model.threads = here.model.threads;
   }
-  if (replaying) {
-    // A replay must use the same model files, or it would not reproduce the image.
-    for (const auto& m : meta["models"]) {
-      const std::string path = m["path"].get<std::string>(), now = cg::sha256_file(path);
-      if (now != m["sha256"].get<std::string>()) {
-        cg::fail(path, " changed since the recorded run (SHA-256 ", now, ", recorded ", m["sha256"].get<std::string>(),
-                 "); a replay needs the same files");
-      }
-    }
-  }
   if (p.seed < 0) {
     p.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
     args.push_back(cg::cat("--seed=", p.seed));
@@ -540,5 +544,5 @@ int run_generate(int argc, char** argv) {
   p.validate();
   InterruptScope interrupt;
   GenerateJob job(p, args);
-  return job.run(resume);
+  return job.run(resume, replaying ? &meta["models"] : nullptr);
 }

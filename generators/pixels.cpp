@@ -18,6 +18,15 @@ torch::Tensor upsample(const torch::Tensor& x, int64_t height, int64_t width) {
                                .align_corners(false));
 }
 
+// Lucid's fft_image scale, 1 / max(frequency, 1 / max(W, H)) normalised to the image size: [H, W/2+1, 1].
+torch::Tensor fourier_scale(int64_t height, int64_t width) {
+  const torch::Tensor fy = torch::fft::fftfreq(height, torch::kDouble).view({height, 1});
+  const torch::Tensor fx = torch::fft::rfftfreq(width, torch::kDouble).view({1, width / 2 + 1});
+  const torch::Tensor freq = torch::sqrt(fx * fx + fy * fy);                            // [H, W/2+1]
+  const double floor = 1.0 / static_cast<double>(std::max(width, height));
+  return (1.0 / torch::clamp_min(freq, floor)).mul(floor).view({height, width / 2 + 1, 1}).to(torch::kFloat);
+}
+
 }  // namespace
 
 PixelParam parse_pixel_param(const std::string& name) {
@@ -50,7 +59,8 @@ PixelGenerator::PixelGenerator(int64_t width, int64_t height, PixelParam param, 
     case PixelParam::Fourier: {
       // image - 0.5 = irfft2(spectrum * scale); the inverse gives the spectrum of the start image.
       const torch::Tensor spec = torch::view_as_real(torch::fft::rfft2(start, c10::nullopt, {-2, -1}, "ortho"));  // [1, 3, H, W/2+1, 2]
-      params_ = {spec / spectrum_scale()};
+      spectrum_scale_ = fourier_scale(height, width);
+      params_ = {spec / spectrum_scale_};
       break;
     }
     case PixelParam::Laplacian: {
@@ -63,15 +73,7 @@ PixelGenerator::PixelGenerator(int64_t width, int64_t height, PixelParam param, 
     }
   }
   for (auto& p : params_) p = p.to(device).requires_grad_(true);
-}
-
-torch::Tensor PixelGenerator::spectrum_scale() const {
-  // Lucid: scale = 1 / max(frequency, 1 / max(W, H)), normalised to the image size.
-  const torch::Tensor fy = torch::fft::fftfreq(height_, torch::kDouble).view({height_, 1});
-  const torch::Tensor fx = torch::fft::rfftfreq(width_, torch::kDouble).view({1, width_ / 2 + 1});
-  const torch::Tensor freq = torch::sqrt(fx * fx + fy * fy);                            // [H, W/2+1]
-  const double floor = 1.0 / static_cast<double>(std::max(width_, height_));
-  return (1.0 / torch::clamp_min(freq, floor)).mul(floor).view({height_, width_ / 2 + 1, 1}).to(torch::kFloat);
+  if (spectrum_scale_.defined()) spectrum_scale_ = spectrum_scale_.to(device);
 }
 
 std::string PixelGenerator::describe() const {
@@ -85,7 +87,7 @@ torch::Tensor PixelGenerator::image() {
       centred = params_[0];
       break;
     case PixelParam::Fourier: {
-      const torch::Tensor scaled = params_[0] * spectrum_scale().to(params_[0].device());
+      const torch::Tensor scaled = params_[0] * spectrum_scale_;
       centred = torch::fft::irfft2(torch::view_as_complex(scaled.contiguous()), c10::IntArrayRef{height_, width_}, {-2, -1}, "ortho");
       break;
     }

@@ -25,10 +25,10 @@ class PixelGenerator : public Generator {
   void load_state(const TensorMap& state) override;
 
  private:
-  torch::Tensor spectrum_scale() const;  // [H, W/2+1, 1] for the Fourier parameterisation
   int64_t width_, height_;
   PixelParam param_;
   std::vector<torch::Tensor> params_;
+  torch::Tensor spectrum_scale_;  // [H, W/2+1, 1], the Fourier parameterisation's 1/frequency scale
 };
 
 }  // namespace clipguide

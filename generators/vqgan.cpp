@@ -5,7 +5,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
-#include <regex>
 
 #include "clip/checkpoint.h"
 #include "clip/error.h"
@@ -328,7 +327,7 @@ void Vqgan::load_weights(const TensorMap& sd, const std::string& source) {
   how.what = cat("a ", config_.describe());
   // Training-only parts of a taming checkpoint: the LPIPS + discriminator loss module and BatchNorm counters.
   how.is_known_extra = [](const std::string& key) {
-    return key.rfind("loss.", 0) == 0 || std::regex_search(key, std::regex("\\.num_batches_tracked$"));
+    return key.rfind("loss.", 0) == 0 || is_batchnorm_counter(key);
   };
   load_strict(*this, sd, how);
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "clip/file_io.h"
+#include "clip/load.h"
 #include "clip/safetensors.h"
 
 namespace clipguide::test {
@@ -70,6 +71,23 @@ inline std::vector<ModelFile> clip_model_files() {
     }
   }
   return out;
+}
+
+// The first ViT CLIP of the fixture manifest, loaded once (text heads from the manifest, as a user's flag would
+// give them; a ViT because it is the faster tower).
+inline std::shared_ptr<LoadedClip> fixture_vit_clip() {
+  static const std::shared_ptr<LoadedClip> clip = [] {
+    const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
+    for (const auto& f : clip_model_files()) {
+      if (manifest["models"][f.model]["config"]["vision_layers"].is_array()) continue;  // a ResNet
+      LoadOptions options;
+      options.vocab = (fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string();
+      options.text_heads = manifest["models"][f.model]["config"]["transformer_heads"].get<int64_t>();
+      return std::make_shared<LoadedClip>(load_clip((fixtures() / "clip" / f.file).string(), options));
+    }
+    throw std::runtime_error("no ViT CLIP in the fixture manifest");
+  }();
+  return clip;
 }
 
 // A fresh folder under the system temp dir, removed at the end of the test.

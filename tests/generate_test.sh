@@ -48,6 +48,13 @@ assert set(d['loss'])=={'a red circle','fog'}" "$tmp/a.json"; then ok; else bad 
 "$bin" generate --replay "$tmp/a.png" >/dev/null 2>"$tmp/err" && cmp -s <(pixels "$tmp/a.png") <(pixels "$tmp/a.replay.png") \
   && ok || bad "replay from png: $(cat "$tmp/err")"
 
+# A replay refuses a model file that changed since the run (here: the same weights in the other file format).
+cp "$fx/vqgan/$st" "$tmp/v.bin"
+"$bin" generate -p x "${guide[@]}" --vqgan-checkpoint "$tmp/v.bin" --size 16x16 --steps 1 --seed 1 -o "$tmp/v.png" >/dev/null 2>&1
+cp "$fx/vqgan/$ckpt" "$tmp/v.bin"
+"$bin" generate --replay "$tmp/v.json" -o "$tmp/v2.png" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "changed since the recorded run" "$tmp/err" && [ ! -e "$tmp/v2.png" ] && ok || bad "replay of a changed model: $(cat "$tmp/err")"
+
 # SIGINT mid-run saves the image and state; --resume finishes it, identical to a run never stopped.
 args=(-p "a blue square" "${guide[@]}" --vqgan-checkpoint "$fx/vqgan/$st" --size 32x32 --steps 100 --seed 4)
 "$bin" generate "${args[@]}" -o "$tmp/int.png" --log "$tmp/int.jsonl" >/dev/null 2>"$tmp/int.err" &

@@ -150,15 +150,7 @@ TEST(DiffusionRun, GuidanceLowersTheClipLossAndResumesExactly) {
   const LoadedUNet unet = load_unet((diffusion_dir() / entry["safetensors"].get<std::string>()).string(),
                                     (diffusion_dir() / entry["flags"].get<std::string>()).string(), torch::kCPU);
   const auto clip_manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
-  std::shared_ptr<LoadedClip> clip;
-  for (const auto& f : clip_model_files()) {
-    if (clip_manifest["models"][f.model]["config"]["vision_layers"].is_array()) continue;
-    LoadOptions options;
-    options.vocab = (fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string();
-    options.text_heads = clip_manifest["models"][f.model]["config"]["transformer_heads"].get<int64_t>();
-    clip = std::make_shared<LoadedClip>(load_clip((fixtures() / "clip" / f.file).string(), options));
-    break;
-  }
+  const std::shared_ptr<LoadedClip> clip = fixture_vit_clip();
   ClipGuideOptions guide_options;
   guide_options.cutouts.cutn = 8;
   const std::string prompt = clip_manifest["prompts"][0].get<std::string>();

@@ -10,29 +10,13 @@
 namespace clipguide::test {
 namespace {
 
-// The first ViT fixture CLIP (heads from the manifest, as a user's flag would give them).
-std::shared_ptr<LoadedClip> fixture_clip() {
-  static std::shared_ptr<LoadedClip> clip = [] {
-    const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
-    for (const auto& f : clip_model_files()) {
-      if (manifest["models"][f.model]["config"]["vision_layers"].is_array()) continue;  // ViT only: faster
-      LoadOptions options;
-      options.vocab = (fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string();
-      options.text_heads = manifest["models"][f.model]["config"]["transformer_heads"].get<int64_t>();
-      return std::make_shared<LoadedClip>(load_clip((fixtures() / "clip" / f.file).string(), options));
-    }
-    throw Error("no ViT CLIP in the fixtures");
-  }();
-  return clip;
-}
-
 std::vector<std::string> fixture_prompts() {
   return read_json(fixtures() / "clip" / "clip-manifest.json")["prompts"].get<std::vector<std::string>>();
 }
 
 ClipGuide make_guide(const std::string& prompt, ClipGuideOptions options = {}) {
   options.cutouts.cutn = 8;
-  return ClipGuide({{fixture_clip(), "fixture", 1.0, 0}}, PromptSchedule::parse(prompt, 0, false), {}, options);
+  return ClipGuide({{fixture_vit_clip(), "fixture", 1.0, 0}}, PromptSchedule::parse(prompt, 0, false), {}, options);
 }
 
 torch::Tensor test_image(int64_t h, int64_t w, uint64_t seed) {
@@ -104,7 +88,7 @@ TEST(ClipGuide, BlendedScheduleMovesBetweenSegments) {
   const auto prompts = fixture_prompts();
   ClipGuideOptions options;
   options.cutouts.cutn = 4;
-  const ClipGuide guide({{fixture_clip(), "fixture", 1.0, 0}}, PromptSchedule::parse(prompts.at(0) + " ^ " + prompts.at(1), 10, true),
+  const ClipGuide guide({{fixture_vit_clip(), "fixture", 1.0, 0}}, PromptSchedule::parse(prompts.at(0) + " ^ " + prompts.at(1), 10, true),
                         {}, options);
   const torch::Tensor x = test_image(32, 32, 6);
   const ClipGuide first = make_guide(prompts.at(0)), second = make_guide(prompts.at(1));
