@@ -15,7 +15,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr char kMagic[8] = {'C', 'G', 'E', 'M', 'B', '0', '0', '1'};
+// An entry: magic, int64 dim, dim float32, then the SHA-256 (hex) of everything before it, so a torn or
+// bit-flipped entry is detected rather than used.
+constexpr char kMagic[8] = {'C', 'G', 'E', 'M', 'B', '0', '0', '2'};
+constexpr size_t kDigestSize = 64;
 
 std::string hash_text(const std::string& s) { return sha256_hex(reinterpret_cast<const uint8_t*>(s.data()), s.size()); }
 
@@ -33,11 +36,12 @@ std::optional<torch::Tensor> EmbeddingCache::lookup(const std::string& sha, int6
   const std::string path = entry_path(sha);
   std::error_code ec;
   if (!fs::exists(path, ec)) return std::nullopt;
-  const size_t expected = sizeof kMagic + 8 + static_cast<size_t>(dim) * sizeof(float);
+  const size_t body = sizeof kMagic + 8 + static_cast<size_t>(dim) * sizeof(float);
   try {
-    const std::string bytes = read_small_file(path, expected);
+    const std::string bytes = read_small_file(path, body + kDigestSize);
     int64_t stored_dim = 0;
-    if (bytes.size() == expected && std::memcmp(bytes.data(), kMagic, sizeof kMagic) == 0) {
+    if (bytes.size() == body + kDigestSize && std::memcmp(bytes.data(), kMagic, sizeof kMagic) == 0 &&
+        bytes.compare(body, kDigestSize, hash_text(bytes.substr(0, body))) == 0) {
       std::memcpy(&stored_dim, bytes.data() + sizeof kMagic, 8);
     }
     if (stored_dim == dim) {
@@ -57,6 +61,7 @@ void EmbeddingCache::store(const std::string& sha, const torch::Tensor& embeddin
   std::string bytes(kMagic, sizeof kMagic);
   bytes.append(reinterpret_cast<const char*>(&dim), 8);
   bytes.append(reinterpret_cast<const char*>(t.data_ptr<float>()), dim * sizeof(float));
+  bytes += hash_text(bytes);
   write_file_atomic(entry_path(sha), bytes);
 }
 
@@ -73,7 +78,7 @@ std::string model_cache_key(const std::string& cache_dir, const std::string& wei
     } catch (const Error&) {
     }
   }
-  if (sha.size() != 64) {
+  if (sha.size() != 64 || sha.find_first_not_of("0123456789abcdef") != std::string::npos) {
     sha = sha256_file(weights_path);
     fs::create_directories(memo.parent_path(), ec);
     write_file_atomic(memo.string(), sha);

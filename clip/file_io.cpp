@@ -72,6 +72,38 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
 }
 
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  MappedFile file(from);
+  write_file_atomic(to, std::string(reinterpret_cast<const char*>(file.bytes().data), file.size()));
+}
+
+void symlink_atomic(const std::string& target, const std::string& link) {
+  const std::string tmp = cat(link, ".tmp.", ::getpid());
+  ::unlink(tmp.c_str());
+  if (::symlink(target.c_str(), tmp.c_str()) != 0) fail(link, ": cannot create a symlink: ", std::strerror(errno));
+  if (std::rename(tmp.c_str(), link.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail(link, ": cannot replace: ", std::strerror(err));
+  }
+}
+
+LineLog::LineLog(const std::string& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail(path, ": cannot write the log: ", std::strerror(errno));
+}
+
+LineLog::~LineLog() { ::close(fd_); }
+
+void LineLog::append(const std::string& line) {
+  const std::string bytes = line + "\n";
+  ssize_t n;
+  do {
+    n = ::write(fd_, bytes.data(), bytes.size());
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(bytes.size())) fail(path_, ": log write failed: ", n < 0 ? std::strerror(errno) : "short write");
+}
+
 std::string read_small_file(const std::string& path, size_t max_bytes) {
   MappedFile file(path);
   if (file.size() > max_bytes) fail(path, ": ", file.size(), " bytes exceeds the limit of ", max_bytes, " bytes");

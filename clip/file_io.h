@@ -37,6 +37,28 @@ class MappedFile {
 // Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
+// Copies `from` to `to` through write_file_atomic: `to` is the old file or a whole copy, never a partial one.
+void copy_file_atomic(const std::string& from, const std::string& to);
+
+// Makes `link` a symlink to `target`, replacing whatever `link` was in one rename.
+void symlink_atomic(const std::string& target, const std::string& link);
+
+// An append-only log of lines (JSONL). Each line reaches the file in one write() to a descriptor opened with
+// O_APPEND, so a crash or kill leaves whole lines only.
+class LineLog {
+ public:
+  explicit LineLog(const std::string& path);
+  ~LineLog();
+  LineLog(const LineLog&) = delete;
+  LineLog& operator=(const LineLog&) = delete;
+
+  void append(const std::string& line);  // adds the newline
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
 // The whole file as bytes; throws Error naming the file if it cannot be read or exceeds max_bytes.
 std::string read_small_file(const std::string& path, size_t max_bytes);
 

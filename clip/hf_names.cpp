@@ -94,6 +94,10 @@ TensorMap hf_to_openai_names(const TensorMap& hf) {
   for (auto& [name, parts] : qkv) {
     for (int i = 0; i < 3; ++i) {
       if (!parts[i].defined()) fail("Hugging Face weights for '", name, "' lack ", kQkv[i]);
+      if (parts[i].sizes() != parts[0].sizes()) {
+        fail("Hugging Face weights for '", name, "': ", kQkv[i], " is ", parts[i].sizes(), " but ", kQkv[0], " is ",
+             parts[0].sizes());
+      }
     }
     out[name] = torch::cat({parts[0], parts[1], parts[2]}, 0);  // 3 x [D, D] -> [3D, D]
   }

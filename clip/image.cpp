@@ -25,9 +25,9 @@ constexpr int kPrecisionBits = 32 - 8 - 2;
 
 void check_size(int64_t width, int64_t height, const std::string& name, const ImageLimits& limits) {
   if (width <= 0 || height <= 0) fail(name, ": image has no pixels (", width, "x", height, ")");
-  if (width * height > limits.max_pixels) {
-    fail(name, ": image is ", width, "x", height, " = ", width * height, " pixels, over the limit of ",
-         limits.max_pixels);
+  // Each side first, so the product cannot overflow (PNG sides go up to 2^31 - 1).
+  if (width > limits.max_pixels || height > limits.max_pixels || width * height > limits.max_pixels) {
+    fail(name, ": image is ", width, "x", height, " pixels, over the limit of ", limits.max_pixels, " pixels");
   }
 }
 

@@ -8,6 +8,7 @@
 #include "clip/checkpoint.h"
 #include "clip/error.h"
 #include "clip/hf_names.h"
+#include "clip/state_dict.h"
 
 namespace clipguide {
 namespace fs = std::filesystem;
@@ -30,30 +31,6 @@ fs::path hf_hub_cache() {
 bool path_exists(const fs::path& p) {
   std::error_code ec;
   return fs::exists(p, ec);
-}
-
-// Applies a Hugging Face config.json's text_config/vision_config to what shapes could not tell.
-void apply_hf_config(const std::string& text, const std::string& source, ClipConfig& c) {
-  nlohmann::json config;
-  try {
-    config = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(source, ": config.json is not valid JSON (", e.what(), ")");
-  }
-  auto tower = [&](const char* key, int64_t& heads, std::string& act, double& eps) {
-    if (!config.is_object() || !config.contains(key) || !config[key].is_object()) return;
-    const auto& t = config[key];
-    if (t.contains("num_attention_heads") && t["num_attention_heads"].is_number_integer()) heads = t["num_attention_heads"].get<int64_t>();
-    if (t.contains("hidden_act") && t["hidden_act"].is_string()) act = t["hidden_act"].get<std::string>();
-    if (t.contains("layer_norm_eps") && t["layer_norm_eps"].is_number()) eps = t["layer_norm_eps"].get<double>();
-  };
-  tower("text_config", c.transformer_heads, c.text_activation, c.text_layer_norm_eps);
-  tower("vision_config", c.vision_heads, c.vision_activation, c.vision_layer_norm_eps);
-  for (const std::string* act : {&c.text_activation, &c.vision_activation}) {
-    if (*act != "quick_gelu" && *act != "gelu") {
-      fail(source, ": config.json hidden_act '", *act, "' is not supported (supported: quick_gelu, gelu)");
-    }
-  }
 }
 
 void check_heads(const ClipConfig& c, const std::string& source) {
@@ -79,6 +56,29 @@ std::string find_vocab(const std::string& explicit_vocab, const fs::path& model_
 }
 
 }  // namespace
+
+void apply_hf_config(const std::string& text, const std::string& source, ClipConfig& c) {
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail(source, ": config.json is not valid JSON (", e.what(), ")");
+  }
+  auto tower = [&](const char* key, int64_t& heads, std::string& act, double& eps) {
+    if (!config.is_object() || !config.contains(key) || !config[key].is_object()) return;
+    const auto& t = config[key];
+    if (t.contains("num_attention_heads") && t["num_attention_heads"].is_number_integer()) heads = t["num_attention_heads"].get<int64_t>();
+    if (t.contains("hidden_act") && t["hidden_act"].is_string()) act = t["hidden_act"].get<std::string>();
+    if (t.contains("layer_norm_eps") && t["layer_norm_eps"].is_number()) eps = t["layer_norm_eps"].get<double>();
+  };
+  tower("text_config", c.transformer_heads, c.text_activation, c.text_layer_norm_eps);
+  tower("vision_config", c.vision_heads, c.vision_activation, c.vision_layer_norm_eps);
+  for (const std::string* act : {&c.text_activation, &c.vision_activation}) {
+    if (*act != "quick_gelu" && *act != "gelu") {
+      fail(source, ": config.json hidden_act '", *act, "' is not supported (supported: quick_gelu, gelu)");
+    }
+  }
+}
 
 const Tokenizer& LoadedClip::require_tokenizer() const {
   if (!tokenizer) {
@@ -145,6 +145,26 @@ std::string resolve_model_path(const std::string& name) {
        "OpenAI names [", names, "]");
 }
 
+std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::string& config_json, const std::string& source,
+                                                   const LoadOptions& options) {
+  if (has_hf_clip_names(sd)) sd = hf_to_openai_names(sd);
+  ClipConfig config;
+  try {
+    config = ClipConfig::from_state_dict(sd);
+  } catch (const Error& e) {
+    fail(source, ": ", e.what());
+  } catch (const c10::Error& e) {
+    fail(source, ": cannot infer the CLIP architecture: ", e.what_without_backtrace());
+  }
+  if (!config_json.empty()) apply_hf_config(config_json, source, config);
+  if (options.text_heads > 0) config.transformer_heads = options.text_heads;
+  if (options.vision_heads > 0) config.vision_heads = options.vision_heads;
+  check_heads(config, source);
+  auto model = build_strict<ClipModel>(config, sd, source);
+  model->to(options.device, options.dtype);
+  return model;
+}
+
 LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options) {
   const std::string path = resolve_model_path(path_or_name);
   Checkpoint ckpt = read_checkpoint(path);
@@ -152,33 +172,15 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
   out.path = ckpt.path;
   out.format = ckpt.format;
   for (const auto& kv : ckpt.tensors) ++out.checkpoint_dtypes[std::string(c10::toString(kv.second.scalar_type()))];
-  TensorMap sd = std::move(ckpt.tensors);
-  if (has_hf_clip_names(sd)) {
-    sd = hf_to_openai_names(sd);
-    out.format += " (Hugging Face names)";
-  }
-  ClipConfig config;
-  try {
-    config = ClipConfig::from_state_dict(sd);
-  } catch (const Error& e) {
-    fail(ckpt.path, ": ", e.what());
-  } catch (const c10::Error& e) {
-    fail(ckpt.path, ": cannot infer the CLIP architecture: ", e.what_without_backtrace());
-  }
-  if (!ckpt.config_json.empty()) apply_hf_config(ckpt.config_json, path, config);
-  if (options.text_heads > 0) config.transformer_heads = options.text_heads;
-  if (options.vision_heads > 0) config.vision_heads = options.vision_heads;
-  check_heads(config, ckpt.path);
-  out.model = std::make_shared<ClipModel>(config);
-  out.model->load_weights(sd, ckpt.path);
-  out.model->to(options.device, options.dtype);
+  if (has_hf_clip_names(ckpt.tensors)) out.format += " (Hugging Face names)";
+  out.model = clip_model_from_tensors(std::move(ckpt.tensors), ckpt.config_json, ckpt.path, options);
   for (const auto& p : out.model->parameters()) out.parameter_count += p.numel();
   out.vocab_path = find_vocab(options.vocab, fs::path(ckpt.path));
   if (!out.vocab_path.empty()) {
     out.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_path(out.vocab_path));
-    if (out.tokenizer->max_id() >= config.vocab_size) {
+    if (out.tokenizer->max_id() >= out.model->config().vocab_size) {
       fail(out.vocab_path, ": vocabulary has ids up to ", out.tokenizer->max_id(), " but the model's token embedding has ",
-           config.vocab_size, " rows; it is not this model's vocabulary");
+           out.model->config().vocab_size, " rows; it is not this model's vocabulary");
     }
   }
   return out;

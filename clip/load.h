@@ -53,4 +53,14 @@ std::string resolve_model_path(const std::string& path_or_name);
 
 LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options = {});
 
+// The model half of load_clip, from tensors already read (OpenAI or Hugging Face names): the architecture inferred
+// from names and shapes, completed by a Hugging Face config.json's text (if not empty) and `options`, then the
+// weights bound strictly within model_memory_budget. `source` names the weights in errors.
+std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::string& config_json, const std::string& source,
+                                                   const LoadOptions& options = {});
+
+// Fills what shapes cannot tell (heads, activation, layer-norm eps) from a Hugging Face config.json's
+// text_config/vision_config; invalid JSON or an unsupported activation is an Error naming `source`.
+void apply_hf_config(const std::string& config_json, const std::string& source, ClipConfig& config);
+
 }  // namespace clipguide

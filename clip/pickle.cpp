@@ -73,7 +73,10 @@ class Unpickler {
     return std::string(reinterpret_cast<const char*>(start), n);
   }
 
-  PickleValue* make(Kind k) { return arena_.make(k); }
+  PickleValue* make(Kind k) {
+    if (++values_ > limits_.max_values) error(cat("makes more than ", limits_.max_values, " values, over the cap"));
+    return arena_.make(k);
+  }
   PickleValue* make_int(int64_t v) {
     PickleValue* p = make(Kind::Int);
     p->integer = v;
@@ -155,6 +158,7 @@ class Unpickler {
   std::vector<PickleValue*> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, PickleValue*> memo_;
+  size_t values_ = 0;
 };
 
 PickleValue* Unpickler::persistent_load(PickleValue* pid) {

@@ -43,6 +43,9 @@ struct PickleValue {
 struct PickleLimits {
   size_t max_stack = 1u << 20;
   size_t max_memo = 1u << 22;
+  // Values made by one pickle (about 200 bytes each): a checkpoint's data.pkl makes tens of thousands, so a
+  // stream of tiny opcodes cannot turn a file into gigabytes of nodes.
+  size_t max_values = 1u << 20;
   size_t max_dims = 16;
 };
 

@@ -4,11 +4,11 @@
 #include <algorithm>
 #include <filesystem>
 #include <iomanip>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "cli_common.h"
+#include "clip/file_io.h"
 #include "clip/image.h"
 #include "clipguide/version.h"
 #include "clip/safetensors.h"
@@ -225,7 +225,7 @@ class GenerateJob {
   void load_models();
   std::shared_ptr<cg::Generator> make_generator(uint64_t seed);
   std::unique_ptr<cg::Run> make_run(Candidate& c);
-  void advance(size_t index, int64_t target, Progress& progress, std::ofstream& log);
+  void advance(size_t index, int64_t target, Progress& progress, cg::LineLog* log);
   json metadata(size_t index, int rank) const;
   std::string output_path(int rank) const {
     return p_.keep == 1 ? p_.output : cg::cat(stem(p_.output), "-", rank, ".png");
@@ -381,7 +381,7 @@ void GenerateJob::write_image(const std::string& path, const torch::Tensor& imag
   cg::write_file_atomic(stem(path) + ".json", meta.dump(2) + "\n");
 }
 
-void GenerateJob::advance(size_t index, int64_t target, Progress& progress, std::ofstream& log) {
+void GenerateJob::advance(size_t index, int64_t target, Progress& progress, cg::LineLog* log) {
   Candidate& c = candidates_[index];
   while (c.run->steps_done() < target) {
     if (InterruptScope::requested()) save_and_stop(index);
@@ -393,10 +393,9 @@ void GenerateJob::advance(size_t index, int64_t target, Progress& progress, std:
     std::string note = cg::cat("loss ", std::to_string(r.total.item<double>()).substr(0, 6));
     for (const auto& [name, value] : r.parts) note += cg::cat(" | ", name.substr(0, 24), " ", std::to_string(value).substr(0, 6));
     progress.advance(1, note);
-    if (log.is_open()) {
-      log << json{{"candidate", index}, {"seed", c.seed}, {"step", step}, {"loss", r.total.item<double>()}, {"parts", parts_json(r.parts)},
-                  {"seconds", seconds}}.dump()
-          << "\n" << std::flush;
+    if (log != nullptr) {
+      log->append(json{{"candidate", index}, {"seed", c.seed}, {"step", step}, {"loss", r.total.item<double>()},
+                       {"parts", parts_json(r.parts)}, {"seconds", seconds}}.dump());
     }
     if (!p_.frames.empty()) {
       const std::string name = p_.n == 1 ? cg::cat(std::setw(5), std::setfill('0'), step, ".png")
@@ -465,11 +464,18 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
       }
       candidates_[i].run->load_state(mine);
     }
-    if (!r["kept"].is_null()) kept_ = r["kept"].get<std::vector<size_t>>();
+    if (!r["kept"].is_null()) {
+      if (!r["kept"].is_array()) cg::fail(p_.resume, ": resume.kept is not a list of candidates");
+      for (const json& k : r["kept"]) {
+        if (!k.is_number_unsigned() || k.get<uint64_t>() >= candidates_.size()) {
+          cg::fail(p_.resume, ": resume.kept names candidate ", k.dump(), ", not one of the ", candidates_.size());
+        }
+        kept_.push_back(k.get<size_t>());
+      }
+    }
   }
-  std::ofstream log;
-  if (!p_.log.empty()) log.open(p_.log, std::ios::app);
-  if (!p_.log.empty() && !log) cg::fail("cannot write the log ", p_.log);
+  std::optional<cg::LineLog> log;
+  if (!p_.log.empty()) log.emplace(p_.log);
   // A sampler's early images are noise: diffusion candidates are ranked when finished (best-of-N).
   const int64_t explore = p_.n == 1 || unet_ ? p_.steps : (p_.explore_steps > 0 ? p_.explore_steps : std::max<int64_t>(1, p_.steps / 4));
   Progress progress(static_cast<size_t>(p_.n * explore + p_.keep * (p_.steps - explore)), "steps");
@@ -477,7 +483,7 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
   for (const auto& c : candidates_) done += std::min(c.run->steps_done(), explore);
   progress.advance(static_cast<size_t>(done));
   if (kept_.empty()) {
-    for (size_t i = 0; i < candidates_.size(); ++i) advance(i, explore, progress, log);
+    for (size_t i = 0; i < candidates_.size(); ++i) advance(i, explore, progress, log ? &*log : nullptr);
     std::vector<size_t> order(candidates_.size());
     for (size_t i = 0; i < order.size(); ++i) {
       order[i] = i;
@@ -486,7 +492,7 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return candidates_[a].score > candidates_[b].score; });
     kept_.assign(order.begin(), order.begin() + p_.keep);
   }
-  for (size_t r = 0; r < kept_.size(); ++r) advance(kept_[r], p_.steps, progress, log);
+  for (size_t r = 0; r < kept_.size(); ++r) advance(kept_[r], p_.steps, progress, log ? &*log : nullptr);
   for (size_t r = 0; r < kept_.size(); ++r) {
     Candidate& c = candidates_[kept_[r]];
     const torch::Tensor image = c.run->image();

@@ -343,10 +343,11 @@ int run_rerank(int argc, char** argv) {
   std::vector<std::string> prompts = in.all_prompts();
   if (!group_by.empty()) {
     if (!prompts.empty() || !in.inputs.empty()) cg::fail("rerank: --group-by takes images and prompts from the file; drop -p and inputs");
-    for (const auto& [image, prompt] : read_pairs(group_by)) {
+    for (const auto& pair : read_pairs(group_by)) {
+      const std::string& prompt = pair.second;  // not a structured binding: lambdas cannot capture those in C++17
       auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.prompt == prompt; });
       if (it == groups.end()) it = groups.insert(groups.end(), Group{prompt, {}});
-      it->images.push_back(image);
+      it->images.push_back(pair.first);
     }
   } else {
     if (prompts.empty()) cg::fail("rerank: give the prompt with -p (or --prompts-file, or --group-by)");
@@ -395,12 +396,10 @@ int run_rerank(int argc, char** argv) {
         if (group_by.empty()) std::snprintf(prefix, sizeof prefix, "%0*zu-", width, r + 1);
         else std::snprintf(prefix, sizeof prefix, "g%03zu-%0*zu-", g + 1, width, r + 1);
         const fs::path dest = fs::path(target) / (prefix + name);
-        std::error_code ec;
-        fs::remove(dest, ec);
         if (!copy_to.empty()) {
-          fs::copy_file(ranked[r].second, dest, fs::copy_options::overwrite_existing);
+          cg::copy_file_atomic(ranked[r].second, dest.string());
         } else {
-          fs::create_symlink(fs::absolute(ranked[r].second), dest);
+          cg::symlink_atomic(fs::absolute(ranked[r].second).string(), dest.string());
         }
         row["copy"] = dest.string();
       }

@@ -323,56 +323,63 @@ std::vector<int64_t> int_list(const std::string& text, const std::string& what) 
 
 }  // namespace
 
+void apply_unet_flags(const std::string& flags_json, const std::string& flags_path, UNetConfig& config, LoadedUNet& out) {
+  nlohmann::json flags;
+  try {
+    flags = nlohmann::json::parse(flags_json);
+  } catch (const nlohmann::json::exception& e) {
+    fail(flags_path, ": not a JSON flags file (", e.what(), ")");
+  }
+  try {
+    const nlohmann::json m = flags.value("model_flags", nlohmann::json::object());
+    const nlohmann::json d = flags.value("diffusion_flags", nlohmann::json::object());
+    // Integers must be written as integers: nlohmann converts 1e30 to int64_t with undefined behaviour.
+    auto integer = [&](const nlohmann::json& group, const char* name, int64_t fallback) {
+      if (!group.contains(name)) return fallback;
+      if (!group[name].is_number_integer()) fail(flags_path, ": flag ", name, " is not an integer (", group[name].dump(), ")");
+      return group[name].get<int64_t>();
+    };
+    config.num_heads = integer(m, "num_heads", config.num_heads);
+    config.num_head_channels = integer(m, "num_head_channels", config.num_head_channels);
+    config.use_new_attention_order = m.value("use_new_attention_order", config.use_new_attention_order);
+    out.image_size = integer(m, "image_size", out.image_size);
+    out.diffusion.noise_schedule = d.value("noise_schedule", out.diffusion.noise_schedule);
+    out.diffusion.steps = integer(d, "steps", integer(d, "diffusion_steps", out.diffusion.steps));
+    out.diffusion.timestep_respacing = d.value("timestep_respacing", out.diffusion.timestep_respacing);
+    // Flags the weights also determine must agree with them.
+    auto check = [&](bool same, const std::string& flag) {
+      if (!same) fail(flags_path, ": ", flag, " contradicts the weights, which hold a ", config.describe());
+    };
+    if (m.contains("num_channels")) check(integer(m, "num_channels", 0) == config.model_channels, "num_channels");
+    if (m.contains("num_res_blocks")) check(integer(m, "num_res_blocks", 0) == config.num_res_blocks, "num_res_blocks");
+    if (m.contains("learn_sigma")) check(m["learn_sigma"].get<bool>() == config.learn_sigma(), "learn_sigma");
+    if (m.contains("use_scale_shift_norm")) check(m["use_scale_shift_norm"].get<bool>() == config.use_scale_shift_norm, "use_scale_shift_norm");
+    if (m.contains("resblock_updown")) check(m["resblock_updown"].get<bool>() == config.resblock_updown, "resblock_updown");
+    if (m.contains("channel_mult") && !m["channel_mult"].get<std::string>().empty()) {
+      check(int_list(m["channel_mult"].get<std::string>(), "channel_mult") == config.channel_mult, "channel_mult");
+    }
+    if (m.contains("attention_resolutions")) {
+      std::vector<bool> levels(config.channel_mult.size(), false);
+      for (int64_t res : int_list(m["attention_resolutions"].get<std::string>(), "attention_resolutions")) {
+        for (size_t i = 0; i < levels.size(); ++i) {
+          if (res > 0 && (out.image_size / res) == (int64_t{1} << i)) levels[i] = true;
+        }
+      }
+      check(levels == config.attention_levels, "attention_resolutions");
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail(flags_path, ": bad flag value (", e.what(), ")");
+  }
+}
+
 LoadedUNet load_unet(const std::string& checkpoint_path, const std::string& flags_path, torch::Device device) {
   const Checkpoint ckpt = read_checkpoint(checkpoint_path);
   UNetConfig config;
   config.infer_from_state_dict(ckpt.tensors);
   LoadedUNet out;
-  if (!flags_path.empty()) {
-    nlohmann::json flags;
-    try {
-      flags = nlohmann::json::parse(read_small_file(flags_path, 1u << 20));
-    } catch (const nlohmann::json::exception& e) {
-      fail(flags_path, ": not a JSON flags file (", e.what(), ")");
-    }
-    try {
-      const nlohmann::json m = flags.value("model_flags", nlohmann::json::object());
-      const nlohmann::json d = flags.value("diffusion_flags", nlohmann::json::object());
-      config.num_heads = m.value("num_heads", config.num_heads);
-      config.num_head_channels = m.value("num_head_channels", config.num_head_channels);
-      config.use_new_attention_order = m.value("use_new_attention_order", config.use_new_attention_order);
-      out.image_size = m.value("image_size", out.image_size);
-      out.diffusion.noise_schedule = d.value("noise_schedule", out.diffusion.noise_schedule);
-      out.diffusion.steps = d.value("steps", d.value("diffusion_steps", out.diffusion.steps));
-      out.diffusion.timestep_respacing = d.value("timestep_respacing", out.diffusion.timestep_respacing);
-      // Flags the weights also determine must agree with them.
-      auto check = [&](bool same, const std::string& flag) {
-        if (!same) fail(flags_path, ": ", flag, " contradicts ", checkpoint_path, ", which holds a ", config.describe());
-      };
-      if (m.contains("num_channels")) check(m["num_channels"].get<int64_t>() == config.model_channels, "num_channels");
-      if (m.contains("num_res_blocks")) check(m["num_res_blocks"].get<int64_t>() == config.num_res_blocks, "num_res_blocks");
-      if (m.contains("learn_sigma")) check(m["learn_sigma"].get<bool>() == config.learn_sigma(), "learn_sigma");
-      if (m.contains("use_scale_shift_norm")) check(m["use_scale_shift_norm"].get<bool>() == config.use_scale_shift_norm, "use_scale_shift_norm");
-      if (m.contains("resblock_updown")) check(m["resblock_updown"].get<bool>() == config.resblock_updown, "resblock_updown");
-      if (m.contains("channel_mult") && !m["channel_mult"].get<std::string>().empty()) {
-        check(int_list(m["channel_mult"].get<std::string>(), "channel_mult") == config.channel_mult, "channel_mult");
-      }
-      if (m.contains("attention_resolutions")) {
-        std::vector<bool> levels(config.channel_mult.size(), false);
-        for (int64_t res : int_list(m["attention_resolutions"].get<std::string>(), "attention_resolutions")) {
-          for (size_t i = 0; i < levels.size(); ++i) {
-            if (res > 0 && (out.image_size / res) == (int64_t{1} << i)) levels[i] = true;
-          }
-        }
-        check(levels == config.attention_levels, "attention_resolutions");
-      }
-    } catch (const nlohmann::json::exception& e) {
-      fail(flags_path, ": bad flag value (", e.what(), ")");
-    }
-  }
+  if (!flags_path.empty()) apply_unet_flags(read_small_file(flags_path, 1u << 20), flags_path, config, out);
   if (out.image_size < 8 || out.image_size > 4096) fail("image_size ", out.image_size, " is out of range");
-  out.model = std::make_shared<UNetModel>(config);
-  out.model->load_weights(ckpt.tensors, ckpt.path);
+  out.model = build_strict<UNetModel>(config, ckpt.tensors, ckpt.path);
   out.model->to(device);
   out.model->eval();
   out.path = ckpt.path;

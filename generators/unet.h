@@ -63,6 +63,11 @@ struct LoadedUNet {
   std::string path;
 };
 
+// Applies a flags JSON (the text of `flags_path`: "model_flags" and "diffusion_flags" as script_util takes them) to
+// what the weights could not tell: heads, attention order, image size, diffusion flags. A flag the weights in
+// `config` contradict, or a value of the wrong type, is an Error naming `flags_path`.
+void apply_unet_flags(const std::string& flags_json, const std::string& flags_path, UNetConfig& config, LoadedUNet& out);
+
 // Weights from a plain torch.save state dict (.pt, through the safe reader) or .safetensors. The structure comes
 // from the weights; heads, attention order, image size and the diffusion flags from `flags_path` (a JSON with
 // "model_flags" and "diffusion_flags" as script_util takes them; flags the weights contradict are an Error), or

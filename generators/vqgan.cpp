@@ -2,12 +2,14 @@
 // AttnBlock, Downsample, Upsample) and taming/modules/vqvae/quantize.py (VectorQuantizer2).
 #include "generators/vqgan.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
 
 #include "clip/checkpoint.h"
 #include "clip/error.h"
+#include "clip/file_io.h"
 #include "clip/state_dict.h"
 
 namespace clipguide {
@@ -233,9 +235,12 @@ VqganConfig VqganConfig::from_state_dict(const TensorMap& sd) {
 }
 
 VqganConfig VqganConfig::from_yaml(const std::string& path) {
+  const std::string text = read_small_file(path, 1u << 20);
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    root = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's own nesting cap (it reports it as "bad file")
+    fail(path, ": YAML nesting deeper than ", e.depth(), " levels");
   } catch (const YAML::Exception& e) {
     fail(path, ": not a readable YAML file: ", e.msg);
   }
@@ -342,8 +347,7 @@ LoadedVqgan load_vqgan(const std::string& checkpoint_path, const std::string& co
     }
   }
   LoadedVqgan out;
-  out.model = std::make_shared<Vqgan>(config);
-  out.model->load_weights(ckpt.tensors, ckpt.path);
+  out.model = build_strict<Vqgan>(config, ckpt.tensors, ckpt.path);
   out.model->to(device);
   out.model->eval();
   out.path = ckpt.path;

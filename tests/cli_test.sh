@@ -63,6 +63,20 @@ printf 'image,prompt\nimgs/%s,a dog\n"imgs/%s","a cat, sleeping"\n' "$(basename 
   && ok || bad "rerank --group-by"
 "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$tmp/imgs" --top 1 --link-to "$tmp/links" --format jsonl >/dev/null \
   && [ -L "$tmp/links/$(ls "$tmp/links")" ] && [ -s "$tmp/links/$(ls "$tmp/links")" ] && ok || bad "rerank --link-to"
+# --copy-to/--link-to stay inside the target folder whatever the inputs are called: names climbing out with "..",
+# absolute paths, and a planted symlink at a destination name pointing outside (replaced, never written through).
+mkdir -p "$tmp/deep/a/b" "$tmp/outside" "$tmp/confined"
+first_img=$(basename "$img")
+printf 'image,prompt\n../../../imgs/%s,a dog\n%s,a dog\n' "$first_img" "$tmp/imgs/$first_img" >"$tmp/deep/a/b/pairs.csv"
+echo "victim" >"$tmp/outside/victim"
+ln -s "$tmp/outside/victim" "$tmp/confined/g001-1-$first_img"
+"$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" --group-by "$tmp/deep/a/b/pairs.csv" --copy-to "$tmp/confined" --format jsonl \
+  >/dev/null 2>"$tmp/err" \
+  && [ "$(cat "$tmp/outside/victim")" = victim ] && [ "$(ls "$tmp/outside")" = victim ] && [ ! -L "$tmp/confined/g001-1-$first_img" ] \
+  && cmp -s "$tmp/confined/g001-1-$first_img" "$img" && [ -z "$(find "$tmp" -newer "$tmp/deep/a/b/pairs.csv" -type f \
+     -not -path "$tmp/confined/*" -not -name err)" ] && ok || bad "rerank --copy-to confinement: $(cat "$tmp/err")"
+printf 'image,prompt\nimgs/..,a dog\n' >"$tmp/dotdot.csv"
+expect_fail copy-dotdot "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" --group-by "$tmp/dotdot.csv" --copy-to "$tmp/confined"
 echo "not an image" >"$tmp/imgs/zz-broken.png"
 "$bin" score -m "$fx/clip/$first" --vocab "$vocab" -p "a dog" "$tmp/imgs" --on-error skip --format jsonl >"$tmp/skip.jsonl" 2>"$tmp/err" \
   && grep -q "zz-broken.png" "$tmp/err" && [ "$(wc -l <"$tmp/skip.jsonl")" -eq "$n_img" ] && ok || bad "score --on-error skip"

@@ -8,17 +8,9 @@ ok() { pass=$((pass + 1)); }
 bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
 
 # The first ViT CLIP of the manifest and its text heads; the VQGAN files.
-read -r clip heads < <(python3 -c "
-import json,sys
-m=json.load(open(sys.argv[1]))['models']
-for n in m:
-    if not isinstance(m[n]['config']['vision_layers'], list):
-        f=[f for f in m[n]['files'] if '.reference.' not in f][0]
-        print(f, m[n]['config']['transformer_heads']); break" "$fx/clip/clip-manifest.json")
-read -r ckpt st yaml init < <(python3 -c "
-import json,sys
-m=list(json.load(open(sys.argv[1]))['models'].values())[0]
-print(m['ckpt'], m['safetensors'], m['yaml'], m['init_images'][0])" "$fx/vqgan/vqgan-manifest.json")
+source "$(dirname "$0")/fixture_models.sh"
+read -r clip heads < <(fixture_vit_clip)
+read -r ckpt st yaml init < <(fixture_vqgan)
 guide=(--clip-model "$fx/clip/$clip" --text-heads "$heads" --vocab "$vocab" --cutn 6 --threads 2)
 vq=(--vqgan-checkpoint "$fx/vqgan/$ckpt")
 

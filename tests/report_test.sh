@@ -11,8 +11,9 @@ cp "${model%.openai.safetensors}".images/*.png "$tmp/imgs/"
 first=$(ls "$tmp/imgs" | head -n 1)
 cp "$tmp/imgs/$first" "$tmp/imgs/<img src=x onerror=alert(1)>.png"
 prompt='a red backpack <script>document.title="pwned"</script>'
-"$bin" rerank -m "$model" --vocab "$vocab" -p "$prompt" "$tmp/imgs" --html "$tmp/report.html" --format jsonl >"$tmp/rows.jsonl" \
-  || { echo "report: rerank failed"; exit 1; }
+negative='<b>bold</b><svg onload=alert(2)>'
+"$bin" rerank -m "$model" --vocab "$vocab" -p "$prompt" --negative "$negative" "$tmp/imgs" --html "$tmp/report.html" \
+  --format jsonl >"$tmp/rows.jsonl" || { echo "report: rerank failed"; exit 1; }
 n=$(wc -l <"$tmp/rows.jsonl")
 
 # A copy of the page with a probe that counts decoded images once everything has loaded.
@@ -31,9 +32,11 @@ failed=0
 check() { if eval "$2"; then :; else echo "report: FAIL $1"; failed=$((failed + 1)); fi; }
 check "all $n thumbnails decode" "grep -q '<title>decoded=$n/$n</title>' '$tmp/dom.html'"
 check "prompt shown as text" "grep -qF 'a red backpack &lt;script&gt;' '$tmp/dom.html'"
+check "negative prompt shown as text" "grep -qF '&lt;b&gt;bold&lt;/b&gt;&lt;svg onload=alert(2)&gt;' '$tmp/dom.html'"
+check "no element from the negative prompt" "! grep -qE '<b>bold|<svg' '$tmp/dom.html'"
 check "no injected element" "! grep -q 'onerror=alert' <(grep -o '<img [^>]*>' '$tmp/dom.html' | sed 's/alt=\"[^\"]*\"//')"
 while read -r score; do
   check "score $score shown" "grep -qF '>$score<' '$tmp/dom.html'"
 done < <(python3 -c "import json,sys; [print('%.4f' % json.loads(l)['score']) for l in open(sys.argv[1])]" "$tmp/rows.jsonl")
-echo "report: $((n + 3 - failed)) passed, $failed failed"
+echo "report: $((n + 5 - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]

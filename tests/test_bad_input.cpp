@@ -1,8 +1,13 @@
 // Checkpoints whose tensors do not fit the model, and other bad input at the load_clip level.
 #include "clip/error.h"
 #include "clip/load.h"
+#include "clip/checkpoint.h"
 #include "clip/safetensors.h"
+#include "clip/state_dict.h"
 #include "fixtures.h"
+#include "generators/vqgan.h"
+
+#include <thread>
 
 namespace clipguide::test {
 namespace {
@@ -95,6 +100,66 @@ TEST(Names, FormatIsDetectedByContentNotExtension) {
   options.vocab = (fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string();
   const LoadedClip clip = load_clip((dir / "weights.pt").string(), options);
   EXPECT_EQ(clip.format, "safetensors");
+}
+
+// A module as large as its config says: what a hostile checkpoint's names and shapes make a loader build.
+struct Square : torch::nn::Module {
+  explicit Square(int64_t n) { register_parameter("w", torch::zeros({n, n})); }
+  void load_weights(const TensorMap& sd, const std::string& source) {
+    StrictLoad how;
+    how.source = source;
+    how.what = "a square";
+    load_strict(*this, sd, how);
+  }
+};
+
+TEST(StateDict, ShapesDescribingAFarLargerModelThanTheFileHoldsAreRefusedBeforeTheMemoryIsTaken) {
+  const TensorMap sd = {{"w", torch::zeros({16, 16})}};
+  EXPECT_NO_THROW(build_strict<Square>(int64_t{16}, sd, "small.safetensors"));
+  try {
+    build_strict<Square>(int64_t{1} << 15, sd, "hostile.safetensors");  // 4 GiB of fp32 from 1 KiB of weights
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("hostile.safetensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("more than 64 MiB"), std::string::npos) << e.what();
+  }
+}
+
+// Real checkpoints stay well inside the budget without its fixed margin: what loading a CLIP allocates (Hugging
+// Face renames, construction, binding, fp16 upcasts) is measured against the weights it holds.
+TEST(StateDict, LoadingAFixtureClipAllocatesWithinTheBudgetWithoutItsMargin) {
+  const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
+  for (const auto& f : clip_model_files()) {
+    Checkpoint ckpt = read_checkpoint((fixtures() / "clip" / f.file).string());
+    uint64_t elements = 0;
+    for (const auto& kv : ckpt.tensors) elements += static_cast<uint64_t>(kv.second.numel());
+    LoadOptions options;
+    options.text_heads = manifest["models"][f.model]["config"]["transformer_heads"].get<int64_t>();
+    AllocationCap measure(UINT64_MAX, "measure");
+    clip_model_from_tensors(ckpt.tensors, ckpt.config_json, ckpt.path, options);
+    const double ratio = static_cast<double>(measure.used()) / (sizeof(float) * elements);
+    std::cout << "[budget] " << f.file << ": loading allocated " << ratio << "x the weights in fp32\n";
+    EXPECT_LE(ratio, 1.25) << f.file;  // the budget allows 2x plus 64 MiB
+  }
+}
+
+TEST(StateDict, TheAllocationCapHoldsOnlyOnItsOwnThread) {
+  AllocationCap cap(1 << 20, "capped");
+  std::thread other([] { EXPECT_NO_THROW(torch::empty({1 << 20})); });  // 4 MiB, uncapped elsewhere
+  other.join();
+  EXPECT_THROW(torch::empty({1 << 20}), Error);
+}
+
+TEST(Config, DeeplyNestedYamlIsAnErrorNotAStackOverflow) {
+  TempDir dir;
+  const std::string path = (dir / "deep.yaml").string();
+  write_file_atomic(path, std::string(100000, '['));
+  try {
+    VqganConfig::from_yaml(path);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nesting deeper than"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -113,6 +113,16 @@ TEST(BadPickles, AreRejectedWithANamedReason) {
   expect_error([&] { read_checkpoint(zip_with("notdict.pt", PickleBuilder().integer(3).done())); }, {"notdict.pt", "not a state dict"});
   expect_error([&] { read_checkpoint(zip_with("longint.pt", "\x80\x02\x8a\x09" + std::string(9, '\x01') + ".")); },
                {"longint.pt", "wider than 64 bits"});
+  // A stream of one-byte opcodes cannot make more values than the cap: 'N' (None) then '0' (POP), over and over.
+  std::string many = "\x80\x02";
+  for (int i = 0; i < 200; ++i) many += "N0";
+  many += "N.";
+  PickleArena arena;
+  size_t pos = 0;
+  PickleLimits limits;
+  limits.max_values = 100;
+  expect_error([&] { parse_pickle({reinterpret_cast<const uint8_t*>(many.data()), many.size()}, &pos, arena, "many.pkl", limits); },
+               {"many.pkl", "more than 100 values"});
 }
 
 TEST(BadZips, AreRejectedWithANamedReason) {

@@ -139,6 +139,18 @@ TEST(Cache, HitsSkipEncodingAndCorruptEntriesAreRecomputed) {
     if (f.path().extension() == ".emb") write_bytes(f.path(), "garbage");
   }
   EXPECT_TRUE(torch::allclose(run(), computed));
+  // A torn entry (cut short by a crash) and one flipped bit in the vector: both detected by the entry's checksum.
+  for (const bool torn : {true, false}) {
+    cache.store(sha, planted);
+    for (const auto& f : std::filesystem::recursive_directory_iterator(dir / "cache")) {
+      if (f.path().extension() != ".emb") continue;
+      std::string bytes = read_bytes(f.path());
+      if (torn) bytes.resize(bytes.size() / 2);
+      else bytes[bytes.size() / 2] ^= 0x10;
+      write_bytes(f.path(), bytes);
+    }
+    EXPECT_TRUE(torch::allclose(run(), computed)) << (torn ? "torn entry" : "flipped bit");
+  }
   // Another compute setup is another key.
   EXPECT_NE(model_cache_key((dir / "cache").string(), weights, "fp32"), model_cache_key((dir / "cache").string(), weights, "bf16"));
 }
