@@ -368,6 +368,9 @@ int run_rerank(int argc, char** argv) {
   Progress progress(total_images, "images");
   out.begin(group_by.empty() ? std::vector<std::string>{"rank", "score", "image"}
                              : std::vector<std::string>{"group", "rank", "score", "image", "prompt"});
+  const auto best_first = [](const std::pair<double, std::string>& a, const std::pair<double, std::string>& b) {
+    return a.first > b.first;
+  };
   for (size_t g = 0; g < groups.size(); ++g) {
     const torch::Tensor text = cg::embed_prompts(clip, group_by.empty() ? prompts : std::vector<std::string>{groups[g].prompt},
                                                  in.templates, in.truncate);
@@ -377,9 +380,15 @@ int run_rerank(int argc, char** argv) {
       torch::Tensor score = cg::apply_metric(batch.features, text, cg::Metric::Cosine, 0.0).mean(1);  // [B]
       if (neg.defined()) score = score - cg::apply_metric(batch.features, neg, cg::Metric::Cosine, 0.0).mean(1);
       for (size_t b = 0; b < batch.paths.size(); ++b) ranked.emplace_back(score[b].item<double>(), batch.paths[b]);
+      // With --top, memory stays flat over any number of images: only the best so far are kept. Stable sorting
+      // of input-ordered arrivals gives the same ties as one sort at the end.
+      if (top > 0 && ranked.size() >= 2 * static_cast<size_t>(top) + 1024) {
+        std::stable_sort(ranked.begin(), ranked.end(), best_first);
+        ranked.resize(static_cast<size_t>(top));
+      }
       after_batch(batch, progress);
     }, cache ? &*cache : nullptr);
-    std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::stable_sort(ranked.begin(), ranked.end(), best_first);
     const size_t keep = top > 0 ? std::min(ranked.size(), static_cast<size_t>(top)) : ranked.size();
     const int width = static_cast<int>(std::to_string(std::max<size_t>(keep, 1)).size());
     for (size_t r = 0; r < keep; ++r) {

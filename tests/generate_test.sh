@@ -58,6 +58,12 @@ rc=$?
 stopped=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['steps_done'])" "$tmp/int.json" 2>/dev/null || echo 0)
 if [ $rc -eq 130 ] && [ -s "$tmp/int.state.safetensors" ] && [ "$stopped" -gt 0 ] && [ "$stopped" -lt 100 ] \
    && grep -q -- "--resume" "$tmp/int.err"; then ok; else bad "sigint: rc=$rc stopped=$stopped $(cat "$tmp/int.err")"; fi
+# A sidecar naming a candidate the run does not have is refused, not read out of bounds.
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['resume']['kept']=[99]; json.dump(d, open(sys.argv[2], 'w'))" \
+  "$tmp/int.json" "$tmp/tampered.json"
+"$bin" generate --resume "$tmp/tampered.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "resume.kept names candidate 99" "$tmp/err" && ok \
+  || bad "tampered resume.kept: $(cat "$tmp/err")"
 if "$bin" generate --resume "$tmp/int.json" >/dev/null 2>"$tmp/err" && [ ! -e "$tmp/int.state.safetensors" ]; then
   "$bin" generate "${args[@]}" -o "$tmp/full.png" >/dev/null 2>&1
   cmp -s <(pixels "$tmp/int.png") <(pixels "$tmp/full.png") && ok || bad "resumed image differs from the uninterrupted one"

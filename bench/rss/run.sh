@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Memory over a long run: samples the resident set size (VmRSS) every 5 s of `clipguide generate` (VQGAN+CLIP on
 # the fixture models, a frame, the PNG and a log line every step), `clipguide score` (thousands of image files
-# streamed through decoding and the model, rows streamed out) and `clipguide rerank` (the same files, ranked at
-# the end, so it keeps one score and path per image), and prints RSS after warm-up, at the end, the growth and
-# the RSS at each tenth of the run.
-#   bench/rss/run.sh [SECONDS_PER_RUN [generate|score|rerank ...]]     default: 600 s, all three
+# streamed through decoding and the model, rows streamed out), `clipguide rerank` (the same files, ranked at the
+# end, so it keeps one score and path per image) and `rerank --top 10` (keeps only the best), and prints RSS after
+# warm-up, at the end, the growth and the RSS at each tenth of the run.
+#   bench/rss/run.sh [SECONDS_PER_RUN [generate|score|rerank|rerank-top ...]]     default: 600 s, all four
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CLIPGUIDE_FIXTURES=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
 seconds=${1:-600}
 shift || true
 runs=("$@")
-[ ${#runs[@]} -gt 0 ] || runs=(generate score rerank)
+[ ${#runs[@]} -gt 0 ] || runs=(generate score rerank rerank-top)
 fx=$CLIPGUIDE_FIXTURES
 bin=build/clipguide
 [ -x "$bin" ] || scripts/setup >/dev/null
@@ -56,21 +56,23 @@ images() {
   done
 }
 run_images() {
-  local name=$1
+  local name=$1 command=$2
+  shift 2
   images
   local reps=$((seconds / 10 + 1)) dirs=()
   for i in $(seq "$reps"); do dirs+=("$tmp/imgs"); done
-  sample "$name" "$bin" "$name" -m "$fx/clip/$clip" "${model[@]}" -p "a red backpack" "${dirs[@]}" \
-    --batch-size 16 --workers 2 --format csv
-  work[$name]="up to $reps x $(ls "$tmp/imgs" | wc -l) files, uncached"
+  sample "$name" "$bin" "$command" -m "$fx/clip/$clip" "${model[@]}" -p "a red backpack" "${dirs[@]}" \
+    --batch-size 16 --workers 2 --format csv "$@"
+  work[$name]="up to $reps x $(ls "$tmp/imgs" | wc -l) files, uncached $*"
 }
 
 declare -A work
 for r in "${runs[@]}"; do
   case "$r" in
     generate) run_generate ;;
-    score|rerank) run_images "$r" ;;
-    *) echo "unknown run '$r' (generate, score, rerank)" >&2; exit 1 ;;
+    score|rerank) run_images "$r" "$r" ;;
+    rerank-top) run_images "$r" rerank --top 10 ;;
+    *) echo "unknown run '$r' (generate, score, rerank, rerank-top)" >&2; exit 1 ;;
   esac
 done
 
