@@ -13,8 +13,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr size_t kMaxConfigBytes = 1u << 20;
-
 Checkpoint read_weights_file(const std::string& path) {
   MappedFile file(path);
   const ByteSpan bytes = file.bytes();

@@ -45,8 +45,24 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+namespace {
+
+// The temporary an atomic write of `path` goes through: the same folder, so the rename cannot cross filesystems.
+std::string temp_beside(const std::string& path) { return cat(path, ".tmp.", ::getpid()); }
+
+// Renames the finished temporary over `path` in one step; on failure removes it and throws.
+void rename_into_place(const std::string& tmp, const std::string& path) {
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail(path, ": cannot replace: ", std::strerror(err));
+  }
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = cat(path, ".tmp.", ::getpid());
+  const std::string tmp = temp_beside(path);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(path, ": cannot write: ", std::strerror(errno));
   size_t done = 0;
@@ -65,11 +81,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     ::unlink(tmp.c_str());
     fail(path, ": write failed: ", std::strerror(errno));
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail(path, ": cannot replace: ", std::strerror(err));
-  }
+  rename_into_place(tmp, path);
 }
 
 void copy_file_atomic(const std::string& from, const std::string& to) {
@@ -78,14 +90,10 @@ void copy_file_atomic(const std::string& from, const std::string& to) {
 }
 
 void symlink_atomic(const std::string& target, const std::string& link) {
-  const std::string tmp = cat(link, ".tmp.", ::getpid());
+  const std::string tmp = temp_beside(link);
   ::unlink(tmp.c_str());
   if (::symlink(target.c_str(), tmp.c_str()) != 0) fail(link, ": cannot create a symlink: ", std::strerror(errno));
-  if (std::rename(tmp.c_str(), link.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail(link, ": cannot replace: ", std::strerror(err));
-  }
+  rename_into_place(tmp, link);
 }
 
 LineLog::LineLog(const std::string& path) : path_(path) {

@@ -59,6 +59,9 @@ class LineLog {
   int fd_ = -1;
 };
 
+// The most read_small_file takes of a config file (config.json, diffusion flags, taming .yaml).
+constexpr size_t kMaxConfigBytes = 1u << 20;
+
 // The whole file as bytes; throws Error naming the file if it cannot be read or exceeds max_bytes.
 std::string read_small_file(const std::string& path, size_t max_bytes);
 

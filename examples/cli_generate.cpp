@@ -474,8 +474,8 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
       }
     }
   }
-  std::optional<cg::LineLog> log;
-  if (!p_.log.empty()) log.emplace(p_.log);
+  std::unique_ptr<cg::LineLog> log;
+  if (!p_.log.empty()) log = std::make_unique<cg::LineLog>(p_.log);
   // A sampler's early images are noise: diffusion candidates are ranked when finished (best-of-N).
   const int64_t explore = p_.n == 1 || unet_ ? p_.steps : (p_.explore_steps > 0 ? p_.explore_steps : std::max<int64_t>(1, p_.steps / 4));
   Progress progress(static_cast<size_t>(p_.n * explore + p_.keep * (p_.steps - explore)), "steps");
@@ -483,7 +483,7 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
   for (const auto& c : candidates_) done += std::min(c.run->steps_done(), explore);
   progress.advance(static_cast<size_t>(done));
   if (kept_.empty()) {
-    for (size_t i = 0; i < candidates_.size(); ++i) advance(i, explore, progress, log ? &*log : nullptr);
+    for (size_t i = 0; i < candidates_.size(); ++i) advance(i, explore, progress, log.get());
     std::vector<size_t> order(candidates_.size());
     for (size_t i = 0; i < order.size(); ++i) {
       order[i] = i;
@@ -492,7 +492,7 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return candidates_[a].score > candidates_[b].score; });
     kept_.assign(order.begin(), order.begin() + p_.keep);
   }
-  for (size_t r = 0; r < kept_.size(); ++r) advance(kept_[r], p_.steps, progress, log ? &*log : nullptr);
+  for (size_t r = 0; r < kept_.size(); ++r) advance(kept_[r], p_.steps, progress, log.get());
   for (size_t r = 0; r < kept_.size(); ++r) {
     Candidate& c = candidates_[kept_[r]];
     const torch::Tensor image = c.run->image();

@@ -377,7 +377,7 @@ LoadedUNet load_unet(const std::string& checkpoint_path, const std::string& flag
   UNetConfig config;
   config.infer_from_state_dict(ckpt.tensors);
   LoadedUNet out;
-  if (!flags_path.empty()) apply_unet_flags(read_small_file(flags_path, 1u << 20), flags_path, config, out);
+  if (!flags_path.empty()) apply_unet_flags(read_small_file(flags_path, kMaxConfigBytes), flags_path, config, out);
   if (out.image_size < 8 || out.image_size > 4096) fail("image_size ", out.image_size, " is out of range");
   out.model = build_strict<UNetModel>(config, ckpt.tensors, ckpt.path);
   out.model->to(device);

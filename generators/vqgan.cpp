@@ -235,7 +235,7 @@ VqganConfig VqganConfig::from_state_dict(const TensorMap& sd) {
 }
 
 VqganConfig VqganConfig::from_yaml(const std::string& path) {
-  const std::string text = read_small_file(path, 1u << 20);
+  const std::string text = read_small_file(path, kMaxConfigBytes);
   YAML::Node root;
   try {
     root = YAML::Load(text);
