@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -45,6 +46,17 @@ std::vector<std::pair<uint8_t, char32_t>> byte_to_unicode() {
   return table;
 }
 
+// simple_tokenizer.py's vocabulary: the bytes' stand-ins, the same with </w>, one entry per merge, then the specials.
+std::vector<std::string> vocabulary_in_openai_order(const BpeMerges& merges) {
+  std::vector<std::string> vocab;
+  for (const auto& entry : byte_to_unicode()) vocab.push_back(u32_to_utf8(std::u32string(1, entry.second)));
+  for (int i = 0; i < 256; ++i) vocab.push_back(vocab[i] + "</w>");
+  for (const auto& m : merges) vocab.push_back(m.first + m.second);
+  vocab.push_back(kSot);
+  vocab.push_back(kEot);
+  return vocab;
+}
+
 std::string gunzip_file(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
   if (f == nullptr) fail(path, ": cannot open");
@@ -67,9 +79,9 @@ std::string gunzip_file(const std::string& path) {
   return out;
 }
 
-std::vector<std::pair<std::string, std::string>> parse_merges(const std::string& text, size_t first_line,
+BpeMerges parse_merges(const std::string& text, size_t first_line,
                                                               size_t max_merges, const std::string& source) {
-  std::vector<std::pair<std::string, std::string>> merges;
+  BpeMerges merges;
   std::istringstream in(text);
   std::string line;
   for (size_t i = 0; std::getline(in, line) && merges.size() < max_merges; ++i) {
@@ -86,10 +98,84 @@ std::vector<std::pair<std::string, std::string>> parse_merges(const std::string&
   return merges;
 }
 
+// A word's symbols before any merge: its UTF-8 characters, the last one marked with </w>.
+std::vector<std::string> initial_symbols(const std::string& token) {
+  std::vector<std::string> word;
+  for (size_t i = 0; i < token.size();) {
+    size_t len = 1;
+    const auto lead = static_cast<unsigned char>(token[i]);
+    if (lead >= 0xF0) len = 4;
+    else if (lead >= 0xE0) len = 3;
+    else if (lead >= 0xC0) len = 2;
+    word.push_back(token.substr(i, len));
+    i += len;
+  }
+  word.back() += "</w>";
+  return word;
+}
+
+// Merges every occurrence of the pair (first, second) in `word`, left to right.
+void merge_pair(std::vector<std::string>& word, const std::string& first, const std::string& second) {
+  std::vector<std::string> merged;
+  for (size_t i = 0; i < word.size();) {
+    if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
+      merged.push_back(first + second);
+      i += 2;
+    } else {
+      merged.push_back(word[i++]);
+    }
+  }
+  word = std::move(merged);
+}
+
+// The pattern <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+ over cleaned
+// text, matched leftmost-first as the regex module does: `piece` gets each word, `special` each special token
+// (true: start of text). Stops once `out` holds `max_tokens`.
+template <typename Piece, typename Special>
+void for_each_piece(const std::u32string& clean, size_t max_tokens, const std::vector<int64_t>& out, Piece&& piece,
+                    Special&& special) {
+  static const std::u32string specials[] = {U"<|startoftext|>", U"<|endoftext|>"};
+  static const std::u32string contractions[] = {U"'s", U"'t", U"'re", U"'ve", U"'m", U"'ll", U"'d"};
+  for (size_t i = 0; i < clean.size() && out.size() < max_tokens;) {
+    bool matched = false;
+    for (const auto& s : specials) {
+      if (clean.compare(i, s.size(), s) == 0) {
+        special(s == specials[0]);
+        i += s.size();
+        matched = true;
+        break;
+      }
+    }
+    if (matched) continue;
+    for (const auto& c : contractions) {
+      if (clean.compare(i, c.size(), c) == 0) {
+        piece(c);
+        i += c.size();
+        matched = true;
+        break;
+      }
+    }
+    if (matched) continue;
+    const char32_t c = clean[i];
+    size_t j = i + 1;
+    if (is_letter(c)) {
+      while (j < clean.size() && is_letter(clean[j])) ++j;
+    } else if (is_number(c)) {
+    } else if (!is_space(c)) {
+      while (j < clean.size() && !is_space(clean[j]) && !is_letter(clean[j]) && !is_number(clean[j])) ++j;
+    } else {
+      i = j;
+      continue;
+    }
+    piece(clean.substr(i, j - i));
+    i = j;
+  }
+}
+
 }  // namespace
 
 Tokenizer::Tokenizer(std::unordered_map<std::string, int64_t> encoder,
-                     const std::vector<std::pair<std::string, std::string>>& merges, const std::string& source)
+                     const BpeMerges& merges, const std::string& source)
     : encoder_(std::move(encoder)) {
   for (const auto& [byte, code] : byte_to_unicode()) byte_encoder_[byte] = u32_to_utf8(std::u32string(1, code));
   for (size_t i = 0; i < merges.size(); ++i) ranks_.emplace(merges[i].first + " " + merges[i].second, static_cast<int64_t>(i));
@@ -109,12 +195,7 @@ Tokenizer Tokenizer::from_openai_vocab(const std::string& path) {
   // simple_tokenizer.py: merges = lines[1 : 49152 - 256 - 2 + 1]
   auto merges = parse_merges(text, 1, 49152 - 256 - 2, path);
   std::unordered_map<std::string, int64_t> encoder;
-  std::vector<std::string> vocab;
-  for (const auto& entry : byte_to_unicode()) vocab.push_back(u32_to_utf8(std::u32string(1, entry.second)));
-  for (int i = 0; i < 256; ++i) vocab.push_back(vocab[i] + "</w>");
-  for (const auto& m : merges) vocab.push_back(m.first + m.second);
-  vocab.push_back(kSot);
-  vocab.push_back(kEot);
+  const std::vector<std::string> vocab = vocabulary_in_openai_order(merges);
   for (size_t i = 0; i < vocab.size(); ++i) encoder.emplace(vocab[i], static_cast<int64_t>(i));
   return Tokenizer(std::move(encoder), merges, path);
 }
@@ -160,18 +241,7 @@ std::vector<std::string> Tokenizer::bpe(const std::string& token) const {
     auto it = cache_->words.find(token);
     if (it != cache_->words.end()) return it->second;
   }
-  // Split into UTF-8 characters; the last one carries the end-of-word marker.
-  std::vector<std::string> word;
-  for (size_t i = 0; i < token.size();) {
-    size_t len = 1;
-    const auto lead = static_cast<unsigned char>(token[i]);
-    if (lead >= 0xF0) len = 4;
-    else if (lead >= 0xE0) len = 3;
-    else if (lead >= 0xC0) len = 2;
-    word.push_back(token.substr(i, len));
-    i += len;
-  }
-  word.back() += "</w>";
+  std::vector<std::string> word = initial_symbols(token);
   while (word.size() > 1) {
     int64_t best = std::numeric_limits<int64_t>::max();
     size_t best_i = 0;
@@ -183,18 +253,8 @@ std::vector<std::string> Tokenizer::bpe(const std::string& token) const {
       }
     }
     if (best == std::numeric_limits<int64_t>::max()) break;
-    // Merge every occurrence of the best pair, left to right.
     const std::string first = word[best_i], second = word[best_i + 1];
-    std::vector<std::string> merged;
-    for (size_t i = 0; i < word.size();) {
-      if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
-        merged.push_back(first + second);
-        i += 2;
-      } else {
-        merged.push_back(word[i++]);
-      }
-    }
-    word = std::move(merged);
+    merge_pair(word, first, second);
   }
   std::lock_guard<std::mutex> lock(cache_->mutex);
   if (cache_->words.size() < 100000) cache_->words.emplace(token, word);
@@ -218,44 +278,8 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::strin
       ids.push_back(it->second);
     }
   };
-  static const std::u32string specials[] = {U"<|startoftext|>", U"<|endoftext|>"};
-  static const std::u32string contractions[] = {U"'s", U"'t", U"'re", U"'ve", U"'m", U"'ll", U"'d"};
-  // The pattern <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+,
-  // matched leftmost-first as the regex module does.
-  for (size_t i = 0; i < clean.size() && ids.size() < max_tokens;) {
-    bool matched = false;
-    for (const auto& s : specials) {
-      if (clean.compare(i, s.size(), s) == 0) {
-        ids.push_back(s == specials[0] ? sot_ : eot_);
-        i += s.size();
-        matched = true;
-        break;
-      }
-    }
-    if (matched) continue;
-    for (const auto& c : contractions) {
-      if (clean.compare(i, c.size(), c) == 0) {
-        emit(c);
-        i += c.size();
-        matched = true;
-        break;
-      }
-    }
-    if (matched) continue;
-    const char32_t c = clean[i];
-    size_t j = i + 1;
-    if (is_letter(c)) {
-      while (j < clean.size() && is_letter(clean[j])) ++j;
-    } else if (is_number(c)) {
-    } else if (!is_space(c)) {
-      while (j < clean.size() && !is_space(clean[j]) && !is_letter(clean[j]) && !is_number(clean[j])) ++j;
-    } else {
-      i = j;
-      continue;
-    }
-    emit(clean.substr(i, j - i));
-    i = j;
-  }
+  for_each_piece(clean, max_tokens, ids, [&](const std::u32string& piece) { emit(piece); },
+                 [&](bool start) { ids.push_back(start ? sot_ : eot_); });
   return ids;
 }
 
@@ -281,6 +305,55 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
     for (size_t i = 0; i < ids.size(); ++i) acc[n][i] = ids[i];
   }
   return out;
+}
+
+
+// Ref: Sennrich et al. 2016, Algorithm 1: repeatedly merge the most frequent adjacent pair of symbols, counted over
+// the words of the corpus (split as encode() splits them, each word ending in </w>).
+BpeMerges train_bpe(const std::vector<std::string>& texts, size_t max_merges, int64_t min_count) {
+  std::string byte_encoder[256];
+  for (const auto& [byte, code] : byte_to_unicode()) byte_encoder[byte] = u32_to_utf8(std::u32string(1, code));
+  std::map<std::string, int64_t> word_counts;
+  const std::vector<int64_t> no_ids;
+  for (const std::string& text : texts) {
+    for_each_piece(clip_clean_text(text, "caption"), SIZE_MAX, no_ids,
+                   [&](const std::u32string& piece) {
+                     std::string bytes;
+                     for (unsigned char b : u32_to_utf8(piece)) bytes += byte_encoder[b];
+                     ++word_counts[bytes];
+                   },
+                   [](bool) {});
+  }
+  std::vector<std::pair<std::vector<std::string>, int64_t>> words;
+  for (const auto& [word, count] : word_counts) words.emplace_back(initial_symbols(word), count);
+  BpeMerges merges;
+  while (merges.size() < max_merges) {
+    std::map<std::pair<std::string, std::string>, int64_t> pairs;  // ordered: ties go to the smallest pair
+    for (const auto& [symbols, count] : words) {
+      for (size_t i = 0; i + 1 < symbols.size(); ++i) pairs[{symbols[i], symbols[i + 1]}] += count;
+    }
+    auto best = pairs.end();
+    for (auto it = pairs.begin(); it != pairs.end(); ++it) {
+      if (best == pairs.end() || it->second > best->second) best = it;
+    }
+    if (best == pairs.end() || best->second < min_count) break;
+    const auto [first, second] = best->first;
+    merges.emplace_back(first, second);
+    for (auto& word : words) merge_pair(word.first, first, second);
+  }
+  if (merges.empty()) fail("train_bpe: the corpus has no pair of symbols seen ", min_count, " times");
+  return merges;
+}
+
+void write_hf_vocabulary(const BpeMerges& merges, const std::string& dir) {
+  const std::vector<std::string> vocab = vocabulary_in_openai_order(merges);
+  nlohmann::ordered_json json = nlohmann::ordered_json::object();
+  for (size_t i = 0; i < vocab.size(); ++i) json[vocab[i]] = static_cast<int64_t>(i);
+  std::string text = "#version: 0.2\n";
+  for (const auto& [first, second] : merges) text += first + " " + second + "\n";
+  std::filesystem::create_directories(dir);
+  write_file_atomic((fs::path(dir) / "vocab.json").string(), json.dump() + "\n");
+  write_file_atomic((fs::path(dir) / "merges.txt").string(), text);
 }
 
 }  // namespace clipguide

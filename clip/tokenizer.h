@@ -12,6 +12,8 @@
 
 namespace clipguide {
 
+using BpeMerges = std::vector<std::pair<std::string, std::string>>;
+
 class Tokenizer {
  public:
   // OpenAI's bpe_simple_vocab_16e6.txt.gz (gzip of the merges list).
@@ -35,7 +37,7 @@ class Tokenizer {
   int64_t max_id() const { return max_id_; }
 
  private:
-  Tokenizer(std::unordered_map<std::string, int64_t> encoder, const std::vector<std::pair<std::string, std::string>>& merges,
+  Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges,
             const std::string& source);
   std::vector<std::string> bpe(const std::string& token) const;
 
@@ -49,5 +51,11 @@ class Tokenizer {
   };
   std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();  // bpe() results; safe to share across threads
 };
+
+// Learns merges from a corpus, most frequent pair first, until `max_merges` or no pair is seen `min_count` times.
+BpeMerges train_bpe(const std::vector<std::string>& texts, size_t max_merges, int64_t min_count = 2);
+// Writes vocab.json (OpenAI's order: bytes, bytes with </w>, merges, <|startoftext|>, <|endoftext|>) and merges.txt
+// into `dir`, so Tokenizer::from_path(dir) reads them back.
+void write_hf_vocabulary(const BpeMerges& merges, const std::string& dir);
 
 }  // namespace clipguide

@@ -18,6 +18,7 @@
 #include "clip/error.h"
 #include "clip/file_io.h"
 #include "clip/load.h"
+#include "toyworld/bundled.h"
 
 namespace cg = clipguide;
 
@@ -139,6 +140,13 @@ struct ModelArgs {
            cxxopts::value(precision)->default_value("fp32"))
           ("threads", "CPU threads for the model (default: OMP_NUM_THREADS, else every CPU)", cxxopts::value(threads));
     }
+  }
+  // No --model: the bundled toy CLIP, said once on stderr (it knows only the toy world's coloured shapes).
+  void default_to_bundled(const char* command) {
+    if (!model.empty()) return;
+    model = cg::toyworld::bundled_clip();
+    std::cerr << "clipguide " << command << ": no --model given; using the bundled toy CLIP (" << model
+              << "), which knows only coloured shapes; pass --model for a real CLIP (see README: Models)\n";
   }
   cg::LoadOptions load_options() const {
     if (text_heads < 0 || vision_heads < 0) cg::fail("--text-heads and --vision-heads must be positive");

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iomanip>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -17,6 +18,7 @@
 #include "generators/guided_run.h"
 #include "generators/pixels.h"
 #include "generators/vqgan_generator.h"
+#include "toyworld/bundled.h"
 
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -32,7 +34,8 @@ struct GenerateParams {
   int64_t prompt_every = 0;
   bool prompt_blend = false, truncate = false, overview = false;
   std::vector<std::string> image_prompts;
-  std::string init_image, init_loss = "auto", size;
+  std::vector<std::string> init_images;
+  std::string init_loss = "auto", size;
   double init_weight = 0;
   int64_t steps = 250, cutn = 32;
   double cut_pow = 1.0, noise_fac = 0.1, grad_clamp = 0;
@@ -63,7 +66,7 @@ struct GenerateParams {
     if (steps < 0) cg::fail("--steps must be zero or positive");
     if (steps > 0 && prompt.empty() && image_prompts.empty()) cg::fail("nothing to aim at: give -p PROMPT and/or --image-prompt FILE");
     if (steps > 0 && clip_models.empty()) cg::fail("give at least one --clip-model FILE (a CLIP checkpoint) to guide with");
-    if (steps == 0 && init_image.empty()) cg::fail("--steps 0 writes the generator's reconstruction of --init-image; give one");
+    if (steps == 0 && init_images.size() != 1) cg::fail("--steps 0 writes the generator's reconstruction of --init-image; give one");
     if (n < 1 || keep < 1 || keep > n) cg::fail("-n must be at least 1 and --keep between 1 and -n (got -n ", n, " --keep ", keep, ")");
     if (explore_steps < 0 || explore_steps > steps) cg::fail("--explore-steps must be between 0 and --steps");
     if (save_every < 0) cg::fail("--save-every must be zero (off) or positive");
@@ -114,7 +117,8 @@ void add_options(cxxopts::Options& opts, GenerateParams& p) {
       ("vqgan-checkpoint", "taming VQGAN weights (.ckpt or .safetensors)", cxxopts::value(p.vqgan_checkpoint))
       ("vqgan-config", "taming .yaml (optional: the weights determine the architecture)", cxxopts::value(p.vqgan_config))
       ("pixel-param", "pixels: raw, fourier or laplacian", cxxopts::value(p.pixel_param)->default_value("raw"))
-      ("init-image", "start from this image", cxxopts::value(p.init_image))
+      ("init-image", "start from this image; given several (repeat the flag), from the one CLIP scores best for the prompts",
+       cxxopts::value(p.init_images))
       ("init-weight", "pull toward the init image", cxxopts::value(p.init_weight)->default_value("0"))
       ("init-loss", "latent (VQGAN z) or pixel MSE; default latent for vqgan, pixel for pixels",
        cxxopts::value(p.init_loss)->default_value("auto"))
@@ -266,8 +270,10 @@ void GenerateJob::load_models() {
     if (p_.skip_timesteps < 0 || p_.steps < 1) cg::fail("--skip-timesteps must be between 0 and ", schedule_->size() - 1);
   }
   // Size: --size, else the init image's, else 256x256; a VQGAN needs multiples of its factor.
+  std::vector<cg::Image> init_images;
+  for (const auto& path : p_.init_images) init_images.push_back(cg::read_image(path));
   std::optional<cg::Image> init_image;
-  if (!p_.init_image.empty()) init_image = cg::read_image(p_.init_image);
+  if (!init_images.empty()) init_image = init_images.front();
   if (!p_.size.empty()) {
     size_ = parse_size(p_.size);
   } else if (init_image) {
@@ -286,6 +292,7 @@ void GenerateJob::load_models() {
   }
   if (init_image) init_ = init_image_tensor(std::move(*init_image), size_).to(device_);
   if (p_.steps == 0) return;
+
 
   std::vector<cg::GuideModel> models;
   for (const auto& spec : p_.clip_models) {
@@ -319,6 +326,22 @@ void GenerateJob::load_models() {
   const bool pixel_init = init_ && (p_.init_loss == "pixel" || (p_.init_loss == "auto" && p_.generator == "pixels"));
   if (pixel_init) options.init_weight = p_.init_weight;
   guide_ = std::make_shared<cg::ClipGuide>(std::move(models), std::move(schedule), std::move(image_prompts), options);
+  if (init_images.size() > 1) {
+    // Several starts: the one CLIP scores best for the prompts (at step 0).
+    double best = -std::numeric_limits<double>::infinity();
+    size_t chosen = 0;
+    for (size_t i = 0; i < init_images.size(); ++i) {
+      torch::Tensor t = init_image_tensor(init_images[i], size_).to(device_);
+      const double score = guide_->score(t, 0);
+      if (score > best) {
+        best = score;
+        chosen = i;
+        init_ = t;
+      }
+    }
+    std::cerr << "clipguide generate: starting from " << p_.init_images[chosen] << " (CLIP score " << best << ", the best of "
+              << init_images.size() << " init images)\n";
+  }
   if (pixel_init) guide_->set_init_image(*init_);
 }
 
@@ -511,6 +534,32 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
 
 }  // namespace
 
+// Without --clip-model (or --vqgan-checkpoint for the VQGAN), the bundled toy-world models, said once on stderr.
+// With both bundled, the settings tuned for them fill whatever was not given (bench/toyworld measures them). All of it
+// goes into the recorded arguments, so a replay runs exactly this.
+void use_bundled_models(GenerateParams& p, std::vector<std::string>& args, const cxxopts::ParseResult& given) {
+  auto set = [&](const std::string& flag, const std::string& value) {
+    args.push_back(cg::cat("--", flag, "=", value));
+    p = parse(args);
+  };
+  const bool default_clip = p.steps > 0 && p.clip_models.empty();
+  const bool default_vqgan = p.generator == "vqgan" && p.vqgan_checkpoint.empty();
+  if (default_clip) {
+    set("clip-model", cg::toyworld::bundled_clip());
+    std::cerr << "clipguide generate: no --clip-model given; using the bundled toy CLIP (" << p.clip_models[0]
+              << "), which knows only coloured shapes; pass --clip-model for a real CLIP (see README: Models)\n";
+  }
+  if (default_vqgan) {
+    set("vqgan-checkpoint", cg::toyworld::bundled_vqgan());
+    set("vqgan-config", cg::toyworld::bundled_vqgan_config());
+    std::cerr << "clipguide generate: no --vqgan-checkpoint given; using the bundled toy VQGAN (" << p.vqgan_checkpoint << ")\n";
+  }
+  if (!default_clip || !(default_vqgan || p.generator == "pixels")) return;
+  for (const auto& [flag, value] : cg::toyworld::bundled_generate_defaults()) {
+    if (given.count(flag) == 0 && !((flag == "size" || flag == "init-image") && given.count("init-image"))) set(flag, value);
+  }
+}
+
 int run_generate(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   {
@@ -543,6 +592,7 @@ int run_generate(int argc, char** argv) {
     p.save_every = here.save_every;
     if (given.count("threads")) p.model.threads = here.model.threads;
   }
+  if (!replaying && p.resume.empty()) use_bundled_models(p, args, given);
   if (p.seed < 0) {
     p.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
     args.push_back(cg::cat("--seed=", p.seed));

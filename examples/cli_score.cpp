@@ -239,7 +239,7 @@ int run_score(int argc, char** argv) {
   if (!parse_or_help(opts, argc, argv)) return 0;
   in.validate("score");
   const cg::Metric metric = cg::parse_metric(metric_name);
-  if (model.model.empty()) cg::fail("score: --model is required");
+  model.default_to_bundled("score");
   std::vector<std::pair<std::string, std::string>> pairs;
   std::vector<std::string> prompts = in.all_prompts(), images;
   if (!in.pairs_file.empty()) {
@@ -331,7 +331,7 @@ int run_rerank(int argc, char** argv) {
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
   in.validate("rerank");
-  if (model.model.empty()) cg::fail("rerank: --model is required");
+  model.default_to_bundled("rerank");
   if (top < 0) cg::fail("rerank: --top must be positive");
   if (!copy_to.empty() && !link_to.empty()) cg::fail("rerank: give --copy-to or --link-to, not both");
   // Groups: each a prompt and its images. Without --group-by, one group of all images against -p.

@@ -66,7 +66,6 @@ struct EmbedParams {
   cg::EmbedOptions options;
 
   void validate() const {
-    if (model.model.empty()) cg::fail("embed: --model is required");
     if (images.empty() && texts.empty()) cg::fail("embed: nothing to embed; give --image FILE and/or --text STR");
     if (format != "jsonl" && format != "npy" && format != "safetensors") {
       cg::fail("embed: --format ", format, " is not one of jsonl, npy, safetensors");
@@ -91,6 +90,7 @@ int run_embed(int argc, char** argv) {
       ("batch-size", "inputs per forward pass", cxxopts::value(p.options.batch_size)->default_value("32"));
   if (!parse_or_help(opts, argc, argv)) return 0;
   p.validate();
+  p.model.default_to_bundled("embed");
   cg::LoadedClip clip = cg::load_clip(p.model.model, p.model.load_options());
   if (!p.texts.empty()) clip.require_tokenizer();
   const torch::Tensor images = cg::embed_image_files(clip, p.images, p.options);

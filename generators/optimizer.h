@@ -30,6 +30,8 @@ class Optimizer {
   void zero_grad();
   int64_t steps() const { return steps_; }
   double current_lr() const;
+  // Replaces the base learning rate (a schedule computed by the caller; lr_decay still applies).
+  void set_lr(double lr) { options_.lr = lr; }
 
   TensorMap state() const;
   void load_state(const TensorMap& state);

@@ -1,0 +1,411 @@
+// clipguide_toyworld: the toy world's programs — training the bundled CLIP and VQGAN, measuring them, rendering
+// scenes and judging images by their pixels. The training commands double as examples of training with the library.
+//
+//   clipguide_toyworld train-clip  --out models/toyworld/clip [--minutes 40] [--state FILE] ...
+//   clipguide_toyworld train-vqgan --out models/toyworld/vqgan [--minutes 30] [--state FILE] ...
+//   clipguide_toyworld eval [--model DIR] [--images 1000] [--seed S]
+//   clipguide_toyworld render --out DIR [--count N] [--seed S] [--classes]
+//   clipguide_toyworld judge IMAGE.png...
+#include <clipguide/clip/error.h>
+#include <clipguide/clip/file_io.h>
+#include <clipguide/clip/image.h>
+#include <clipguide/clip/load.h>
+#include <clipguide/clip/safetensors.h>
+#include <clipguide/generators/vqgan.h>
+#include <clipguide/toyworld/bundled.h>
+#include <clipguide/toyworld/eval.h>
+#include <clipguide/toyworld/train.h>
+#include <clipguide/toyworld/world.h>
+
+#include <chrono>
+#include <cxxopts.hpp>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "../cli_common.h"
+
+namespace tw = clipguide::toyworld;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double minutes_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count() / 60;
+}
+
+// What a training run keeps between sessions: weights (fp32), optimizer moments and the step, in one safetensors file.
+void save_state(const std::string& path, torch::nn::Module& model, const std::vector<const cg::Optimizer*>& optimizers,
+                int64_t step, double elapsed_minutes) {
+  cg::TensorMap all = tw::named_weights(model, torch::kFloat);
+  for (size_t i = 0; i < optimizers.size(); ++i) {
+    for (const auto& [k, v] : optimizers[i]->state()) all.emplace(cg::cat("optimizer", i, ".", k), v);
+  }
+  cg::write_file_atomic(path, cg::serialize_safetensors(all, {{"step", std::to_string(step)},
+                                                               {"minutes", std::to_string(elapsed_minutes)}}));
+}
+
+// Loads a state saved by save_state into `model` and `optimizers`; returns {step, minutes}.
+std::pair<int64_t, double> load_state(const std::string& path, torch::nn::Module& model, const std::vector<cg::Optimizer*>& optimizers) {
+  cg::SafetensorsContents c = cg::read_safetensors(path);
+  torch::NoGradGuard no_grad;
+  for (auto& kv : model.named_parameters()) {
+    auto it = c.tensors.find(kv.key());
+    if (it == c.tensors.end()) cg::fail(path, ": no ", kv.key(), " (a state from another model?)");
+    kv.value().copy_(it->second);
+  }
+  for (size_t i = 0; i < optimizers.size(); ++i) {
+    cg::TensorMap state;
+    const std::string prefix = cg::cat("optimizer", i, ".");
+    for (const auto& [k, v] : c.tensors) {
+      if (k.rfind(prefix, 0) == 0) state.emplace(k.substr(prefix.size()), v);
+    }
+    optimizers[i]->load_state(state);
+  }
+  return {std::stoll(c.metadata.at("step")), std::stod(c.metadata.at("minutes"))};
+}
+
+// Weight decay on matrices only (CLIP's recipe: not on gains, biases, embeddings or the temperature).
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> decay_groups(torch::nn::Module& model) {
+  std::vector<torch::Tensor> decay, rest;
+  for (const auto& kv : model.named_parameters()) {
+    const std::string& k = kv.key();
+    const bool matrix = kv.value().dim() >= 2 && k.find("embedding") == std::string::npos;
+    (matrix ? decay : rest).push_back(kv.value());
+  }
+  return {decay, rest};
+}
+
+// What both training commands take, and the bookkeeping they share.
+struct TrainArgs {
+  std::string out, state;
+  int64_t steps = 4000, batch = 0, seed = 0, threads = 1, every = 100;
+  double lr = 1e-3, minutes = 0;
+
+  void add_to(cxxopts::Options& opts, const std::string& out_default, const std::string& out_help, const std::string& batch_help,
+              const std::string& batch_default, const std::string& seed_default) {
+    opts.add_options()
+        ("out", out_help, cxxopts::value(out)->default_value(out_default))
+        ("state", "resumable training state (default: OUT/train-state.safetensors; kept out of git)", cxxopts::value(state))
+        ("steps", "optimizer steps (the learning-rate schedule's length)", cxxopts::value(steps)->default_value("4000"))
+        ("minutes", "stop (and save) after this many minutes of training in all, 0: no limit", cxxopts::value(minutes)->default_value("0"))
+        ("batch", batch_help, cxxopts::value(batch)->default_value(batch_default))
+        ("lr", "peak learning rate (warmup, then cosine down to 5% of it)", cxxopts::value(lr)->default_value("1e-3"))
+        ("seed", "seed of the initialisation and of every batch", cxxopts::value(seed)->default_value(seed_default))
+        ("every", "report and save the state every this many steps", cxxopts::value(every)->default_value("100"))
+        ("threads", "CPU threads", cxxopts::value(threads)->default_value("1"));
+  }
+  void prepare() {
+    if (steps < 1 || batch < 1 || every < 1 || threads < 1 || !(lr > 0) || minutes < 0) {
+      cg::fail("--steps, --batch, --every, --threads and --lr must be positive, --minutes zero or positive");
+    }
+    torch::set_num_threads(static_cast<int>(threads));
+    if (state.empty()) state = (fs::path(out) / "train-state.safetensors").string();
+    fs::create_directories(out);
+  }
+  tw::TrainSchedule schedule(int64_t warmup) const {
+    tw::TrainSchedule s;
+    s.steps = steps;
+    s.lr = lr;
+    s.warmup = std::min(warmup, steps / 10);
+    return s;
+  }
+  // Whether the run should stop before `step`: done, out of its minutes, or interrupted (the state is saved then).
+  bool stop_before(int64_t step, double elapsed_minutes) const {
+    return step >= steps || InterruptScope::requested() || (minutes > 0 && elapsed_minutes >= minutes);
+  }
+  // The bundled weights: fp16 safetensors with the checkpoint's own names.
+  void write_model(torch::nn::Module& model, int64_t step) const {
+    cg::write_file_atomic((fs::path(out) / "model.safetensors").string(),
+                          cg::serialize_safetensors(tw::named_weights(model, torch::kHalf),
+                                                    {{"format", "pt"}, {"steps", std::to_string(step)}, {"seed", std::to_string(seed)}}));
+  }
+};
+
+int train_clip(int argc, char** argv) {
+  cxxopts::Options opts("clipguide_toyworld train-clip", "train the toy CLIP (OpenAI ViT names) on the toy world");
+  TrainArgs t;
+  tw::ToyClipShape shape;
+  t.add_to(opts, "models/toyworld/clip", "folder for model.safetensors, vocab.json and merges.txt",
+           "images per step, a multiple of 8 (groups of hard negatives)", "128", "1");
+  opts.add_options()
+      ("vision-width", "ViT width", cxxopts::value(shape.vision_width)->default_value("128"))
+      ("vision-layers", "ViT layers", cxxopts::value(shape.vision_layers)->default_value("4"))
+      ("text-width", "text transformer width", cxxopts::value(shape.text_width)->default_value("128"))
+      ("text-layers", "text transformer layers", cxxopts::value(shape.text_layers)->default_value("3"));
+  if (!parse_or_help(opts, argc, argv)) return 0;
+  t.prepare();
+  // The vocabulary: BPE merges learned from 20,000 captions.
+  const cg::BpeMerges merges = cg::train_bpe(tw::caption_corpus(20000, static_cast<uint64_t>(t.seed)), 4096);
+  cg::write_hf_vocabulary(merges, t.out);
+  const cg::Tokenizer tokenizer = cg::Tokenizer::from_path(t.out);
+  const cg::ClipConfig config = tw::toy_clip_config(shape, tokenizer.max_id() + 1);
+  auto model = tw::init_clip(config, static_cast<uint64_t>(t.seed));
+  auto [decay, rest] = decay_groups(*model);
+  cg::OptimizerOptions with_decay;
+  with_decay.kind = "adamw";
+  with_decay.lr = t.lr;
+  with_decay.beta2 = 0.98;
+  with_decay.eps = 1e-6;
+  with_decay.weight_decay = 0.1;
+  cg::OptimizerOptions without = with_decay;
+  without.weight_decay = 0;
+  cg::Optimizer opt_decay(decay, with_decay), opt_rest(rest, without);
+  int64_t step = 0;
+  double earlier = 0;
+  if (fs::exists(t.state)) {
+    std::tie(step, earlier) = load_state(t.state, *model, {&opt_decay, &opt_rest});
+    std::cerr << "resuming " << t.state << " at step " << step << "\n";
+  }
+  std::cerr << "toy CLIP: " << config.architecture() << ", vocabulary " << tokenizer.vocab_size() << " tokens ("
+            << merges.size() << " merges), context " << config.context_length << "\n";
+  const tw::TrainSchedule schedule = t.schedule(200);
+  const auto t0 = Clock::now();
+  double loss_sum = 0;
+  int64_t loss_n = 0;
+  InterruptScope interrupt;
+  model->train();
+  for (; !t.stop_before(step, earlier + minutes_since(t0)); ++step) {
+    std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
+    const tw::ClipBatch b = tw::clip_batch(rng, tokenizer, config.context_length, t.batch);
+    const torch::Tensor images = cg::normalize_pixels(tw::augment_images(b.images, rng));
+    const torch::Tensor loss = tw::contrastive_loss(model->encode_image(images), model->encode_text(b.tokens),
+                                                    model->logit_scale_exp(), b.targets);
+    opt_decay.zero_grad();
+    opt_rest.zero_grad();
+    loss.backward();
+    opt_decay.set_lr(schedule.lr_at(step));
+    opt_rest.set_lr(schedule.lr_at(step));
+    opt_decay.step();
+    opt_rest.step();
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& kv : model->named_parameters()) {
+        if (kv.key() == "logit_scale") kv.value().clamp_(0, std::log(100.0));  // CLIP clips the temperature at 100
+      }
+    }
+    loss_sum += loss.item<double>();
+    ++loss_n;
+    if ((step + 1) % t.every == 0 || step + 1 == t.steps) {
+      const double elapsed = earlier + minutes_since(t0);
+      torch::NoGradGuard no_grad;
+      model->eval();
+      const tw::ZeroShot zs = tw::zero_shot(*model, tokenizer, 240, 999);
+      model->train();
+      std::cerr << cg::cat("step ", step + 1, "/", t.steps, "  loss ", loss_sum / static_cast<double>(loss_n), "  lr ",
+                           schedule.lr_at(step), "  T ", model->logit_scale_exp().item<double>(), "  zero-shot colour ",
+                           zs.colour, " shape ", zs.shape, " background ", zs.background, " held-out ", zs.held_out_joint,
+                           "  ", elapsed, " min\n");
+      loss_sum = 0;
+      loss_n = 0;
+      save_state(t.state, *model, {&opt_decay, &opt_rest}, step + 1, elapsed);
+    }
+  }
+  const double elapsed = earlier + minutes_since(t0);
+  save_state(t.state, *model, {&opt_decay, &opt_rest}, step, elapsed);
+  t.write_model(*model, step);
+  std::cerr << cg::cat("wrote ", t.out, "/model.safetensors after ", step, " steps, ", elapsed, " min\n");
+  return 0;
+}
+
+int train_vqgan(int argc, char** argv) {
+  cxxopts::Options opts("clipguide_toyworld train-vqgan", "train the toy VQGAN (taming names, f8) on the toy world");
+  TrainArgs t;
+  int64_t restart_every = 0;
+  tw::ToyVqganShape shape;
+  t.add_to(opts, "models/toyworld/vqgan", "folder for model.safetensors and model.yaml", "images per step", "16", "2");
+  opts.add_options()
+      ("n-embed", "codebook entries", cxxopts::value(shape.n_embed)->default_value("512"))
+      ("restart-every", "restart codes unused for this many steps", cxxopts::value(restart_every)->default_value("50"));
+  if (!parse_or_help(opts, argc, argv)) return 0;
+  t.prepare();
+  if (restart_every < 1) cg::fail("--restart-every must be positive");
+  const cg::VqganConfig config = tw::toy_vqgan_config(shape);
+  auto model = tw::init_vqgan(config, static_cast<uint64_t>(t.seed));
+  cg::OptimizerOptions adam;
+  adam.lr = t.lr;
+  adam.beta1 = 0.5;  // taming's betas
+  adam.beta2 = 0.9;
+  cg::Optimizer opt(model->parameters(), adam);
+  int64_t step = 0;
+  double earlier = 0;
+  if (fs::exists(t.state)) {
+    std::tie(step, earlier) = load_state(t.state, *model, {&opt});
+    std::cerr << "resuming " << t.state << " at step " << step << "\n";
+  }
+  std::cerr << "toy VQGAN: " << config.describe() << "\n";
+  const tw::TrainSchedule schedule = t.schedule(100);
+  tw::DeadCodeRestarter restarter(config.n_embed, restart_every);
+  const auto t0 = Clock::now();
+  double l1 = 0, l2 = 0, cb = 0;
+  int64_t n = 0, restarted = 0;
+  InterruptScope interrupt;
+  for (; !t.stop_before(step, earlier + minutes_since(t0)); ++step) {
+    std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
+    std::vector<torch::Tensor> images;
+    tw::SceneOptions options;
+    options.allow_held_out = true;  // the autoencoder learns pictures, not captions
+    for (int64_t i = 0; i < t.batch; ++i) images.push_back(tw::render(tw::sample_scene(rng, options)));
+    const torch::Tensor x = torch::stack(images);
+    tw::VqganLosses losses = tw::vqgan_losses(*model, x);
+    opt.zero_grad();
+    losses.total.backward();
+    opt.set_lr(schedule.lr_at(step));
+    opt.step();
+    restarted += restarter.update(*model, losses.indices, x, step, rng);
+    l1 += losses.l1;
+    l2 += losses.l2;
+    cb += losses.codebook;
+    ++n;
+    if ((step + 1) % t.every == 0 || step + 1 == t.steps) {
+      const double elapsed = earlier + minutes_since(t0);
+      const auto d = static_cast<double>(n);
+      std::cerr << cg::cat("step ", step + 1, "/", t.steps, "  L1 ", l1 / d, "  L2 ", l2 / d, "  codebook ", cb / d,
+                           "  codes used ", restarter.used_last_window(), "/", config.n_embed, "  restarted ", restarted,
+                           "  lr ", schedule.lr_at(step), "  ", elapsed, " min\n");
+      l1 = l2 = cb = 0;
+      n = restarted = 0;
+      save_state(t.state, *model, {&opt}, step + 1, elapsed);
+    }
+  }
+  const double elapsed = earlier + minutes_since(t0);
+  save_state(t.state, *model, {&opt}, step, elapsed);
+  t.write_model(*model, step);
+  cg::write_file_atomic((fs::path(t.out) / "model.yaml").string(), tw::vqgan_yaml(config, tw::kImageSize));
+  std::cerr << cg::cat("wrote ", t.out, "/model.safetensors and model.yaml after ", step, " steps, ", elapsed, " min\n");
+  return 0;
+}
+
+int eval(int argc, char** argv) {
+  cxxopts::Options opts("clipguide_toyworld eval", "zero-shot classification, class reranking and VQGAN reconstruction of fresh renders");
+  std::string model, vqgan;
+  int64_t images = 0, seed = 0;
+  opts.add_options()
+      ("model", "a CLIP (default: the bundled toy CLIP)", cxxopts::value(model))
+      ("vqgan", "a VQGAN whose reconstructions to judge (default: the bundled toy VQGAN)", cxxopts::value(vqgan))
+      ("images", "renders to classify", cxxopts::value(images)->default_value("1000"))
+      ("seed", "seed of the renders (training draws from seeds 1 and 2; the trainer's own checks use 999)",
+       cxxopts::value(seed)->default_value("2026"));
+  if (!parse_or_help(opts, argc, argv)) return 0;
+  if (images < 1) cg::fail("--images must be at least 1");
+  cg::LoadedClip clip = cg::load_clip(model.empty() ? tw::bundled_clip() : model);
+  const tw::ZeroShot zs = tw::zero_shot(*clip.model, clip.require_tokenizer(), images, static_cast<uint64_t>(seed));
+  const tw::RerankResult rr = tw::rerank_classes(*clip.model, clip.require_tokenizer(), static_cast<uint64_t>(seed));
+  nlohmann::json out{{"model", clip.path}, {"images", zs.images}, {"colour", zs.colour}, {"shape", zs.shape},
+                     {"background", zs.background}, {"held_out_images", zs.held_out_images},
+                     {"held_out_joint", zs.held_out_joint}, {"rerank_classes", rr.classes}, {"rerank_top1", rr.top1}};
+  const cg::LoadedVqgan v = cg::load_vqgan(vqgan.empty() ? tw::bundled_vqgan() : vqgan, vqgan.empty() ? tw::bundled_vqgan_config() : "", torch::kCPU);
+  const tw::Reconstruction rec = tw::reconstruction(*v.model, 256, static_cast<uint64_t>(seed));
+  out["vqgan"] = v.path;
+  out["reconstruction_l1"] = rec.l1;
+  out["reconstruction_judged_same"] = rec.judged_same;
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
+// Writes one render per colour+shape class (CLASS.png: red-circle.png ...), or one plain image per colour, or
+// `count` random scenes with their captions in captions.txt.
+int render(int argc, char** argv) {
+  cxxopts::Options opts("clipguide_toyworld render", "render toy-world scenes to PNG files");
+  std::string out;
+  int64_t count = 0, seed = 0;
+  bool classes = false, backgrounds = false;
+  opts.add_options()
+      ("out", "folder to write into", cxxopts::value(out))
+      ("backgrounds", "one plain image of each colour instead (COLOUR.png: generate's starting points)", cxxopts::value(backgrounds))
+      ("count", "random scenes to render", cxxopts::value(count)->default_value("8"))
+      ("classes", "one single-object render per colour+shape class instead", cxxopts::value(classes))
+      ("seed", "seed", cxxopts::value(seed)->default_value("7"));
+  if (!parse_or_help(opts, argc, argv)) return 0;
+  if (out.empty()) cg::fail("--out DIR is required");
+  if (count < 0 || count > 100000) cg::fail("--count must be between 0 and 100000");
+  fs::create_directories(out);
+  std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(seed), 0);
+  auto write = [&](const tw::Scene& scene, const std::string& name) {
+    const torch::Tensor img = (tw::render(scene).permute({1, 2, 0}) * 255).round().to(torch::kUInt8).contiguous();  // [3, H, W] -> [H, W, 3]
+    cg::write_file_atomic((fs::path(out) / name).string(), cg::encode_png(img, {}));
+  };
+  std::string captions;
+  if (backgrounds) {
+    for (int c = 0; c < tw::kColours; ++c) {
+      tw::Scene plain;
+      plain.background = static_cast<tw::Colour>(c);
+      write(plain, tw::name(plain.background) + ".png");
+    }
+    return 0;
+  }
+  if (classes) {
+    for (int c = 0; c < tw::kColours; ++c) {
+      for (int s = 0; s < tw::kShapes; ++s) {
+        tw::Colour b;
+        do {
+          b = static_cast<tw::Colour>(std::uniform_int_distribution<int>(0, tw::kColours - 1)(rng));
+        } while (b == static_cast<tw::Colour>(c));
+        const auto size = static_cast<tw::Size>(std::uniform_int_distribution<int>(0, tw::kSizes - 1)(rng));
+        const auto pos = static_cast<tw::Position>(std::uniform_int_distribution<int>(0, tw::kPositions - 1)(rng));
+        const auto scene = tw::single_object_scene(b, static_cast<tw::Colour>(c), static_cast<tw::Shape>(s), size, pos, rng);
+        const std::string name = cg::cat(tw::name(static_cast<tw::Colour>(c)), "-", tw::name(static_cast<tw::Shape>(s)), ".png");
+        write(scene, name);
+        captions += name + "\t" + tw::describe(scene, 0, rng).text + "\n";
+      }
+    }
+  } else {
+    tw::SceneOptions options;
+    options.allow_held_out = true;
+    for (int64_t i = 0; i < count; ++i) {
+      const tw::Scene scene = tw::sample_scene(rng, options);
+      const std::string name = cg::cat("scene-", i, ".png");
+      write(scene, name);
+      captions += name + "\t" + tw::describe(scene, -1, rng).text + "\n";
+    }
+  }
+  cg::write_file_atomic((fs::path(out) / "captions.txt").string(), captions);
+  return 0;
+}
+
+// One JSON line per image: what the pixel judge sees (no CLIP involved).
+int judge(int argc, char** argv) {
+  if (argc < 2) cg::fail("give one or more PNG files to judge");
+  for (int i = 1; i < argc; ++i) {
+    const cg::Image img = cg::read_image(argv[i]);
+    const torch::Tensor t = cg::to_rgb_tensor(img).permute({2, 0, 1}).to(torch::kFloat).div(255);  // [H, W, 3] -> [3, H, W]
+    const tw::Judgement j = tw::judge(t);
+    nlohmann::json line{{"image", argv[i]}, {"background", tw::name(j.background)}, {"object", j.found_object}};
+    if (j.found_object) {
+      line["colour"] = tw::name(j.colour);
+      line["shape"] = tw::name(j.shape);
+      line["pixels"] = j.object_pixels;
+      line["fill"] = j.fill;
+      line["solidity"] = j.solidity;
+      line["hole"] = j.hole;
+    }
+    std::cout << line.dump() << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string usage =
+      "usage: clipguide_toyworld train-clip|train-vqgan|eval|render|judge [OPTIONS] (--help after a command for its options)";
+  if (argc < 2) {
+    std::cerr << usage << "\n";
+    return 2;
+  }
+  const std::string command = argv[1];
+  try {
+    if (command == "train-clip") return train_clip(argc - 1, argv + 1);
+    if (command == "train-vqgan") return train_vqgan(argc - 1, argv + 1);
+    if (command == "eval") return eval(argc - 1, argv + 1);
+    if (command == "render") return render(argc - 1, argv + 1);
+    if (command == "judge") return judge(argc - 1, argv + 1);
+    std::cerr << "clipguide_toyworld: unknown command '" << command << "'\n" << usage << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "clipguide_toyworld " << command << ": " << e.what() << "\n";
+    return 1;
+  }
+}

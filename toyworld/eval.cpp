@@ -1,0 +1,152 @@
+#include "toyworld/eval.h"
+
+#include "clip/image.h"
+#include "toyworld/train.h"
+#include "toyworld/world.h"
+
+namespace clipguide::toyworld {
+
+namespace {
+
+// L2-normalized features, in batches, without gradients.
+torch::Tensor image_features(ClipModel& model, const torch::Tensor& images01) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> parts;
+  const auto dtype = model.parameters().front().scalar_type();
+  const auto device = model.parameters().front().device();
+  for (int64_t i = 0; i < images01.size(0); i += 128) {
+    const torch::Tensor x = normalize_pixels(images01.narrow(0, i, std::min<int64_t>(128, images01.size(0) - i)));
+    parts.push_back(model.encode_image(x.to(device, dtype)).to(torch::kCPU, torch::kFloat));
+  }
+  const torch::Tensor f = torch::cat(parts);
+  return f / f.norm(2, -1, true);
+}
+
+torch::Tensor text_features(ClipModel& model, const Tokenizer& tokenizer, const std::vector<std::string>& texts) {
+  torch::NoGradGuard no_grad;
+  const auto device = model.parameters().front().device();
+  const torch::Tensor tokens = tokenizer.tokenize(texts, model.config().context_length, false).to(device);
+  const torch::Tensor f = model.encode_text(tokens).to(torch::kCPU, torch::kFloat);
+  return f / f.norm(2, -1, true);
+}
+
+}  // namespace
+
+ZeroShot zero_shot(ClipModel& model, const Tokenizer& tokenizer, int64_t images, uint64_t seed) {
+  // The prompt grid: index (c * kShapes + s) * kColours + b, with c != b.
+  std::vector<std::string> prompts;
+  std::vector<std::array<int, 3>> labels;
+  for (int c = 0; c < kColours; ++c) {
+    for (int s = 0; s < kShapes; ++s) {
+      for (int b = 0; b < kColours; ++b) {
+        if (b == c) continue;
+        prompts.push_back(prompt_for(static_cast<Colour>(c), static_cast<Shape>(s), static_cast<Colour>(b)));
+        labels.push_back({c, s, b});
+      }
+    }
+  }
+  const torch::Tensor text = text_features(model, tokenizer, prompts);
+  std::mt19937_64 rng = step_rng(seed, 0);
+  std::vector<Scene> scenes;
+  std::vector<torch::Tensor> renders;
+  for (int64_t i = 0; i < images; ++i) {
+    // Cycle through the 48 colour+shape classes so every one, held-out ones included, is measured.
+    const auto c = static_cast<Colour>(i % (kColours * kShapes) / kShapes);
+    const auto s = static_cast<Shape>(i % kShapes);
+    Colour b;
+    do {
+      b = static_cast<Colour>(std::uniform_int_distribution<int>(0, kColours - 1)(rng));
+    } while (b == c);
+    const auto size = static_cast<Size>(std::uniform_int_distribution<int>(0, kSizes - 1)(rng));
+    const auto pos = static_cast<Position>(std::uniform_int_distribution<int>(0, kPositions - 1)(rng));
+    scenes.push_back(single_object_scene(b, c, s, size, pos, rng));
+    renders.push_back(render(scenes.back()));
+  }
+  const torch::Tensor img = image_features(model, torch::stack(renders));
+  const double scale = model.logit_scale_exp().item<double>();
+  const torch::Tensor probs = torch::softmax(scale * torch::matmul(img, text.t()), 1);  // [images, prompts]
+  auto p = probs.accessor<float, 2>();
+  ZeroShot out;
+  out.images = images;
+  int64_t colour = 0, shape = 0, background = 0, joint = 0;
+  for (int64_t i = 0; i < images; ++i) {
+    std::array<double, kColours> pc{}, pb{};
+    std::array<double, kShapes> ps{};
+    std::array<double, kColours * kShapes> pj{};
+    for (size_t k = 0; k < labels.size(); ++k) {
+      const auto& [c, s, b] = labels[k];
+      pc[c] += p[i][static_cast<int64_t>(k)];
+      ps[s] += p[i][static_cast<int64_t>(k)];
+      pb[b] += p[i][static_cast<int64_t>(k)];
+      pj[c * kShapes + s] += p[i][static_cast<int64_t>(k)];
+    }
+    auto argmax = [](const auto& a) { return static_cast<int>(std::max_element(a.begin(), a.end()) - a.begin()); };
+    const Object& o = scenes[static_cast<size_t>(i)].objects[0];
+    colour += argmax(pc) == static_cast<int>(o.colour);
+    shape += argmax(ps) == static_cast<int>(o.shape);
+    background += argmax(pb) == static_cast<int>(scenes[static_cast<size_t>(i)].background);
+    if (is_held_out(o.colour, o.shape)) {
+      ++out.held_out_images;
+      joint += argmax(pj) == static_cast<int>(o.colour) * kShapes + static_cast<int>(o.shape);
+    }
+  }
+  const auto n = static_cast<double>(images);
+  out.colour = static_cast<double>(colour) / n;
+  out.shape = static_cast<double>(shape) / n;
+  out.background = static_cast<double>(background) / n;
+  out.held_out_joint = out.held_out_images ? static_cast<double>(joint) / static_cast<double>(out.held_out_images) : 0;
+  return out;
+}
+
+RerankResult rerank_classes(ClipModel& model, const Tokenizer& tokenizer, uint64_t seed) {
+  std::mt19937_64 rng = step_rng(seed, 1);
+  std::vector<std::string> prompts;
+  std::vector<torch::Tensor> renders;
+  for (int c = 0; c < kColours; ++c) {
+    for (int s = 0; s < kShapes; ++s) {
+      Colour b;
+      do {
+        b = static_cast<Colour>(std::uniform_int_distribution<int>(0, kColours - 1)(rng));
+      } while (b == static_cast<Colour>(c));
+      const auto size = static_cast<Size>(std::uniform_int_distribution<int>(0, kSizes - 1)(rng));
+      const auto pos = static_cast<Position>(std::uniform_int_distribution<int>(0, kPositions - 1)(rng));
+      renders.push_back(render(single_object_scene(b, static_cast<Colour>(c), static_cast<Shape>(s), size, pos, rng)));
+      prompts.push_back(prompt_for(static_cast<Colour>(c), static_cast<Shape>(s), std::nullopt));
+    }
+  }
+  const torch::Tensor sim = torch::matmul(text_features(model, tokenizer, prompts), image_features(model, torch::stack(renders)).t());
+  const torch::Tensor best = sim.argmax(1);
+  RerankResult out;
+  out.classes = static_cast<int64_t>(prompts.size());
+  for (int64_t k = 0; k < out.classes; ++k) out.top1 += best[k].item<int64_t>() == k;
+  return out;
+}
+
+Reconstruction reconstruction(Vqgan& model, int64_t images, uint64_t seed) {
+  std::mt19937_64 rng = step_rng(seed, 2);
+  SceneOptions options;
+  options.two_object_rate = 0;  // the judge reads one object
+  options.allow_held_out = true;
+  std::vector<torch::Tensor> renders;
+  for (int64_t i = 0; i < images; ++i) renders.push_back(render(sample_scene(rng, options)));
+  const torch::Tensor x = torch::stack(renders);
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> parts;
+  for (int64_t i = 0; i < images; i += 32) {
+    const torch::Tensor b = x.narrow(0, i, std::min<int64_t>(32, images - i));
+    parts.push_back(((model.decode(model.quantize(model.encode(b * 2 - 1)).z_q) + 1) / 2).clamp(0, 1));
+  }
+  const torch::Tensor rec = torch::cat(parts);
+  Reconstruction out;
+  out.images = images;
+  out.l1 = (rec - x).abs().mean().item<double>();
+  int64_t same = 0;
+  for (int64_t i = 0; i < images; ++i) {
+    const Judgement a = judge(x[i]), b = judge(rec[i]);
+    same += a.background == b.background && a.found_object == b.found_object && a.colour == b.colour && a.shape == b.shape;
+  }
+  out.judged_same = static_cast<double>(same) / static_cast<double>(images);
+  return out;
+}
+
+}  // namespace clipguide::toyworld

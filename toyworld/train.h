@@ -1,0 +1,109 @@
+// Training the toy world's CLIP and VQGAN with libtorch: batches, losses, one optimizer step at a time, and the
+// files they are saved as (the same names and formats as the real models, so the ordinary loaders read them).
+// Ref: Radford et al. 2021 (symmetric contrastive loss, learned temperature, openai/CLIP initialize_parameters);
+// Esser et al. 2021 / taming-transformers VQModel (codebook + commitment losses, straight-through estimator);
+// dead-code restarts as in Dhariwal et al. 2020 (Jukebox) and Zeghidour et al. 2021.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "clip/model.h"
+#include "clip/tokenizer.h"
+#include "generators/optimizer.h"
+#include "generators/vqgan.h"
+#include "toyworld/world.h"
+
+namespace clipguide::toyworld {
+
+// ---- data ----
+
+// The data for step `step` of a run seeded `seed`: the same pair always gives the same batch, so a resumed run
+// sees exactly what an uninterrupted one would.
+std::mt19937_64 step_rng(uint64_t seed, int64_t step);
+
+// Captions to train the vocabulary on: `count` of them from every template, seeded.
+std::vector<std::string> caption_corpus(int64_t count, uint64_t seed);
+
+struct ClipBatch {
+  torch::Tensor images;   // [B, 3, 64, 64] in [0, 1]
+  torch::Tensor tokens;   // [B, context] int64
+  torch::Tensor targets;  // [B texts, B images] 1 where caption i describes image j (the diagonal and any other)
+};
+// Groups of kGroup hard negatives: a scene, the same scene with each other shape (a line-up that differs only in
+// shape), then with other object colours and another background; a group shares its caption template. `batch` must
+// be a multiple of kGroup.
+constexpr int64_t kGroup = 8;
+ClipBatch clip_batch(std::mt19937_64& rng, const Tokenizer& tokenizer, int64_t context, int64_t batch);
+
+// ---- toy CLIP ----
+
+struct ToyClipShape {
+  int64_t vision_width = 128, vision_layers = 4, patch = 8;
+  int64_t text_width = 128, text_layers = 3, context = 32;
+  int64_t embed_dim = 128;
+};
+ClipConfig toy_clip_config(const ToyClipShape& shape, int64_t vocab_size);
+// A model with openai/CLIP's initialisation (normal weights scaled by width and depth, temperature 1/0.07).
+std::shared_ptr<ClipModel> init_clip(const ClipConfig& config, uint64_t seed);
+
+// Symmetric contrastive loss over a batch, with soft targets: text i's target is spread over every image it
+// describes, and image j's over every caption describing it (no false negatives from repeated captions).
+torch::Tensor contrastive_loss(const torch::Tensor& image_features, const torch::Tensor& text_features,
+                               const torch::Tensor& logit_scale_exp, const torch::Tensor& targets);
+
+// Random crops of 80-100% of the side, resampled back to 64 px, and pixel noise: what the CLIP sees in training
+// resembles what guidance's cutouts show it.
+torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng);
+
+struct TrainSchedule {
+  int64_t steps = 1000, warmup = 100;
+  double lr = 1e-3, final_lr_fraction = 0.05;  // cosine from lr down to lr * final_lr_fraction
+  double lr_at(int64_t step) const;
+};
+
+// ---- toy VQGAN ----
+
+struct ToyVqganShape {
+  int64_t ch = 32, z_channels = 64, embed_dim = 32, n_embed = 512, num_res_blocks = 1;
+  std::vector<int64_t> ch_mult = {1, 1, 2, 2};  // three downsamplings: f8
+  bool attention = true;                        // attention at the lowest resolution
+};
+VqganConfig toy_vqgan_config(const ToyVqganShape& shape);
+std::shared_ptr<Vqgan> init_vqgan(const VqganConfig& config, uint64_t seed);
+
+struct VqganLosses {
+  torch::Tensor total;
+  double l1 = 0, l2 = 0, codebook = 0, commitment = 0;
+  torch::Tensor indices;  // [B, h, w] the codes used
+};
+// Reconstruction (L1 + L2) + codebook ||sg(z) - q||^2 + beta * commitment ||z - sg(q)||^2, straight-through.
+VqganLosses vqgan_losses(Vqgan& model, const torch::Tensor& images01, double beta = 0.25);
+
+// Counts code use and, every `every` steps, moves codes unused since the last restart onto encoder outputs from the
+// current batch (plus a little noise), so the whole codebook stays in use.
+class DeadCodeRestarter {
+ public:
+  DeadCodeRestarter(int64_t n_embed, int64_t every) : counts_(torch::zeros({n_embed}, torch::kLong)), every_(every) {}
+  // Returns how many codes were restarted this step.
+  int64_t update(Vqgan& model, const torch::Tensor& indices, const torch::Tensor& images01, int64_t step, std::mt19937_64& rng);
+  int64_t used_last_window() const { return used_; }
+
+ private:
+  torch::Tensor counts_;
+  int64_t every_;
+  int64_t used_ = 0;
+};
+
+// ---- files ----
+
+// Parameters by checkpoint name, for saving (the names the loaders expect).
+TensorMap named_weights(torch::nn::Module& model, torch::ScalarType dtype);
+// A taming-style .yaml describing `config` (model.params.{embed_dim, n_embed, ddconfig}).
+std::string vqgan_yaml(const VqganConfig& config, int64_t resolution);
+
+}  // namespace clipguide::toyworld
