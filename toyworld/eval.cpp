@@ -53,13 +53,7 @@ ZeroShot zero_shot(ClipModel& model, const Tokenizer& tokenizer, int64_t images,
     // Cycle through the 48 colour+shape classes so every one, held-out ones included, is measured.
     const auto c = static_cast<Colour>(i % (kColours * kShapes) / kShapes);
     const auto s = static_cast<Shape>(i % kShapes);
-    Colour b;
-    do {
-      b = static_cast<Colour>(std::uniform_int_distribution<int>(0, kColours - 1)(rng));
-    } while (b == c);
-    const auto size = static_cast<Size>(std::uniform_int_distribution<int>(0, kSizes - 1)(rng));
-    const auto pos = static_cast<Position>(std::uniform_int_distribution<int>(0, kPositions - 1)(rng));
-    scenes.push_back(single_object_scene(b, c, s, size, pos, rng));
+    scenes.push_back(random_single_object(c, s, rng));
     renders.push_back(render(scenes.back()));
   }
   const torch::Tensor img = image_features(model, torch::stack(renders));
@@ -104,13 +98,7 @@ RerankResult rerank_classes(ClipModel& model, const Tokenizer& tokenizer, uint64
   std::vector<torch::Tensor> renders;
   for (int c = 0; c < kColours; ++c) {
     for (int s = 0; s < kShapes; ++s) {
-      Colour b;
-      do {
-        b = static_cast<Colour>(std::uniform_int_distribution<int>(0, kColours - 1)(rng));
-      } while (b == static_cast<Colour>(c));
-      const auto size = static_cast<Size>(std::uniform_int_distribution<int>(0, kSizes - 1)(rng));
-      const auto pos = static_cast<Position>(std::uniform_int_distribution<int>(0, kPositions - 1)(rng));
-      renders.push_back(render(single_object_scene(b, static_cast<Colour>(c), static_cast<Shape>(s), size, pos, rng)));
+      renders.push_back(render(random_single_object(static_cast<Colour>(c), static_cast<Shape>(s), rng)));
       prompts.push_back(prompt_for(static_cast<Colour>(c), static_cast<Shape>(s), std::nullopt));
     }
   }

@@ -183,6 +183,16 @@ Scene single_object_scene(Colour background, Colour colour, Shape shape, Size si
   return scene;
 }
 
+Scene random_single_object(Colour colour, Shape shape, std::mt19937_64& rng) {
+  Colour background;
+  do {
+    background = pick<Colour>(rng, kColours);
+  } while (background == colour);
+  const auto size = pick<Size>(rng, kSizes);
+  const auto position = pick<Position>(rng, kPositions);
+  return single_object_scene(background, colour, shape, size, position, rng);
+}
+
 torch::Tensor render(const Scene& scene) {
   const int64_t n = kImageSize;
   torch::Tensor out = torch::empty({3, n, n});

@@ -61,6 +61,8 @@ struct SceneOptions {
 Scene sample_scene(std::mt19937_64& rng, const SceneOptions& options = {});
 // One object at the given attributes (random jitter and tint), for evaluation and reranking.
 Scene single_object_scene(Colour background, Colour colour, Shape shape, Size size, Position position, std::mt19937_64& rng);
+// One object of this colour and shape on a random other background, at a random size and position.
+Scene random_single_object(Colour colour, Shape shape, std::mt19937_64& rng);
 
 // [3, 64, 64] float in [0, 1].
 torch::Tensor render(const Scene& scene);

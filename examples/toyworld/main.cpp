@@ -339,13 +339,7 @@ int render(int argc, char** argv) {
   if (classes) {
     for (int c = 0; c < tw::kColours; ++c) {
       for (int s = 0; s < tw::kShapes; ++s) {
-        tw::Colour b;
-        do {
-          b = static_cast<tw::Colour>(std::uniform_int_distribution<int>(0, tw::kColours - 1)(rng));
-        } while (b == static_cast<tw::Colour>(c));
-        const auto size = static_cast<tw::Size>(std::uniform_int_distribution<int>(0, tw::kSizes - 1)(rng));
-        const auto pos = static_cast<tw::Position>(std::uniform_int_distribution<int>(0, tw::kPositions - 1)(rng));
-        const auto scene = tw::single_object_scene(b, static_cast<tw::Colour>(c), static_cast<tw::Shape>(s), size, pos, rng);
+        const auto scene = tw::random_single_object(static_cast<tw::Colour>(c), static_cast<tw::Shape>(s), rng);
         const std::string name = cg::cat(tw::name(static_cast<tw::Colour>(c)), "-", tw::name(static_cast<tw::Shape>(s)), ".png");
         write(scene, name);
         captions += name + "\t" + tw::describe(scene, 0, rng).text + "\n";
