@@ -293,7 +293,6 @@ void GenerateJob::load_models() {
   if (init_image) init_ = init_image_tensor(std::move(*init_image), size_).to(device_);
   if (p_.steps == 0) return;
 
-
   std::vector<cg::GuideModel> models;
   for (const auto& spec : p_.clip_models) {
     auto [path, numbers] = cg::split_trailing_numbers(spec, 2);
@@ -538,26 +537,28 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
 // With both bundled, the settings tuned for them fill whatever was not given (bench/toyworld measures them). All of it
 // goes into the recorded arguments, so a replay runs exactly this.
 void use_bundled_models(GenerateParams& p, std::vector<std::string>& args, const cxxopts::ParseResult& given) {
-  auto set = [&](const std::string& flag, const std::string& value) {
-    args.push_back(cg::cat("--", flag, "=", value));
-    p = parse(args);
-  };
+  const size_t recorded = args.size();
+  auto set = [&](const std::string& flag, const std::string& value) { args.push_back(cg::cat("--", flag, "=", value)); };
   const bool default_clip = p.steps > 0 && p.clip_models.empty();
   const bool default_vqgan = p.generator == "vqgan" && p.vqgan_checkpoint.empty();
   if (default_clip) {
-    set("clip-model", cg::toyworld::bundled_clip());
-    std::cerr << "clipguide generate: no --clip-model given; using the bundled toy CLIP (" << p.clip_models[0]
+    const std::string clip = cg::toyworld::bundled_clip();
+    set("clip-model", clip);
+    std::cerr << "clipguide generate: no --clip-model given; using the bundled toy CLIP (" << clip
               << "), which knows only coloured shapes; pass --clip-model for a real CLIP (see README: Models)\n";
   }
   if (default_vqgan) {
-    set("vqgan-checkpoint", cg::toyworld::bundled_vqgan());
+    const std::string vqgan = cg::toyworld::bundled_vqgan();
+    set("vqgan-checkpoint", vqgan);
     set("vqgan-config", cg::toyworld::bundled_vqgan_config());
-    std::cerr << "clipguide generate: no --vqgan-checkpoint given; using the bundled toy VQGAN (" << p.vqgan_checkpoint << ")\n";
+    std::cerr << "clipguide generate: no --vqgan-checkpoint given; using the bundled toy VQGAN (" << vqgan << ")\n";
   }
-  if (!default_clip || !(default_vqgan || p.generator == "pixels")) return;
-  for (const auto& [flag, value] : cg::toyworld::bundled_generate_defaults()) {
-    if (given.count(flag) == 0 && !((flag == "size" || flag == "init-image") && given.count("init-image"))) set(flag, value);
+  if (default_clip && (default_vqgan || p.generator == "pixels")) {
+    for (const auto& [flag, value] : cg::toyworld::bundled_generate_defaults()) {
+      if (given.count(flag) == 0 && !((flag == "size" || flag == "init-image") && given.count("init-image"))) set(flag, value);
+    }
   }
+  if (args.size() != recorded) p = parse(args);  // once, with everything added
 }
 
 int run_generate(int argc, char** argv) {
