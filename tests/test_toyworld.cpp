@@ -48,6 +48,30 @@ TEST(ToyWorld, EdgesAreAntiAliased) {
   EXPECT_GT(((g > 0.3) & (g < 0.7)).sum().item<int64_t>(), 20);
 }
 
+TEST(ToyWorld, BatchesRenderAsSingleScenesDo) {
+  std::mt19937_64 rng(11);
+  std::vector<Scene> scenes;
+  for (int i = 0; i < 5; ++i) scenes.push_back(sample_scene(rng));
+  const torch::Tensor batch = render_batch(scenes);
+  ASSERT_EQ(batch.sizes(), (std::vector<int64_t>{5, 3, kImageSize, kImageSize}));
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(torch::equal(batch[i], render(scenes[static_cast<size_t>(i)])));
+}
+
+TEST(ToyWorld, ObjectWeightsMarkTheObjectAndItsRimOnly) {
+  std::mt19937_64 rng(4);
+  const Scene scene = single_object_scene(Colour::Blue, Colour::Yellow, Shape::Square, Size::Large, Position::Centre, rng);
+  const torch::Tensor img = render(scene);
+  const torch::Tensor w = object_weights(img.unsqueeze(0), 4)[0][0];
+  // Far from the object: the background's weight; on the object: 1 + 4; the object's area, plus a rim, at 5.
+  EXPECT_FLOAT_EQ(w[0][0].item<float>(), 1.f);
+  EXPECT_FLOAT_EQ(w[kImageSize / 2][kImageSize / 2].item<float>(), 5.f);
+  const torch::Tensor on_object = (img - img.narrow(1, 0, 1).narrow(2, 0, 1)).abs().sum(0) > 0.1;  // unlike the corner pixel
+  const double heavy = (w > 1).sum().item<double>(), object = on_object.sum().item<double>();
+  EXPECT_GE(heavy, object * 0.9);
+  EXPECT_LE(heavy, object * 1.5);
+  EXPECT_TRUE(torch::equal(object_weights(img.unsqueeze(0), 0), torch::ones({1, 1, kImageSize, kImageSize})));
+}
+
 TEST(ToyWorld, CaptionsClaimWhatTheirSceneShows) {
   std::mt19937_64 rng(21);
   std::set<std::string> texts;
@@ -163,14 +187,14 @@ TEST(ToyWorld, AFewVqganTrainingStepsLowerTheLossAndDeadCodesRestart) {
   o.lr = 2e-3;
   Optimizer opt(model->parameters(), o);
   std::mt19937_64 rng(2);
-  std::vector<torch::Tensor> imgs;
-  for (int i = 0; i < 4; ++i) imgs.push_back(render(sample_scene(rng)));
-  const torch::Tensor x = torch::nn::functional::avg_pool2d(torch::stack(imgs), torch::nn::functional::AvgPool2dFuncOptions(2));  // 32 px: quicker
+  std::vector<Scene> scenes;
+  for (int i = 0; i < 4; ++i) scenes.push_back(sample_scene(rng));
+  const torch::Tensor x = torch::nn::functional::avg_pool2d(render_batch(scenes), torch::nn::functional::AvgPool2dFuncOptions(2));  // 32 px: quicker
   DeadCodeRestarter restarter(shape.n_embed, 1);
   std::vector<double> losses;
   int64_t restarted = 0;
   for (int step = 0; step < 15; ++step) {
-    VqganLosses l = vqgan_losses(*model, x);
+    VqganLosses l = vqgan_losses(*model, x, 0.25, step % 2 == 0 ? 0 : 4);  // plain and object-weighted alike
     opt.zero_grad();
     l.total.backward();
     opt.step();

@@ -48,15 +48,13 @@ ZeroShot zero_shot(ClipModel& model, const Tokenizer& tokenizer, int64_t images,
   const torch::Tensor text = text_features(model, tokenizer, prompts);
   std::mt19937_64 rng = step_rng(seed, 0);
   std::vector<Scene> scenes;
-  std::vector<torch::Tensor> renders;
   for (int64_t i = 0; i < images; ++i) {
     // Cycle through the 48 colour+shape classes so every one, held-out ones included, is measured.
     const auto c = static_cast<Colour>(i % (kColours * kShapes) / kShapes);
     const auto s = static_cast<Shape>(i % kShapes);
     scenes.push_back(random_single_object(c, s, rng));
-    renders.push_back(render(scenes.back()));
   }
-  const torch::Tensor img = image_features(model, torch::stack(renders));
+  const torch::Tensor img = image_features(model, render_batch(scenes));
   const double scale = model.logit_scale_exp().item<double>();
   const torch::Tensor probs = torch::softmax(scale * torch::matmul(img, text.t()), 1);  // [images, prompts]
   auto p = probs.accessor<float, 2>();
@@ -95,14 +93,14 @@ ZeroShot zero_shot(ClipModel& model, const Tokenizer& tokenizer, int64_t images,
 RerankResult rerank_classes(ClipModel& model, const Tokenizer& tokenizer, uint64_t seed) {
   std::mt19937_64 rng = step_rng(seed, 1);
   std::vector<std::string> prompts;
-  std::vector<torch::Tensor> renders;
+  std::vector<Scene> scenes;
   for (int c = 0; c < kColours; ++c) {
     for (int s = 0; s < kShapes; ++s) {
-      renders.push_back(render(random_single_object(static_cast<Colour>(c), static_cast<Shape>(s), rng)));
+      scenes.push_back(random_single_object(static_cast<Colour>(c), static_cast<Shape>(s), rng));
       prompts.push_back(prompt_for(static_cast<Colour>(c), static_cast<Shape>(s), std::nullopt));
     }
   }
-  const torch::Tensor sim = torch::matmul(text_features(model, tokenizer, prompts), image_features(model, torch::stack(renders)).t());
+  const torch::Tensor sim = torch::matmul(text_features(model, tokenizer, prompts), image_features(model, render_batch(scenes)).t());
   const torch::Tensor best = sim.argmax(1);
   RerankResult out;
   out.classes = static_cast<int64_t>(prompts.size());
@@ -115,14 +113,15 @@ Reconstruction reconstruction(Vqgan& model, int64_t images, uint64_t seed) {
   SceneOptions options;
   options.two_object_rate = 0;  // the judge reads one object
   options.allow_held_out = true;
-  std::vector<torch::Tensor> renders;
-  for (int64_t i = 0; i < images; ++i) renders.push_back(render(sample_scene(rng, options)));
-  const torch::Tensor x = torch::stack(renders);
+  std::vector<Scene> scenes;
+  for (int64_t i = 0; i < images; ++i) scenes.push_back(sample_scene(rng, options));
+  const torch::Tensor x = render_batch(scenes);
   torch::NoGradGuard no_grad;
+  const auto device = model.codebook().device();
   std::vector<torch::Tensor> parts;
   for (int64_t i = 0; i < images; i += 32) {
-    const torch::Tensor b = x.narrow(0, i, std::min<int64_t>(32, images - i));
-    parts.push_back(((model.decode(model.quantize(model.encode(b * 2 - 1)).z_q) + 1) / 2).clamp(0, 1));
+    const torch::Tensor b = x.narrow(0, i, std::min<int64_t>(32, images - i)).to(device);
+    parts.push_back(((model.decode(model.quantize(model.encode(b * 2 - 1)).z_q) + 1) / 2).clamp(0, 1).cpu());
   }
   const torch::Tensor rec = torch::cat(parts);
   Reconstruction out;

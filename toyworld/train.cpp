@@ -81,13 +81,9 @@ ClipBatch clip_batch(std::mt19937_64& rng, const Tokenizer& tokenizer, int64_t c
     }
   }
   ClipBatch out;
-  std::vector<torch::Tensor> images;
   std::vector<std::string> texts;
-  for (size_t i = 0; i < scenes.size(); ++i) {
-    images.push_back(render(scenes[i]));
-    texts.push_back(captions[i].text);
-  }
-  out.images = torch::stack(images);
+  for (const Caption& c : captions) texts.push_back(c.text);
+  out.images = render_batch(scenes);
   out.tokens = tokenizer.tokenize(texts, context, false);
   out.targets = torch::zeros({batch, batch});
   auto t = out.targets.accessor<float, 2>();
@@ -205,7 +201,15 @@ std::shared_ptr<Vqgan> init_vqgan(const VqganConfig& config, uint64_t seed) {
   return model;
 }
 
-VqganLosses vqgan_losses(Vqgan& model, const torch::Tensor& images01, double beta) {
+torch::Tensor object_weights(const torch::Tensor& images01, double object_weight) {
+  // [B, 3, H, W] -> [B, 3, 1, 1]: each image's background, the per-channel median (objects cover well under half).
+  const torch::Tensor background = std::get<0>(images01.flatten(2).median(2)).unsqueeze(-1).unsqueeze(-1);
+  const torch::Tensor object = ((images01 - background).abs().sum(1, true) > 0.1).to(images01.scalar_type());
+  const torch::Tensor near = F::max_pool2d(object, F::MaxPool2dFuncOptions(3).stride(1).padding(1));  // and its rim
+  return 1 + object_weight * near;
+}
+
+VqganLosses vqgan_losses(Vqgan& model, const torch::Tensor& images01, double beta, double object_weight) {
   const torch::Tensor x = images01 * 2 - 1;
   const torch::Tensor z = model.encode(x);
   const Vqgan::Quantized quantized = model.quantize(z);
@@ -218,7 +222,13 @@ VqganLosses vqgan_losses(Vqgan& model, const torch::Tensor& images01, double bet
   const torch::Tensor rec = model.decode(quantized.z_q);
   const torch::Tensor l1 = (rec - x).abs().mean(), l2 = (rec - x).pow(2).mean();
   VqganLosses out;
-  out.total = l1 + l2 + codebook + beta * commitment;
+  if (object_weight > 0) {
+    const torch::Tensor w = object_weights(images01, object_weight);
+    const torch::Tensor err = (rec - x).abs() + (rec - x).pow(2);
+    out.total = (w * err).sum() / (w.sum() * x.size(1)) + codebook + beta * commitment;
+  } else {
+    out.total = l1 + l2 + codebook + beta * commitment;
+  }
   out.l1 = l1.item<double>();
   out.l2 = l2.item<double>();
   out.codebook = codebook.item<double>();
@@ -240,9 +250,9 @@ int64_t DeadCodeRestarter::update(Vqgan& model, const torch::Tensor& indices, co
   const torch::Tensor flat = z.permute({0, 2, 3, 1}).reshape({-1, z.size(1)});  // [B, C, h, w] -> [Bhw, C]
   torch::Generator gen = at::detail::createCPUGenerator(rng());
   const torch::Tensor pick = torch::randint(flat.size(0), {dead.size(0)}, gen, torch::TensorOptions().dtype(torch::kLong));
-  const torch::Tensor chosen = flat.index_select(0, pick);
-  const torch::Tensor jitter = at::randn(chosen.sizes(), gen, chosen.options()) * 0.01;
-  model.codebook().index_copy_(0, dead, chosen + jitter);
+  const torch::Tensor chosen = flat.index_select(0, pick.to(flat.device()));
+  const torch::Tensor jitter = at::randn(chosen.sizes(), gen, torch::TensorOptions().dtype(chosen.scalar_type())) * 0.01;
+  model.codebook().index_copy_(0, dead.to(flat.device()), chosen + jitter.to(flat.device()));
   return dead.size(0);
 }
 

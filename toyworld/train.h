@@ -81,8 +81,12 @@ struct VqganLosses {
   double l1 = 0, l2 = 0, codebook = 0, commitment = 0;
   torch::Tensor indices;  // [B, h, w] the codes used
 };
-// Reconstruction (L1 + L2) + codebook ||sg(z) - q||^2 + beta * commitment ||z - sg(q)||^2, straight-through.
-VqganLosses vqgan_losses(Vqgan& model, const torch::Tensor& images01, double beta = 0.25);
+// Per-pixel loss weights [B, 1, H, W]: 1 + object_weight on the objects and a pixel around them (pixels unlike the
+// image's median colour), so small shapes count as much as the plain background that fills most of the image.
+torch::Tensor object_weights(const torch::Tensor& images01, double object_weight);
+// Reconstruction (L1 + L2, weighted by object_weights when object_weight > 0) + codebook ||sg(z) - q||^2 +
+// beta * commitment ||z - sg(q)||^2, straight-through. The reported l1 and l2 are unweighted.
+VqganLosses vqgan_losses(Vqgan& model, const torch::Tensor& images01, double beta = 0.25, double object_weight = 0);
 
 // Counts code use and, every `every` steps, moves codes unused since the last restart onto encoder outputs from the
 // current batch (plus a little noise), so the whole codebook stays in use.

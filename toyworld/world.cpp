@@ -226,6 +226,15 @@ torch::Tensor render(const Scene& scene) {
   return out;
 }
 
+torch::Tensor render_batch(const std::vector<Scene>& scenes) {
+  const auto count = static_cast<int64_t>(scenes.size());
+  torch::Tensor out = torch::empty({count, 3, kImageSize, kImageSize});
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) out[i].copy_(render(scenes[static_cast<size_t>(i)]));
+  });
+  return out;
+}
+
 bool matches(const Claim& claim, const Scene& scene) {
   if (claim.background && *claim.background != scene.background) return false;
   const auto& objs = scene.objects;

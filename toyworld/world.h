@@ -66,6 +66,8 @@ Scene random_single_object(Colour colour, Shape shape, std::mt19937_64& rng);
 
 // [3, 64, 64] float in [0, 1].
 torch::Tensor render(const Scene& scene);
+// [B, 3, 64, 64]: the scenes rendered on libtorch's intra-op threads (the same pixels as render, one at a time).
+torch::Tensor render_batch(const std::vector<Scene>& scenes);
 
 // What a caption claims: each attribute it names. A scene matches when its background agrees and its objects can be
 // paired one to one with the claimed ones.

@@ -80,7 +80,8 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> decay_groups(t
 
 // What both training commands take, and the bookkeeping they share.
 struct TrainArgs {
-  std::string out, state;
+  std::string out, state, device_spec;
+  torch::Device device = torch::kCPU;
   int64_t steps = 4000, batch = 0, seed = 0, threads = 1, every = 100;
   double lr = 1e-3, minutes = 0;
 
@@ -95,13 +96,15 @@ struct TrainArgs {
         ("lr", "peak learning rate (warmup, then cosine down to 5% of it)", cxxopts::value(lr)->default_value("1e-3"))
         ("seed", "seed of the initialisation and of every batch", cxxopts::value(seed)->default_value(seed_default))
         ("every", "report and save the state every this many steps", cxxopts::value(every)->default_value("100"))
-        ("threads", "CPU threads", cxxopts::value(threads)->default_value("1"));
+        ("threads", "CPU threads (model and scene rendering)", cxxopts::value(threads)->default_value("1"))
+        ("device", "cpu, cuda, cuda:N or auto", cxxopts::value(device_spec)->default_value("cpu"));
   }
   void prepare() {
     if (steps < 1 || batch < 1 || every < 1 || threads < 1 || !(lr > 0) || minutes < 0) {
       cg::fail("--steps, --batch, --every, --threads and --lr must be positive, --minutes zero or positive");
     }
     torch::set_num_threads(static_cast<int>(threads));
+    device = cg::parse_device(device_spec);
     if (state.empty()) state = (fs::path(out) / "train-state.safetensors").string();
     fs::create_directories(out);
   }
@@ -143,6 +146,7 @@ int train_clip(int argc, char** argv) {
   const cg::Tokenizer tokenizer = cg::Tokenizer::from_path(t.out);
   const cg::ClipConfig config = tw::toy_clip_config(shape, tokenizer.max_id() + 1);
   auto model = tw::init_clip(config, static_cast<uint64_t>(t.seed));
+  model->to(t.device);
   auto [decay, rest] = decay_groups(*model);
   cg::OptimizerOptions with_decay;
   with_decay.kind = "adamw";
@@ -170,9 +174,9 @@ int train_clip(int argc, char** argv) {
   for (; !t.stop_before(step, earlier + minutes_since(t0)); ++step) {
     std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
     const tw::ClipBatch b = tw::clip_batch(rng, tokenizer, config.context_length, t.batch);
-    const torch::Tensor images = cg::normalize_pixels(tw::augment_images(b.images, rng));
-    const torch::Tensor loss = tw::contrastive_loss(model->encode_image(images), model->encode_text(b.tokens),
-                                                    model->logit_scale_exp(), b.targets);
+    const torch::Tensor images = cg::normalize_pixels(tw::augment_images(b.images, rng)).to(t.device);
+    const torch::Tensor loss = tw::contrastive_loss(model->encode_image(images), model->encode_text(b.tokens.to(t.device)),
+                                                    model->logit_scale_exp(), b.targets.to(t.device));
     opt_decay.zero_grad();
     opt_rest.zero_grad();
     loss.backward();
@@ -214,16 +218,24 @@ int train_vqgan(int argc, char** argv) {
   cxxopts::Options opts("clipguide_toyworld train-vqgan", "train the toy VQGAN (taming names, f8) on the toy world");
   TrainArgs t;
   int64_t restart_every = 0;
+  double object_weight = 0;
   tw::ToyVqganShape shape;
   t.add_to(opts, "models/toyworld/vqgan", "folder for model.safetensors and model.yaml", "images per step", "16", "2");
   opts.add_options()
+      ("ch", "channels at full resolution (doubled at the two lowest levels)", cxxopts::value(shape.ch)->default_value("32"))
+      ("res-blocks", "residual blocks per level", cxxopts::value(shape.num_res_blocks)->default_value("1"))
       ("n-embed", "codebook entries", cxxopts::value(shape.n_embed)->default_value("512"))
+      ("object-weight", "extra reconstruction weight on objects and their rims (0: plain mean)",
+       cxxopts::value(object_weight)->default_value("0"))
       ("restart-every", "restart codes unused for this many steps", cxxopts::value(restart_every)->default_value("50"));
   if (!parse_or_help(opts, argc, argv)) return 0;
   t.prepare();
-  if (restart_every < 1) cg::fail("--restart-every must be positive");
+  if (restart_every < 1 || shape.ch < 1 || shape.num_res_blocks < 1 || shape.n_embed < 2 || !(object_weight >= 0)) {
+    cg::fail("--restart-every, --ch and --res-blocks must be positive, --n-embed at least 2, --object-weight zero or positive");
+  }
   const cg::VqganConfig config = tw::toy_vqgan_config(shape);
   auto model = tw::init_vqgan(config, static_cast<uint64_t>(t.seed));
+  model->to(t.device);
   cg::OptimizerOptions adam;
   adam.lr = t.lr;
   adam.beta1 = 0.5;  // taming's betas
@@ -244,12 +256,12 @@ int train_vqgan(int argc, char** argv) {
   InterruptScope interrupt;
   for (; !t.stop_before(step, earlier + minutes_since(t0)); ++step) {
     std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
-    std::vector<torch::Tensor> images;
+    std::vector<tw::Scene> scenes;
     tw::SceneOptions options;
     options.allow_held_out = true;  // the autoencoder learns pictures, not captions
-    for (int64_t i = 0; i < t.batch; ++i) images.push_back(tw::render(tw::sample_scene(rng, options)));
-    const torch::Tensor x = torch::stack(images);
-    tw::VqganLosses losses = tw::vqgan_losses(*model, x);
+    for (int64_t i = 0; i < t.batch; ++i) scenes.push_back(tw::sample_scene(rng, options));
+    const torch::Tensor x = tw::render_batch(scenes).to(t.device);
+    tw::VqganLosses losses = tw::vqgan_losses(*model, x, 0.25, object_weight);
     opt.zero_grad();
     losses.total.backward();
     opt.set_lr(schedule.lr_at(step));
