@@ -79,8 +79,7 @@ std::string gunzip_file(const std::string& path) {
   return out;
 }
 
-BpeMerges parse_merges(const std::string& text, size_t first_line,
-                                                              size_t max_merges, const std::string& source) {
+BpeMerges parse_merges(const std::string& text, size_t first_line, size_t max_merges, const std::string& source) {
   BpeMerges merges;
   std::istringstream in(text);
   std::string line;
@@ -174,8 +173,7 @@ void for_each_piece(const std::u32string& clean, size_t max_tokens, const std::v
 
 }  // namespace
 
-Tokenizer::Tokenizer(std::unordered_map<std::string, int64_t> encoder,
-                     const BpeMerges& merges, const std::string& source)
+Tokenizer::Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges, const std::string& source)
     : encoder_(std::move(encoder)) {
   for (const auto& [byte, code] : byte_to_unicode()) byte_encoder_[byte] = u32_to_utf8(std::u32string(1, code));
   for (size_t i = 0; i < merges.size(); ++i) ranks_.emplace(merges[i].first + " " + merges[i].second, static_cast<int64_t>(i));
@@ -306,7 +304,6 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
   }
   return out;
 }
-
 
 // Ref: Sennrich et al. 2016, Algorithm 1: repeatedly merge the most frequent adjacent pair of symbols, counted over
 // the words of the corpus (split as encode() splits them, each word ending in </w>).

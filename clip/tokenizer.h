@@ -37,8 +37,7 @@ class Tokenizer {
   int64_t max_id() const { return max_id_; }
 
  private:
-  Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges,
-            const std::string& source);
+  Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges, const std::string& source);
   std::vector<std::string> bpe(const std::string& token) const;
 
   std::unordered_map<std::string, int64_t> encoder_;

@@ -115,6 +115,15 @@ inline bool parse_or_help(cxxopts::Options& opts, int argc, char** argv) {
   return false;
 }
 
+// The bundled toy CLIP, said once on stderr (it knows only the toy world's coloured shapes): what `command` uses when
+// no CLIP was given with `flag`.
+inline std::string bundled_clip_noted(const char* command, const char* flag) {
+  const std::string clip = cg::toyworld::bundled_clip();
+  std::cerr << "clipguide " << command << ": no " << flag << " given; using the bundled toy CLIP (" << clip
+            << "), which knows only coloured shapes; pass " << flag << " for a real CLIP (see README: Models)\n";
+  return clip;
+}
+
 // The options every command that loads a model shares.
 struct ModelArgs {
   std::string model, vocab, device = "cpu", precision = "fp32";
@@ -141,12 +150,9 @@ struct ModelArgs {
           ("threads", "CPU threads for the model (default: OMP_NUM_THREADS, else every CPU)", cxxopts::value(threads));
     }
   }
-  // No --model: the bundled toy CLIP, said once on stderr (it knows only the toy world's coloured shapes).
+  // No --model: the bundled toy CLIP.
   void default_to_bundled(const char* command) {
-    if (!model.empty()) return;
-    model = cg::toyworld::bundled_clip();
-    std::cerr << "clipguide " << command << ": no --model given; using the bundled toy CLIP (" << model
-              << "), which knows only coloured shapes; pass --model for a real CLIP (see README: Models)\n";
+    if (model.empty()) model = bundled_clip_noted(command, "--model");
   }
   cg::LoadOptions load_options() const {
     if (text_heads < 0 || vision_heads < 0) cg::fail("--text-heads and --vision-heads must be positive");

@@ -272,12 +272,10 @@ void GenerateJob::load_models() {
   // Size: --size, else the init image's, else 256x256; a VQGAN needs multiples of its factor.
   std::vector<cg::Image> init_images;
   for (const auto& path : p_.init_images) init_images.push_back(cg::read_image(path));
-  std::optional<cg::Image> init_image;
-  if (!init_images.empty()) init_image = init_images.front();
   if (!p_.size.empty()) {
     size_ = parse_size(p_.size);
-  } else if (init_image) {
-    size_ = {init_image->width, init_image->height};
+  } else if (!init_images.empty()) {
+    size_ = {init_images.front().width, init_images.front().height};
   } else {
     size_ = unet_ ? Size{unet_->image_size, unet_->image_size} : Size{256, 256};
   }
@@ -290,7 +288,9 @@ void GenerateJob::load_models() {
     }
     size_ = rounded;
   }
-  if (init_image) init_ = init_image_tensor(std::move(*init_image), size_).to(device_);
+  std::vector<torch::Tensor> starts;  // the init images at the run's size; the first unless CLIP picks another
+  for (cg::Image& img : init_images) starts.push_back(init_image_tensor(std::move(img), size_).to(device_));
+  if (!starts.empty()) init_ = starts.front();
   if (p_.steps == 0) return;
 
   std::vector<cg::GuideModel> models;
@@ -325,21 +325,20 @@ void GenerateJob::load_models() {
   const bool pixel_init = init_ && (p_.init_loss == "pixel" || (p_.init_loss == "auto" && p_.generator == "pixels"));
   if (pixel_init) options.init_weight = p_.init_weight;
   guide_ = std::make_shared<cg::ClipGuide>(std::move(models), std::move(schedule), std::move(image_prompts), options);
-  if (init_images.size() > 1) {
+  if (starts.size() > 1) {
     // Several starts: the one CLIP scores best for the prompts (at step 0).
     double best = -std::numeric_limits<double>::infinity();
     size_t chosen = 0;
-    for (size_t i = 0; i < init_images.size(); ++i) {
-      torch::Tensor t = init_image_tensor(init_images[i], size_).to(device_);
-      const double score = guide_->score(t, 0);
+    for (size_t i = 0; i < starts.size(); ++i) {
+      const double score = guide_->score(starts[i], 0);
       if (score > best) {
         best = score;
         chosen = i;
-        init_ = t;
       }
     }
+    init_ = starts[chosen];
     std::cerr << "clipguide generate: starting from " << p_.init_images[chosen] << " (CLIP score " << best << ", the best of "
-              << init_images.size() << " init images)\n";
+              << starts.size() << " init images)\n";
   }
   if (pixel_init) guide_->set_init_image(*init_);
 }
@@ -541,12 +540,7 @@ void use_bundled_models(GenerateParams& p, std::vector<std::string>& args, const
   auto set = [&](const std::string& flag, const std::string& value) { args.push_back(cg::cat("--", flag, "=", value)); };
   const bool default_clip = p.steps > 0 && p.clip_models.empty();
   const bool default_vqgan = p.generator == "vqgan" && p.vqgan_checkpoint.empty();
-  if (default_clip) {
-    const std::string clip = cg::toyworld::bundled_clip();
-    set("clip-model", clip);
-    std::cerr << "clipguide generate: no --clip-model given; using the bundled toy CLIP (" << clip
-              << "), which knows only coloured shapes; pass --clip-model for a real CLIP (see README: Models)\n";
-  }
+  if (default_clip) set("clip-model", bundled_clip_noted("generate", "--clip-model"));
   if (default_vqgan) {
     const std::string vqgan = cg::toyworld::bundled_vqgan();
     set("vqgan-checkpoint", vqgan);

@@ -234,13 +234,13 @@ TEST(BundledModels, LoadLikeAnyCheckpoint) {
 TEST(BundledModels, ClassifyFreshRendersZeroShot) {
   LoadedClip clip = load_clip(bundled_clip());
   // 480 renders: ten of every colour+shape class; seed far from training's.
-  const ZeroShot zs = zero_shot(*clip.model, clip.require_tokenizer(), 480, 4242);
+  const ZeroShot zs = zero_shot(clip, 480, 4242);
   // bench/toyworld on 1,000 renders: colour 0.999, shape 0.967, background 1.0, held-out pairs 0.79; reranking 48/48.
   EXPECT_GE(zs.colour, 0.95);
   EXPECT_GE(zs.background, 0.95);
   EXPECT_GE(zs.shape, 0.90);
   EXPECT_GE(zs.held_out_joint, 0.60);
-  const RerankResult rr = rerank_classes(*clip.model, clip.require_tokenizer(), 4242);
+  const RerankResult rr = rerank_classes(clip, 4242);
   EXPECT_GE(rr.top1, rr.classes - 4);
 }
 

@@ -1,5 +1,6 @@
 #include "toyworld/eval.h"
 
+#include "clip/embed.h"
 #include "clip/image.h"
 #include "toyworld/train.h"
 #include "toyworld/world.h"
@@ -22,17 +23,18 @@ torch::Tensor image_features(ClipModel& model, const torch::Tensor& images01) {
   return f / f.norm(2, -1, true);
 }
 
-torch::Tensor text_features(ClipModel& model, const Tokenizer& tokenizer, const std::vector<std::string>& texts) {
-  torch::NoGradGuard no_grad;
-  const auto device = model.parameters().front().device();
-  const torch::Tensor tokens = tokenizer.tokenize(texts, model.config().context_length, false).to(device);
-  const torch::Tensor f = model.encode_text(tokens).to(torch::kCPU, torch::kFloat);
-  return f / f.norm(2, -1, true);
+// L2-normalized, all in one batch.
+torch::Tensor text_features(LoadedClip& clip, const std::vector<std::string>& texts) {
+  EmbedOptions options;
+  options.normalize = true;
+  options.batch_size = static_cast<int64_t>(texts.size());
+  return embed_texts(clip, texts, options);
 }
 
 }  // namespace
 
-ZeroShot zero_shot(ClipModel& model, const Tokenizer& tokenizer, int64_t images, uint64_t seed) {
+ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed) {
+  ClipModel& model = *clip.model;
   // The prompt grid: index (c * kShapes + s) * kColours + b, with c != b.
   std::vector<std::string> prompts;
   std::vector<std::array<int, 3>> labels;
@@ -45,7 +47,7 @@ ZeroShot zero_shot(ClipModel& model, const Tokenizer& tokenizer, int64_t images,
       }
     }
   }
-  const torch::Tensor text = text_features(model, tokenizer, prompts);
+  const torch::Tensor text = text_features(clip, prompts);
   std::mt19937_64 rng = step_rng(seed, 0);
   std::vector<Scene> scenes;
   for (int64_t i = 0; i < images; ++i) {
@@ -90,7 +92,7 @@ ZeroShot zero_shot(ClipModel& model, const Tokenizer& tokenizer, int64_t images,
   return out;
 }
 
-RerankResult rerank_classes(ClipModel& model, const Tokenizer& tokenizer, uint64_t seed) {
+RerankResult rerank_classes(LoadedClip& clip, uint64_t seed) {
   std::mt19937_64 rng = step_rng(seed, 1);
   std::vector<std::string> prompts;
   std::vector<Scene> scenes;
@@ -100,7 +102,7 @@ RerankResult rerank_classes(ClipModel& model, const Tokenizer& tokenizer, uint64
       prompts.push_back(prompt_for(static_cast<Colour>(c), static_cast<Shape>(s), std::nullopt));
     }
   }
-  const torch::Tensor sim = torch::matmul(text_features(model, tokenizer, prompts), image_features(model, render_batch(scenes)).t());
+  const torch::Tensor sim = torch::matmul(text_features(clip, prompts), image_features(*clip.model, render_batch(scenes)).t());
   const torch::Tensor best = sim.argmax(1);
   RerankResult out;
   out.classes = static_cast<int64_t>(prompts.size());

@@ -4,8 +4,7 @@
 
 #include <cstdint>
 
-#include "clip/model.h"
-#include "clip/tokenizer.h"
+#include "clip/load.h"
 #include "generators/vqgan.h"
 
 namespace clipguide::toyworld {
@@ -18,14 +17,14 @@ struct ZeroShot {
 // `images` single-object renders (every colour+shape pair, held-out ones included) classified against every
 // "a {colour} {shape} on a {background} background" prompt; each attribute is read from the prompt probabilities
 // summed over the others.
-ZeroShot zero_shot(ClipModel& model, const Tokenizer& tokenizer, int64_t images, uint64_t seed);
+ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed);
 
 struct RerankResult {
   int64_t classes = 0, top1 = 0;
 };
 // One render of each of the 48 colour+shape classes; each class's prompt "a {colour} {shape}" ranks all of them,
 // and counts as right when its own render comes first.
-RerankResult rerank_classes(ClipModel& model, const Tokenizer& tokenizer, uint64_t seed);
+RerankResult rerank_classes(LoadedClip& clip, uint64_t seed);
 
 struct Reconstruction {
   int64_t images = 0;

@@ -166,6 +166,9 @@ int train_clip(int argc, char** argv) {
   std::cerr << "toy CLIP: " << config.architecture() << ", vocabulary " << tokenizer.vocab_size() << " tokens ("
             << merges.size() << " merges), context " << config.context_length << "\n";
   const tw::TrainSchedule schedule = t.schedule(200);
+  cg::LoadedClip measured;  // the model in training, as the measurements take a CLIP
+  measured.model = model;
+  measured.tokenizer = std::make_shared<const cg::Tokenizer>(tokenizer);
   const auto t0 = Clock::now();
   double loss_sum = 0;
   int64_t loss_n = 0;
@@ -196,7 +199,7 @@ int train_clip(int argc, char** argv) {
       const double elapsed = earlier + minutes_since(t0);
       torch::NoGradGuard no_grad;
       model->eval();
-      const tw::ZeroShot zs = tw::zero_shot(*model, tokenizer, 240, 999);
+      const tw::ZeroShot zs = tw::zero_shot(measured, 240, 999);
       model->train();
       std::cerr << cg::cat("step ", step + 1, "/", t.steps, "  loss ", loss_sum / static_cast<double>(loss_n), "  lr ",
                            schedule.lr_at(step), "  T ", model->logit_scale_exp().item<double>(), "  zero-shot colour ",
@@ -303,8 +306,8 @@ int eval(int argc, char** argv) {
   if (!parse_or_help(opts, argc, argv)) return 0;
   if (images < 1) cg::fail("--images must be at least 1");
   cg::LoadedClip clip = cg::load_clip(model.empty() ? tw::bundled_clip() : model);
-  const tw::ZeroShot zs = tw::zero_shot(*clip.model, clip.require_tokenizer(), images, static_cast<uint64_t>(seed));
-  const tw::RerankResult rr = tw::rerank_classes(*clip.model, clip.require_tokenizer(), static_cast<uint64_t>(seed));
+  const tw::ZeroShot zs = tw::zero_shot(clip, images, static_cast<uint64_t>(seed));
+  const tw::RerankResult rr = tw::rerank_classes(clip, static_cast<uint64_t>(seed));
   nlohmann::json out{{"model", clip.path}, {"images", zs.images}, {"colour", zs.colour}, {"shape", zs.shape},
                      {"background", zs.background}, {"held_out_images", zs.held_out_images},
                      {"held_out_joint", zs.held_out_joint}, {"rerank_classes", rr.classes}, {"rerank_top1", rr.top1}};
