@@ -532,24 +532,39 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
 
 }  // namespace
 
-// Without --clip-model (or --vqgan-checkpoint for the VQGAN), the bundled toy-world models, said once on stderr.
-// With both bundled, the settings tuned for them fill whatever was not given (bench/toyworld measures them). All of it
-// goes into the recorded arguments, so a replay runs exactly this.
+// Without --clip-model (or the generator's weights), the bundled toy-world models, each said once on stderr; with no
+// --generator and no generator weights, the bundled generator. With the CLIP and the generator bundled, the settings
+// tuned for them fill whatever was not given (bench/toyworld measures them). All of it goes into the recorded
+// arguments, so a replay runs exactly this.
 void use_bundled_models(GenerateParams& p, std::vector<std::string>& args, const cxxopts::ParseResult& given) {
   const size_t recorded = args.size();
   auto set = [&](const std::string& flag, const std::string& value) { args.push_back(cg::cat("--", flag, "=", value)); };
+  auto noted = [](const std::string& what, const std::string& flag, const std::string& path) {
+    std::cerr << "clipguide generate: no " << flag << " given; using the bundled toy " << what << " (" << path << ")\n";
+    return path;
+  };
   const bool default_clip = p.steps > 0 && p.clip_models.empty();
+  if (p.steps > 0 && given.count("generator") == 0 && p.vqgan_checkpoint.empty() && p.diffusion_checkpoint.empty()) {
+    p.generator = cg::toyworld::bundled_generator();
+    set("generator", p.generator);
+  }
   const bool default_vqgan = p.generator == "vqgan" && p.vqgan_checkpoint.empty();
+  const bool default_diffusion = p.generator == "diffusion" && p.diffusion_checkpoint.empty();
   if (default_clip) set("clip-model", bundled_clip_noted("generate", "--clip-model"));
   if (default_vqgan) {
-    const std::string vqgan = cg::toyworld::bundled_vqgan();
-    set("vqgan-checkpoint", vqgan);
+    set("vqgan-checkpoint", noted("VQGAN", "--vqgan-checkpoint", cg::toyworld::bundled_vqgan()));
     set("vqgan-config", cg::toyworld::bundled_vqgan_config());
-    std::cerr << "clipguide generate: no --vqgan-checkpoint given; using the bundled toy VQGAN (" << vqgan << ")\n";
   }
-  if (default_clip && (default_vqgan || p.generator == "pixels")) {
-    for (const auto& [flag, value] : cg::toyworld::bundled_generate_defaults()) {
-      if (given.count(flag) == 0 && !((flag == "size" || flag == "init-image") && given.count("init-image"))) set(flag, value);
+  if (default_diffusion) {
+    set("diffusion-checkpoint", noted("diffusion model", "--diffusion-checkpoint", cg::toyworld::bundled_diffusion()));
+    set("diffusion-flags", cg::toyworld::bundled_diffusion_flags());
+  }
+  if (default_clip && (default_vqgan || default_diffusion || p.generator == "pixels")) {
+    // A run's own --init-image replaces the starting points and, for a VQGAN or pixels (which take its size), the size.
+    const bool own_init = given.count("init-image") > 0;
+    for (const auto& [flag, value] : cg::toyworld::bundled_generate_defaults(p.generator)) {
+      if (given.count(flag) || (own_init && (flag == "init-image" || (flag == "size" && p.generator != "diffusion")))) continue;
+      set(flag, value);
     }
   }
   if (args.size() != recorded) p = parse(args);  // once, with everything added

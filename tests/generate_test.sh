@@ -123,16 +123,17 @@ expect_fail() {
 head -c 100000 "$fx/vqgan/$ckpt" >"$tmp/trunc.ckpt"
 expect_fail "truncated ckpt" "$bin" generate -p x "${guide[@]}" --vqgan-checkpoint "$tmp/trunc.ckpt" --steps 2
 expect_fail "clip as vqgan" "$bin" generate -p x "${guide[@]}" --vqgan-checkpoint "$fx/clip/$clip" --steps 2
-# Without --vqgan-checkpoint/--clip-model the bundled models are used (tests/toyworld_test.sh); where they are
-# missing, that is the one-line error.
-expect_fail "no vqgan, none bundled" env CLIPGUIDE_MODELS="$tmp/nowhere" "$bin" generate -p x "${guide[@]}" --steps 2
+# Without --clip-model or the generator's weights the bundled models are used (tests/toyworld_test.sh); where they
+# are missing, that is the one-line error.
+expect_fail "no vqgan, none bundled" env CLIPGUIDE_MODELS="$tmp/nowhere" "$bin" generate -p x "${guide[@]}" --generator vqgan --steps 2
+expect_fail "no generator, none bundled" env CLIPGUIDE_MODELS="$tmp/nowhere" "$bin" generate -p x "${guide[@]}" --steps 2
 expect_fail "no clip, none bundled" env CLIPGUIDE_MODELS="$tmp/nowhere" "$bin" generate -p x --generator pixels --steps 2
 expect_fail "empty prompt item" "$bin" generate -p "a || b" "${guide[@]}" --generator pixels --steps 2
 expect_fail "bad size" "$bin" generate -p x "${guide[@]}" --generator pixels --size 0x5 --steps 2
 expect_fail "bad augment" "$bin" generate -p x "${guide[@]}" --generator pixels --augments blur --steps 2
 expect_fail "keep > n" "$bin" generate -p x "${guide[@]}" --generator pixels -n 2 --keep 3 --steps 2
 expect_fail "missing image prompt" "$bin" generate --image-prompt "$tmp/none.png:1" "${guide[@]}" --generator pixels --steps 2
-expect_fail "no diffusion weights" "$bin" generate -p x "${guide[@]}" --generator diffusion
+expect_fail "no diffusion weights, none bundled" env CLIPGUIDE_MODELS="$tmp/nowhere" "$bin" generate -p x "${guide[@]}" --generator diffusion
 expect_fail "vqgan as unet" "$bin" generate -p x "${guide[@]}" --generator diffusion --diffusion-checkpoint "$fx/vqgan/$st"
 expect_fail "bad sampler" "$bin" generate "${diff_args[@]}" --sampler plms
 expect_fail "bad respacing" "$bin" generate "${diff_args[@]}" --timestep-respacing ddim999

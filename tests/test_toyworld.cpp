@@ -6,9 +6,12 @@
 #include <fstream>
 #include <set>
 
+#include "clip/file_io.h"
 #include "clip/image.h"
 #include "clip/load.h"
+#include "clip/safetensors.h"
 #include "clip/tokenizer.h"
+#include "guidance/clip_guide.h"
 #include "generators/vqgan.h"
 #include "toyworld/bundled.h"
 #include "toyworld/eval.h"
@@ -205,6 +208,81 @@ TEST(ToyWorld, AFewVqganTrainingStepsLowerTheLossAndDeadCodesRestart) {
   EXPECT_GT(restarted, 0);
 }
 
+// A small UNet at 16 px (the scenes area-averaged down): quick enough for a unit test.
+ToyUNetShape tiny_unet_shape() {
+  ToyUNetShape shape;
+  shape.image_size = 16;
+  shape.channel_mult = {1, 2};
+  shape.attention_below = 8;
+  return shape;
+}
+
+TEST(ToyWorld, AFewDiffusionTrainingStepsLowerTheNoiseLoss) {
+  const UNetConfig config = toy_unet_config(tiny_unet_shape());
+  EXPECT_EQ(config.attention_levels, (std::vector<bool>{false, true}));
+  auto model = init_unet(config, 4);
+  std::mt19937_64 rng(3);
+  std::vector<Scene> scenes;
+  for (int i = 0; i < 8; ++i) scenes.push_back(sample_scene(rng));
+  const torch::Tensor x0 = diffusion_images(render_batch(scenes), 16);
+  ASSERT_EQ(x0.sizes(), (std::vector<int64_t>{8, 3, 16, 16}));
+  EXPECT_GE(x0.min().item<float>(), -1.f);
+  EXPECT_LE(x0.max().item<float>(), 1.f);
+  // guided-diffusion's zero_module: the untrained model predicts no noise at all.
+  EXPECT_EQ(model->forward(x0, torch::full({8}, 500, torch::kLong)).abs().max().item<float>(), 0.f);
+  const DiffusionSchedule s = DiffusionSchedule::make("cosine", 1000, "");
+  OptimizerOptions o;
+  o.lr = 2e-3;
+  Optimizer opt(model->parameters(), o);
+  std::vector<double> losses;
+  for (int step = 0; step < 15; ++step) {
+    torch::Generator gen = make_generator(11);  // the same timesteps and noise every step: comparable losses
+    const torch::Tensor loss = diffusion_loss(*model, s, x0, gen);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    losses.push_back(loss.item<double>());
+  }
+  EXPECT_NEAR(losses.front(), 1.0, 0.3);  // predicting zero: the noise's own variance
+  EXPECT_LT(losses.back(), 0.7 * losses.front()) << losses.front() << " -> " << losses.back();
+}
+
+TEST(ToyWorld, TheMovingAverageWarmsUpThenDecays) {
+  torch::nn::Linear model(2, 1), average(2, 1);
+  torch::NoGradGuard no_grad;
+  model->weight.fill_(1);
+  model->bias.fill_(1);
+  average->weight.fill_(0);
+  average->bias.fill_(0);
+  update_average(*average, *model, 0.999, 0);  // decay min(0.999, 1 / 10)
+  EXPECT_NEAR(average->weight[0][0].item<double>(), 0.9, 1e-6);
+  update_average(*average, *model, 0.5, 1000);  // decay 0.5
+  EXPECT_NEAR(average->bias[0].item<double>(), 0.95, 1e-6);
+}
+
+TEST(ToyWorld, SavedDiffusionFilesLoadThroughTheOrdinaryLoader) {
+  const UNetConfig config = toy_unet_config(tiny_unet_shape());
+  auto model = init_unet(config, 6);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.normal_(0, 0.05);  // a trained model's outputs are not all zero
+  }
+  const fs::path dir = fs::temp_directory_path() / "clipguide_toyworld_unet";
+  fs::create_directories(dir);
+  write_file_atomic((dir / "model.safetensors").string(), serialize_safetensors(named_weights(*model, torch::kFloat), {{"format", "pt"}}));
+  write_file_atomic((dir / "model.json").string(), unet_flags_json(config, 16, "cosine", 1000, "25"));
+  const LoadedUNet loaded = load_unet((dir / "model.safetensors").string(), (dir / "model.json").string(), torch::kCPU);
+  EXPECT_EQ(loaded.image_size, 16);
+  EXPECT_EQ(loaded.diffusion.noise_schedule, "cosine");
+  EXPECT_EQ(loaded.diffusion.timestep_respacing, "25");
+  EXPECT_EQ(loaded.model->config().attention_levels, config.attention_levels);
+  EXPECT_EQ(loaded.model->config().num_head_channels, config.num_head_channels);
+  const torch::Tensor x = torch::randn({2, 3, 16, 16});
+  const torch::Tensor t = torch::tensor({3, 700}, torch::kLong);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::allclose(loaded.model->forward(x, t), model->forward(x, t), 1e-5, 1e-5));
+}
+
 TEST(ToyWorld, SavedFilesLoadThroughTheOrdinaryLoaders) {
   ToyVqganShape shape;
   const VqganConfig config = toy_vqgan_config(shape);
@@ -223,6 +301,9 @@ TEST(BundledModels, LoadLikeAnyCheckpoint) {
   EXPECT_FALSE(clip.model->config().vision_resnet);
   const LoadedVqgan v = load_vqgan(bundled_vqgan(), bundled_vqgan_config(), torch::kCPU);
   EXPECT_EQ(v.model->config().factor(), 8);
+  const LoadedUNet u = load_unet(bundled_diffusion(), bundled_diffusion_flags(), torch::kCPU);
+  EXPECT_EQ(kImageSize % u.image_size, 0);
+  EXPECT_FALSE(u.model->config().learn_sigma());
   // Bundled files stay small: the whole folder under 20 MB.
   uint64_t bytes = 0;
   for (const auto& e : fs::recursive_directory_iterator(fs::path(bundled_models_dir()) / "toyworld")) {

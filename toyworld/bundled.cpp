@@ -31,30 +31,58 @@ std::string bundled_clip() {
   return dir.string();
 }
 
-std::string bundled_vqgan() {
-  const fs::path file = fs::path(bundled_models_dir()) / "toyworld" / "vqgan" / "model.safetensors";
+namespace {
+
+// toyworld/FOLDER/model.safetensors, or an Error naming where it looked and the flag that passes a model instead.
+std::string bundled_weights(const std::string& folder, const std::string& what, const std::string& flag) {
+  const fs::path file = fs::path(bundled_models_dir()) / "toyworld" / folder / "model.safetensors";
   std::error_code ec;
   if (!fs::exists(file, ec)) {
-    fail("the bundled toy VQGAN is missing (looked for ", file.string(),
-         "; set CLIPGUIDE_MODELS to the folder holding toyworld/, or pass --vqgan-checkpoint)");
+    fail("the bundled toy ", what, " is missing (looked for ", file.string(), "; set CLIPGUIDE_MODELS to the folder holding toyworld/, or pass ",
+         flag, ")");
   }
   return file.string();
 }
+
+}  // namespace
+
+std::string bundled_vqgan() { return bundled_weights("vqgan", "VQGAN", "--vqgan-checkpoint"); }
 
 std::string bundled_vqgan_config() {
   return (fs::path(bundled_vqgan()).parent_path() / "model.yaml").string();
 }
 
-std::vector<std::pair<std::string, std::string>> bundled_generate_defaults() {
+std::string bundled_diffusion() { return bundled_weights("diffusion", "diffusion model", "--diffusion-checkpoint"); }
+
+std::string bundled_diffusion_flags() {
+  return (fs::path(bundled_diffusion()).parent_path() / "model.json").string();
+}
+
+std::string bundled_generator() { return "vqgan"; }  // bench/toyworld: the diffusion model's shapes judge worse (MODEL_CARD)
+
+std::vector<std::pair<std::string, std::string>> bundled_generate_defaults(const std::string& generator) {
+  const fs::path starts = fs::path(bundled_models_dir()) / "toyworld" / "starts";
+  auto add_starts = [&](std::vector<std::pair<std::string, std::string>>& out) {
+    for (int c = 0; c < kColours; ++c) out.emplace_back("init-image", (starts / (name(static_cast<Colour>(c)) + ".png")).string());
+  };
+  if (generator == "diffusion") {
+    // The model's own 32 px; guidance scales for 32 px images (the 256 px notebooks' 1000 / 150 / 50 for CLIP, TV
+    // and range overshoot into speckle here); the sampler starts 8 of 25 steps in, from the noised plain
+    // background CLIP scores best for the prompt (from pure noise the object's colour often became the background).
+    std::vector<std::pair<std::string, std::string>> out = {
+        {"size", "32x32"}, {"cutn", "16"}, {"clip-guidance-scale", "1000"}, {"tv-scale", "2"}, {"range-scale", "1"},
+        {"skip-timesteps", "8"},
+    };
+    add_starts(out);
+    return out;
+  }
   std::vector<std::pair<std::string, std::string>> out = {
       {"size", "64x64"},  // the world's size, which the toy CLIP sees without resampling
       {"steps", "100"},
       {"cutn", "16"},
       {"augments", "flip,affine,jitter,noise"},  // affine: small rotations and shifts keep adversarial speckle down
   };
-  // The run starts from whichever plain background CLIP scores best for the prompt.
-  const fs::path starts = fs::path(bundled_models_dir()) / "toyworld" / "starts";
-  for (int c = 0; c < kColours; ++c) out.emplace_back("init-image", (starts / (name(static_cast<Colour>(c)) + ".png")).string());
+  add_starts(out);  // the run starts from whichever plain background CLIP scores best for the prompt
   return out;
 }
 

@@ -1,4 +1,5 @@
-// Where the bundled toy-world models are: the CLIP and VQGAN that clipguide uses when no model is given.
+// Where the bundled toy-world models are: the CLIP, VQGAN and diffusion model that clipguide uses when no model is
+// given.
 #pragma once
 
 #include <string>
@@ -15,9 +16,17 @@ std::string bundled_clip();
 // The toy VQGAN's weights (.safetensors) and taming .yaml.
 std::string bundled_vqgan();
 std::string bundled_vqgan_config();
+// The toy diffusion model's weights (.safetensors, guided-diffusion names) and its flags (.json).
+std::string bundled_diffusion();
+std::string bundled_diffusion_flags();
 
-// `clipguide generate` settings for the bundled models, as (flag, value) pairs (a flag may repeat); used where a run
-// names neither model and does not set the flag itself. Measured by bench/toyworld.
-std::vector<std::pair<std::string, std::string>> bundled_generate_defaults();
+// The generator `clipguide generate` uses when a run names none and gives no generator weights: "diffusion" or
+// "vqgan", whichever bench/toyworld judges better.
+std::string bundled_generator();
+
+// `clipguide generate` settings for the bundled CLIP guiding the bundled `generator` ("vqgan", "pixels" or
+// "diffusion"), as (flag, value) pairs (a flag may repeat); used where a run names no model and does not set the flag
+// itself. Measured by bench/toyworld.
+std::vector<std::pair<std::string, std::string>> bundled_generate_defaults(const std::string& generator);
 
 }  // namespace clipguide::toyworld

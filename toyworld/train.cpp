@@ -1,6 +1,7 @@
 #include "toyworld/train.h"
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "clip/error.h"
@@ -26,6 +27,14 @@ std::vector<std::string> caption_corpus(int64_t count, uint64_t seed) {
     out.push_back(describe(scene, static_cast<int>(i % kTemplates), rng).text);
   }
   return out;
+}
+
+torch::Tensor picture_batch(std::mt19937_64& rng, int64_t batch) {
+  SceneOptions options;
+  options.allow_held_out = true;
+  std::vector<Scene> scenes;
+  for (int64_t i = 0; i < batch; ++i) scenes.push_back(sample_scene(rng, options));
+  return render_batch(scenes);
 }
 
 namespace {
@@ -254,6 +263,69 @@ int64_t DeadCodeRestarter::update(Vqgan& model, const torch::Tensor& indices, co
   const torch::Tensor jitter = at::randn(chosen.sizes(), gen, torch::TensorOptions().dtype(chosen.scalar_type())) * 0.01;
   model.codebook().index_copy_(0, dead.to(flat.device()), chosen + jitter.to(flat.device()));
   return dead.size(0);
+}
+
+UNetConfig toy_unet_config(const ToyUNetShape& shape) {
+  UNetConfig c;
+  c.model_channels = shape.channels;
+  c.out_channels = 3;  // the noise; fixed (not learned) variances
+  c.num_res_blocks = shape.res_blocks;
+  c.channel_mult = shape.channel_mult;
+  for (size_t i = 0; i < shape.channel_mult.size(); ++i) c.attention_levels.push_back((shape.image_size >> i) <= shape.attention_below);
+  c.use_scale_shift_norm = true;
+  c.num_head_channels = shape.head_channels;
+  return c;
+}
+
+std::shared_ptr<UNetModel> init_unet(const UNetConfig& config, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto model = std::make_shared<UNetModel>(config);
+  torch::NoGradGuard no_grad;
+  for (auto& kv : model->named_parameters()) {
+    const std::string& k = kv.key();
+    if (k.rfind("out.2.", 0) == 0 || k.find("out_layers.3.") != std::string::npos || k.find("proj_out.") != std::string::npos) {
+      kv.value().zero_();
+    }
+  }
+  return model;
+}
+
+torch::Tensor diffusion_images(const torch::Tensor& images01, int64_t size) {
+  TORCH_CHECK(images01.size(-1) % size == 0, "diffusion images: ", images01.size(-1), " px does not divide into ", size);
+  const torch::Tensor x = size == images01.size(-1) ? images01 : F::avg_pool2d(images01, F::AvgPool2dFuncOptions(images01.size(-1) / size));
+  return x * 2 - 1;
+}
+
+torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen) {
+  const torch::Tensor t = torch::randint(0, s.size(), {x0.size(0)}, gen, torch::kLong).to(x0.device());
+  const torch::Tensor eps = torch::randn(x0.sizes(), gen, torch::kFloat).to(x0.device());
+  const torch::Tensor x_t = extract(s.alphas_cumprod.sqrt(), t, x0) * x0 + extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * eps;
+  return (model.forward(x_t, t) - eps).pow(2).mean();
+}
+
+std::string unet_flags_json(const UNetConfig& c, int64_t image_size, const std::string& noise_schedule, int64_t diffusion_steps,
+                            const std::string& timestep_respacing) {
+  std::string mult, attention;
+  for (size_t i = 0; i < c.channel_mult.size(); ++i) {
+    mult += (i ? "," : "") + std::to_string(c.channel_mult[i]);
+    if (c.attention_levels[i]) attention += (attention.empty() ? "" : ",") + std::to_string(image_size >> i);
+  }
+  const nlohmann::json flags{
+      {"model_flags", {{"image_size", image_size}, {"num_channels", c.model_channels}, {"num_res_blocks", c.num_res_blocks},
+                       {"channel_mult", mult}, {"attention_resolutions", attention}, {"num_head_channels", c.num_head_channels},
+                       {"learn_sigma", c.learn_sigma()}, {"use_scale_shift_norm", c.use_scale_shift_norm},
+                       {"resblock_updown", c.resblock_updown}, {"class_cond", false}}},
+      {"diffusion_flags", {{"noise_schedule", noise_schedule}, {"diffusion_steps", diffusion_steps}, {"timestep_respacing", timestep_respacing}}}};
+  return flags.dump(2) + "\n";
+}
+
+void update_average(torch::nn::Module& average, torch::nn::Module& model, double decay, int64_t updates) {
+  const double d = std::min(decay, (1.0 + static_cast<double>(updates)) / (10.0 + static_cast<double>(updates)));
+  torch::NoGradGuard no_grad;
+  auto mine = average.parameters();
+  auto theirs = model.parameters();
+  TORCH_CHECK(mine.size() == theirs.size(), "update_average: the models differ");
+  for (size_t i = 0; i < mine.size(); ++i) mine[i].mul_(d).add_(theirs[i], 1 - d);
 }
 
 TensorMap named_weights(torch::nn::Module& model, torch::ScalarType dtype) {

@@ -2,7 +2,8 @@
 // files they are saved as (the same names and formats as the real models, so the ordinary loaders read them).
 // Ref: Radford et al. 2021 (symmetric contrastive loss, learned temperature, openai/CLIP initialize_parameters);
 // Esser et al. 2021 / taming-transformers VQModel (codebook + commitment losses, straight-through estimator);
-// dead-code restarts as in Dhariwal et al. 2020 (Jukebox) and Zeghidour et al. 2021.
+// dead-code restarts as in Dhariwal et al. 2020 (Jukebox) and Zeghidour et al. 2021; the simple DDPM loss of Ho et al.
+// 2020 with the cosine schedule of Nichol & Dhariwal 2021 (openai/improved-diffusion, guided-diffusion).
 #pragma once
 
 #include <torch/torch.h>
@@ -14,7 +15,9 @@
 
 #include "clip/model.h"
 #include "clip/tokenizer.h"
+#include "generators/diffusion.h"
 #include "generators/optimizer.h"
+#include "generators/unet.h"
 #include "generators/vqgan.h"
 #include "toyworld/world.h"
 
@@ -39,6 +42,10 @@ struct ClipBatch {
 // be a multiple of kGroup.
 constexpr int64_t kGroup = 8;
 ClipBatch clip_batch(std::mt19937_64& rng, const Tokenizer& tokenizer, int64_t context, int64_t batch);
+
+// `batch` random scenes of the whole world, held-out pairs included (the VQGAN and the diffusion model learn
+// pictures, not captions), rendered: [B, 3, 64, 64] in [0, 1].
+torch::Tensor picture_batch(std::mt19937_64& rng, int64_t batch);
 
 // ---- toy CLIP ----
 
@@ -102,6 +109,31 @@ class DeadCodeRestarter {
   int64_t every_;
   int64_t used_ = 0;
 };
+
+// ---- toy diffusion ----
+
+struct ToyUNetShape {
+  int64_t image_size = 32;  // the world's 64 px scenes, area-averaged down
+  int64_t channels = 32, res_blocks = 1, head_channels = 32;
+  std::vector<int64_t> channel_mult = {1, 2, 2};
+  int64_t attention_below = 16;  // attention at every level of this resolution or less
+};
+UNetConfig toy_unet_config(const ToyUNetShape& shape);
+// guided-diffusion's initialisation: PyTorch's defaults, with the last convolution of every ResBlock, every
+// attention projection and the output convolution zeroed (zero_module), so each block starts as the identity.
+std::shared_ptr<UNetModel> init_unet(const UNetConfig& config, uint64_t seed);
+// [B, 3, 64, 64] in [0, 1] -> [B, 3, size, size] in [-1, 1] (area-averaged, as the diffusion model sees them).
+torch::Tensor diffusion_images(const torch::Tensor& images01, int64_t size);
+// The simple DDPM loss: the mean squared error of the model's noise prediction at timesteps drawn uniformly from
+// the (unrespaced) schedule, x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps.
+torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen);
+// The flags file load_unet reads beside the weights (script_util's model_flags and diffusion_flags).
+std::string unet_flags_json(const UNetConfig& config, int64_t image_size, const std::string& noise_schedule,
+                            int64_t diffusion_steps, const std::string& timestep_respacing);
+
+// An exponential moving average of a model's parameters, kept in `average` (a model of the same architecture):
+// average = decay * average + (1 - decay) * model, with decay warmed up as min(decay, (1 + n) / (10 + n)).
+void update_average(torch::nn::Module& average, torch::nn::Module& model, double decay, int64_t updates);
 
 // ---- files ----
 

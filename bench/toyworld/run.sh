@@ -4,13 +4,13 @@
 #      and reranking one render of each of the 48 colour+shape classes by each class's prompt (library, one pass);
 #   2. the same reranking through the CLI: `clipguide rerank` over the 48 PNGs, once per class prompt;
 #   3. guided generation: `clipguide generate` with its defaults (the bundled models) for 24 single-object prompts,
-#      each image judged by the pixel judge (`clipguide_toyworld judge`), against the same runs with the prompt's
-#      weight set to 0 (the generator's unguided start: the baseline).
+#      once with each bundled generator (VQGAN, diffusion), each image judged by the pixel judge
+#      (`clipguide_toyworld judge`), against the same runs with the prompt's weight set to 0 (the baseline).
 # PROMPTS=N runs only the first N of the 24 prompts. Results go to build/bench-toyworld/.
 source "$(dirname "$0")/../common.sh"
 out=build/bench-toyworld
 rm -rf "$out"
-mkdir -p "$out/classes" "$out/guided" "$out/unguided"
+mkdir -p "$out/classes"
 colours=(red green blue yellow purple orange white black)
 shapes=(circle square triangle star ring cross)
 
@@ -28,29 +28,37 @@ for c in "${colours[@]}"; do
 done
 echo "{\"cli_rerank_top1\": $right, \"classes\": 48}" | tee "$out/cli_rerank.json"
 
-echo "== guided generation, 24 prompts, generate's defaults (bundled models)"
+# generation NAME ARGS...: the 24 prompts through `clipguide generate` with its defaults plus ARGS, guided and with the
+# prompt's weight set to 0 (the generator's unguided output: the baseline), every image judged by pixels.
 n=${PROMPTS:-24}
-start=$(date +%s.%N)
-for i in $(seq 0 $((n - 1))); do
-  c=${colours[$((i % 8))]}
-  s=${shapes[$((i % 6))]}
-  b=${colours[$(((i % 8 + 1 + i / 8) % 8))]}
-  prompt="a $c $s on a $b background"
-  printf '%s\t%s\t%s\t%s\n' "$i" "$c" "$s" "$b" >>"$out/prompts.tsv"
-  build/clipguide generate -p "$prompt" --seed $((100 + i)) -o "$out/guided/$i.png" >/dev/null 2>>"$out/generate.log"
-  build/clipguide generate -p "$prompt:0" --seed $((100 + i)) -o "$out/unguided/$i.png" >/dev/null 2>>"$out/generate.log"
-done
-end=$(date +%s.%N)
-build/clipguide_toyworld judge "$out"/guided/*.png >"$out/guided.jsonl"
-build/clipguide_toyworld judge "$out"/unguided/*.png >"$out/unguided.jsonl"
-python3 - "$out" "$n" "$start" "$end" <<'PY'
+generation() {
+  local name=$1
+  shift
+  echo "== guided generation, $n prompts, generate's defaults with $*"
+  mkdir -p "$out/$name/guided" "$out/$name/unguided"
+  : >"$out/$name/prompts.tsv"
+  local start end
+  start=$(date +%s.%N)
+  for i in $(seq 0 $((n - 1))); do
+    c=${colours[$((i % 8))]}
+    s=${shapes[$((i % 6))]}
+    b=${colours[$(((i % 8 + 1 + i / 8) % 8))]}
+    prompt="a $c $s on a $b background"
+    printf '%s\t%s\t%s\t%s\n' "$i" "$c" "$s" "$b" >>"$out/$name/prompts.tsv"
+    build/clipguide generate -p "$prompt" --seed $((100 + i)) -o "$out/$name/guided/$i.png" "$@" >/dev/null 2>>"$out/generate.log"
+    build/clipguide generate -p "$prompt:0" --seed $((100 + i)) -o "$out/$name/unguided/$i.png" "$@" >/dev/null 2>>"$out/generate.log"
+  done
+  end=$(date +%s.%N)
+  build/clipguide_toyworld judge "$out/$name"/guided/*.png >"$out/$name/guided.jsonl"
+  build/clipguide_toyworld judge "$out/$name"/unguided/*.png >"$out/$name/unguided.jsonl"
+  python3 - "$out/$name" "$name" "$n" "$start" "$end" <<'PY'
 import json, os, sys
-out, n, start, end = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+out, name, n, start, end = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 truth = {}
 for line in open(os.path.join(out, "prompts.tsv")):
     i, c, s, b = line.split()
     truth[i] = (c, s, b)
-result = {"prompts": n, "seconds_per_image": round((end - start) / (2 * n), 2)}
+result = {"generator": name, "prompts": n, "seconds_per_image": round((end - start) / (2 * n), 2)}
 for kind in ("guided", "unguided"):
     bg = colour = shape = 0
     for line in open(os.path.join(out, kind + ".jsonl")):
@@ -63,4 +71,8 @@ for kind in ("guided", "unguided"):
 print(json.dumps(result))
 json.dump(result, open(os.path.join(out, "generate.json"), "w"))
 PY
-echo "images in $out/guided and $out/unguided"
+  echo "images in $out/$name/guided and $out/$name/unguided"
+}
+# The default generator first (toyworld/bundled.cpp: bundled_generator), then the other.
+generation vqgan --generator vqgan
+generation diffusion --generator diffusion

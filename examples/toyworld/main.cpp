@@ -3,6 +3,7 @@
 //
 //   clipguide_toyworld train-clip  --out models/toyworld/clip [--minutes 40] [--state FILE] ...
 //   clipguide_toyworld train-vqgan --out models/toyworld/vqgan [--minutes 30] [--state FILE] ...
+//   clipguide_toyworld train-diffusion --out models/toyworld/diffusion [--minutes 60] [--state FILE] ...
 //   clipguide_toyworld eval [--model DIR] [--images 1000] [--seed S]
 //   clipguide_toyworld render --out DIR [--count N] [--seed S] [--classes]
 //   clipguide_toyworld judge IMAGE.png...
@@ -12,6 +13,7 @@
 #include <clipguide/clip/load.h>
 #include <clipguide/clip/safetensors.h>
 #include <clipguide/generators/vqgan.h>
+#include <clipguide/guidance/clip_guide.h>
 #include <clipguide/toyworld/bundled.h>
 #include <clipguide/toyworld/eval.h>
 #include <clipguide/toyworld/train.h>
@@ -36,10 +38,14 @@ double minutes_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count() / 60;
 }
 
-// What a training run keeps between sessions: weights (fp32), optimizer moments and the step, in one safetensors file.
+// What a training run keeps between sessions: weights (fp32), optimizer moments, the step and, for a run that keeps
+// one, the weights' moving average ("ema."), in one safetensors file.
 void save_state(const std::string& path, torch::nn::Module& model, const std::vector<const cg::Optimizer*>& optimizers,
-                int64_t step, double elapsed_minutes) {
+                int64_t step, double elapsed_minutes, torch::nn::Module* average = nullptr) {
   cg::TensorMap all = tw::named_weights(model, torch::kFloat);
+  if (average != nullptr) {
+    for (auto& [k, v] : tw::named_weights(*average, torch::kFloat)) all.emplace("ema." + k, v);
+  }
   for (size_t i = 0; i < optimizers.size(); ++i) {
     for (const auto& [k, v] : optimizers[i]->state()) all.emplace(cg::cat("optimizer", i, ".", k), v);
   }
@@ -47,15 +53,20 @@ void save_state(const std::string& path, torch::nn::Module& model, const std::ve
                                                                {"minutes", std::to_string(elapsed_minutes)}}));
 }
 
-// Loads a state saved by save_state into `model` and `optimizers`; returns {step, minutes}.
-std::pair<int64_t, double> load_state(const std::string& path, torch::nn::Module& model, const std::vector<cg::Optimizer*>& optimizers) {
+// Loads a state saved by save_state into `model`, `optimizers` and `average`; returns {step, minutes}.
+std::pair<int64_t, double> load_state(const std::string& path, torch::nn::Module& model, const std::vector<cg::Optimizer*>& optimizers,
+                                      torch::nn::Module* average = nullptr) {
   cg::SafetensorsContents c = cg::read_safetensors(path);
   torch::NoGradGuard no_grad;
-  for (auto& kv : model.named_parameters()) {
-    auto it = c.tensors.find(kv.key());
-    if (it == c.tensors.end()) cg::fail(path, ": no ", kv.key(), " (a state from another model?)");
-    kv.value().copy_(it->second);
-  }
+  auto load = [&](torch::nn::Module& m, const std::string& prefix) {
+    for (auto& kv : m.named_parameters()) {
+      auto it = c.tensors.find(prefix + kv.key());
+      if (it == c.tensors.end()) cg::fail(path, ": no ", prefix, kv.key(), " (a state from another model?)");
+      kv.value().copy_(it->second);
+    }
+  };
+  load(model, "");
+  if (average != nullptr) load(*average, "ema.");
   for (size_t i = 0; i < optimizers.size(); ++i) {
     cg::TensorMap state;
     const std::string prefix = cg::cat("optimizer", i, ".");
@@ -259,11 +270,7 @@ int train_vqgan(int argc, char** argv) {
   InterruptScope interrupt;
   for (; !t.stop_before(step, earlier + minutes_since(t0)); ++step) {
     std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
-    std::vector<tw::Scene> scenes;
-    tw::SceneOptions options;
-    options.allow_held_out = true;  // the autoencoder learns pictures, not captions
-    for (int64_t i = 0; i < t.batch; ++i) scenes.push_back(tw::sample_scene(rng, options));
-    const torch::Tensor x = tw::render_batch(scenes).to(t.device);
+    const torch::Tensor x = tw::picture_batch(rng, t.batch).to(t.device);
     tw::VqganLosses losses = tw::vqgan_losses(*model, x, 0.25, object_weight);
     opt.zero_grad();
     losses.total.backward();
@@ -290,6 +297,82 @@ int train_vqgan(int argc, char** argv) {
   t.write_model(*model, step);
   cg::write_file_atomic((fs::path(t.out) / "model.yaml").string(), tw::vqgan_yaml(config, tw::kImageSize));
   std::cerr << cg::cat("wrote ", t.out, "/model.safetensors and model.yaml after ", step, " steps, ", elapsed, " min\n");
+  return 0;
+}
+
+int train_diffusion(int argc, char** argv) {
+  cxxopts::Options opts("clipguide_toyworld train-diffusion",
+                        "train the toy diffusion model (guided-diffusion UNet names, noise prediction) on the toy world");
+  TrainArgs t;
+  tw::ToyUNetShape shape;
+  std::string noise_schedule, respacing;
+  double ema = 0;
+  t.add_to(opts, "models/toyworld/diffusion", "folder for model.safetensors (the moving average) and model.json (flags)",
+           "images per step", "64", "3");
+  opts.add_options()
+      ("size", "image size: 32 (the scenes area-averaged down) or 64", cxxopts::value(shape.image_size)->default_value("32"))
+      ("channels", "UNet channels at full resolution", cxxopts::value(shape.channels)->default_value("32"))
+      ("res-blocks", "residual blocks per level", cxxopts::value(shape.res_blocks)->default_value("1"))
+      ("noise-schedule", "linear or cosine", cxxopts::value(noise_schedule)->default_value("cosine"))
+      ("respacing", "the sampling steps written into the flags (guided-diffusion's timestep_respacing; ddim25 starts at "
+                    "step 960, where the cosine schedule's pred_xstart is still well conditioned)",
+       cxxopts::value(respacing)->default_value("ddim25"))
+      ("ema", "decay of the weights' moving average (the saved model)", cxxopts::value(ema)->default_value("0.998"));
+  if (!parse_or_help(opts, argc, argv)) return 0;
+  t.prepare();
+  if ((shape.image_size != 32 && shape.image_size != 64) || shape.channels < 32 || shape.channels % 32 != 0 || shape.res_blocks < 1 ||
+      !(ema >= 0 && ema < 1)) {
+    cg::fail("--size must be 32 or 64, --channels a multiple of 32 (GroupNorm's groups), --res-blocks positive, --ema in [0, 1)");
+  }
+  shape.channel_mult = shape.image_size == 64 ? std::vector<int64_t>{1, 2, 2, 2} : std::vector<int64_t>{1, 2, 2};
+  const cg::UNetConfig config = tw::toy_unet_config(shape);
+  const cg::DiffusionSchedule schedule = cg::DiffusionSchedule::make(noise_schedule, 1000, "");
+  auto model = tw::init_unet(config, static_cast<uint64_t>(t.seed));
+  auto average = tw::init_unet(config, static_cast<uint64_t>(t.seed));
+  model->to(t.device);
+  average->to(t.device);
+  cg::OptimizerOptions adam;
+  adam.lr = t.lr;
+  cg::Optimizer opt(model->parameters(), adam);
+  int64_t step = 0;
+  double earlier = 0;
+  if (fs::exists(t.state)) {
+    std::tie(step, earlier) = load_state(t.state, *model, {&opt}, average.get());
+    std::cerr << "resuming " << t.state << " at step " << step << "\n";
+  }
+  std::cerr << "toy diffusion: " << config.describe() << ", " << shape.image_size << " px, " << noise_schedule << " schedule\n";
+  const tw::TrainSchedule lr_schedule = t.schedule(100);
+  const auto t0 = Clock::now();
+  double loss_sum = 0;
+  int64_t loss_n = 0;
+  InterruptScope interrupt;
+  for (; !t.stop_before(step, earlier + minutes_since(t0)); ++step) {
+    std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
+    const torch::Tensor x0 = tw::diffusion_images(tw::picture_batch(rng, t.batch), shape.image_size).to(t.device);
+    torch::Generator gen = cg::make_generator(rng());
+    const torch::Tensor loss = tw::diffusion_loss(*model, schedule, x0, gen);
+    opt.zero_grad();
+    loss.backward();
+    opt.set_lr(lr_schedule.lr_at(step));
+    opt.step();
+    tw::update_average(*average, *model, ema, step);
+    loss_sum += loss.item<double>();
+    ++loss_n;
+    if ((step + 1) % t.every == 0 || step + 1 == t.steps) {
+      const double elapsed = earlier + minutes_since(t0);
+      std::cerr << cg::cat("step ", step + 1, "/", t.steps, "  loss ", loss_sum / static_cast<double>(loss_n), "  lr ",
+                           lr_schedule.lr_at(step), "  ", elapsed, " min\n");
+      loss_sum = 0;
+      loss_n = 0;
+      save_state(t.state, *model, {&opt}, step + 1, elapsed, average.get());
+    }
+  }
+  const double elapsed = earlier + minutes_since(t0);
+  save_state(t.state, *model, {&opt}, step, elapsed, average.get());
+  t.write_model(*average, step);
+  cg::write_file_atomic((fs::path(t.out) / "model.json").string(),
+                        tw::unet_flags_json(config, shape.image_size, noise_schedule, 1000, respacing));
+  std::cerr << cg::cat("wrote ", t.out, "/model.safetensors and model.json after ", step, " steps, ", elapsed, " min\n");
   return 0;
 }
 
@@ -399,7 +482,7 @@ int judge(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const std::string usage =
-      "usage: clipguide_toyworld train-clip|train-vqgan|eval|render|judge [OPTIONS] (--help after a command for its options)";
+      "usage: clipguide_toyworld train-clip|train-vqgan|train-diffusion|eval|render|judge [OPTIONS] (--help after a command for its options)";
   if (argc < 2) {
     std::cerr << usage << "\n";
     return 2;
@@ -408,6 +491,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "train-clip") return train_clip(argc - 1, argv + 1);
     if (command == "train-vqgan") return train_vqgan(argc - 1, argv + 1);
+    if (command == "train-diffusion") return train_diffusion(argc - 1, argv + 1);
     if (command == "eval") return eval(argc - 1, argv + 1);
     if (command == "render") return render(argc - 1, argv + 1);
     if (command == "judge") return judge(argc - 1, argv + 1);
