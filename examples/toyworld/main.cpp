@@ -371,7 +371,7 @@ int train_diffusion(int argc, char** argv) {
   save_state(t.state, *model, {&opt}, step, elapsed, average.get());
   t.write_model(*average, step);
   cg::write_file_atomic((fs::path(t.out) / "model.json").string(),
-                        tw::unet_flags_json(config, shape.image_size, noise_schedule, 1000, respacing));
+                        tw::unet_flags_json(config, shape.image_size, noise_schedule, schedule.original_steps, respacing));
   std::cerr << cg::cat("wrote ", t.out, "/model.safetensors and model.json after ", step, " steps, ", elapsed, " min\n");
   return 0;
 }
