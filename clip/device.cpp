@@ -1,6 +1,13 @@
 #include "clip/device.h"
 
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
 #include <torch/cuda.h>
+#include <torch/utils.h>
 
 #include "clip/error.h"
 
@@ -29,6 +36,18 @@ torch::Device parse_device(const std::string& spec) {
     return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   fail("--device ", spec, ": unknown device; choose cpu, cuda, cuda:N or auto");
+}
+
+void set_cpu_threads(int threads) {
+  TORCH_CHECK(threads >= 0, "set_cpu_threads: threads must be positive (or 0: the default), got ", threads);
+  if (threads == 0) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    threads = omp != nullptr && std::atoi(omp) > 0 ? std::atoi(omp) : static_cast<int>(std::thread::hardware_concurrency());
+  }
+  torch::set_num_threads(std::max(threads, 1));
+  // OpenBLAS's own setter, when the process has OpenBLAS (looked up, so other BLAS libraries are left alone).
+  using SetThreads = void (*)(int);
+  if (auto set_blas_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set_blas_threads(1);
 }
 
 }  // namespace clipguide

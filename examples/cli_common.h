@@ -11,7 +11,6 @@
 #include <stdexcept>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "clip/device.h"
@@ -157,10 +156,7 @@ struct ModelArgs {
   cg::LoadOptions load_options() const {
     if (text_heads < 0 || vision_heads < 0) cg::fail("--text-heads and --vision-heads must be positive");
     if (threads < 0) cg::fail("--threads must be positive");
-    // libtorch as Debian builds it starts with one thread; use the machine unless told otherwise.
-    const char* omp = std::getenv("OMP_NUM_THREADS");
-    const int n = threads > 0 ? threads : (omp != nullptr && std::atoi(omp) > 0 ? std::atoi(omp) : static_cast<int>(std::thread::hardware_concurrency()));
-    if (n > 0) torch::set_num_threads(n);
+    cg::set_cpu_threads(threads);  // 0: OMP_NUM_THREADS, else every CPU
     cg::LoadOptions load;
     load.vocab = vocab;
     load.device = cg::parse_device(device);

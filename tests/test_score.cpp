@@ -1,4 +1,7 @@
 // Scores and rankings against the reference logits, and each metric against its definition.
+#include <dlfcn.h>
+
+#include "clip/device.h"
 #include "clip/error.h"
 #include "clip/score.h"
 #include "clip/sha256.h"
@@ -18,6 +21,19 @@ TEST(Metrics, MatchTheirDefinitionsOnHandComputedCases) {
   EXPECT_TRUE(torch::allclose(probs.sum(1), torch::ones({2})));
   EXPECT_NEAR(probs[1][0].item<float>(), 1.0 / (1.0 + std::exp(-14.0)), 1e-6);  // softmax(6, -8)
   EXPECT_THROW(parse_metric("f1"), Error);
+}
+
+TEST(CpuThreads, TorchTakesTheThreadsAndOpenBlasKeepsOne) {
+  const int before = torch::get_num_threads();
+  set_cpu_threads(2);
+  EXPECT_EQ(torch::get_num_threads(), 2);
+  // Only where the process's BLAS is OpenBLAS (Debian's libtorch); other BLAS libraries are left alone.
+  using GetThreads = int (*)();
+  if (auto blas_threads = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) {
+    EXPECT_EQ(blas_threads(), 1);
+  }
+  set_cpu_threads(before);
+  EXPECT_EQ(torch::get_num_threads(), before);
 }
 
 class ScoreParity : public ::testing::TestWithParam<ModelFile> {

@@ -8,9 +8,9 @@
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "clip/file_io.h"
+#include "clip/device.h"
 #include "clip/load.h"
 #include "clip/safetensors.h"
 #include "generators/diffusion_run.h"
@@ -22,8 +22,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_diffusion CLIP.safetensors VOCAB UNET_OUT.safetensors STEPS\n");
     return 2;
   }
-  const char* omp = std::getenv("OMP_NUM_THREADS");
-  torch::set_num_threads(omp != nullptr && std::atoi(omp) > 0 ? std::atoi(omp) : static_cast<int>(std::thread::hardware_concurrency()));
+  cg::set_cpu_threads(0);  // OMP_NUM_THREADS, as the Python side
   const int64_t steps = std::stoll(argv[4]);
   // guided-diffusion's 64x64 model flags, unconditional: 192 channels, mult 1,2,3,4, 3 res blocks, attention at
   // 32,16,8 (levels 1-3), 64 channels per head, new attention order, scale-shift norm, up/down ResBlocks.

@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 
+#include "clip/device.h"
 #include "clip/load.h"
 #include "generators/guided_run.h"
 #include "generators/pixels.h"
@@ -45,8 +45,7 @@ int main(int argc, char** argv) {
   const std::string weights = argv[1], vocab = argv[2];
   const int64_t size = std::stoll(argv[3]), cutn = std::stoll(argv[4]), steps = std::stoll(argv[5]);
   const bool with_vqgan = argc > 6 && std::string(argv[6]) == "vqgan";
-  const char* omp = std::getenv("OMP_NUM_THREADS");
-  torch::set_num_threads(omp != nullptr && std::atoi(omp) > 0 ? std::atoi(omp) : static_cast<int>(std::thread::hardware_concurrency()));
+  cg::set_cpu_threads(0);  // OMP_NUM_THREADS, as the Python side
   nlohmann::json out;
   torch::Tensor grads[2];
   for (int precision = 0; precision < 2; ++precision) {

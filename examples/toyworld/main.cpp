@@ -114,7 +114,7 @@ struct TrainArgs {
     if (steps < 1 || batch < 1 || every < 1 || threads < 1 || !(lr > 0) || minutes < 0) {
       cg::fail("--steps, --batch, --every, --threads and --lr must be positive, --minutes zero or positive");
     }
-    torch::set_num_threads(static_cast<int>(threads));
+    cg::set_cpu_threads(static_cast<int>(threads));
     device = cg::parse_device(device_spec);
     if (state.empty()) state = (fs::path(out) / "train-state.safetensors").string();
     fs::create_directories(out);
