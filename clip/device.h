@@ -11,10 +11,9 @@ namespace clipguide {
 torch::Device parse_device(const std::string& spec);
 
 // Runs libtorch's CPU work on `threads` threads (its OpenMP pool); 0: $OMP_NUM_THREADS if set, else every CPU
-// (libtorch as Debian builds it starts with one). Where libtorch's BLAS is OpenBLAS with a thread
-// pool of its own (Debian's libopenblas0-pthread), that pool is cut to one thread: two pools busy-waiting on the
-// same cores starve each other (on 2 cores, toy-world guidance ran 2.3x and ViT-B/32 scoring up to 1.3x slower).
-// Torch's pool still runs the matrix products in parallel where they are large enough.
+// (libtorch as Debian builds it starts with one). Where libtorch's BLAS is OpenBLAS with a thread pool of its own
+// (Debian's libopenblas0-pthread), that pool is cut to one thread: two pools busy-waiting on the same cores starve
+// each other (on 2 cores, toy-world guidance ran about 2x and ViT-B/32 scoring up to 1.3x slower; bench/README.md).
 void set_cpu_threads(int threads);
 
 }  // namespace clipguide

@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "clip/file_io.h"
 #include "clip/device.h"
+#include "clip/file_io.h"
 #include "clip/load.h"
 #include "clip/safetensors.h"
 #include "generators/diffusion_run.h"
