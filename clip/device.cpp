@@ -6,7 +6,9 @@
 #include <cstdlib>
 #include <thread>
 
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 #include <torch/utils.h>
 
 #include "clip/error.h"
@@ -48,6 +50,41 @@ void set_cpu_threads(int threads) {
   // OpenBLAS's own setter, when the process has OpenBLAS (looked up, so other BLAS libraries are left alone).
   using SetThreads = void (*)(int);
   if (auto set_blas_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set_blas_threads(1);
+}
+
+namespace {
+
+// libtorch 2.4 replaced the CPU-only autocast setters with ones taking the device type (deprecating the old ones).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool cpu_autocast_enabled() { return at::autocast::is_autocast_enabled(at::kCPU); }
+at::ScalarType cpu_autocast_dtype() { return at::autocast::get_autocast_dtype(at::kCPU); }
+void set_cpu_autocast(bool enabled, at::ScalarType dtype) {
+  at::autocast::set_autocast_enabled(at::kCPU, enabled);
+  at::autocast::set_autocast_dtype(at::kCPU, dtype);
+}
+#else
+bool cpu_autocast_enabled() { return at::autocast::is_cpu_enabled(); }
+at::ScalarType cpu_autocast_dtype() { return at::autocast::get_autocast_cpu_dtype(); }
+void set_cpu_autocast(bool enabled, at::ScalarType dtype) {
+  at::autocast::set_cpu_enabled(enabled);
+  at::autocast::set_autocast_cpu_dtype(dtype);
+}
+#endif
+
+}  // namespace
+
+CpuBf16Autocast::CpuBf16Autocast(bool enabled) : enabled_(enabled) {
+  if (!enabled_) return;
+  was_enabled_ = cpu_autocast_enabled();
+  was_dtype_ = cpu_autocast_dtype();
+  set_cpu_autocast(true, at::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+CpuBf16Autocast::~CpuBf16Autocast() {
+  if (!enabled_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_cpu_autocast(was_enabled_, was_dtype_);
 }
 
 }  // namespace clipguide

@@ -16,4 +16,20 @@ torch::Device parse_device(const std::string& spec);
 // each other (on 2 cores, toy-world guidance ran about 2x and ViT-B/32 scoring up to 1.3x slower; bench/README.md).
 void set_cpu_threads(int threads);
 
+// While alive (and `enabled`), libtorch's CPU autocast runs matmuls, linear layers and convolutions in bfloat16;
+// weights, their gradients and the numerically delicate ops (softmax, norms, losses) stay fp32: mixed-precision
+// training on CPUs with bf16 matmul units. Scope it around a forward pass and its loss; leaving the outermost guard
+// drops the cached bf16 copies of the weights, so the next step casts the updated ones.
+class CpuBf16Autocast {
+ public:
+  explicit CpuBf16Autocast(bool enabled);
+  ~CpuBf16Autocast();
+  CpuBf16Autocast(const CpuBf16Autocast&) = delete;
+  CpuBf16Autocast& operator=(const CpuBf16Autocast&) = delete;
+
+ private:
+  bool enabled_, was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kBFloat16;
+};
+
 }  // namespace clipguide

@@ -36,6 +36,26 @@ TEST(CpuThreads, TorchTakesTheThreadsAndOpenBlasKeepsOne) {
   EXPECT_EQ(torch::get_num_threads(), before);
 }
 
+TEST(CpuAutocast, MatmulsRunInBf16InsideTheOutermostGuardOnly) {
+  const torch::Tensor a = torch::randn({8, 8}), b = torch::randn({8, 8});
+  {
+    const CpuBf16Autocast off(false);
+    EXPECT_EQ(torch::matmul(a, b).scalar_type(), torch::kFloat);
+  }
+  {
+    const CpuBf16Autocast outer(true);
+    {
+      const CpuBf16Autocast inner(true);
+      EXPECT_EQ(torch::matmul(a, b).scalar_type(), torch::kBFloat16);
+    }
+    const torch::Tensor c = torch::matmul(a, b);
+    EXPECT_EQ(c.scalar_type(), torch::kBFloat16);
+    const torch::Tensor exact = torch::matmul(a.to(torch::kDouble), b.to(torch::kDouble)).to(torch::kFloat);
+    EXPECT_LT((c.to(torch::kFloat) - exact).abs().max().item<float>(), 0.2);
+  }
+  EXPECT_EQ(torch::matmul(a, b).scalar_type(), torch::kFloat);
+}
+
 class ScoreParity : public ::testing::TestWithParam<ModelFile> {
  protected:
   void SetUp() override {

@@ -2,6 +2,7 @@
 
 #include "clip/embed.h"
 #include "clip/image.h"
+#include "guidance/cutouts.h"
 #include "toyworld/train.h"
 #include "toyworld/world.h"
 
@@ -33,7 +34,12 @@ torch::Tensor text_features(LoadedClip& clip, const std::vector<std::string>& te
 
 }  // namespace
 
-ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed) {
+torch::Tensor blur_images(const torch::Tensor& images, int64_t size) {
+  const int64_t side = images.size(-1);
+  return size <= 0 || size >= side ? images : resample(resample(images, size), side);
+}
+
+ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed, int64_t blur_size) {
   ClipModel& model = *clip.model;
   // The prompt grid: index (c * kShapes + s) * kColours + b, with c != b.
   std::vector<std::string> prompts;
@@ -56,7 +62,7 @@ ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed) {
     const auto s = static_cast<Shape>(i % kShapes);
     scenes.push_back(random_single_object(c, s, rng));
   }
-  const torch::Tensor img = image_features(model, render_batch(scenes));
+  const torch::Tensor img = image_features(model, blur_images(render_batch(scenes), blur_size));
   const double scale = model.logit_scale_exp().item<double>();
   const torch::Tensor probs = torch::softmax(scale * torch::matmul(img, text.t()), 1);  // [images, prompts]
   auto p = probs.accessor<float, 2>();
@@ -92,7 +98,7 @@ ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed) {
   return out;
 }
 
-RerankResult rerank_classes(LoadedClip& clip, uint64_t seed) {
+RerankResult rerank_classes(LoadedClip& clip, uint64_t seed, int64_t blur_size) {
   std::mt19937_64 rng = step_rng(seed, 1);
   std::vector<std::string> prompts;
   std::vector<Scene> scenes;
@@ -102,7 +108,8 @@ RerankResult rerank_classes(LoadedClip& clip, uint64_t seed) {
       prompts.push_back(prompt_for(static_cast<Colour>(c), static_cast<Shape>(s), std::nullopt));
     }
   }
-  const torch::Tensor sim = torch::matmul(text_features(clip, prompts), image_features(*clip.model, render_batch(scenes)).t());
+  const torch::Tensor images01 = blur_images(render_batch(scenes), blur_size);
+  const torch::Tensor sim = torch::matmul(text_features(clip, prompts), image_features(*clip.model, images01).t());
   const torch::Tensor best = sim.argmax(1);
   RerankResult out;
   out.classes = static_cast<int64_t>(prompts.size());

@@ -9,6 +9,10 @@
 
 namespace clipguide::toyworld {
 
+// [B, 3, S, S] -> area-averaged to `size` px, then resampled back to S (guidance's resample): how an image made at
+// `size` px looks to a CLIP of S px. `size` 0 or >= S returns the images unchanged.
+torch::Tensor blur_images(const torch::Tensor& images, int64_t size);
+
 struct ZeroShot {
   int64_t images = 0, held_out_images = 0;
   double colour = 0, shape = 0, background = 0;  // fraction right
@@ -16,15 +20,16 @@ struct ZeroShot {
 };
 // `images` single-object renders (every colour+shape pair, held-out ones included) classified against every
 // "a {colour} {shape} on a {background} background" prompt; each attribute is read from the prompt probabilities
-// summed over the others.
-ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed);
+// summed over the others. `blur_size` > 0: the renders as if made at that size and resampled back (blur_images), as a
+// smaller generator's images reach the CLIP.
+ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed, int64_t blur_size = 0);
 
 struct RerankResult {
   int64_t classes = 0, top1 = 0;
 };
 // One render of each of the 48 colour+shape classes; each class's prompt "a {colour} {shape}" ranks all of them,
-// and counts as right when its own render comes first.
-RerankResult rerank_classes(LoadedClip& clip, uint64_t seed);
+// and counts as right when its own render comes first. `blur_size` as for zero_shot.
+RerankResult rerank_classes(LoadedClip& clip, uint64_t seed, int64_t blur_size = 0);
 
 struct Reconstruction {
   int64_t images = 0;

@@ -1,12 +1,13 @@
 // clipguide_toyworld: the toy world's programs — training the bundled CLIP and VQGAN, measuring them, rendering
 // scenes and judging images by their pixels. The training commands double as examples of training with the library.
 //
-//   clipguide_toyworld train-clip  --out models/toyworld/clip [--minutes 40] [--state FILE] ...
+//   clipguide_toyworld train-clip  --out models/toyworld/clip [--minutes 40] [--precision bf16] [--state FILE] ...
 //   clipguide_toyworld train-vqgan --out models/toyworld/vqgan [--minutes 30] [--state FILE] ...
 //   clipguide_toyworld train-diffusion --out models/toyworld/diffusion [--minutes 60] [--state FILE] ...
-//   clipguide_toyworld eval [--model DIR] [--images 1000] [--seed S]
+//   clipguide_toyworld eval [--model DIR] [--images 1000] [--seed S] [--blur-size 32]
 //   clipguide_toyworld render --out DIR [--count N] [--seed S] [--classes]
 //   clipguide_toyworld judge IMAGE.png...
+#include <clipguide/clip/device.h>
 #include <clipguide/clip/error.h>
 #include <clipguide/clip/file_io.h>
 #include <clipguide/clip/image.h>
@@ -142,15 +143,20 @@ int train_clip(int argc, char** argv) {
   cxxopts::Options opts("clipguide_toyworld train-clip", "train the toy CLIP (OpenAI ViT names) on the toy world");
   TrainArgs t;
   tw::ToyClipShape shape;
+  std::string precision;
   t.add_to(opts, "models/toyworld/clip", "folder for model.safetensors, vocab.json and merges.txt",
            "images per step, a multiple of 8 (groups of hard negatives)", "128", "1");
   opts.add_options()
       ("vision-width", "ViT width", cxxopts::value(shape.vision_width)->default_value("128"))
       ("vision-layers", "ViT layers", cxxopts::value(shape.vision_layers)->default_value("4"))
       ("text-width", "text transformer width", cxxopts::value(shape.text_width)->default_value("128"))
-      ("text-layers", "text transformer layers", cxxopts::value(shape.text_layers)->default_value("3"));
+      ("text-layers", "text transformer layers", cxxopts::value(shape.text_layers)->default_value("3"))
+      ("precision", "fp32, or bf16 (CPU autocast: the towers' matmuls in bf16; weights, optimizer and loss fp32)",
+       cxxopts::value(precision)->default_value("fp32"));
   if (!parse_or_help(opts, argc, argv)) return 0;
+  if (precision != "fp32" && precision != "bf16") cg::fail("--precision ", precision, ": choose fp32 or bf16");
   t.prepare();
+  if (precision == "bf16" && !t.device.is_cpu()) cg::fail("--precision bf16 is CPU autocast; on ", t.device_spec, " train in fp32");
   // The vocabulary: BPE merges learned from 20,000 captions.
   const cg::BpeMerges merges = cg::train_bpe(tw::caption_corpus(20000, static_cast<uint64_t>(t.seed)), 4096);
   cg::write_hf_vocabulary(merges, t.out);
@@ -189,7 +195,14 @@ int train_clip(int argc, char** argv) {
     std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
     const tw::ClipBatch b = tw::clip_batch(rng, tokenizer, config.context_length, t.batch);
     const torch::Tensor images = cg::normalize_pixels(tw::augment_images(b.images, rng)).to(t.device);
-    const torch::Tensor loss = tw::contrastive_loss(model->encode_image(images), model->encode_text(b.tokens.to(t.device)),
+    torch::Tensor image_features, text_features;
+    {
+      const cg::CpuBf16Autocast mixed(precision == "bf16");
+      image_features = model->encode_image(images);
+      text_features = model->encode_text(b.tokens.to(t.device));
+    }
+    // The loss in fp32: bf16 logits at temperature 100 would be off by about 0.4.
+    const torch::Tensor loss = tw::contrastive_loss(image_features.to(torch::kFloat), text_features.to(torch::kFloat),
                                                     model->logit_scale_exp(), b.targets.to(t.device));
     opt_decay.zero_grad();
     opt_rest.zero_grad();
@@ -379,19 +392,22 @@ int train_diffusion(int argc, char** argv) {
 int eval(int argc, char** argv) {
   cxxopts::Options opts("clipguide_toyworld eval", "zero-shot classification, class reranking and VQGAN reconstruction of fresh renders");
   std::string model, vqgan;
-  int64_t images = 0, seed = 0;
+  int64_t images = 0, seed = 0, blur_size = 0;
   opts.add_options()
       ("model", "a CLIP (default: the bundled toy CLIP)", cxxopts::value(model))
+      ("blur-size", "show the CLIP the renders as if made at this size (32: the bundled diffusion model's), 0: as rendered",
+       cxxopts::value(blur_size)->default_value("0"))
       ("vqgan", "a VQGAN whose reconstructions to judge (default: the bundled toy VQGAN)", cxxopts::value(vqgan))
       ("images", "renders to classify", cxxopts::value(images)->default_value("1000"))
       ("seed", "seed of the renders (training draws from seeds 1 and 2; the trainer's own checks use 999)",
        cxxopts::value(seed)->default_value("2026"));
   if (!parse_or_help(opts, argc, argv)) return 0;
   if (images < 1) cg::fail("--images must be at least 1");
+  if (blur_size < 0 || blur_size > tw::kImageSize) cg::fail("--blur-size must be between 0 and ", tw::kImageSize);
   cg::LoadedClip clip = cg::load_clip(model.empty() ? tw::bundled_clip() : model);
-  const tw::ZeroShot zs = tw::zero_shot(clip, images, static_cast<uint64_t>(seed));
-  const tw::RerankResult rr = tw::rerank_classes(clip, static_cast<uint64_t>(seed));
-  nlohmann::json out{{"model", clip.path}, {"images", zs.images}, {"colour", zs.colour}, {"shape", zs.shape},
+  const tw::ZeroShot zs = tw::zero_shot(clip, images, static_cast<uint64_t>(seed), blur_size);
+  const tw::RerankResult rr = tw::rerank_classes(clip, static_cast<uint64_t>(seed), blur_size);
+  nlohmann::json out{{"model", clip.path}, {"blur_size", blur_size}, {"images", zs.images}, {"colour", zs.colour}, {"shape", zs.shape},
                      {"background", zs.background}, {"held_out_images", zs.held_out_images},
                      {"held_out_joint", zs.held_out_joint}, {"rerank_classes", rr.classes}, {"rerank_top1", rr.top1}};
   const cg::LoadedVqgan v = cg::load_vqgan(vqgan.empty() ? tw::bundled_vqgan() : vqgan, vqgan.empty() ? tw::bundled_vqgan_config() : "", torch::kCPU);
