@@ -8,8 +8,8 @@
 
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
-#include <torch/version.h>
 #include <torch/utils.h>
+#include <torch/version.h>
 
 #include "clip/error.h"
 

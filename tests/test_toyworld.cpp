@@ -6,7 +6,6 @@
 #include <fstream>
 #include <set>
 
-#include "clip/device.h"
 #include "clip/file_io.h"
 #include "clip/image.h"
 #include "clip/load.h"
@@ -173,15 +172,7 @@ std::vector<double> clip_training_losses(bool bf16) {
   const torch::Tensor images = normalize_pixels(b.images);
   std::vector<double> losses;
   for (int step = 0; step < 12; ++step) {
-    torch::Tensor image_features, text_features;
-    {
-      const CpuBf16Autocast mixed(bf16);
-      image_features = model->encode_image(images);
-      text_features = model->encode_text(b.tokens);
-    }
-    EXPECT_EQ(image_features.scalar_type(), bf16 ? torch::kBFloat16 : torch::kFloat);
-    const torch::Tensor loss = contrastive_loss(image_features.to(torch::kFloat), text_features.to(torch::kFloat),
-                                                model->logit_scale_exp(), b.targets);
+    const torch::Tensor loss = clip_batch_loss(*model, images, b.tokens, b.targets, bf16);
     opt.zero_grad();
     loss.backward();
     opt.step();
@@ -198,6 +189,7 @@ TEST(ToyWorld, AFewClipTrainingStepsLowerTheLoss) {
   EXPECT_LT(bf16.back(), 0.75 * bf16.front()) << bf16.front() << " -> " << bf16.back();
   EXPECT_NEAR(bf16.back(), fp32.back(), 0.05 * fp32.back());
   EXPECT_NEAR(bf16.front(), fp32.front(), 0.02 * fp32.front());  // the same model and batch, bf16 matmuls
+  EXPECT_NE(bf16.front(), fp32.front());  // ... which did run in bf16
 }
 
 TEST(ToyWorld, AFewVqganTrainingStepsLowerTheLossAndDeadCodesRestart) {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "clip/device.h"
 #include "clip/error.h"
 #include "clip/image.h"
 
@@ -159,6 +160,17 @@ torch::Tensor contrastive_loss(const torch::Tensor& image_features, const torch:
   const torch::Tensor loss_t = -(t2i * F::log_softmax(logits, F::LogSoftmaxFuncOptions(1))).sum(1).mean();
   const torch::Tensor loss_i = -(i2t * F::log_softmax(logits.t(), F::LogSoftmaxFuncOptions(1))).sum(1).mean();
   return (loss_t + loss_i) / 2;
+}
+
+torch::Tensor clip_batch_loss(ClipModel& model, const torch::Tensor& images, const torch::Tensor& tokens,
+                              const torch::Tensor& targets, bool bf16) {
+  torch::Tensor image_features, text_features;
+  {
+    const CpuBf16Autocast mixed(bf16);
+    image_features = model.encode_image(images);
+    text_features = model.encode_text(tokens);
+  }
+  return contrastive_loss(image_features.to(torch::kFloat), text_features.to(torch::kFloat), model.logit_scale_exp(), targets);
 }
 
 torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng) {

@@ -63,6 +63,12 @@ std::shared_ptr<ClipModel> init_clip(const ClipConfig& config, uint64_t seed);
 torch::Tensor contrastive_loss(const torch::Tensor& image_features, const torch::Tensor& text_features,
                                const torch::Tensor& logit_scale_exp, const torch::Tensor& targets);
 
+// One batch's training loss: both towers' forward pass (under CPU bf16 autocast when `bf16`, as train-clip
+// --precision bf16 runs them), then contrastive_loss in fp32 (bf16 logits at temperature 100 would be off by about
+// 0.4). `images` normalized, on the model's device, like `tokens` and `targets`.
+torch::Tensor clip_batch_loss(ClipModel& model, const torch::Tensor& images, const torch::Tensor& tokens,
+                              const torch::Tensor& targets, bool bf16);
+
 // Random crops of 80-100% of the side, resampled back to 64 px, and pixel noise: what the CLIP sees in training
 // resembles what guidance's cutouts show it.
 torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng);

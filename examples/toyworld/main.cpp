@@ -195,15 +195,7 @@ int train_clip(int argc, char** argv) {
     std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
     const tw::ClipBatch b = tw::clip_batch(rng, tokenizer, config.context_length, t.batch);
     const torch::Tensor images = cg::normalize_pixels(tw::augment_images(b.images, rng)).to(t.device);
-    torch::Tensor image_features, text_features;
-    {
-      const cg::CpuBf16Autocast mixed(precision == "bf16");
-      image_features = model->encode_image(images);
-      text_features = model->encode_text(b.tokens.to(t.device));
-    }
-    // The loss in fp32: bf16 logits at temperature 100 would be off by about 0.4.
-    const torch::Tensor loss = tw::contrastive_loss(image_features.to(torch::kFloat), text_features.to(torch::kFloat),
-                                                    model->logit_scale_exp(), b.targets.to(t.device));
+    const torch::Tensor loss = tw::clip_batch_loss(*model, images, b.tokens.to(t.device), b.targets.to(t.device), precision == "bf16");
     opt_decay.zero_grad();
     opt_rest.zero_grad();
     loss.backward();
