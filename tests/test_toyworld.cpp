@@ -150,9 +150,12 @@ TEST(ToyWorld, TheJudgeReadsCleanRenders) {
   EXPECT_FALSE(judge(torch::full({3, 64, 64}, 0.5f)).found_object);
 }
 
-// Losses of a few steps of a small CLIP on one batch; `bf16`: the towers under CPU autocast, as train-clip
-// --precision bf16 runs them (the loss itself in fp32).
-std::vector<double> clip_training_losses(bool bf16) {
+// A small randomly initialised CLIP with its vocabulary, and one hard-negative batch of 32 for it.
+struct SmallClip {
+  std::shared_ptr<ClipModel> model;
+  ClipBatch batch;
+};
+SmallClip small_clip() {
   const BpeMerges merges = train_bpe(caption_corpus(1000, 1), 300);
   const fs::path dir = fs::temp_directory_path() / "clipguide_toyworld_train";
   write_hf_vocabulary(merges, dir.string());
@@ -162,13 +165,18 @@ std::vector<double> clip_training_losses(bool bf16) {
   shape.vision_layers = shape.text_layers = 1;
   shape.context = 24;
   const ClipConfig config = toy_clip_config(shape, tok.max_id() + 1);
-  auto model = init_clip(config, 3);
+  std::mt19937_64 rng(1);
+  return {init_clip(config, 3), clip_batch(rng, tok, config.context_length, 32)};
+}
+
+// Losses of a few steps of the small CLIP on its batch; `bf16`: the towers under CPU autocast, as train-clip
+// --precision bf16 runs them (the loss itself in fp32).
+std::vector<double> clip_training_losses(bool bf16) {
+  const auto [model, b] = small_clip();
   OptimizerOptions o;
   o.kind = "adamw";
   o.lr = 2e-3;
   Optimizer opt(model->parameters(), o);
-  std::mt19937_64 rng(1);
-  const ClipBatch b = clip_batch(rng, tok, config.context_length, 32);
   const torch::Tensor images = normalize_pixels(b.images);
   std::vector<double> losses;
   for (int step = 0; step < 12; ++step) {
@@ -190,6 +198,40 @@ TEST(ToyWorld, AFewClipTrainingStepsLowerTheLoss) {
   EXPECT_NEAR(bf16.back(), fp32.back(), 0.05 * fp32.back());
   EXPECT_NEAR(bf16.front(), fp32.front(), 0.02 * fp32.front());  // the same model and batch, bf16 matmuls
   EXPECT_NE(bf16.front(), fp32.front());  // ... which did run in bf16
+}
+
+TEST(ToyWorld, TrainingAugmentationBlursOnlyWhenAsked) {
+  std::mt19937_64 scenes_rng(6);
+  std::vector<Scene> scenes;
+  for (int i = 0; i < 8; ++i) scenes.push_back(sample_scene(scenes_rng));
+  const torch::Tensor x = render_batch(scenes);
+  std::mt19937_64 a(5), b(5), c(5);
+  const torch::Tensor plain = augment_images(x, a), unblurred = augment_images(x, b, 1), blurred = augment_images(x, c, 4);
+  EXPECT_TRUE(torch::equal(plain, unblurred));  // the default draws nothing more: earlier runs stay reproducible
+  EXPECT_EQ(blurred.sizes(), plain.sizes());
+  EXPECT_LT(tv_loss(blurred).item<double>(), 0.8 * tv_loss(plain).item<double>());  // softer edges
+}
+
+TEST(ToyWorld, AdversarialImagesStayInTheirBallAndRaiseTheLoss) {
+  const auto [model, b] = small_clip();
+  const double eps = 1.5;
+  torch::Generator gen = make_generator(4);
+  const torch::Tensor adv = adversarial_images(*model, b.images, b.tokens, b.targets, eps, 2, false, gen);
+  const torch::Tensor moved = (adv - b.images).flatten(1).norm(2, 1);
+  EXPECT_LE(moved.max().item<double>(), eps * (1 + 1e-5));
+  EXPECT_GT(moved.min().item<double>(), 0.5 * eps);  // every image moved, mostly to the ball's edge
+  EXPECT_GE(adv.min().item<float>(), 0.f);
+  EXPECT_LE(adv.max().item<float>(), 1.f);
+  EXPECT_FALSE(adv.requires_grad());
+  for (const auto& p : model->parameters()) EXPECT_FALSE(p.grad().defined());  // the attack trains nothing
+  torch::NoGradGuard no_grad;
+  const double clean = clip_batch_loss(*model, normalize_pixels(b.images), b.tokens, b.targets, false).item<double>();
+  const double attacked = clip_batch_loss(*model, normalize_pixels(adv), b.tokens, b.targets, false).item<double>();
+  // A random move of the same size barely changes the loss; the attack's raises it.
+  const torch::Tensor noise = torch::randn(b.images.sizes(), gen);
+  const torch::Tensor randomly = (b.images + noise / noise.flatten(1).norm(2, 1).view({-1, 1, 1, 1}) * eps).clamp(0, 1);
+  const double random = clip_batch_loss(*model, normalize_pixels(randomly), b.tokens, b.targets, false).item<double>();
+  EXPECT_GT(attacked - clean, 5 * std::abs(random - clean)) << clean << " " << attacked << " " << random;
 }
 
 TEST(ToyWorld, AFewVqganTrainingStepsLowerTheLossAndDeadCodesRestart) {

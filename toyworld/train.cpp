@@ -7,6 +7,7 @@
 #include "clip/device.h"
 #include "clip/error.h"
 #include "clip/image.h"
+#include "toyworld/eval.h"
 
 namespace clipguide::toyworld {
 
@@ -173,7 +174,40 @@ torch::Tensor clip_batch_loss(ClipModel& model, const torch::Tensor& images, con
   return contrastive_loss(image_features.to(torch::kFloat), text_features.to(torch::kFloat), model.logit_scale_exp(), targets);
 }
 
-torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng) {
+torch::Tensor adversarial_images(ClipModel& model, const torch::Tensor& images01, const torch::Tensor& tokens,
+                                 const torch::Tensor& targets, double eps, int64_t steps, bool bf16, torch::Generator& gen) {
+  auto per_image_norm = [](const torch::Tensor& x) { return x.flatten(1).norm(2, 1).clamp_min(1e-12).view({-1, 1, 1, 1}); };
+  torch::Tensor text_features;
+  {
+    torch::NoGradGuard no_grad;
+    const CpuBf16Autocast mixed(bf16);
+    text_features = model.encode_text(tokens).to(torch::kFloat);
+  }
+  const torch::Tensor scale = model.logit_scale_exp().detach();
+  // A random start inside the ball: a random direction at a uniform fraction of the radius.
+  const torch::Tensor direction = at::randn(images01.sizes(), gen, images01.options().device(torch::kCPU)).to(images01.device());
+  const torch::Tensor radius = at::rand({images01.size(0), 1, 1, 1}, gen, images01.options().device(torch::kCPU)).to(images01.device());
+  torch::Tensor delta = direction / per_image_norm(direction) * radius * eps;
+  delta = (images01 + delta).clamp(0, 1) - images01;
+  const double step_size = 2.5 * eps / static_cast<double>(steps);
+  for (int64_t i = 0; i < steps; ++i) {
+    delta.requires_grad_(true);
+    torch::Tensor image_features;
+    {
+      const CpuBf16Autocast mixed(bf16);
+      image_features = model.encode_image(normalize_pixels(images01 + delta));
+    }
+    const torch::Tensor loss = contrastive_loss(image_features.to(torch::kFloat), text_features, scale, targets);
+    const torch::Tensor grad = torch::autograd::grad({loss}, {delta})[0];
+    torch::NoGradGuard no_grad;
+    delta = delta.detach() + step_size * grad / per_image_norm(grad);
+    delta = delta * (eps / per_image_norm(delta)).clamp_max(1);  // back into the ball
+    delta = (images01 + delta).clamp(0, 1) - images01;
+  }
+  return (images01 + delta).detach();
+}
+
+torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng, double max_blur) {
   const int64_t B = images.size(0);
   std::uniform_real_distribution<float> unit(0, 1);
   torch::Tensor theta = torch::zeros({B, 2, 3});
@@ -189,6 +223,14 @@ torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng) 
   }
   const torch::Tensor grid = F::affine_grid(theta, {B, 3, kImageSize, kImageSize}, false);
   torch::Tensor out = F::grid_sample(images, grid, F::GridSampleFuncOptions().mode(torch::kBilinear).align_corners(false));
+  if (max_blur > 1) {
+    std::vector<torch::Tensor> blurred;
+    for (int64_t b = 0; b < B; ++b) {
+      const double factor = 1 + (max_blur - 1) * unit(rng);
+      blurred.push_back(blur_images(out.slice(0, b, b + 1), std::lround(static_cast<double>(kImageSize) / factor)));
+    }
+    out = torch::cat(blurred);
+  }
   torch::Generator gen = at::detail::createCPUGenerator(rng());
   const torch::Tensor eps = at::randn(out.sizes(), gen, torch::TensorOptions().dtype(out.scalar_type()));
   return (out + eps * torch::from_blob(noise.data(), {B, 1, 1, 1}).clone()).clamp(0, 1);

@@ -69,9 +69,19 @@ torch::Tensor contrastive_loss(const torch::Tensor& image_features, const torch:
 torch::Tensor clip_batch_loss(ClipModel& model, const torch::Tensor& images, const torch::Tensor& tokens,
                               const torch::Tensor& targets, bool bf16);
 
+// Adversarial training images (Madry et al. 2018; the random start and single step of Wong et al. 2020): each image
+// moved by at most `eps` in L2 (pixels in [0, 1]) in the direction that most raises the batch's contrastive loss,
+// found by `steps` normalized gradient ascent steps of 2.5 * eps / steps from a random point of the ball, and kept in
+// [0, 1]. A CLIP trained on these has smoother image gradients, which is what guidance follows. `images01` on the
+// model's device; the model's parameters get no gradient.
+torch::Tensor adversarial_images(ClipModel& model, const torch::Tensor& images01, const torch::Tensor& tokens,
+                                 const torch::Tensor& targets, double eps, int64_t steps, bool bf16, torch::Generator& gen);
+
 // Random crops of 80-100% of the side, resampled back to 64 px, and pixel noise: what the CLIP sees in training
-// resembles what guidance's cutouts show it.
-torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng);
+// resembles what guidance's cutouts show it. max_blur > 1 also blurs each image as blur_images does, to a side of
+// 64 / f px for f drawn from [1, max_blur] (as a diffusion sampler's early predictions are blurred); 1 draws nothing
+// more, so runs without it are reproduced exactly.
+torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng, double max_blur = 1);
 
 struct TrainSchedule {
   int64_t steps = 1000, warmup = 100;

@@ -2,6 +2,7 @@
 // scenes and judging images by their pixels. The training commands double as examples of training with the library.
 //
 //   clipguide_toyworld train-clip  --out models/toyworld/clip [--minutes 40] [--precision bf16] [--state FILE] ...
+//                                  [--from DIR] [--adversarial EPS] [--blur F]   (fine-tuning an existing CLIP)
 //   clipguide_toyworld train-vqgan --out models/toyworld/vqgan [--minutes 30] [--state FILE] ...
 //   clipguide_toyworld train-diffusion --out models/toyworld/diffusion [--minutes 60] [--state FILE] ...
 //   clipguide_toyworld eval [--model DIR] [--images 1000] [--seed S] [--blur-size 32]
@@ -143,7 +144,9 @@ int train_clip(int argc, char** argv) {
   cxxopts::Options opts("clipguide_toyworld train-clip", "train the toy CLIP (OpenAI ViT names) on the toy world");
   TrainArgs t;
   tw::ToyClipShape shape;
-  std::string precision;
+  std::string precision, from;
+  double adversarial = 0, blur = 1;
+  int64_t adversarial_steps = 1;
   t.add_to(opts, "models/toyworld/clip", "folder for model.safetensors, vocab.json and merges.txt",
            "images per step, a multiple of 8 (groups of hard negatives)", "128", "1");
   opts.add_options()
@@ -152,17 +155,41 @@ int train_clip(int argc, char** argv) {
       ("text-width", "text transformer width", cxxopts::value(shape.text_width)->default_value("128"))
       ("text-layers", "text transformer layers", cxxopts::value(shape.text_layers)->default_value("3"))
       ("precision", "fp32, or bf16 (CPU autocast: the towers' matmuls in bf16; weights, optimizer and loss fp32)",
-       cxxopts::value(precision)->default_value("fp32"));
+       cxxopts::value(precision)->default_value("fp32"))
+      ("from", "fine-tune: start from this CLIP folder's weights, architecture and vocabulary (the shape flags are ignored)",
+       cxxopts::value(from))
+      ("blur", "also blur training images by a random factor up to this (area-averaged down, resampled up; 1: off)",
+       cxxopts::value(blur)->default_value("1"))
+      ("adversarial", "train on adversarial images: the L2 radius of their perturbation, pixels in [0, 1] (0: off)",
+       cxxopts::value(adversarial)->default_value("0"))
+      ("adversarial-steps", "gradient steps that find each adversarial image", cxxopts::value(adversarial_steps)->default_value("1"));
   if (!parse_or_help(opts, argc, argv)) return 0;
   if (precision != "fp32" && precision != "bf16") cg::fail("--precision ", precision, ": choose fp32 or bf16");
+  if (!(blur >= 1) || !(adversarial >= 0) || adversarial_steps < 1) {
+    cg::fail("--blur must be at least 1, --adversarial zero or positive, --adversarial-steps positive");
+  }
   t.prepare();
   if (precision == "bf16" && !t.device.is_cpu()) cg::fail("--precision bf16 is CPU autocast; on ", t.device_spec, " train in fp32");
-  // The vocabulary: BPE merges learned from 20,000 captions.
-  const cg::BpeMerges merges = cg::train_bpe(tw::caption_corpus(20000, static_cast<uint64_t>(t.seed)), 4096);
-  cg::write_hf_vocabulary(merges, t.out);
+  std::shared_ptr<cg::ClipModel> model;
+  if (from.empty()) {
+    // The vocabulary: BPE merges learned from 20,000 captions.
+    cg::write_hf_vocabulary(cg::train_bpe(tw::caption_corpus(20000, static_cast<uint64_t>(t.seed)), 4096), t.out);
+    model = tw::init_clip(tw::toy_clip_config(shape, cg::Tokenizer::from_path(t.out).max_id() + 1), static_cast<uint64_t>(t.seed));
+  } else {
+    const cg::LoadedClip start = cg::load_clip(from);
+    if (start.model->config().image_resolution != tw::kImageSize) {
+      cg::fail("--from ", from, ": a CLIP of ", start.model->config().image_resolution, " px images; the toy world's are ", tw::kImageSize);
+    }
+    for (const char* file : {"vocab.json", "merges.txt"}) {
+      const fs::path source = fs::path(from) / file, target = fs::path(t.out) / file;
+      if (!fs::is_regular_file(source)) cg::fail("--from ", from, ": no ", file, " (a toy CLIP folder holds its vocabulary)");
+      if (!fs::exists(target) || !fs::equivalent(source, target)) fs::copy_file(source, target, fs::copy_options::overwrite_existing);
+    }
+    model = start.model;
+    for (auto& p : model->parameters()) p.requires_grad_(true);  // the loaders freeze weights for inference
+  }
   const cg::Tokenizer tokenizer = cg::Tokenizer::from_path(t.out);
-  const cg::ClipConfig config = tw::toy_clip_config(shape, tokenizer.max_id() + 1);
-  auto model = tw::init_clip(config, static_cast<uint64_t>(t.seed));
+  const cg::ClipConfig& config = model->config();
   model->to(t.device);
   auto [decay, rest] = decay_groups(*model);
   cg::OptimizerOptions with_decay;
@@ -180,8 +207,8 @@ int train_clip(int argc, char** argv) {
     std::tie(step, earlier) = load_state(t.state, *model, {&opt_decay, &opt_rest});
     std::cerr << "resuming " << t.state << " at step " << step << "\n";
   }
-  std::cerr << "toy CLIP: " << config.architecture() << ", vocabulary " << tokenizer.vocab_size() << " tokens ("
-            << merges.size() << " merges), context " << config.context_length << "\n";
+  std::cerr << "toy CLIP: " << config.architecture() << ", vocabulary " << tokenizer.vocab_size() << " tokens, context "
+            << config.context_length << (from.empty() ? "" : ", from " + from) << "\n";
   const tw::TrainSchedule schedule = t.schedule(200);
   cg::LoadedClip measured;  // the model in training, as the measurements take a CLIP
   measured.model = model;
@@ -194,8 +221,13 @@ int train_clip(int argc, char** argv) {
   for (; !t.stop_before(step, earlier + minutes_since(t0)); ++step) {
     std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
     const tw::ClipBatch b = tw::clip_batch(rng, tokenizer, config.context_length, t.batch);
-    const torch::Tensor images = cg::normalize_pixels(tw::augment_images(b.images, rng)).to(t.device);
-    const torch::Tensor loss = tw::clip_batch_loss(*model, images, b.tokens.to(t.device), b.targets.to(t.device), precision == "bf16");
+    const torch::Tensor tokens = b.tokens.to(t.device), targets = b.targets.to(t.device);
+    torch::Tensor images01 = tw::augment_images(b.images, rng, blur).to(t.device);
+    if (adversarial > 0) {
+      torch::Generator gen = at::detail::createCPUGenerator(rng());
+      images01 = tw::adversarial_images(*model, images01, tokens, targets, adversarial, adversarial_steps, precision == "bf16", gen);
+    }
+    const torch::Tensor loss = tw::clip_batch_loss(*model, cg::normalize_pixels(images01), tokens, targets, precision == "bf16");
     opt_decay.zero_grad();
     opt_rest.zero_grad();
     loss.backward();
