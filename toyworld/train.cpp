@@ -163,25 +163,31 @@ torch::Tensor contrastive_loss(const torch::Tensor& image_features, const torch:
   return (loss_t + loss_i) / 2;
 }
 
+namespace {
+
+// A tower's features, run under CPU bf16 autocast when `bf16`, returned in fp32 for the loss.
+template <typename Encode>
+torch::Tensor tower_features(bool bf16, Encode encode) {
+  const CpuBf16Autocast mixed(bf16);
+  return encode().to(torch::kFloat);
+}
+
+}  // namespace
+
 torch::Tensor clip_batch_loss(ClipModel& model, const torch::Tensor& images, const torch::Tensor& tokens,
                               const torch::Tensor& targets, bool bf16) {
-  torch::Tensor image_features, text_features;
-  {
-    const CpuBf16Autocast mixed(bf16);
-    image_features = model.encode_image(images);
-    text_features = model.encode_text(tokens);
-  }
-  return contrastive_loss(image_features.to(torch::kFloat), text_features.to(torch::kFloat), model.logit_scale_exp(), targets);
+  const torch::Tensor image_features = tower_features(bf16, [&] { return model.encode_image(images); });
+  const torch::Tensor text_features = tower_features(bf16, [&] { return model.encode_text(tokens); });
+  return contrastive_loss(image_features, text_features, model.logit_scale_exp(), targets);
 }
 
 torch::Tensor adversarial_images(ClipModel& model, const torch::Tensor& images01, const torch::Tensor& tokens,
                                  const torch::Tensor& targets, double eps, int64_t steps, bool bf16, torch::Generator& gen) {
   auto per_image_norm = [](const torch::Tensor& x) { return x.flatten(1).norm(2, 1).clamp_min(1e-12).view({-1, 1, 1, 1}); };
-  torch::Tensor text_features;
+  torch::Tensor text_features;  // the same for every step of the attack
   {
     torch::NoGradGuard no_grad;
-    const CpuBf16Autocast mixed(bf16);
-    text_features = model.encode_text(tokens).to(torch::kFloat);
+    text_features = tower_features(bf16, [&] { return model.encode_text(tokens); });
   }
   const torch::Tensor scale = model.logit_scale_exp().detach();
   // A random start inside the ball: a random direction at a uniform fraction of the radius.
@@ -192,12 +198,8 @@ torch::Tensor adversarial_images(ClipModel& model, const torch::Tensor& images01
   const double step_size = 2.5 * eps / static_cast<double>(steps);
   for (int64_t i = 0; i < steps; ++i) {
     delta.requires_grad_(true);
-    torch::Tensor image_features;
-    {
-      const CpuBf16Autocast mixed(bf16);
-      image_features = model.encode_image(normalize_pixels(images01 + delta));
-    }
-    const torch::Tensor loss = contrastive_loss(image_features.to(torch::kFloat), text_features, scale, targets);
+    const torch::Tensor image_features = tower_features(bf16, [&] { return model.encode_image(normalize_pixels(images01 + delta)); });
+    const torch::Tensor loss = contrastive_loss(image_features, text_features, scale, targets);
     const torch::Tensor grad = torch::autograd::grad({loss}, {delta})[0];
     torch::NoGradGuard no_grad;
     delta = delta.detach() + step_size * grad / per_image_norm(grad);
