@@ -538,7 +538,14 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
 // arguments, so a replay runs exactly this.
 void use_bundled_models(GenerateParams& p, std::vector<std::string>& args, const cxxopts::ParseResult& given) {
   const size_t recorded = args.size();
-  auto set = [&](const std::string& flag, const std::string& value) { args.push_back(cg::cat("--", flag, "=", value)); };
+  auto set = [&](const std::string& flag, const std::string& value) {
+    if (flag.size() == 1) {  // a short option (-n): cxxopts takes no --n=
+      args.push_back("-" + flag);
+      args.push_back(value);
+    } else {
+      args.push_back(cg::cat("--", flag, "=", value));
+    }
+  };
   auto noted = [](const std::string& what, const std::string& flag, const std::string& path) {
     std::cerr << "clipguide generate: no " << flag << " given; using the bundled toy " << what << " (" << path << ")\n";
     return path;

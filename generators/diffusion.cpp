@@ -125,6 +125,10 @@ torch::Tensor q_posterior_mean(const DiffusionSchedule& s, const torch::Tensor& 
   return extract(s.posterior_mean_coef1, t, x) * x_start + extract(s.posterior_mean_coef2, t, x) * x;
 }
 
+torch::Tensor q_sample(const DiffusionSchedule& s, const torch::Tensor& x_start, const torch::Tensor& t, const torch::Tensor& noise) {
+  return extract(s.alphas_cumprod.sqrt(), t, x_start) * x_start + extract(s.sqrt_one_minus_alphas_cumprod, t, x_start) * noise;
+}
+
 Prediction p_mean_variance(const DiffusionSchedule& s, const torch::Tensor& model_output, const torch::Tensor& x,
                            const torch::Tensor& t, bool clip_denoised) {
   const int64_t C = x.size(1);

@@ -46,6 +46,8 @@ torch::Tensor extract(const torch::Tensor& schedule_values, const torch::Tensor&
 torch::Tensor predict_xstart_from_eps(const DiffusionSchedule& s, const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& eps);
 torch::Tensor predict_eps_from_xstart(const DiffusionSchedule& s, const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& pred_xstart);
 torch::Tensor q_posterior_mean(const DiffusionSchedule& s, const torch::Tensor& x_start, const torch::Tensor& x, const torch::Tensor& t);
+// x_0 noised to step t: sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) noise.
+torch::Tensor q_sample(const DiffusionSchedule& s, const torch::Tensor& x_start, const torch::Tensor& t, const torch::Tensor& noise);
 
 // p_mean_variance from a raw model output (learned-range variance when it has 2C channels, else the fixed
 // posterior variance); pred_xstart clamped to [-1, 1] when clip_denoised.

@@ -112,7 +112,7 @@ DiffusionRun::DiffusionRun(std::shared_ptr<UNetModel> unet, DiffusionSchedule sc
   if (init && options_.skip_timesteps > 0) {
     // q_sample at the first index used.
     const torch::Tensor t = torch::full({1}, schedule_.size() - 1 - options_.skip_timesteps, torch::kLong);
-    x_ = extract(torch::sqrt(schedule_.alphas_cumprod), t, noise) * init_pm + extract(schedule_.sqrt_one_minus_alphas_cumprod, t, noise) * noise;
+    x_ = q_sample(schedule_, init_pm.expand_as(noise), t, noise);
   } else {
     x_ = noise;
   }

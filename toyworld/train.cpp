@@ -355,8 +355,7 @@ torch::Tensor diffusion_images(const torch::Tensor& images01, int64_t size) {
 torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen) {
   const torch::Tensor t = torch::randint(0, s.size(), {x0.size(0)}, gen, torch::kLong).to(x0.device());
   const torch::Tensor eps = torch::randn(x0.sizes(), gen, torch::kFloat).to(x0.device());
-  const torch::Tensor x_t = extract(s.alphas_cumprod.sqrt(), t, x0) * x0 + extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * eps;
-  return (model.forward(x_t, t) - eps).pow(2).mean();
+  return (model.forward(q_sample(s, x0, t, eps), t) - eps).pow(2).mean();
 }
 
 std::string unet_flags_json(const UNetConfig& c, int64_t image_size, const std::string& noise_schedule, int64_t diffusion_steps,

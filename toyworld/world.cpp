@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <mutex>
 
 #include "clip/error.h"
 
@@ -337,7 +339,7 @@ Colour nearest_colour(const std::array<float, 3>& v) {
 namespace {
 
 struct Features {
-  double fill = 0, solidity = 0;
+  double fill = 0, solidity = 0, turn = 0;
   bool hole = false;
 };
 
@@ -393,6 +395,25 @@ Features features(const std::vector<uint8_t>& mask, int64_t h, int64_t w) {
   if (area == 0) return f;
   f.fill = static_cast<double>(area) / static_cast<double>((x1 - x0 + 1) * (y1 - y0 + 1));
   f.solidity = static_cast<double>(area) / std::max(1.0, hull_area(std::move(corners)));
+  // Quarter-turn symmetry: the share of the region still on it when turned 90 degrees about its centroid (a circle, square,
+  // ring or cross keeps nearly all of it; a triangle or a five-pointed star does not).
+  double cx = 0, cy = 0;
+  for (int64_t y = y0; y <= y1; ++y) {
+    for (int64_t x = x0; x <= x1; ++x) {
+      if (mask[y * w + x]) cx += static_cast<double>(x), cy += static_cast<double>(y);
+    }
+  }
+  cx /= static_cast<double>(area), cy /= static_cast<double>(area);
+  int64_t kept = 0;
+  for (int64_t y = y0; y <= y1; ++y) {
+    for (int64_t x = x0; x <= x1; ++x) {
+      if (!mask[y * w + x]) continue;
+      const auto tx = static_cast<int64_t>(std::lround(cx - (static_cast<double>(y) - cy)));
+      const auto ty = static_cast<int64_t>(std::lround(cy + (static_cast<double>(x) - cx)));
+      kept += tx >= 0 && ty >= 0 && tx < w && ty < h && mask[ty * w + tx] ? 1 : 0;
+    }
+  }
+  f.turn = static_cast<double>(kept) / static_cast<double>(area);
   // Holes: pixels inside the bounding box, outside the region, that cannot reach the box's edge.
   const int64_t bw = x1 - x0 + 3, bh = y1 - y0 + 3;  // the box grown by one pixel on each side
   std::vector<uint8_t> seen(static_cast<size_t>(bw * bh), 0);
@@ -428,28 +449,79 @@ struct Prototype {
   Features f;
 };
 
-// Each shape rendered at both sizes in the centre, white on black, without jitter.
-const std::vector<Prototype>& prototypes() {
-  static const std::vector<Prototype> protos = [] {
-    std::vector<Prototype> out;
-    for (int s = 0; s < kShapes; ++s) {
-      for (int z = 0; z < kSizes; ++z) {
-        Scene scene;
-        scene.background = Colour::Black;
-        Object o;
-        o.colour = Colour::White;
-        o.shape = static_cast<Shape>(s);
-        o.size = static_cast<Size>(z);
-        scene.objects.push_back(o);
-        const torch::Tensor img = render(scene);
-        const torch::Tensor m = (img[0] > 0.5f).to(torch::kUInt8).contiguous();
-        std::vector<uint8_t> mask(m.data_ptr<uint8_t>(), m.data_ptr<uint8_t>() + m.numel());
-        out.push_back({o.shape, features(mask, kImageSize, kImageSize)});
+// The 4-connected components of `mask` [h * w]: each pixel's component (-1 outside the mask) and each one's size.
+struct Components {
+  std::vector<int32_t> label;
+  std::vector<int64_t> size;
+};
+
+Components components(const std::vector<uint8_t>& mask, int64_t h, int64_t w) {
+  Components out;
+  out.label.assign(mask.size(), -1);
+  for (int64_t start = 0; start < h * w; ++start) {
+    if (!mask[start] || out.label[start] >= 0) continue;
+    const auto id = static_cast<int32_t>(out.size.size());
+    out.size.push_back(0);
+    std::vector<int64_t> stack = {start};
+    out.label[start] = id;
+    while (!stack.empty()) {
+      const int64_t i = stack.back();
+      stack.pop_back();
+      ++out.size.back();
+      const int64_t x = i % w, y = i / w;
+      const int64_t nb[4] = {x > 0 ? i - 1 : -1, x < w - 1 ? i + 1 : -1, y > 0 ? i - w : -1, y < h - 1 ? i + w : -1};
+      for (int64_t k : nb) {
+        if (k >= 0 && mask[k] && out.label[k] < 0) {
+          out.label[k] = id;
+          stack.push_back(k);
+        }
       }
     }
-    return out;
-  }();
-  return protos;
+  }
+  return out;
+}
+
+// Each shape rendered at both sizes in the centre, white on black, area-averaged to a side of `side` px when that is
+// under the world's 64 (so a small image is judged against shapes pixelated as its own are), and cut where the shape
+// covers at least half a pixel.
+std::vector<Prototype> make_prototypes(int64_t side) {
+  // Below 64 px the pixelation depends on where the shape falls within a pixel: shifts of a quarter pixel each way.
+  const int phases = side < kImageSize ? 4 : 1;
+  const float step = static_cast<float>(kImageSize) / static_cast<float>(side * phases);
+  std::vector<Prototype> out;
+  for (int s = 0; s < kShapes; ++s) {
+    for (int z = 0; z < kSizes; ++z) {
+      for (int py = 0; py < phases; ++py) {
+        for (int px = 0; px < phases; ++px) {
+          Scene scene;
+          scene.background = Colour::Black;
+          Object o;
+          o.colour = Colour::White;
+          o.shape = static_cast<Shape>(s);
+          o.size = static_cast<Size>(z);
+          o.dx = step * static_cast<float>(px);
+          o.dy = step * static_cast<float>(py);
+          scene.objects.push_back(o);
+          torch::Tensor img = render(scene);
+          if (side < kImageSize) img = torch::adaptive_avg_pool2d(img.unsqueeze(0), {side, side})[0];
+          const torch::Tensor m = (img[0] >= 0.5f).to(torch::kUInt8).contiguous();
+          std::vector<uint8_t> mask(m.data_ptr<uint8_t>(), m.data_ptr<uint8_t>() + m.numel());
+          out.push_back({o.shape, features(mask, img.size(1), img.size(2))});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+const std::vector<Prototype>& prototypes(int64_t side) {
+  static std::mutex lock;
+  static std::map<int64_t, std::vector<Prototype>> cache;
+  const int64_t key = std::min<int64_t>(side, kImageSize);
+  const std::lock_guard<std::mutex> hold(lock);
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, make_prototypes(key)).first;
+  return it->second;
 }
 
 }  // namespace
@@ -475,64 +547,67 @@ Judgement judge(const torch::Tensor& image) {
   }
   Judgement j;
   j.background = nearest_colour(bg);
+  auto distance2 = [&](int64_t i, const std::array<float, 3>& from) {
+    float d2 = 0;
+    for (int c = 0; c < 3; ++c) d2 += (px[c][i / w][i % w] - from[c]) * (px[c][i / w][i % w] - from[c]);
+    return d2;
+  };
   // Pixels unlike the background, then their largest 4-connected region.
   constexpr float kFar = 70.f;
   std::vector<uint8_t> far(static_cast<size_t>(h * w), 0);
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) {
-      float d2 = 0;
-      for (int c = 0; c < 3; ++c) d2 += (px[c][y][x] - bg[c]) * (px[c][y][x] - bg[c]);
-      far[y * w + x] = d2 > kFar * kFar ? 1 : 0;
-    }
-  }
-  std::vector<int32_t> label(static_cast<size_t>(h * w), -1);
-  int32_t best_label = -1;
-  int64_t best_size = 0;
-  for (int64_t start = 0, next = 0; start < h * w; ++start) {
-    if (!far[start] || label[start] >= 0) continue;
-    const auto id = static_cast<int32_t>(next++);
-    int64_t size = 0;
-    std::vector<int64_t> stack = {start};
-    label[start] = id;
-    while (!stack.empty()) {
-      const int64_t i = stack.back();
-      stack.pop_back();
-      ++size;
-      const int64_t x = i % w, y = i / w;
-      const int64_t nb[4] = {x > 0 ? i - 1 : -1, x < w - 1 ? i + 1 : -1, y > 0 ? i - w : -1, y < h - 1 ? i + w : -1};
-      for (int64_t k : nb) {
-        if (k >= 0 && far[k] && label[k] < 0) {
-          label[k] = id;
-          stack.push_back(k);
-        }
-      }
-    }
-    if (size > best_size) {
-      best_size = size;
-      best_label = id;
-    }
-  }
-  if (best_size < 12) return j;
+  for (int64_t i = 0; i < h * w; ++i) far[i] = distance2(i, bg) > kFar * kFar ? 1 : 0;
+  const Components regions = components(far, h, w);
+  const auto largest = std::max_element(regions.size.begin(), regions.size.end());
+  if (largest == regions.size.end() || *largest < 12) return j;
+  const auto best_label = static_cast<int32_t>(largest - regions.size.begin());
   j.found_object = true;
-  j.object_pixels = best_size;
-  std::vector<uint8_t> mask(static_cast<size_t>(h * w), 0);
-  std::array<double, 3> sum{};
+  j.object_pixels = *largest;
+  int64_t farthest = -1;
   for (int64_t i = 0; i < h * w; ++i) {
-    if (label[i] != best_label) continue;
-    mask[i] = 1;
-    for (int c = 0; c < 3; ++c) sum[c] += px[c][i / w][i % w];
+    if (regions.label[i] == best_label && (farthest < 0 || distance2(i, bg) > distance2(farthest, bg))) farthest = i;
   }
-  std::array<float, 3> mean{};
-  for (int c = 0; c < 3; ++c) mean[c] = static_cast<float>(sum[c] / static_cast<double>(best_size));
-  j.colour = nearest_colour(mean);
+  // The object's colour: the mean of the region's core, the pixels at least 70% as far from the background as its
+  // farthest (its edges, part background, would pull a small object's mean toward the background's colour).
+  const float core = 0.49f * distance2(farthest, bg);
+  std::array<double, 3> core_sum{};
+  int64_t core_n = 0;
+  for (int64_t i = 0; i < h * w; ++i) {
+    if (regions.label[i] != best_label || distance2(i, bg) < core) continue;
+    for (int c = 0; c < 3; ++c) core_sum[c] += px[c][i / w][i % w];
+    ++core_n;
+  }
+  std::array<float, 3> object{};
+  for (int c = 0; c < 3; ++c) object[c] = static_cast<float>(core_sum[c] / static_cast<double>(core_n));
+  j.colour = nearest_colour(object);
+  // The shape's mask, cut as the prototypes are: the pixels the object covers at least half of, whatever its contrast
+  // with the background, a pixel's coverage being the projection of (pixel - background) onto (object - background).
+  std::array<float, 3> along{};
+  float along2 = 0;
+  for (int c = 0; c < 3; ++c) {
+    along[c] = object[c] - bg[c];
+    along2 += along[c] * along[c];
+  }
+  std::vector<uint8_t> covered(static_cast<size_t>(h * w), 0);
+  for (int64_t i = 0; i < h * w; ++i) {
+    float dot = 0;
+    for (int c = 0; c < 3; ++c) dot += (px[c][i / w][i % w] - bg[c]) * along[c];
+    covered[i] = dot >= 0.5f * along2 ? 1 : 0;
+  }
+  // The half-covered piece around the region's farthest pixel (the region itself if even that is under half covered).
+  const Components pieces = components(covered, h, w);
+  std::vector<uint8_t> mask(static_cast<size_t>(h * w), 0);
+  for (int64_t i = 0; i < h * w; ++i) {
+    mask[i] = covered[farthest] ? pieces.label[i] == pieces.label[farthest] : regions.label[i] == best_label;
+  }
   const Features f = features(mask, h, w);
   j.fill = f.fill;
   j.solidity = f.solidity;
+  j.turn = f.turn;
   j.hole = f.hole;
   double best_d = std::numeric_limits<double>::max();
-  for (const Prototype& p : prototypes()) {
+  for (const Prototype& p : prototypes(std::min(h, w))) {
     const double d = (f.fill - p.f.fill) * (f.fill - p.f.fill) + (f.solidity - p.f.solidity) * (f.solidity - p.f.solidity) +
-                     (f.hole != p.f.hole ? 1.0 : 0.0);
+                     (f.turn - p.f.turn) * (f.turn - p.f.turn) + (f.hole != p.f.hole ? 1.0 : 0.0);
     if (d < best_d) {
       best_d = d;
       j.shape = p.shape;

@@ -104,11 +104,15 @@ struct Judgement {
   Shape shape = Shape::Circle;
   int64_t object_pixels = 0;
   double fill = 0, solidity = 0;  // area / bounding box, area / convex hull
+  double turn = 0;                // share of the region kept by a quarter turn about its centroid
   bool hole = false;
 };
 // Judges a [3, H, W] image in [0, 1]: the background is the nearest named colour to the border pixels' median;
-// the object is the largest 4-connected region of pixels far from the background colour, named by its mean colour;
-// its shape is the nearest prototype in (fill ratio, solidity, hole) among the six shapes rendered canonically.
+// the object is the largest 4-connected region of pixels far from the background colour, named by the mean colour of
+// its core (its pixels at least 70% as far from the background as its farthest);
+// its shape is read from the pixels it covers at least half of (whatever its contrast with the background): the
+// nearest prototype in (fill ratio, solidity, quarter-turn symmetry, hole) among the six shapes rendered at both sizes
+// and pixelated as the image is (area-averaged to its side, at quarter-pixel shifts, when that is under 64 px).
 Judgement judge(const torch::Tensor& image);
 Colour nearest_colour(const std::array<float, 3>& rgb255);
 

@@ -5,7 +5,8 @@
 #   2. the same reranking through the CLI: `clipguide rerank` over the 48 PNGs, once per class prompt;
 #   3. guided generation: `clipguide generate` with its defaults (the bundled models) for 24 single-object prompts,
 #      once with each bundled generator (VQGAN, diffusion), each image judged by the pixel judge
-#      (`clipguide_toyworld judge`), against the same runs with the prompt's weight set to 0 (the baseline).
+#      (`clipguide_toyworld judge`), against the same runs with the prompt's weight set to 0 and one candidate (the
+#      baseline: no CLIP in the loop).
 # PROMPTS=N runs only the first N of the 24 prompts. Results go to build/bench-toyworld/.
 source "$(dirname "$0")/../common.sh"
 out=build/bench-toyworld
@@ -29,7 +30,8 @@ done
 echo "{\"cli_rerank_top1\": $right, \"classes\": 48}" | tee "$out/cli_rerank.json"
 
 # generation NAME ARGS...: the 24 prompts through `clipguide generate` with its defaults plus ARGS, guided and with the
-# prompt's weight set to 0 (the generator's unguided output: the baseline), every image judged by pixels.
+# prompt's weight set to 0 and one candidate (the generator's unguided output: the baseline), every image judged by
+# pixels. seconds_per_image: the guided runs' wall time per prompt, all of a run's candidates included.
 n=${PROMPTS:-24}
 generation() {
   local name=$1
@@ -37,28 +39,28 @@ generation() {
   echo "== guided generation, $n prompts, generate's defaults with $*"
   mkdir -p "$out/$name/guided" "$out/$name/unguided"
   : >"$out/$name/prompts.tsv"
-  local start end
-  start=$(date +%s.%N)
+  local guided_s=0 start
   for i in $(seq 0 $((n - 1))); do
     c=${colours[$((i % 8))]}
     s=${shapes[$((i % 6))]}
     b=${colours[$(((i % 8 + 1 + i / 8) % 8))]}
     prompt="a $c $s on a $b background"
     printf '%s\t%s\t%s\t%s\n' "$i" "$c" "$s" "$b" >>"$out/$name/prompts.tsv"
+    start=$(date +%s.%N)
     build/clipguide generate -p "$prompt" --seed $((100 + i)) -o "$out/$name/guided/$i.png" "$@" >/dev/null 2>>"$out/generate.log"
-    build/clipguide generate -p "$prompt:0" --seed $((100 + i)) -o "$out/$name/unguided/$i.png" "$@" >/dev/null 2>>"$out/generate.log"
+    guided_s=$(awk -v s="$guided_s" -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print s + b - a }')
+    build/clipguide generate -p "$prompt:0" --seed $((100 + i)) -n 1 -o "$out/$name/unguided/$i.png" "$@" >/dev/null 2>>"$out/generate.log"
   done
-  end=$(date +%s.%N)
   build/clipguide_toyworld judge "$out/$name"/guided/*.png >"$out/$name/guided.jsonl"
   build/clipguide_toyworld judge "$out/$name"/unguided/*.png >"$out/$name/unguided.jsonl"
-  python3 - "$out/$name" "$name" "$n" "$start" "$end" <<'PY'
+  python3 - "$out/$name" "$name" "$n" "$guided_s" <<'PY'
 import json, os, sys
-out, name, n, start, end = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+out, name, n, guided_s = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 truth = {}
 for line in open(os.path.join(out, "prompts.tsv")):
     i, c, s, b = line.split()
     truth[i] = (c, s, b)
-result = {"generator": name, "prompts": n, "seconds_per_image": round((end - start) / (2 * n), 2)}
+result = {"generator": name, "prompts": n, "seconds_per_image": round(guided_s / n, 2)}
 for kind in ("guided", "unguided"):
     bg = colour = shape = 0
     for line in open(os.path.join(out, kind + ".jsonl")):
@@ -74,5 +76,5 @@ PY
   echo "images in $out/$name/guided and $out/$name/unguided"
 }
 # The default generator first (toyworld/bundled.cpp: bundled_generator), then the other.
-generation vqgan --generator vqgan
 generation diffusion --generator diffusion
+generation vqgan --generator vqgan
