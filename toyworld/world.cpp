@@ -563,12 +563,15 @@ Judgement judge(const torch::Tensor& image) {
   j.found_object = true;
   j.object_pixels = *largest;
   int64_t farthest = -1;
+  float farthest_d2 = -1;
   for (int64_t i = 0; i < h * w; ++i) {
-    if (regions.label[i] == best_label && (farthest < 0 || distance2(i, bg) > distance2(farthest, bg))) farthest = i;
+    if (regions.label[i] != best_label) continue;
+    const float d2 = distance2(i, bg);
+    if (d2 > farthest_d2) farthest = i, farthest_d2 = d2;
   }
   // The object's colour: the mean of the region's core, the pixels at least 70% as far from the background as its
   // farthest (its edges, part background, would pull a small object's mean toward the background's colour).
-  const float core = 0.49f * distance2(farthest, bg);
+  const float core = 0.49f * farthest_d2;
   std::array<double, 3> core_sum{};
   int64_t core_n = 0;
   for (int64_t i = 0; i < h * w; ++i) {

@@ -511,6 +511,7 @@ int judge(int argc, char** argv) {
       line["pixels"] = j.object_pixels;
       line["fill"] = j.fill;
       line["solidity"] = j.solidity;
+      line["turn"] = j.turn;
       line["hole"] = j.hole;
     }
     std::cout << line.dump() << "\n";
