@@ -44,7 +44,7 @@ struct GenerateParams {
   cg::OptimizerOptions optimizer;
   std::string generator = "vqgan", vqgan_config, vqgan_checkpoint, pixel_param = "raw";
   std::string diffusion_checkpoint, diffusion_flags, sampler = "ddim", timestep_respacing;
-  double eta = 0, clip_guidance_scale = 1000, tv_scale = 150, range_scale = 50, init_scale = 0;
+  double eta = 0, clip_guidance_scale = 1000, tv_scale = 150, range_scale = 50, init_scale = 0, cond_scale = 3;
   int64_t cutn_batches = 1, skip_timesteps = 0, class_label = -1;
   int64_t seed = -1;
   std::string output = "output.png", frames, log;
@@ -111,7 +111,9 @@ void add_options(cxxopts::Options& opts, GenerateParams& p) {
       ("init-scale", "MSE to the init image", cxxopts::value(p.init_scale)->default_value("0"))
       ("cutn-batches", "cutout batches per step (memory for time)", cxxopts::value(p.cutn_batches)->default_value("1"))
       ("skip-timesteps", "start this many steps in, from the noised --init-image", cxxopts::value(p.skip_timesteps)->default_value("0"))
-      ("class-label", "class for class-conditional checkpoints", cxxopts::value(p.class_label)->default_value("-1"));
+      ("class-label", "class for class-conditional checkpoints", cxxopts::value(p.class_label)->default_value("-1"))
+      ("cond-scale", "classifier-free guidance of CLIP-conditioned checkpoints (1: the conditional prediction alone)",
+       cxxopts::value(p.cond_scale)->default_value("3"));
   opts.add_options("generator")
       ("generator", "vqgan, pixels or diffusion", cxxopts::value(p.generator)->default_value("vqgan"))
       ("vqgan-checkpoint", "taming VQGAN weights (.ckpt or .safetensors)", cxxopts::value(p.vqgan_checkpoint))
@@ -352,6 +354,7 @@ std::unique_ptr<cg::Run> GenerateJob::make_run(Candidate& c) {
     options.width = size_.width;
     options.height = size_.height;
     options.class_label = p_.class_label;
+    options.cond_scale = p_.cond_scale;
     options.guidance.clip_guidance_scale = p_.clip_guidance_scale;
     options.guidance.tv_scale = p_.tv_scale;
     options.guidance.range_scale = p_.range_scale;

@@ -15,10 +15,22 @@ void DiffusionGuideOptions::validate() const {
   if (grad_clamp < 0) fail("--grad-clamp must be zero (off) or positive");
 }
 
-ModelFn unet_model_fn(std::shared_ptr<UNetModel> unet, const DiffusionSchedule& s, torch::Tensor class_labels) {
-  return [unet = std::move(unet), map = s.timestep_map, labels = std::move(class_labels)](const torch::Tensor& x, const torch::Tensor& t) {
+ModelFn unet_model_fn(std::shared_ptr<UNetModel> unet, const DiffusionSchedule& s, torch::Tensor class_labels,
+                      std::function<torch::Tensor()> condition, double cond_scale) {
+  return [unet = std::move(unet), map = s.timestep_map, labels = std::move(class_labels), condition = std::move(condition),
+          cond_scale](const torch::Tensor& x, const torch::Tensor& t) {
     const torch::Tensor raw = map.to(x.device()).index_select(0, t.to(x.device()));  // respaced index -> original timestep
-    return unet->forward(x, raw, labels.defined() ? labels.to(x.device()).expand({x.size(0)}) : labels);
+    const int64_t B = x.size(0), C = x.size(1);
+    const torch::Tensor y = labels.defined() ? labels.to(x.device()).expand({B}) : labels;
+    if (!condition) return unet->forward(x, raw, y);
+    const torch::Tensor c = condition().to(x.device()).expand({B, -1});
+    if (cond_scale == 1) return unet->forward(x, raw, y, c);
+    // Conditional and unconditional halves of one batch.
+    const torch::Tensor both = unet->forward(torch::cat({x, x}), torch::cat({raw, raw}), y.defined() ? torch::cat({y, y}) : y,
+                                             torch::cat({c, torch::zeros_like(c)}));
+    const torch::Tensor cond = both.narrow(0, 0, B), uncond = both.narrow(0, B, B);
+    const torch::Tensor eps = uncond.narrow(1, 0, C) + cond_scale * (cond.narrow(1, 0, C) - uncond.narrow(1, 0, C));
+    return cond.size(1) == C ? eps : torch::cat({eps, cond.narrow(1, C, cond.size(1) - C)}, 1);  // learned variances: the conditional's
   };
 }
 
@@ -96,9 +108,19 @@ DiffusionRun::DiffusionRun(std::shared_ptr<UNetModel> unet, DiffusionSchedule sc
   if (options_.width % f != 0 || options_.height % f != 0) {
     fail("diffusion image size ", options_.width, "x", options_.height, " is not a multiple of the UNet's factor ", f);
   }
+  if (!std::isfinite(options_.cond_scale)) fail("--cond-scale must be a finite number");
+  std::function<torch::Tensor()> condition;
+  if (c.clip_dim > 0) {
+    if (!guide) fail("this UNet is conditioned on CLIP embeddings: it needs a prompt and a CLIP model");
+    const int64_t dim = guide->models().front().clip->model->config().embed_dim;
+    if (dim != c.clip_dim) {
+      fail("this UNet is conditioned on ", c.clip_dim, "-d CLIP embeddings; the first CLIP model gives ", dim, "-d ones (", guide->models().front().name, ")");
+    }
+    condition = [guide, this] { return guide->condition(0, steps_done_); };
+  }
   const torch::Device device = unet_->parameters().front().device();
   torch::Tensor labels = c.num_classes > 0 ? torch::tensor({options_.class_label}, torch::kLong) : torch::Tensor();
-  ModelFn model = unet_model_fn(unet_, schedule_, labels);
+  ModelFn model = unet_model_fn(unet_, schedule_, labels, std::move(condition), options_.cond_scale);
   torch::Tensor init_pm = init ? (init->to(device, torch::kFloat) * 2 - 1) : torch::Tensor();  // [0, 1] -> [-1, 1]
   const Denoiser inner = guide ? clip_guided_denoiser(schedule_, model, std::move(guide), options_.guidance, cut_rng_, init_pm, &last_, &steps_done_)
                                : plain_denoiser(schedule_, model);
@@ -139,7 +161,8 @@ torch::Tensor DiffusionRun::image() {
 }
 
 std::string DiffusionRun::describe() const {
-  return cat(unet_->config().describe(), ", ", sampler_name(options_.sampler), " over ", schedule_.size(), " respaced steps");
+  return cat(unet_->config().describe(), ", ", sampler_name(options_.sampler), " over ", schedule_.size(), " respaced steps",
+             unet_->config().clip_dim > 0 ? cat(", classifier-free guidance ", options_.cond_scale) : "");
 }
 
 TensorMap DiffusionRun::state() const {

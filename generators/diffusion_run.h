@@ -26,8 +26,12 @@ struct DiffusionGuideOptions {
   void validate() const;
 };
 
-// The model output for (x, t) with t the respaced index; maps t to the UNet's own timestep.
-ModelFn unet_model_fn(std::shared_ptr<UNetModel> unet, const DiffusionSchedule& s, torch::Tensor class_labels = {});
+// The model output for (x, t) with t the respaced index; maps t to the UNet's own timestep. A CLIP-conditioned UNet
+// takes its embedding [1, clip_dim] from `condition` at every call, with classifier-free guidance (Ho & Salimans
+// 2022; GLIDE's model_fn): the unconditional prediction (zero embedding) + cond_scale * (conditional - unconditional)
+// on the noise channels, both from one batch; cond_scale 1 runs the conditional prediction alone.
+ModelFn unet_model_fn(std::shared_ptr<UNetModel> unet, const DiffusionSchedule& s, torch::Tensor class_labels = {},
+                      std::function<torch::Tensor()> condition = {}, double cond_scale = 1);
 
 // Wraps `model` (and the plain p_mean_variance with clipped pred_xstart) with CLIP guidance: the gradient of
 // clip_guidance_scale * CLIP loss(cutouts of x_in) + tv_scale * TV(x_in) + range_scale * range(pred_xstart)
@@ -43,6 +47,7 @@ struct DiffusionRunOptions {
   int64_t skip_timesteps = 0;       // start this many steps in, from the noised init image
   int64_t width = 0, height = 0;
   int64_t class_label = -1;         // class-conditional checkpoints
+  double cond_scale = 3;            // classifier-free guidance of CLIP-conditioned checkpoints (1: none)
   DiffusionGuideOptions guidance;
 };
 

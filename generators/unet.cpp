@@ -181,6 +181,7 @@ void UNetConfig::infer_from_state_dict(const TensorMap& sd) {
   in_channels = dim_of(sd, "input_blocks.0.0.weight", 1);
   out_channels = dim_of(sd, "out.2.weight", 0);
   num_classes = has(sd, "label_emb.weight") ? dim_of(sd, "label_emb.weight", 0) : 0;
+  clip_dim = has(sd, "clip_emb.weight") ? dim_of(sd, "clip_emb.weight", 1) : 0;
   int64_t n_out = 0;
   while (has_prefix(sd, cat("output_blocks.", n_out, "."))) ++n_out;
   if (n_out == 0) fail("not a guided-diffusion UNet: no output_blocks");
@@ -217,7 +218,8 @@ std::string UNetConfig::describe() const {
     if (attention_levels[i]) attn += cat(attn.empty() ? "" : ",", i);
   }
   return cat("guided-diffusion UNet (", model_channels, " channels, mult ", mult, ", ", num_res_blocks, " res blocks, attention at levels [",
-             attn, "]", learn_sigma() ? ", learned sigma" : "", num_classes ? cat(", ", num_classes, " classes") : "", ")");
+             attn, "]", learn_sigma() ? ", learned sigma" : "", num_classes ? cat(", ", num_classes, " classes") : "",
+             clip_dim ? cat(", conditioned on ", clip_dim, "-d CLIP embeddings") : "", ")");
 }
 
 UNetModel::UNetModel(const UNetConfig& c) : config_(c) {
@@ -225,6 +227,7 @@ UNetModel::UNetModel(const UNetConfig& c) : config_(c) {
   const int64_t mc = c.model_channels, emb_ch = 4 * mc;
   time_embed_ = register_module("time_embed", torch::nn::Sequential(torch::nn::Linear(mc, emb_ch), torch::nn::SiLU(), torch::nn::Linear(emb_ch, emb_ch)));
   if (c.num_classes > 0) label_emb_ = register_module("label_emb", torch::nn::Embedding(c.num_classes, emb_ch));
+  if (c.clip_dim > 0) clip_emb_ = register_module("clip_emb", torch::nn::Linear(c.clip_dim, emb_ch));
   input_blocks_ = register_module("input_blocks", torch::nn::ModuleList());
   auto first = std::make_shared<EmbedSequential>();
   first->add(std::make_shared<ConvLayer>(c.in_channels, mc));
@@ -278,11 +281,17 @@ UNetModel::UNetModel(const UNetConfig& c) : config_(c) {
   out_ = register_module("out", torch::nn::Sequential(group_norm(ch), torch::nn::SiLU(), conv3(mc, c.out_channels)));
 }
 
-torch::Tensor UNetModel::forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& y) {
+torch::Tensor UNetModel::forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& y,
+                                const torch::Tensor& clip_embed) {
   torch::Tensor emb = time_embed_->forward(timestep_embedding(timesteps, config_.model_channels));
   if (config_.num_classes > 0) {
     TORCH_CHECK(y.defined(), "this UNet is class-conditional: it needs class labels");
     emb = emb + label_emb_(y);
+  }
+  if (config_.clip_dim > 0) {
+    TORCH_CHECK(clip_embed.defined() && clip_embed.dim() == 2 && clip_embed.size(1) == config_.clip_dim,
+                "this UNet is conditioned on ", config_.clip_dim, "-d CLIP embeddings: it needs them");
+    emb = emb + clip_emb_(clip_embed.to(emb.scalar_type()));
   }
   std::vector<torch::Tensor> hs;
   torch::Tensor h = x;
@@ -354,6 +363,7 @@ void apply_unet_flags(const std::string& flags_json, const std::string& flags_pa
     if (m.contains("num_res_blocks")) check(integer(m, "num_res_blocks", 0) == config.num_res_blocks, "num_res_blocks");
     if (m.contains("learn_sigma")) check(m["learn_sigma"].get<bool>() == config.learn_sigma(), "learn_sigma");
     if (m.contains("use_scale_shift_norm")) check(m["use_scale_shift_norm"].get<bool>() == config.use_scale_shift_norm, "use_scale_shift_norm");
+    if (m.contains("clip_dim")) check(integer(m, "clip_dim", 0) == config.clip_dim, "clip_dim");
     if (m.contains("resblock_updown")) check(m["resblock_updown"].get<bool>() == config.resblock_updown, "resblock_updown");
     if (m.contains("channel_mult") && !m["channel_mult"].get<std::string>().empty()) {
       check(int_list(m["channel_mult"].get<std::string>(), "channel_mult") == config.channel_mult, "channel_mult");

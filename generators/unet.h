@@ -21,6 +21,7 @@ struct UNetConfig {
   bool use_scale_shift_norm = false;
   bool resblock_updown = false;
   int64_t num_classes = 0;             // class-conditional checkpoints (label_emb)
+  int64_t clip_dim = 0;                // CLIP-embedding-conditioned checkpoints (clip_emb, as unCLIP's decoder)
   // What the weights cannot tell: heads, from the flags (num_head_channels wins when set, as in unet.py).
   int64_t num_heads = 4, num_head_channels = 64;
   bool use_new_attention_order = false;
@@ -36,14 +37,18 @@ class UNetModel : public torch::nn::Module {
  public:
   explicit UNetModel(const UNetConfig& config);
   const UNetConfig& config() const { return config_; }
-  // x [B, C, H, W], raw timesteps [B] (the original schedule's indices) -> [B, out_channels, H, W].
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& y = {});
+  // x [B, C, H, W], raw timesteps [B] (the original schedule's indices) -> [B, out_channels, H, W]. `y`: class labels
+  // [B] for class-conditional checkpoints; `clip_embed`: [B, clip_dim] normalized CLIP embeddings (zeros: none, the
+  // unconditional prediction classifier-free guidance needs) for CLIP-conditioned ones.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& y = {},
+                        const torch::Tensor& clip_embed = {});
   void load_weights(const TensorMap& sd, const std::string& source);
 
  private:
   UNetConfig config_;
   torch::nn::Sequential time_embed_{nullptr};
   torch::nn::Embedding label_emb_{nullptr};
+  torch::nn::Linear clip_emb_{nullptr};
   torch::nn::ModuleList input_blocks_{nullptr}, output_blocks_{nullptr};
   std::shared_ptr<torch::nn::Module> middle_block_;
   torch::nn::Sequential out_{nullptr};

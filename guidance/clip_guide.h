@@ -65,6 +65,10 @@ class ClipGuide {
   // How well the whole image fits the prompts at `step`, without cutouts or augmentation: the weighted mean cosine
   // similarity over prompts and models (negative prompts subtract). For reranking candidates.
   double score(const torch::Tensor& image, int64_t step = 0) const;
+  // What a CLIP-conditioned generator is conditioned on at `step`: the weighted sum of the prompts' embeddings (text and
+  // image, negative weights subtract) for model `model`, renormalized, [1, E]; zeros when the weights cancel or are
+  // all zero (the unconditional prediction).
+  torch::Tensor condition(size_t model, int64_t step = 0) const;
 
   const std::vector<GuideModel>& models() const { return models_; }
   const ClipGuideOptions& options() const { return options_; }

@@ -1,6 +1,7 @@
 // The CLIP guide and the optimisation loop: gradients against finite differences, prompt weights and stops,
 // cutouts, the optimizer against torch.optim, generators, and a guided run that lowers its loss and resumes exactly.
 #include "clip/error.h"
+#include "clip/score.h"
 #include "fixtures.h"
 #include "generators/guided_run.h"
 #include "generators/pixels.h"
@@ -69,6 +70,21 @@ TEST(ClipGuide, ZeroAndNegativeTotalWeightsAreFine) {
   auto rng = make_generator(3);
   const auto zero = make_guide(prompts.at(0) + ":0").gradient(x, rng);
   EXPECT_EQ(zero.first.abs().max().item<double>(), 0.0);
+}
+
+// What a CLIP-conditioned generator is given: the prompts' embeddings weighted and renormalized; zero weights give
+// the unconditional zeros.
+TEST(ClipGuide, ConditionIsTheWeightedPromptEmbedding) {
+  const auto prompts = fixture_prompts();
+  std::shared_ptr<LoadedClip> clip = fixture_vit_clip();
+  const torch::Tensor e = embed_prompts(*clip, {prompts.at(0), prompts.at(1)}, {}, false);  // [2, E], normalized
+  const torch::Tensor one = make_guide(prompts.at(0)).condition(0);
+  ASSERT_EQ(one.sizes(), (std::vector<int64_t>{1, e.size(1)}));
+  EXPECT_TRUE(torch::allclose(one[0], e[0], 1e-5, 1e-5));
+  const torch::Tensor mixed = make_guide(prompts.at(0) + ":1 | " + prompts.at(1) + ":-0.5").condition(0)[0];
+  const torch::Tensor expected = e[0] - 0.5 * e[1];
+  EXPECT_TRUE(torch::allclose(mixed, expected / expected.norm(), 1e-5, 1e-5));
+  EXPECT_EQ(make_guide(prompts.at(0) + ":0").condition(0).abs().max().item<double>(), 0.0);
 }
 
 TEST(ClipGuide, StopEndsThePull) {

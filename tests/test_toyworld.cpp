@@ -12,6 +12,7 @@
 #include "clip/safetensors.h"
 #include "clip/tokenizer.h"
 #include "guidance/clip_guide.h"
+#include "generators/diffusion_run.h"
 #include "generators/vqgan.h"
 #include "toyworld/bundled.h"
 #include "toyworld/eval.h"
@@ -280,32 +281,43 @@ ToyUNetShape tiny_unet_shape() {
   return shape;
 }
 
-TEST(ToyWorld, AFewDiffusionTrainingStepsLowerTheNoiseLoss) {
-  const UNetConfig config = toy_unet_config(tiny_unet_shape());
-  EXPECT_EQ(config.attention_levels, (std::vector<bool>{false, true}));
-  auto model = init_unet(config, 4);
+// Eight scenes as a 16 px diffusion model sees them.
+torch::Tensor tiny_diffusion_batch() {
   std::mt19937_64 rng(3);
   std::vector<Scene> scenes;
   for (int i = 0; i < 8; ++i) scenes.push_back(sample_scene(rng));
-  const torch::Tensor x0 = diffusion_images(render_batch(scenes), 16);
-  ASSERT_EQ(x0.sizes(), (std::vector<int64_t>{8, 3, 16, 16}));
-  EXPECT_GE(x0.min().item<float>(), -1.f);
-  EXPECT_LE(x0.max().item<float>(), 1.f);
-  // guided-diffusion's zero_module: the untrained model predicts no noise at all.
-  EXPECT_EQ(model->forward(x0, torch::full({8}, 500, torch::kLong)).abs().max().item<float>(), 0.f);
+  return diffusion_images(render_batch(scenes), 16);
+}
+
+// The noise loss over `steps` Adam steps on `x0`, the same timesteps and noise every step (comparable losses).
+std::vector<double> noise_losses(UNetModel& model, const torch::Tensor& x0, int steps, const torch::Tensor& clip_embed = {}) {
   const DiffusionSchedule s = DiffusionSchedule::make("cosine", 1000, "");
   OptimizerOptions o;
   o.lr = 2e-3;
-  Optimizer opt(model->parameters(), o);
+  Optimizer opt(model.parameters(), o);
   std::vector<double> losses;
-  for (int step = 0; step < 15; ++step) {
-    torch::Generator gen = make_generator(11);  // the same timesteps and noise every step: comparable losses
-    const torch::Tensor loss = diffusion_loss(*model, s, x0, gen);
+  for (int step = 0; step < steps; ++step) {
+    torch::Generator gen = make_generator(11);
+    const torch::Tensor loss = diffusion_loss(model, s, x0, gen, clip_embed);
     opt.zero_grad();
     loss.backward();
     opt.step();
     losses.push_back(loss.item<double>());
   }
+  return losses;
+}
+
+TEST(ToyWorld, AFewDiffusionTrainingStepsLowerTheNoiseLoss) {
+  const UNetConfig config = toy_unet_config(tiny_unet_shape());
+  EXPECT_EQ(config.attention_levels, (std::vector<bool>{false, true}));
+  auto model = init_unet(config, 4);
+  const torch::Tensor x0 = tiny_diffusion_batch();
+  ASSERT_EQ(x0.sizes(), (std::vector<int64_t>{8, 3, 16, 16}));
+  EXPECT_GE(x0.min().item<float>(), -1.f);
+  EXPECT_LE(x0.max().item<float>(), 1.f);
+  // guided-diffusion's zero_module: the untrained model predicts no noise at all.
+  EXPECT_EQ(model->forward(x0, torch::full({8}, 500, torch::kLong)).abs().max().item<float>(), 0.f);
+  const std::vector<double> losses = noise_losses(*model, x0, 15);
   EXPECT_NEAR(losses.front(), 1.0, 0.3);  // predicting zero: the noise's own variance
   EXPECT_LT(losses.back(), 0.7 * losses.front()) << losses.front() << " -> " << losses.back();
 }
@@ -344,6 +356,53 @@ TEST(ToyWorld, SavedDiffusionFilesLoadThroughTheOrdinaryLoader) {
   const torch::Tensor t = torch::tensor({3, 700}, torch::kLong);
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::allclose(loaded.model->forward(x, t), model->forward(x, t), 1e-5, 1e-5));
+}
+
+// A CLIP-conditioned UNet (unCLIP's clip_emb): it starts as the unconditional model, learns from caption embeddings,
+// saves and loads through the ordinary loader with its flags, and classifier-free guidance is
+// uncond + scale * (cond - uncond) from one batch.
+TEST(ToyWorld, AClipConditionedUNetTrainsLoadsAndGuidesFreeOfAClassifier) {
+  UNetConfig config = toy_unet_config(tiny_unet_shape());
+  config.clip_dim = 8;
+  auto model = init_unet(config, 5);
+  const torch::Tensor x0 = tiny_diffusion_batch();
+  const torch::Tensor cond = torch::nn::functional::normalize(torch::randn({8, 8}), torch::nn::functional::NormalizeFuncOptions().dim(1));
+  const torch::Tensor t = torch::full({8}, 500, torch::kLong);
+  const torch::Tensor xt = torch::randn({8, 3, 16, 16});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.normal_(0, 0.05);
+    auto fresh = init_unet(config, 5);
+    for (auto& p : fresh->parameters()) p.normal_(0, 0.05);
+    for (auto& p : fresh->named_parameters()) {
+      if (p.key().rfind("clip_emb.", 0) == 0) p.value().zero_();  // as init_unet leaves it: the condition changes nothing
+    }
+    EXPECT_TRUE(torch::equal(fresh->forward(xt, t, {}, cond), fresh->forward(xt, t, {}, torch::zeros_like(cond))));
+    EXPECT_EQ(init_unet(config, 5)->named_parameters()["clip_emb.weight"].abs().max().item<float>(), 0.f);
+  }
+  const std::vector<double> losses = noise_losses(*model, x0, 10, cond);
+  EXPECT_LT(losses.back(), losses.front());
+  torch::NoGradGuard no_grad;
+  EXPECT_FALSE(torch::allclose(model->forward(xt, t, {}, cond), model->forward(xt, t, {}, torch::zeros_like(cond)), 1e-4, 1e-4));
+  EXPECT_THROW(model->forward(xt, t), c10::Error);  // a conditioned model needs its condition
+
+  const fs::path dir = fs::temp_directory_path() / "clipguide_toyworld_cond_unet";
+  fs::create_directories(dir);
+  write_file_atomic((dir / "model.safetensors").string(), serialize_safetensors(named_weights(*model, torch::kFloat), {{"format", "pt"}}));
+  write_file_atomic((dir / "model.json").string(), unet_flags_json(config, 16, "cosine", 1000, "25"));
+  const LoadedUNet loaded = load_unet((dir / "model.safetensors").string(), (dir / "model.json").string(), torch::kCPU);
+  EXPECT_EQ(loaded.model->config().clip_dim, 8);
+  EXPECT_TRUE(torch::allclose(loaded.model->forward(xt, t, {}, cond), model->forward(xt, t, {}, cond), 1e-5, 1e-5));
+  write_file_atomic((dir / "wrong.json").string(), unet_flags_json(toy_unet_config(tiny_unet_shape()), 16, "cosine", 1000, "25"));
+  EXPECT_THROW(load_unet((dir / "model.safetensors").string(), (dir / "wrong.json").string(), torch::kCPU), Error);  // clip_dim 0
+
+  const DiffusionSchedule respaced = DiffusionSchedule::make("cosine", 1000, "25");
+  const torch::Tensor one = cond.narrow(0, 0, 1);
+  const torch::Tensor x = xt.narrow(0, 0, 2), ti = torch::full({2}, 10, torch::kLong);
+  const torch::Tensor raw = respaced.timestep_map.index_select(0, ti);
+  const torch::Tensor c = model->forward(x, raw, {}, one.expand({2, -1})), u = model->forward(x, raw, {}, torch::zeros({2, 8}));
+  EXPECT_TRUE(torch::allclose(unet_model_fn(model, respaced, {}, [&] { return one; }, 1)(x, ti), c, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(unet_model_fn(model, respaced, {}, [&] { return one; }, 3)(x, ti), u + 3 * (c - u), 1e-4, 1e-4));
 }
 
 TEST(ToyWorld, SavedFilesLoadThroughTheOrdinaryLoaders) {

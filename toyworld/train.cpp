@@ -31,11 +31,14 @@ std::vector<std::string> caption_corpus(int64_t count, uint64_t seed) {
   return out;
 }
 
-torch::Tensor picture_batch(std::mt19937_64& rng, int64_t batch) {
+torch::Tensor picture_batch(std::mt19937_64& rng, int64_t batch, std::vector<std::string>* captions) {
   SceneOptions options;
   options.allow_held_out = true;
   std::vector<Scene> scenes;
   for (int64_t i = 0; i < batch; ++i) scenes.push_back(sample_scene(rng, options));
+  if (captions != nullptr) {
+    for (const Scene& scene : scenes) captions->push_back(describe(scene, -1, rng).text);
+  }
   return render_batch(scenes);
 }
 
@@ -339,7 +342,8 @@ std::shared_ptr<UNetModel> init_unet(const UNetConfig& config, uint64_t seed) {
   torch::NoGradGuard no_grad;
   for (auto& kv : model->named_parameters()) {
     const std::string& k = kv.key();
-    if (k.rfind("out.2.", 0) == 0 || k.find("out_layers.3.") != std::string::npos || k.find("proj_out.") != std::string::npos) {
+    if (k.rfind("out.2.", 0) == 0 || k.rfind("clip_emb.", 0) == 0 || k.find("out_layers.3.") != std::string::npos ||
+        k.find("proj_out.") != std::string::npos) {
       kv.value().zero_();
     }
   }
@@ -352,10 +356,11 @@ torch::Tensor diffusion_images(const torch::Tensor& images01, int64_t size) {
   return x * 2 - 1;
 }
 
-torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen) {
+torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen,
+                             const torch::Tensor& clip_embed) {
   const torch::Tensor t = torch::randint(0, s.size(), {x0.size(0)}, gen, torch::kLong).to(x0.device());
   const torch::Tensor eps = torch::randn(x0.sizes(), gen, torch::kFloat).to(x0.device());
-  return (model.forward(q_sample(s, x0, t, eps), t) - eps).pow(2).mean();
+  return (model.forward(q_sample(s, x0, t, eps), t, {}, clip_embed) - eps).pow(2).mean();
 }
 
 std::string unet_flags_json(const UNetConfig& c, int64_t image_size, const std::string& noise_schedule, int64_t diffusion_steps,
@@ -369,7 +374,7 @@ std::string unet_flags_json(const UNetConfig& c, int64_t image_size, const std::
       {"model_flags", {{"image_size", image_size}, {"num_channels", c.model_channels}, {"num_res_blocks", c.num_res_blocks},
                        {"channel_mult", mult}, {"attention_resolutions", attention}, {"num_head_channels", c.num_head_channels},
                        {"learn_sigma", c.learn_sigma()}, {"use_scale_shift_norm", c.use_scale_shift_norm},
-                       {"resblock_updown", c.resblock_updown}, {"class_cond", false}}},
+                       {"resblock_updown", c.resblock_updown}, {"class_cond", false}, {"clip_dim", c.clip_dim}}},
       {"diffusion_flags", {{"noise_schedule", noise_schedule}, {"diffusion_steps", diffusion_steps}, {"timestep_respacing", timestep_respacing}}}};
   return flags.dump(2) + "\n";
 }

@@ -43,9 +43,10 @@ struct ClipBatch {
 constexpr int64_t kGroup = 8;
 ClipBatch clip_batch(std::mt19937_64& rng, const Tokenizer& tokenizer, int64_t context, int64_t batch);
 
-// `batch` random scenes of the whole world, held-out pairs included (the VQGAN and the diffusion model learn
-// pictures, not captions), rendered: [B, 3, 64, 64] in [0, 1].
-torch::Tensor picture_batch(std::mt19937_64& rng, int64_t batch);
+// `batch` random scenes of the whole world, held-out pairs included (the CLIP never sees them; the VQGAN and the
+// diffusion model learn pictures), rendered: [B, 3, 64, 64] in [0, 1]. With `captions`, each scene's caption in a
+// random template is appended to it (drawn after the scenes, so the pictures are the same either way).
+torch::Tensor picture_batch(std::mt19937_64& rng, int64_t batch, std::vector<std::string>* captions = nullptr);
 
 // ---- toy CLIP ----
 
@@ -136,13 +137,16 @@ struct ToyUNetShape {
 };
 UNetConfig toy_unet_config(const ToyUNetShape& shape);
 // guided-diffusion's initialisation: PyTorch's defaults, with the last convolution of every ResBlock, every
-// attention projection and the output convolution zeroed (zero_module), so each block starts as the identity.
+// attention projection and the output convolution zeroed (zero_module), so each block starts as the identity; the
+// CLIP-embedding projection is zeroed too, so a conditioned model starts as the unconditional one.
 std::shared_ptr<UNetModel> init_unet(const UNetConfig& config, uint64_t seed);
 // [B, 3, 64, 64] in [0, 1] -> [B, 3, size, size] in [-1, 1] (area-averaged, as the diffusion model sees them).
 torch::Tensor diffusion_images(const torch::Tensor& images01, int64_t size);
 // The simple DDPM loss: the mean squared error of the model's noise prediction at timesteps drawn uniformly from
-// the (unrespaced) schedule, x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps.
-torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen);
+// the (unrespaced) schedule, x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps. `clip_embed` [B, clip_dim] for a
+// CLIP-conditioned model (rows of zeros train the unconditional prediction).
+torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen,
+                             const torch::Tensor& clip_embed = {});
 // The flags file load_unet reads beside the weights (script_util's model_flags and diffusion_flags).
 std::string unet_flags_json(const UNetConfig& config, int64_t image_size, const std::string& noise_schedule,
                             int64_t diffusion_steps, const std::string& timestep_respacing);

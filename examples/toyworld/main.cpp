@@ -5,6 +5,7 @@
 //                                  [--from DIR] [--adversarial EPS] [--blur F]   (fine-tuning an existing CLIP)
 //   clipguide_toyworld train-vqgan --out models/toyworld/vqgan [--minutes 30] [--state FILE] ...
 //   clipguide_toyworld train-diffusion --out models/toyworld/diffusion [--minutes 60] [--state FILE] ...
+//                                  [--from DIR] [--clip DIR] [--cond-lr F]   (a CLIP-conditioned fine-tune)
 //   clipguide_toyworld eval [--model DIR] [--images 1000] [--seed S] [--blur-size 32]
 //   clipguide_toyworld render --out DIR [--count N] [--seed S] [--classes]
 //   clipguide_toyworld judge IMAGE.png...
@@ -14,6 +15,7 @@
 #include <clipguide/clip/image.h>
 #include <clipguide/clip/load.h>
 #include <clipguide/clip/safetensors.h>
+#include <clipguide/clip/score.h>
 #include <clipguide/generators/vqgan.h>
 #include <clipguide/guidance/clip_guide.h>
 #include <clipguide/toyworld/bundled.h>
@@ -26,6 +28,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "../cli_common.h"
 
@@ -342,8 +345,8 @@ int train_diffusion(int argc, char** argv) {
                         "train the toy diffusion model (guided-diffusion UNet names, noise prediction) on the toy world");
   TrainArgs t;
   tw::ToyUNetShape shape;
-  std::string noise_schedule, respacing;
-  double ema = 0;
+  std::string noise_schedule, respacing, from, clip_dir;
+  double ema = 0, cond_drop = 0, cond_lr = 1;
   t.add_to(opts, "models/toyworld/diffusion", "folder for model.safetensors (the moving average) and model.json (flags)",
            "images per step", "64", "3");
   opts.add_options()
@@ -354,30 +357,73 @@ int train_diffusion(int argc, char** argv) {
       ("respacing", "the sampling steps written into the flags (guided-diffusion's timestep_respacing; ddim25 starts at "
                     "step 960, where the cosine schedule's pred_xstart is still well conditioned)",
        cxxopts::value(respacing)->default_value("ddim25"))
-      ("ema", "decay of the weights' moving average (the saved model)", cxxopts::value(ema)->default_value("0.998"));
+      ("ema", "decay of the weights' moving average (the saved model)", cxxopts::value(ema)->default_value("0.998"))
+      ("from", "fine-tune: start from this diffusion folder's weights, architecture and schedule (the shape flags are ignored)",
+       cxxopts::value(from))
+      ("clip", "condition on this CLIP folder's embeddings of each scene's caption (unCLIP's clip_emb, for classifier-free "
+               "guidance)", cxxopts::value(clip_dir))
+      ("cond-drop", "with --clip: share of captions replaced by no condition (the unconditional prediction)",
+       cxxopts::value(cond_drop)->default_value("0.1"))
+      ("cond-lr", "with --clip: the CLIP projection's learning rate, as a multiple of --lr (the caption embeddings differ "
+                  "little, so a projection at the common rate barely moves)", cxxopts::value(cond_lr)->default_value("1"));
   if (!parse_or_help(opts, argc, argv)) return 0;
   t.prepare();
   if ((shape.image_size != 32 && shape.image_size != 64) || shape.channels < 32 || shape.channels % 32 != 0 || shape.res_blocks < 1 ||
-      !(ema >= 0 && ema < 1)) {
-    cg::fail("--size must be 32 or 64, --channels a multiple of 32 (GroupNorm's groups), --res-blocks positive, --ema in [0, 1)");
+      !(ema >= 0 && ema < 1) || !(cond_drop >= 0 && cond_drop < 1) || !(cond_lr > 0)) {
+    cg::fail("--size must be 32 or 64, --channels a multiple of 32 (GroupNorm's groups), --res-blocks positive, --ema and "
+             "--cond-drop in [0, 1), --cond-lr positive");
   }
   shape.channel_mult = shape.image_size == 64 ? std::vector<int64_t>{1, 2, 2, 2} : std::vector<int64_t>{1, 2, 2};
-  const cg::UNetConfig config = tw::toy_unet_config(shape);
-  const cg::DiffusionSchedule schedule = cg::DiffusionSchedule::make(noise_schedule, 1000, "");
+  cg::UNetConfig config = tw::toy_unet_config(shape);
+  std::optional<cg::LoadedUNet> start;
+  if (!from.empty()) {
+    start = cg::load_unet((fs::path(from) / "model.safetensors").string(), (fs::path(from) / "model.json").string(), t.device);
+    config = start->model->config();
+    shape.image_size = start->image_size;
+    noise_schedule = start->diffusion.noise_schedule;
+  }
+  std::shared_ptr<cg::LoadedClip> clip;
+  if (!clip_dir.empty()) {
+    cg::LoadOptions load;
+    load.device = t.device;
+    clip = std::make_shared<cg::LoadedClip>(cg::load_clip(clip_dir, load));
+    clip->model->eval();
+    config.clip_dim = clip->model->config().embed_dim;
+  }
+  const cg::DiffusionSchedule schedule = cg::DiffusionSchedule::make(noise_schedule, start ? start->diffusion.steps : 1000, "");
   auto model = tw::init_unet(config, static_cast<uint64_t>(t.seed));
   auto average = tw::init_unet(config, static_cast<uint64_t>(t.seed));
+  if (start) {
+    // Every weight the start has; a CLIP projection it lacks stays zero (the start's predictions, unchanged).
+    torch::NoGradGuard no_grad;
+    const auto theirs = start->model->named_parameters();
+    for (auto* m : {model.get(), average.get()}) {
+      for (auto& kv : m->named_parameters()) {
+        if (const torch::Tensor* v = theirs.find(kv.key())) kv.value().copy_(*v);
+      }
+    }
+  }
   model->to(t.device);
   average->to(t.device);
   cg::OptimizerOptions adam;
   adam.lr = t.lr;
-  cg::Optimizer opt(model->parameters(), adam);
+  std::vector<torch::Tensor> shared_params, cond_params;
+  for (auto& kv : model->named_parameters()) (kv.key().rfind("clip_emb.", 0) == 0 ? cond_params : shared_params).push_back(kv.value());
+  cg::Optimizer opt(shared_params, adam);
+  cg::OptimizerOptions cond_adam = adam;
+  cond_adam.lr = t.lr * cond_lr;
+  std::optional<cg::Optimizer> cond_opt;
+  if (!cond_params.empty()) cond_opt.emplace(cond_params, cond_adam);
+  std::vector<cg::Optimizer*> optimizers = {&opt};
+  if (cond_opt) optimizers.push_back(&*cond_opt);
   int64_t step = 0;
   double earlier = 0;
   if (fs::exists(t.state)) {
-    std::tie(step, earlier) = load_state(t.state, *model, {&opt}, average.get());
+    std::tie(step, earlier) = load_state(t.state, *model, optimizers, average.get());
     std::cerr << "resuming " << t.state << " at step " << step << "\n";
   }
-  std::cerr << "toy diffusion: " << config.describe() << ", " << shape.image_size << " px, " << noise_schedule << " schedule\n";
+  std::cerr << "toy diffusion: " << config.describe() << ", " << shape.image_size << " px, " << noise_schedule << " schedule"
+            << (from.empty() ? "" : ", from " + from) << (clip ? ", conditioned on " + clip_dir + "'s caption embeddings" : "") << "\n";
   const tw::TrainSchedule lr_schedule = t.schedule(100);
   const auto t0 = Clock::now();
   double loss_sum = 0;
@@ -385,13 +431,23 @@ int train_diffusion(int argc, char** argv) {
   InterruptScope interrupt;
   for (; !t.stop_before(step, earlier + minutes_since(t0)); ++step) {
     std::mt19937_64 rng = tw::step_rng(static_cast<uint64_t>(t.seed), step);
-    const torch::Tensor x0 = tw::diffusion_images(tw::picture_batch(rng, t.batch), shape.image_size).to(t.device);
+    std::vector<std::string> captions;
+    const torch::Tensor x0 = tw::diffusion_images(tw::picture_batch(rng, t.batch, clip ? &captions : nullptr), shape.image_size).to(t.device);
+    torch::Tensor condition;
+    if (clip) {
+      torch::NoGradGuard no_grad;
+      std::vector<float> keep;
+      std::bernoulli_distribution drop(cond_drop);
+      for (int64_t i = 0; i < t.batch; ++i) keep.push_back(drop(rng) ? 0.0f : 1.0f);
+      condition = cg::embed_prompts(*clip, captions, {}, false).to(t.device) * torch::tensor(keep).to(t.device).unsqueeze(1);
+    }
     torch::Generator gen = cg::make_generator(rng());
-    const torch::Tensor loss = tw::diffusion_loss(*model, schedule, x0, gen);
-    opt.zero_grad();
+    const torch::Tensor loss = tw::diffusion_loss(*model, schedule, x0, gen, condition);
+    for (cg::Optimizer* o : optimizers) o->zero_grad();
     loss.backward();
     opt.set_lr(lr_schedule.lr_at(step));
-    opt.step();
+    if (cond_opt) cond_opt->set_lr(lr_schedule.lr_at(step) * cond_lr);
+    for (cg::Optimizer* o : optimizers) o->step();
     tw::update_average(*average, *model, ema, step);
     loss_sum += loss.item<double>();
     ++loss_n;
@@ -401,11 +457,11 @@ int train_diffusion(int argc, char** argv) {
                            lr_schedule.lr_at(step), "  ", elapsed, " min\n");
       loss_sum = 0;
       loss_n = 0;
-      save_state(t.state, *model, {&opt}, step + 1, elapsed, average.get());
+      save_state(t.state, *model, {optimizers.begin(), optimizers.end()}, step + 1, elapsed, average.get());
     }
   }
   const double elapsed = earlier + minutes_since(t0);
-  save_state(t.state, *model, {&opt}, step, elapsed, average.get());
+  save_state(t.state, *model, {optimizers.begin(), optimizers.end()}, step, elapsed, average.get());
   t.write_model(*average, step);
   cg::write_file_atomic((fs::path(t.out) / "model.json").string(),
                         tw::unet_flags_json(config, shape.image_size, noise_schedule, schedule.original_steps, respacing));
