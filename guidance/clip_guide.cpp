@@ -207,8 +207,8 @@ double ClipGuide::score(const torch::Tensor& image, int64_t step) const {
 torch::Tensor ClipGuide::condition(size_t model, int64_t step) const {
   TORCH_CHECK(model < models_.size(), "no guide model ", model);
   const int64_t dim = models_[model].clip->model->config().embed_dim;
-  torch::Tensor sum = torch::zeros({dim});
-  for (const Target& t : targets_at(step)) sum = sum + t.weight * t.embeds[model].to(torch::kCPU);
+  torch::Tensor sum = torch::zeros({dim}, models_[model].clip->model->parameters().front().device());
+  for (const Target& t : targets_at(step)) sum = sum + t.weight * t.embeds[model];
   const double norm = sum.norm().item<double>();
   return (norm > 1e-6 ? sum / norm : sum).unsqueeze(0);
 }

@@ -66,8 +66,8 @@ class ClipGuide {
   // similarity over prompts and models (negative prompts subtract). For reranking candidates.
   double score(const torch::Tensor& image, int64_t step = 0) const;
   // What a CLIP-conditioned generator is conditioned on at `step`: the weighted sum of the prompts' embeddings (text and
-  // image, negative weights subtract) for model `model`, renormalized, [1, E]; zeros when the weights cancel or are
-  // all zero (the unconditional prediction).
+  // image, negative weights subtract) for model `model`, renormalized, [1, E] on that model's device; zeros when the
+  // weights cancel or are all zero (the unconditional prediction).
   torch::Tensor condition(size_t model, int64_t step = 0) const;
 
   const std::vector<GuideModel>& models() const { return models_; }

@@ -388,7 +388,13 @@ int train_diffusion(int argc, char** argv) {
     load.device = t.device;
     clip = std::make_shared<cg::LoadedClip>(cg::load_clip(clip_dir, load));
     clip->model->eval();
-    config.clip_dim = clip->model->config().embed_dim;
+    const int64_t dim = clip->model->config().embed_dim;
+    if (config.clip_dim > 0 && config.clip_dim != dim) {
+      cg::fail("--from ", from, " is conditioned on ", config.clip_dim, "-d CLIP embeddings; --clip ", clip_dir, " gives ", dim, "-d ones");
+    }
+    config.clip_dim = dim;
+  } else if (config.clip_dim > 0) {
+    cg::fail("--from ", from, " is conditioned on ", config.clip_dim, "-d CLIP embeddings: give --clip with the CLIP it was trained on");
   }
   const cg::DiffusionSchedule schedule = cg::DiffusionSchedule::make(noise_schedule, start ? start->diffusion.steps : 1000, "");
   auto model = tw::init_unet(config, static_cast<uint64_t>(t.seed));
