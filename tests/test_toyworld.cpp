@@ -405,6 +405,29 @@ TEST(ToyWorld, AClipConditionedUNetTrainsLoadsAndGuidesFreeOfAClassifier) {
   EXPECT_TRUE(torch::allclose(unet_model_fn(model, respaced, {}, [&] { return one; }, 3)(x, ti), u + 3 * (c - u), 1e-4, 1e-4));
 }
 
+TEST(ToyWorld, AStandardisedConditionFoldsIntoTheSavedProjection) {
+  UNetConfig config = toy_unet_config(tiny_unet_shape());
+  config.clip_dim = 8;
+  auto model = init_unet(config, 6);
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.normal_(0, 0.05);
+  // Embeddings that share most of their direction, as a CLIP's caption embeddings do.
+  const torch::Tensor shared = torch::randn({1, 8});
+  const torch::Tensor e = torch::nn::functional::normalize(shared + 0.1 * torch::randn({8, 8}),
+                                                           torch::nn::functional::NormalizeFuncOptions().dim(1));
+  const ConditionStandard standard = ConditionStandard::of(e);
+  const torch::Tensor z = standard.apply(e);
+  EXPECT_TRUE(torch::allclose(z.mean(0), torch::zeros({8}), 1e-5, 1e-5));
+  EXPECT_NEAR(z.pow(2).mean().item<double>(), 1.0, 1e-4);
+  const torch::Tensor xt = torch::randn({8, 3, 16, 16}), t = torch::full({8}, 300, torch::kLong);
+  const torch::Tensor trained = model->forward(xt, t, {}, z), none = model->forward(xt, t, {}, standard.apply(torch::zeros({8, 8})));
+  standard.fold(*model);  // the saved model takes raw embeddings, and zeros still mean no condition
+  EXPECT_TRUE(torch::allclose(model->forward(xt, t, {}, e), trained, 1e-4, 1e-4));
+  EXPECT_TRUE(torch::allclose(model->forward(xt, t, {}, torch::zeros({8, 8})), none, 1e-4, 1e-4));
+  standard.unfold(*model);
+  EXPECT_TRUE(torch::allclose(model->forward(xt, t, {}, z), trained, 1e-4, 1e-4));
+}
+
 TEST(ToyWorld, SavedFilesLoadThroughTheOrdinaryLoaders) {
   ToyVqganShape shape;
   const VqganConfig config = toy_vqgan_config(shape);
@@ -426,6 +449,7 @@ TEST(BundledModels, LoadLikeAnyCheckpoint) {
   const LoadedUNet u = load_unet(bundled_diffusion(), bundled_diffusion_flags(), torch::kCPU);
   EXPECT_EQ(kImageSize % u.image_size, 0);
   EXPECT_FALSE(u.model->config().learn_sigma());
+  EXPECT_EQ(u.model->config().clip_dim, clip.model->config().embed_dim);  // conditioned on the bundled CLIP's embeddings
   // Bundled files stay small: the whole folder under 20 MB.
   uint64_t bytes = 0;
   for (const auto& e : fs::recursive_directory_iterator(fs::path(bundled_models_dir()) / "toyworld")) {

@@ -379,6 +379,39 @@ std::string unet_flags_json(const UNetConfig& c, int64_t image_size, const std::
   return flags.dump(2) + "\n";
 }
 
+ConditionStandard ConditionStandard::of(const torch::Tensor& embeddings) {
+  TORCH_CHECK(embeddings.dim() == 2 && embeddings.size(0) > 1, "ConditionStandard: need [N > 1, clip_dim] embeddings");
+  ConditionStandard s;
+  const torch::Tensor e = embeddings.to(torch::kFloat);
+  s.mean = e.mean(0);
+  s.spread = (e - s.mean).pow(2).mean().sqrt().item<double>();
+  TORCH_CHECK(s.spread > 0, "ConditionStandard: the embeddings are all the same");
+  return s;
+}
+
+torch::Tensor ConditionStandard::apply(const torch::Tensor& embeddings) const {
+  return (embeddings.to(torch::kFloat) - mean.to(embeddings.device())) / spread;
+}
+
+namespace {
+
+// The CLIP projection's weight and bias, (W, b) -> (W * scale, b + W shift) in place.
+void rewrite_projection(UNetModel& model, double scale, const torch::Tensor& shift) {
+  TORCH_CHECK(model.config().clip_dim > 0, "the UNet is not CLIP-conditioned");
+  torch::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  torch::Tensor& w = params["clip_emb.weight"];
+  torch::Tensor& b = params["clip_emb.bias"];
+  b.add_(torch::mv(w, shift.to(w.device(), w.scalar_type())));
+  w.mul_(scale);
+}
+
+}  // namespace
+
+void ConditionStandard::fold(UNetModel& model) const { rewrite_projection(model, 1 / spread, -mean / spread); }
+
+void ConditionStandard::unfold(UNetModel& model) const { rewrite_projection(model, spread, mean); }
+
 void update_average(torch::nn::Module& average, torch::nn::Module& model, double decay, int64_t updates) {
   const double d = std::min(decay, (1.0 + static_cast<double>(updates)) / (10.0 + static_cast<double>(updates)));
   torch::NoGradGuard no_grad;

@@ -147,6 +147,19 @@ torch::Tensor diffusion_images(const torch::Tensor& images01, int64_t size);
 // CLIP-conditioned model (rows of zeros train the unconditional prediction).
 torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen,
                              const torch::Tensor& clip_embed = {});
+// Caption embeddings standardised for training a CLIP-conditioned UNet. A CLIP's caption embeddings share most of
+// their direction, so a projection fed them raw learns from their differences only faintly; training feeds
+// (e - mean) / spread instead, and fold() rewrites the projection (W / spread, b - W mean / spread) so that the saved
+// model takes raw embeddings, as the sampler gives them. unfold() is its inverse (a raw fine-tuning start).
+struct ConditionStandard {
+  torch::Tensor mean;  // [clip_dim]
+  double spread = 1;   // the embeddings' RMS distance from their mean, per dimension
+  static ConditionStandard of(const torch::Tensor& embeddings);  // from [N, clip_dim]
+  // [B, clip_dim] -> standardised; rows of zeros (no condition) become -mean / spread, as fold() maps them.
+  torch::Tensor apply(const torch::Tensor& embeddings) const;
+  void fold(UNetModel& model) const;
+  void unfold(UNetModel& model) const;
+};
 // The flags file load_unet reads beside the weights (script_util's model_flags and diffusion_flags).
 std::string unet_flags_json(const UNetConfig& config, int64_t image_size, const std::string& noise_schedule,
                             int64_t diffusion_steps, const std::string& timestep_respacing);

@@ -361,11 +361,11 @@ int train_diffusion(int argc, char** argv) {
       ("from", "fine-tune: start from this diffusion folder's weights, architecture and schedule (the shape flags are ignored)",
        cxxopts::value(from))
       ("clip", "condition on this CLIP folder's embeddings of each scene's caption (unCLIP's clip_emb, for classifier-free "
-               "guidance)", cxxopts::value(clip_dir))
+               "guidance); the projection trains on them standardised, and the saved weights take them raw",
+       cxxopts::value(clip_dir))
       ("cond-drop", "with --clip: share of captions replaced by no condition (the unconditional prediction)",
        cxxopts::value(cond_drop)->default_value("0.1"))
-      ("cond-lr", "with --clip: the CLIP projection's learning rate, as a multiple of --lr (the caption embeddings differ "
-                  "little, so a projection at the common rate barely moves)", cxxopts::value(cond_lr)->default_value("1"));
+      ("cond-lr", "with --clip: the CLIP projection's learning rate, as a multiple of --lr", cxxopts::value(cond_lr)->default_value("1"));
   if (!parse_or_help(opts, argc, argv)) return 0;
   t.prepare();
   if ((shape.image_size != 32 && shape.image_size != 64) || shape.channels < 32 || shape.channels % 32 != 0 || shape.res_blocks < 1 ||
@@ -383,6 +383,7 @@ int train_diffusion(int argc, char** argv) {
     noise_schedule = start->diffusion.noise_schedule;
   }
   std::shared_ptr<cg::LoadedClip> clip;
+  tw::ConditionStandard standard;  // with --clip: the projection trains on standardised caption embeddings
   if (!clip_dir.empty()) {
     cg::LoadOptions load;
     load.device = t.device;
@@ -393,6 +394,7 @@ int train_diffusion(int argc, char** argv) {
       cg::fail("--from ", from, " is conditioned on ", config.clip_dim, "-d CLIP embeddings; --clip ", clip_dir, " gives ", dim, "-d ones");
     }
     config.clip_dim = dim;
+    standard = tw::ConditionStandard::of(cg::embed_prompts(*clip, tw::caption_corpus(2048, static_cast<uint64_t>(t.seed)), {}, false));
   } else if (config.clip_dim > 0) {
     cg::fail("--from ", from, " is conditioned on ", config.clip_dim, "-d CLIP embeddings: give --clip with the CLIP it was trained on");
   }
@@ -407,6 +409,10 @@ int train_diffusion(int argc, char** argv) {
       for (auto& kv : m->named_parameters()) {
         if (const torch::Tensor* v = theirs.find(kv.key())) kv.value().copy_(*v);
       }
+    }
+    if (start->model->config().clip_dim > 0) {
+      standard.unfold(*model);
+      standard.unfold(*average);
     }
   }
   model->to(t.device);
@@ -445,7 +451,7 @@ int train_diffusion(int argc, char** argv) {
       std::vector<float> keep;
       std::bernoulli_distribution drop(cond_drop);
       for (int64_t i = 0; i < t.batch; ++i) keep.push_back(drop(rng) ? 0.0f : 1.0f);
-      condition = cg::embed_prompts(*clip, captions, {}, false).to(t.device) * torch::tensor(keep).to(t.device).unsqueeze(1);
+      condition = standard.apply(cg::embed_prompts(*clip, captions, {}, false).to(t.device) * torch::tensor(keep).to(t.device).unsqueeze(1));
     }
     torch::Generator gen = cg::make_generator(rng());
     const torch::Tensor loss = tw::diffusion_loss(*model, schedule, x0, gen, condition);
@@ -468,6 +474,7 @@ int train_diffusion(int argc, char** argv) {
   }
   const double elapsed = earlier + minutes_since(t0);
   save_state(t.state, *model, {optimizers.begin(), optimizers.end()}, step, elapsed, average.get());
+  if (clip) standard.fold(*average);
   t.write_model(*average, step);
   cg::write_file_atomic((fs::path(t.out) / "model.json").string(),
                         tw::unet_flags_json(config, shape.image_size, noise_schedule, schedule.original_steps, respacing));
