@@ -16,3 +16,10 @@ threads=${THREADS:-$(nproc)}
 export OMP_NUM_THREADS=$threads
 fixtures=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
 vocab=$fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz
+# Today's libtorch: the PyPI wheel's 2.x build (build-torch2/) and the Python peers on the same torch (.venv/), both
+# made by scripts/setup --torch pip. Sets vpy (the venv's python) and bin2 (that build's folder).
+setup_torch2() {
+  scripts/setup --torch pip >/dev/null
+  vpy=$PWD/.venv/bin/python
+  bin2=build-torch2
+}

@@ -6,12 +6,11 @@
 #include <cstdlib>
 #include <thread>
 
-#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
-#include <torch/version.h>
 
 #include "clip/error.h"
+#include "clip/torch_compat.h"
 
 namespace clipguide {
 
@@ -40,6 +39,25 @@ torch::Device parse_device(const std::string& spec) {
   fail("--device ", spec, ": unknown device; choose cpu, cuda, cuda:N or auto");
 }
 
+std::vector<torch::Device> parse_devices(const std::string& spec) {
+  std::vector<torch::Device> devices;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t end = std::min(spec.find(',', start), spec.size());
+    devices.push_back(parse_device(spec.substr(start, end - start)));
+    start = end + 1;
+  }
+  return devices;
+}
+
+bool built_with_cuda() {
+#ifdef CLIPGUIDE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
 void set_cpu_threads(int threads) {
   TORCH_CHECK(threads >= 0, "set_cpu_threads: threads must be positive (or 0: the default), got ", threads);
   if (threads == 0) {
@@ -52,39 +70,19 @@ void set_cpu_threads(int threads) {
   if (auto set_blas_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set_blas_threads(1);
 }
 
-namespace {
-
-// libtorch 2.4 replaced the CPU-only autocast setters with ones taking the device type (deprecating the old ones).
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool cpu_autocast_enabled() { return at::autocast::is_autocast_enabled(at::kCPU); }
-at::ScalarType cpu_autocast_dtype() { return at::autocast::get_autocast_dtype(at::kCPU); }
-void set_cpu_autocast(bool enabled, at::ScalarType dtype) {
-  at::autocast::set_autocast_enabled(at::kCPU, enabled);
-  at::autocast::set_autocast_dtype(at::kCPU, dtype);
-}
-#else
-bool cpu_autocast_enabled() { return at::autocast::is_cpu_enabled(); }
-at::ScalarType cpu_autocast_dtype() { return at::autocast::get_autocast_cpu_dtype(); }
-void set_cpu_autocast(bool enabled, at::ScalarType dtype) {
-  at::autocast::set_cpu_enabled(enabled);
-  at::autocast::set_autocast_cpu_dtype(dtype);
-}
-#endif
-
-}  // namespace
-
-CpuBf16Autocast::CpuBf16Autocast(bool enabled) : enabled_(enabled) {
+Autocast::Autocast(torch::Device device, torch::ScalarType dtype, bool enabled)
+    : enabled_(enabled), type_(device.type()) {
   if (!enabled_) return;
-  was_enabled_ = cpu_autocast_enabled();
-  was_dtype_ = cpu_autocast_dtype();
-  set_cpu_autocast(true, at::kBFloat16);
+  was_enabled_ = compat::autocast_enabled(type_);
+  was_dtype_ = compat::autocast_dtype(type_);
+  compat::set_autocast(type_, true, dtype);
   at::autocast::increment_nesting();
 }
 
-CpuBf16Autocast::~CpuBf16Autocast() {
+Autocast::~Autocast() {
   if (!enabled_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  set_cpu_autocast(was_enabled_, was_dtype_);
+  compat::set_autocast(type_, was_enabled_, was_dtype_);
 }
 
 }  // namespace clipguide

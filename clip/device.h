@@ -4,11 +4,20 @@
 #include <torch/types.h>
 
 #include <string>
+#include <vector>
 
 namespace clipguide {
 
 // "auto" picks CUDA when this build and machine have it; asking for CUDA without it is an Error.
 torch::Device parse_device(const std::string& spec);
+
+// A comma-separated list of devices ("cuda:0,cuda:1"; one device as parse_device takes it): the devices a command
+// spreads its batches over, one model replica each, in this order. A device may repeat (two replicas on one GPU).
+std::vector<torch::Device> parse_devices(const std::string& spec);
+
+// Whether this build has the CUDA code paths (libtorch with CUDA, such as the PyPI wheel's): CUDA graphs, pinned
+// transfers, CUDA autocast. Without them those options are an Error, whatever the machine has.
+bool built_with_cuda();
 
 // Runs libtorch's CPU work on `threads` threads (its OpenMP pool); 0: $OMP_NUM_THREADS if set, else every CPU
 // (libtorch as Debian builds it starts with one). Where libtorch's BLAS is OpenBLAS with a thread pool of its own
@@ -16,19 +25,22 @@ torch::Device parse_device(const std::string& spec);
 // each other (on 2 cores, toy-world guidance ran about 2x and ViT-B/32 scoring up to 1.3x slower; bench/README.md).
 void set_cpu_threads(int threads);
 
-// While alive (and `enabled`), libtorch's CPU autocast runs matmuls, linear layers and convolutions in bfloat16;
-// weights, their gradients and the numerically delicate ops (softmax, norms, losses) stay fp32: mixed-precision
-// training on CPUs with bf16 matmul units. Scope it around a forward pass and its loss; leaving the outermost guard
-// drops the cached bf16 copies of the weights, so the next step casts the updated ones.
-class CpuBf16Autocast {
+// While alive (and `enabled`), libtorch's autocast for `device`'s type runs matmuls, linear layers and convolutions
+// in `dtype` (bf16 on CPUs with bf16 matmul units; fp16 or bf16 on CUDA); weights, their gradients and the
+// numerically delicate ops (softmax, norms, losses) stay fp32: mixed precision. Scope it around a forward pass and
+// its loss; leaving the outermost guard drops the cached low-precision copies of the weights, so the next step
+// casts the updated ones.
+class Autocast {
  public:
-  explicit CpuBf16Autocast(bool enabled);
-  ~CpuBf16Autocast();
-  CpuBf16Autocast(const CpuBf16Autocast&) = delete;
-  CpuBf16Autocast& operator=(const CpuBf16Autocast&) = delete;
+  Autocast(torch::Device device, torch::ScalarType dtype, bool enabled = true);
+  ~Autocast();
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
 
  private:
-  bool enabled_, was_enabled_ = false;
+  bool enabled_;
+  at::DeviceType type_;
+  bool was_enabled_ = false;
   at::ScalarType was_dtype_ = at::kBFloat16;
 };
 

@@ -51,7 +51,7 @@ std::optional<torch::Tensor> EmbeddingCache::lookup(const std::string& sha, int6
     }
   } catch (const Error&) {
   }
-  std::cerr << "clipguide: cache entry " << path << " is corrupt; re-encoding the image\n";
+  warn("clipguide: cache entry ", path, " is corrupt; re-encoding the image");
   return std::nullopt;
 }
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "clip/error.h"
@@ -22,7 +23,8 @@ ByteSpan ByteSpan::sub(uint64_t offset, uint64_t length, const std::string& what
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Non-blocking, so that a FIFO or a device given as an input is refused below instead of waiting for a writer.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -59,7 +61,26 @@ void rename_into_place(const std::string& tmp, const std::string& path) {
   }
 }
 
+// Creates `dir` if missing, then creates and removes `probe` in it; `what` names the output in errors.
+void check_writable(const std::string& what, const std::filesystem::path& dir, const std::string& probe) {
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  if (ec) fail(what, ": cannot create the folder ", dir.string(), ": ", ec.message());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail(what, ": cannot write there: ", std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
 }  // namespace
+
+void prepare_output_file(const std::string& path) {
+  check_writable(path, std::filesystem::path(path).parent_path(), temp_beside(path));
+}
+
+void prepare_output_dir(const std::string& dir) {
+  check_writable(dir, dir, temp_beside((std::filesystem::path(dir) / ".clipguide-probe").string()));
+}
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = temp_beside(path);

@@ -34,6 +34,12 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Readies `path` to be written later: creates its folder (and those above) if missing and checks that a file can
+// be created there, so that a long job fails at its start rather than its end. An Error naming the path otherwise.
+void prepare_output_file(const std::string& path);
+// The same for a folder that will receive files.
+void prepare_output_dir(const std::string& dir);
+
 // Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 

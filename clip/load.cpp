@@ -152,7 +152,7 @@ std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::stri
   try {
     config = ClipConfig::from_state_dict(sd);
   } catch (const Error& e) {
-    fail(source, ": ", e.what());
+    fail(source, ": ", SafeText{e.what()});
   } catch (const c10::Error& e) {
     fail(source, ": cannot infer the CLIP architecture: ", e.what_without_backtrace());
   }
@@ -165,6 +165,17 @@ std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::stri
   return model;
 }
 
+std::shared_ptr<ClipModel> replicate(ClipModel& model, const torch::Device& device) {
+  auto copy = std::make_shared<ClipModel>(model.config());
+  const torch::NoGradGuard no_grad;
+  const auto params = model.named_parameters(), buffers = model.named_buffers();
+  for (auto& p : copy->named_parameters()) p.value().copy_(params[p.key()]);
+  for (auto& b : copy->named_buffers()) b.value().copy_(buffers[b.key()]);
+  copy->to(device, model.parameters().front().scalar_type());
+  for (auto& p : copy->parameters()) p.requires_grad_(false);
+  return copy;
+}
+
 LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options) {
   const std::string path = resolve_model_path(path_or_name);
   Checkpoint ckpt = read_checkpoint(path);
@@ -175,6 +186,7 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
   if (has_hf_clip_names(ckpt.tensors)) out.format += " (Hugging Face names)";
   out.model = clip_model_from_tensors(std::move(ckpt.tensors), ckpt.config_json, ckpt.path, options);
   for (const auto& p : out.model->parameters()) out.parameter_count += p.numel();
+  for (const torch::Device& device : options.more_devices) out.replicas.push_back(replicate(*out.model, device));
   out.vocab_path = find_vocab(options.vocab, fs::path(ckpt.path));
   if (!out.vocab_path.empty()) {
     out.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_path(out.vocab_path));

@@ -17,6 +17,8 @@ namespace clipguide {
 struct LoadOptions {
   std::string vocab;                    // a vocabulary file or folder; empty: look next to the model, then ~/.cache/clip
   torch::Device device = torch::kCPU;
+  // Further devices to spread image batches over (stream_image_features), one replica of the model each.
+  std::vector<torch::Device> more_devices;
   torch::ScalarType dtype = torch::kFloat;  // compute dtype; checkpoints in fp16/bf16 are upcast by default
   // Attention heads, for checkpoints whose heads are not width / 64 and that carry no config saying so
   // (OpenAI-named weights cannot tell). 0: from config.json, else width / 64.
@@ -26,6 +28,7 @@ struct LoadOptions {
 
 struct LoadedClip {
   std::shared_ptr<ClipModel> model;
+  std::vector<std::shared_ptr<ClipModel>> replicas;  // the same weights on LoadOptions::more_devices
   std::shared_ptr<const Tokenizer> tokenizer;  // null when no vocabulary was found; see require_tokenizer()
   std::string path;                            // the weights file
   std::string format;                          // as Checkpoint::format, plus " (Hugging Face names)" where so
@@ -52,6 +55,9 @@ std::optional<KnownModel> known_model_by_sha256(const std::string& sha256);
 std::string resolve_model_path(const std::string& path_or_name);
 
 LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options = {});
+
+// The same weights in a second model on `device` (with `model`'s dtype): a replica for spreading batches.
+std::shared_ptr<ClipModel> replicate(ClipModel& model, const torch::Device& device);
 
 // The model half of load_clip, from tensors already read (OpenAI or Hugging Face names): the architecture inferred
 // from names and shapes, completed by a Hugging Face config.json's text (if not empty) and `options`, then the

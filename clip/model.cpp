@@ -7,6 +7,7 @@
 #include <set>
 
 #include "clip/error.h"
+#include "clip/torch_compat.h"
 #include "clip/state_dict.h"
 
 namespace clipguide {
@@ -71,6 +72,17 @@ class MultiheadAttention : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
     const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = D / heads_;
+#if CLIPGUIDE_HAS_SDPA
+    // The fused kernel (flash attention on CPU and CUDA): the same softmax(q k^T / sqrt(Dh) + mask) v.
+    const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)  // [B, L, 3D]
+                                  .view({B, L, 3, heads_, Dh})
+                                  .permute({2, 0, 3, 1, 4});          // -> [3, B, H, L, Dh]
+    const auto attn_mask = mask.defined() ? compat::optional<torch::Tensor>(mask.to(qkv.scalar_type()))
+                                          : compat::optional<torch::Tensor>();
+    const torch::Tensor out = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask)  // [B, H, L, Dh]
+                                  .transpose(1, 2)                                                   // -> [B, L, H, Dh]
+                                  .reshape({B, L, D});
+#else
     const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)                // [B, L, 3D]
                                   .view({B, L, 3, heads_, Dh})
                                   .permute({2, 0, 3, 1, 4})                         // -> [3, B, H, L, Dh]
@@ -85,6 +97,7 @@ class MultiheadAttention : public torch::nn::Module {
                                   .permute({0, 2, 1, 3})             // -> [B, L, H, Dh]
                                   .contiguous()
                                   .view({B, L, D});
+#endif
     return dense(out, out_proj->weight, out_proj->bias);
   }
   torch::Tensor in_proj_weight, in_proj_bias;

@@ -3,8 +3,10 @@
 #include "clip/score.h"
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <future>
+#include <set>
 #include <thread>
 
 #include "clip/embed.h"
@@ -131,53 +133,85 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
   std::vector<std::string> out;
   for (const std::string& input : inputs) {
     std::error_code ec;
-    if (fs::is_directory(input, ec)) {
-      std::vector<std::string> found;
-      for (auto it = fs::recursive_directory_iterator(input, fs::directory_options::skip_permission_denied, ec);
-           it != fs::recursive_directory_iterator(); it.increment(ec)) {
-        if (ec) fail(input, ": cannot list folder: ", ec.message());
-        if (it->is_regular_file(ec) && is_image_file(it->path())) found.push_back(it->path().string());
-      }
-      std::sort(found.begin(), found.end());
-      out.insert(out.end(), found.begin(), found.end());
-    } else {
+    if (!fs::is_directory(input, ec)) {
       out.push_back(input);  // a file given by name is read whatever its extension; decoding says if it is no image
+      continue;
     }
+    // Folders recursively, symlinked folders too (each real folder once, so a link loop ends). An image whose link
+    // is broken is kept: reading it reports it, as --on-error says.
+    std::vector<std::string> found;
+    std::set<fs::path> seen;
+    std::vector<fs::path> pending = {input};
+    while (!pending.empty()) {
+      const fs::path dir = pending.back();
+      pending.pop_back();
+      if (!seen.insert(fs::canonical(dir, ec)).second) continue;
+      for (fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end;
+           it.increment(ec)) {
+        std::error_code kind;
+        if (it->is_directory(kind)) {
+          pending.push_back(it->path());
+        } else if (is_image_file(it->path()) && (it->is_regular_file(kind) || it->is_symlink(kind))) {
+          found.push_back(it->path().string());
+        }
+      }
+      if (ec) fail(dir.string(), ": cannot list folder: ", ec.message());
+    }
+    if (found.empty()) fail(input, ": no PNG or JPEG files in this folder (searched recursively, by extension)");
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
   }
   return out;
 }
+
+namespace {
+
+// Images [B, 3, R, R] through `model` on its device and back as float32 features on the CPU. To CUDA, the batch
+// goes from pinned memory without blocking, so the copy overlaps the previous batch's work on the GPU.
+torch::Tensor encode_on(ClipModel& model, const std::vector<torch::Tensor>& pixels) {
+  const torch::NoGradGuard no_grad;  // thread-local: a replica's worker thread needs its own
+  const torch::Tensor param = model.parameters().front();
+  torch::Tensor batch;
+  if (param.is_cuda()) {
+    const auto& first = pixels.front();
+    batch = torch::empty({static_cast<int64_t>(pixels.size()), first.size(0), first.size(1), first.size(2)},
+                         first.options().pinned_memory(true));
+    torch::stack_out(batch, pixels);
+    batch = batch.to(param.device(), /*non_blocking=*/true);
+  } else {
+    batch = torch::stack(pixels);
+  }
+  return model.encode_image(batch.to(param.scalar_type())).to(torch::kCPU, torch::kFloat);
+}
+
+}  // namespace
 
 void stream_image_features(LoadedClip& clip, const std::vector<std::string>& paths, int64_t batch_size, int workers,
                            bool normalize_features, const std::function<void(const ImageBatch&)>& on_batch,
                            const EmbeddingCache* cache) {
   TORCH_CHECK(batch_size > 0 && workers > 0, "batch size and workers must be positive");
-  torch::NoGradGuard no_grad;
+  const torch::NoGradGuard no_grad;
   const int64_t n_px = clip.model->config().image_resolution, dim = clip.model->config().embed_dim;
-  const auto param = clip.model->parameters().front();
+  std::vector<std::shared_ptr<ClipModel>> models = {clip.model};
+  models.insert(models.end(), clip.replicas.begin(), clip.replicas.end());
   auto launch = [&](size_t begin) {
     const size_t end = std::min(paths.size(), begin + static_cast<size_t>(batch_size));
     return std::async(std::launch::async, [&paths, begin, end, n_px, dim, workers, cache] {
       return decode_range(paths, begin, end, n_px, dim, workers, cache);
     });
   };
-  if (paths.empty()) return;
-  std::future<std::vector<Item>> next = launch(0);
-  for (size_t begin = 0; begin < paths.size(); begin += static_cast<size_t>(batch_size)) {
-    std::vector<Item> items = next.get();
-    if (begin + batch_size < paths.size()) next = launch(begin + batch_size);
-    // Encode the images that were not cached, in one forward pass.
-    std::vector<torch::Tensor> pixels;
-    for (const Item& item : items) {
-      if (item.pixels.defined()) pixels.push_back(item.pixels);
-    }
-    torch::Tensor encoded;
-    if (!pixels.empty()) {
-      encoded = clip.model->encode_image(torch::stack(pixels).to(param.device(), param.scalar_type())).to(torch::kCPU, torch::kFloat);
-    }
+  // A batch on its way: decoded items, and the features of those that were not cached (being encoded).
+  struct InFlight {
+    std::vector<Item> items;
+    std::future<torch::Tensor> encoded;
+  };
+  // Finishes the oldest batch in flight: features in input order (cached or encoded), errors, then on_batch.
+  auto finish = [&](InFlight& f) {
+    const torch::Tensor encoded = f.encoded.valid() ? f.encoded.get() : torch::Tensor();
     ImageBatch batch;
     std::vector<torch::Tensor> rows;
     int64_t next_encoded = 0;
-    for (const Item& item : items) {
+    for (const Item& item : f.items) {
       if (!item.error.empty()) {
         batch.errors.emplace_back(item.path, item.error);
         continue;
@@ -190,7 +224,32 @@ void stream_image_features(LoadedClip& clip, const std::vector<std::string>& pat
     batch.features = rows.empty() ? torch::empty({0, dim}) : torch::stack(rows);
     if (normalize_features) batch.features = normalize(batch.features);
     on_batch(batch);
+  };
+  if (paths.empty()) return;
+  // Batch k runs on model k mod D. With one model it is encoded here while batch k + 1 decodes; with several, each
+  // on a thread of its own, up to D batches at once, and finished in input order.
+  std::deque<InFlight> in_flight;
+  std::future<std::vector<Item>> next = launch(0);
+  size_t k = 0;
+  for (size_t begin = 0; begin < paths.size(); begin += static_cast<size_t>(batch_size), ++k) {
+    InFlight f{next.get(), {}};
+    if (begin + batch_size < paths.size()) next = launch(begin + batch_size);
+    std::vector<torch::Tensor> pixels;
+    for (const Item& item : f.items) {
+      if (item.pixels.defined()) pixels.push_back(item.pixels);
+    }
+    if (!pixels.empty()) {
+      std::shared_ptr<ClipModel> model = models[k % models.size()];
+      const auto policy = models.size() > 1 ? std::launch::async : std::launch::deferred;
+      f.encoded = std::async(policy, [model, pixels = std::move(pixels)] { return encode_on(*model, pixels); });
+    }
+    in_flight.push_back(std::move(f));
+    if (in_flight.size() >= models.size()) {
+      finish(in_flight.front());
+      in_flight.pop_front();
+    }
   }
+  for (; !in_flight.empty(); in_flight.pop_front()) finish(in_flight.front());
 }
 
 }  // namespace clipguide

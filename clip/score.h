@@ -29,7 +29,8 @@ torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text
 torch::Tensor embed_prompts(LoadedClip& clip, const std::vector<std::string>& prompts,
                             const std::vector<std::string>& templates, bool truncate);
 
-// Image files under the given files and folders (folders recursively, PNG/JPEG by extension, sorted).
+// Image files under the given files and folders: a file as given, a folder's PNG/JPEG files by extension,
+// recursively and through symlinked folders, sorted. A folder with none is an Error naming it.
 std::vector<std::string> collect_image_files(const std::vector<std::string>& inputs);
 
 struct ImageBatch {

@@ -99,12 +99,12 @@ void load_strict(torch::nn::Module& module, const TensorMap& sd, const StrictLoa
     for (auto& p : module.parameters()) p.requires_grad_(false);
     return;
   }
-  auto list = [](const char* what, const std::vector<std::string>& names) -> std::string {
-    if (names.empty()) return "";
+  auto list = [](const char* what, const std::vector<std::string>& names) -> SafeText {
+    if (names.empty()) return {};
     std::string s = cat("; ", names.size(), " ", what, ": ");
-    for (size_t i = 0; i < names.size() && i < 8; ++i) s += cat(i ? ", " : "", names[i]);
+    for (size_t i = 0; i < names.size() && i < 8; ++i) s += message(i ? ", " : "", names[i]);
     if (names.size() > 8) s += cat(", ... (+", names.size() - 8, " more)");
-    return s;
+    return {s};
   };
   fail(how.source, ": weights do not fit ", how.what, list("missing", missing), list("mis-shaped", mismatched),
        list("unexpected", unexpected));

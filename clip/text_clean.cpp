@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "clip/error.h"
 
@@ -367,5 +369,90 @@ std::u32string clip_clean_text(const std::string& utf8, const std::string& what)
   }
   return python_lower(strip(collapsed));
 }
+
+namespace {
+
+// One code point (or one invalid byte) as it is printed, with the size it counts for.
+struct Piece {
+  std::string text;
+  size_t size;
+};
+
+// The pieces joined; if they add up to more than `limit`, the start and the end with "…" (counted as
+// `ellipsis_size`) between them, about half from each end.
+std::string join_cut_middle(const std::vector<Piece>& pieces, size_t limit, size_t ellipsis_size) {
+  size_t total = 0;
+  for (const Piece& piece : pieces) total += piece.size;
+  std::string out;
+  if (total <= limit) {
+    for (const Piece& piece : pieces) out += piece.text;
+    return out;
+  }
+  if (limit < ellipsis_size) return out;
+  const size_t budget = limit - ellipsis_size;
+  size_t head = 0, head_size = 0;
+  while (head < pieces.size() && head_size + pieces[head].size <= budget / 2) head_size += pieces[head++].size;
+  size_t tail = pieces.size(), tail_size = 0;
+  while (tail > head && head_size + tail_size + pieces[tail - 1].size <= budget) tail_size += pieces[--tail].size;
+  for (size_t i = 0; i < head; ++i) out += pieces[i].text;
+  out += "\u2026";
+  for (size_t i = tail; i < pieces.size(); ++i) out += pieces[i].text;
+  return out;
+}
+
+// Calls f(bytes, code point) for each code point of `text`, with code point -1 for each byte of invalid UTF-8.
+template <typename F>
+void for_each_code_point(std::string_view text, F f) {
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+  const auto n = static_cast<utf8proc_ssize_t>(text.size());
+  for (utf8proc_ssize_t pos = 0; pos < n;) {
+    utf8proc_int32_t cp = 0;
+    utf8proc_ssize_t len = utf8proc_iterate(p + pos, n - pos, &cp);
+    if (len < 0) cp = -1, len = 1;
+    f(text.substr(static_cast<size_t>(pos), static_cast<size_t>(len)), cp);
+    pos += len;
+  }
+}
+
+// Code points a terminal or a line-based reader acts on instead of showing: C0 controls, DEL, C1 controls, the
+// line and paragraph separators, and the bidirectional embeddings, overrides and isolates (they reorder what
+// follows them on the line).
+bool acts_on_terminal(int32_t c) {
+  return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029 || (c >= 0x202A && c <= 0x202E) ||
+         (c >= 0x2066 && c <= 0x2069);
+}
+
+std::vector<Piece> width_pieces(std::string_view utf8) {
+  std::vector<Piece> pieces;
+  for_each_code_point(utf8, [&](std::string_view bytes, int32_t cp) {
+    pieces.push_back({std::string(bytes), cp < 0 ? 1 : static_cast<size_t>(std::max(0, utf8proc_charwidth(cp)))});
+  });
+  return pieces;
+}
+
+}  // namespace
+
+std::string quote_untrusted(std::string_view text, size_t max_bytes) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::vector<Piece> pieces;
+  for_each_code_point(text, [&](std::string_view bytes, int32_t cp) {
+    Piece piece{std::string(bytes), 0};
+    if (cp < 0 || acts_on_terminal(cp)) {
+      piece.text.clear();
+      for (unsigned char b : bytes) piece.text += {'\\', 'x', kHex[b >> 4], kHex[b & 15]};
+    }
+    piece.size = piece.text.size();
+    pieces.push_back(std::move(piece));
+  });
+  return join_cut_middle(pieces, max_bytes, std::string("\u2026").size());
+}
+
+size_t display_width(std::string_view utf8) {
+  size_t width = 0;
+  for (const Piece& piece : width_pieces(utf8)) width += piece.size;
+  return width;
+}
+
+std::string fit_width_middle(std::string_view utf8, size_t width) { return join_cut_middle(width_pieces(utf8), width, 1); }
 
 }  // namespace clipguide

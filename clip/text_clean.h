@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace clipguide {
 
@@ -23,6 +24,12 @@ bool is_space(char32_t c);
 // Unicode general category L* and N*.
 bool is_letter(char32_t c);
 bool is_number(char32_t c);
+
+// The columns a terminal gives valid UTF-8 text: two for East Asian wide characters and most emoji, none for
+// combining marks, one otherwise.
+size_t display_width(std::string_view utf8);
+// Valid UTF-8 text cut in the middle with "…" to at most `width` columns (unchanged if it fits).
+std::string fit_width_middle(std::string_view utf8, size_t width);
 
 // ftfy + unescape twice + strip + whitespace collapse + lower-case: what the BPE sees.
 std::u32string clip_clean_text(const std::string& utf8, const std::string& what);

@@ -286,7 +286,7 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
   torch::Tensor out = torch::zeros({static_cast<int64_t>(texts.size()), context_length}, torch::kLong);
   auto acc = out.accessor<int64_t, 2>();
   for (size_t n = 0; n < texts.size(); ++n) {
-    const std::string what = cat("text \"", texts[n].size() > 40 ? texts[n].substr(0, 40) + "..." : texts[n], "\"");
+    const std::string what = cat("text \"", quote_untrusted(texts[n], 48), "\"");
     const size_t limit = static_cast<size_t>(context_length) + (truncate ? 0 : kCountBeyondContext);
     std::vector<int64_t> ids = encode(texts[n], what, limit);
     const bool counted_all = ids.size() < limit;

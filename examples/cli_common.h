@@ -6,13 +6,13 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <cxxopts.hpp>
 #include <iostream>
 #include <stdexcept>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "cli_options.h"
 #include "clip/device.h"
 #include "clip/error.h"
 #include "clip/file_io.h"
@@ -118,8 +118,8 @@ inline bool parse_or_help(cxxopts::Options& opts, int argc, char** argv) {
 // no CLIP was given with `flag`.
 inline std::string bundled_clip_noted(const char* command, const char* flag) {
   const std::string clip = cg::toyworld::bundled_clip();
-  std::cerr << "clipguide " << command << ": no " << flag << " given; using the bundled toy CLIP (" << clip
-            << "), which knows only coloured shapes; pass " << flag << " for a real CLIP (see README: Models)\n";
+  cg::warn("clipguide ", command, ": no ", flag, " given; using the bundled toy CLIP (", clip,
+           "), which knows only coloured shapes; pass ", flag, " for a real CLIP (see README: Models)");
   return clip;
 }
 
@@ -128,6 +128,8 @@ struct ModelArgs {
   std::string model, vocab, device = "cpu", precision = "fp32";
   int64_t text_heads = 0, vision_heads = 0;
   int threads = 0;
+
+  bool several_devices = false;  // score, rerank and embed spread batches over a list of devices
 
   void add_to(cxxopts::Options& opts, bool with_device, bool with_model = true) {
     if (with_model) {
@@ -143,7 +145,10 @@ struct ModelArgs {
         ("vision-heads", "vision attention heads, likewise", cxxopts::value(vision_heads));
     if (with_device) {
       opts.add_options()
-          ("device", "cpu, cuda, cuda:N or auto", cxxopts::value(device)->default_value("cpu"))
+          ("device", several_devices ? "cpu, cuda, cuda:N or auto; or a list, cuda:0,cuda:1,...: batches spread over the "
+                                       "devices, one model replica each"
+                                     : "cpu, cuda, cuda:N or auto",
+           cxxopts::value(device)->default_value("cpu"))
           ("precision", "fp32, or bf16 (the CPU's bf16 matmul; LayerNorm stays fp32), or fp16 on CUDA",
            cxxopts::value(precision)->default_value("fp32"))
           ("threads", "CPU threads for the model (default: OMP_NUM_THREADS, else every CPU)", cxxopts::value(threads));
@@ -159,7 +164,10 @@ struct ModelArgs {
     cg::set_cpu_threads(threads);  // 0: OMP_NUM_THREADS, else every CPU
     cg::LoadOptions load;
     load.vocab = vocab;
-    load.device = cg::parse_device(device);
+    const std::vector<torch::Device> devices = cg::parse_devices(device);
+    if (devices.size() > 1 && !several_devices) cg::fail("--device ", device, ": this command runs on one device");
+    load.device = devices.front();
+    load.more_devices.assign(devices.begin() + 1, devices.end());
     if (precision == "fp32") {
       load.dtype = torch::kFloat;
     } else if (precision == "bf16") {

@@ -32,7 +32,7 @@ struct GenerateParams {
   std::vector<std::string> clip_models;
   std::string prompt;
   int64_t prompt_every = 0;
-  bool prompt_blend = false, truncate = false, overview = false;
+  bool prompt_blend = false, truncate = false, overview = false, cuda_graph = false;
   std::vector<std::string> image_prompts;
   std::vector<std::string> init_images;
   std::string init_loss = "auto", size;
@@ -98,7 +98,9 @@ void add_options(cxxopts::Options& opts, GenerateParams& p) {
       ("tv-weight", "total variation regulariser", cxxopts::value(p.tv_weight)->default_value("0"))
       ("range-weight", "penalty on values outside [0, 1]", cxxopts::value(p.range_weight)->default_value("0"))
       ("saturation-weight", "colourfulness penalty (negative: more colour)", cxxopts::value(p.saturation_weight)->default_value("0"))
-      ("grad-clamp", "scale gradients down to this RMS (0: off)", cxxopts::value(p.grad_clamp)->default_value("0"));
+      ("grad-clamp", "scale gradients down to this RMS (0: off)", cxxopts::value(p.grad_clamp)->default_value("0"))
+      ("cuda-graph", "run each step's CLIP work (cutouts to loss to gradient) as one captured CUDA graph: --device "
+                     "cuda, a build with CUDA", cxxopts::value(p.cuda_graph));
   opts.add_options("diffusion")
       ("diffusion-checkpoint", "guided-diffusion UNet weights (.pt state dict or .safetensors)", cxxopts::value(p.diffusion_checkpoint))
       ("diffusion-flags", "JSON with model_flags/diffusion_flags (default: 256x256_diffusion_uncond's)", cxxopts::value(p.diffusion_flags))
@@ -285,8 +287,8 @@ void GenerateJob::load_models() {
     const int64_t f = vqgan_->config().factor();
     const Size rounded{std::max(f, size_.width / f * f), std::max(f, size_.height / f * f)};
     if (rounded.width != size_.width || rounded.height != size_.height) {
-      std::cerr << "clipguide generate: size " << size_.width << "x" << size_.height << " rounded to " << rounded.width << "x"
-                << rounded.height << " (multiples of the VQGAN's factor " << f << ")\n";
+      cg::warn("clipguide generate: size ", size_.width, "x", size_.height, " rounded to ", rounded.width, "x",
+               rounded.height, " (multiples of the VQGAN's factor ", f, ")");
     }
     size_ = rounded;
   }
@@ -324,6 +326,7 @@ void GenerateJob::load_models() {
   options.range_weight = p_.range_weight;
   options.saturation_weight = p_.saturation_weight;
   options.truncate = p_.truncate;
+  options.cuda_graph = p_.cuda_graph;
   const bool pixel_init = init_ && (p_.init_loss == "pixel" || (p_.init_loss == "auto" && p_.generator == "pixels"));
   if (pixel_init) options.init_weight = p_.init_weight;
   guide_ = std::make_shared<cg::ClipGuide>(std::move(models), std::move(schedule), std::move(image_prompts), options);
@@ -339,8 +342,8 @@ void GenerateJob::load_models() {
       }
     }
     init_ = starts[chosen];
-    std::cerr << "clipguide generate: starting from " << p_.init_images[chosen] << " (CLIP score " << best << ", the best of "
-              << starts.size() << " init images)\n";
+    cg::warn("clipguide generate: starting from ", p_.init_images[chosen], " (CLIP score ", best, ", the best of ",
+             starts.size(), " init images)");
   }
   if (pixel_init) guide_->set_init_image(*init_);
 }
@@ -355,6 +358,8 @@ std::unique_ptr<cg::Run> GenerateJob::make_run(Candidate& c) {
     options.height = size_.height;
     options.class_label = p_.class_label;
     options.cond_scale = p_.cond_scale;
+    // On CUDA, --precision fp16/bf16 runs the UNet under autocast too (on the CPU only CLIP changes precision).
+    if (device_.is_cuda() && p_.model.precision != "fp32") options.unet_dtype = p_.model.load_options().dtype;
     options.guidance.clip_guidance_scale = p_.clip_guidance_scale;
     options.guidance.tv_scale = p_.tv_scale;
     options.guidance.range_scale = p_.range_scale;
@@ -443,8 +448,9 @@ void GenerateJob::save_and_stop(size_t index) {
   meta["resume"] = {{"state", fs::path(state_path).filename().string()}, {"steps", steps},
                     {"kept", kept_.empty() ? json(nullptr) : json(kept_)}};
   write_image(p_.output, candidates_[index].run->image(), meta);
-  std::cerr << "\nclipguide generate: stopped at step " << candidates_[index].run->steps_done() << "; saved " << p_.output
-            << " and its state; continue with: clipguide generate --resume " << stem(p_.output) << ".json\n";
+  std::cerr << "\n";
+  cg::warn("clipguide generate: stopped at step ", candidates_[index].run->steps_done(), "; saved ", p_.output,
+           " and its state; continue with: clipguide generate --resume ", stem(p_.output), ".json");
   throw Interrupted();
 }
 
@@ -461,7 +467,6 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
       }
     }
   }
-  if (!p_.frames.empty()) fs::create_directories(p_.frames);
   if (p_.steps == 0) {
     // The generator's reconstruction of the init image, e.g. VQGAN decode(quantize(encode(x))).
     candidates_.push_back({static_cast<uint64_t>(p_.seed), make_generator(static_cast<uint64_t>(p_.seed)), nullptr, 0});
@@ -498,6 +503,9 @@ int GenerateJob::run(const json* resume_meta, const json* recorded_models) {
       }
     }
   }
+  // Ctrl-C from here on saves the run and its state (steps done so far); before, while loading, it just stops: there
+  // is nothing to save yet.
+  InterruptScope interrupt;
   std::unique_ptr<cg::LineLog> log;
   if (!p_.log.empty()) log = std::make_unique<cg::LineLog>(p_.log);
   // A sampler's early images are noise: diffusion candidates are ranked when finished (best-of-N).
@@ -550,7 +558,7 @@ void use_bundled_models(GenerateParams& p, std::vector<std::string>& args, const
     }
   };
   auto noted = [](const std::string& what, const std::string& flag, const std::string& path) {
-    std::cerr << "clipguide generate: no " << flag << " given; using the bundled toy " << what << " (" << path << ")\n";
+    cg::warn("clipguide generate: no ", flag, " given; using the bundled toy ", what, " (", path, ")");
     return path;
   };
   const bool default_clip = p.steps > 0 && p.clip_models.empty();
@@ -618,7 +626,10 @@ int run_generate(int argc, char** argv) {
     args.push_back(cg::cat("--seed=", p.seed));
   }
   p.validate();
-  InterruptScope interrupt;
+  // Outputs are checked (and their folders made) before anything is loaded, so a run cannot fail at its end.
+  cg::prepare_output_file(p.output);
+  if (!p.log.empty()) cg::prepare_output_file(p.log);
+  if (!p.frames.empty()) cg::prepare_output_dir(p.frames);
   GenerateJob job(p, args);
   return job.run(resume, replaying ? &meta["models"] : nullptr);
 }

@@ -143,46 +143,64 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
-// Writes rows in the chosen format as they finish (json: one document at the end).
+// Writes rows in the chosen format as they finish (json: one document at the end). A table is aligned: its
+// columns are as wide as the widest cell of the first batch (or a reserve()d value), numbers right-aligned with
+// fixed decimals, text left-aligned; a later cell too wide for its column is cut in the middle with "…". The last
+// column is never padded or cut.
 class RowWriter {
  public:
   RowWriter(std::string format, json header) : format_(std::move(format)), header_(std::move(header)) {}
 
   void begin(const std::vector<std::string>& columns) {
     columns_ = columns;
+    widths_.assign(columns_.size(), 0);
+    numeric_.assign(columns_.size(), false);
     if (format_ == "table") {
-      std::cout << "# metric: " << header_.value("metric", "") << " = " << header_.value("definition", "") << "\n";
-      for (const auto& c : columns_) std::cout << (c == "score" ? "     score" : c) << "  ";
-      std::cout << "\n";
+      std::cout << "# metric: " << cell_text(header_.value("metric", "")) << " = "
+                << cell_text(header_.value("definition", "")) << "\n";
     } else if (format_ == "csv") {
       for (size_t i = 0; i < columns_.size(); ++i) std::cout << (i ? "," : "") << columns_[i];
       std::cout << "\n";
     }
   }
+  // Widens a table column to hold `example` (the largest value it will get, known before the first row).
+  void reserve(const std::string& column, const json& example) {
+    const size_t i = std::find(columns_.begin(), columns_.end(), column) - columns_.begin();
+    if (i < columns_.size()) widths_[i] = std::max(widths_[i], cg::display_width(cell(example)));
+  }
   void row(const json& r) {
     if (format_ == "json") {
       rows_.push_back(r);
-      return;
-    }
-    if (format_ == "jsonl") {
-      std::cout << r.dump() << "\n";
+    } else if (format_ == "jsonl") {
+      std::cout << r.dump() << "\n" << std::flush;
+    } else if (format_ == "csv") {
+      for (size_t i = 0; i < columns_.size(); ++i) std::cout << (i ? "," : "") << csv_field(raw_text(field(r, i)));
+      std::cout << "\n" << std::flush;
+    } else if (sized_) {
+      print_table_row(r);
     } else {
-      for (size_t i = 0; i < columns_.size(); ++i) {
-        const json& v = r.contains(columns_[i]) ? r[columns_[i]] : json();
-        std::string text = v.is_string() ? v.get<std::string>() : v.dump();
-        if (format_ == "csv") {
-          std::cout << (i ? "," : "") << csv_field(text);
-        } else {
-          char buf[32];
-          if (v.is_number_float()) std::snprintf(buf, sizeof buf, "%10.4f", v.get<double>()), text = buf;
-          std::cout << text << "  ";
-        }
-      }
-      std::cout << "\n";
+      pending_.push_back(r);
     }
-    std::cout << std::flush;
+  }
+  // A batch is done: the first one sizes the table's columns.
+  void end_batch() {
+    if (format_ != "table" || sized_) return;
+    sized_ = true;
+    for (size_t i = 0; i < columns_.size(); ++i) {
+      widths_[i] = std::max(widths_[i], cg::display_width(columns_[i]));
+      for (const json& r : pending_) {
+        numeric_[i] = numeric_[i] || field(r, i).is_number();
+        widths_[i] = std::max(widths_[i], cg::display_width(cell(field(r, i))));
+      }
+      if (!numeric_[i]) widths_[i] = std::min(widths_[i], std::max(kMaxTextColumn, cg::display_width(columns_[i])));
+    }
+    std::vector<std::string> header(columns_.begin(), columns_.end());
+    print_cells(header);
+    for (const json& r : pending_) print_table_row(r);
+    pending_.clear();
   }
   void end(const json& summary) {
+    end_batch();
     if (format_ == "json") {
       json doc = header_;
       doc["rows"] = rows_;
@@ -196,9 +214,47 @@ class RowWriter {
   }
 
  private:
+  static constexpr size_t kMaxTextColumn = 60;  // columns; a longer path is cut in the middle
+
+  const json& field(const json& r, size_t i) const {
+    static const json missing;
+    return r.contains(columns_[i]) ? r[columns_[i]] : missing;
+  }
+  static std::string raw_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+  // Text for a terminal: control characters and invalid UTF-8 escaped (no length cut: the table cuts).
+  static std::string cell_text(const std::string& s) { return cg::quote_untrusted(s, std::string::npos); }
+  static std::string cell(const json& v) {
+    if (v.is_number_float()) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.4f", v.get<double>());
+      return buf;
+    }
+    return v.is_null() ? "" : cell_text(raw_text(v));
+  }
+  void print_table_row(const json& r) {
+    std::vector<std::string> cells;
+    for (size_t i = 0; i < columns_.size(); ++i) cells.push_back(cell(field(r, i)));
+    print_cells(cells);
+  }
+  void print_cells(std::vector<std::string>& cells) {
+    std::string line;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      const bool last = i + 1 == cells.size();
+      if (!last) cells[i] = cg::fit_width_middle(cells[i], widths_[i]);
+      const std::string pad(last ? 0 : widths_[i] - std::min(widths_[i], cg::display_width(cells[i])), ' ');
+      if (i) line += "  ";
+      line += numeric_[i] ? pad + cells[i] : (last ? cells[i] : cells[i] + pad);
+    }
+    std::cout << line << "\n" << std::flush;
+  }
+
   std::string format_;
   json header_;
   std::vector<std::string> columns_;
+  std::vector<size_t> widths_;
+  std::vector<bool> numeric_;
+  bool sized_ = false;
+  std::vector<json> pending_;  // a table's first batch, until its widths are known
   std::vector<json> rows_;
 };
 
@@ -211,7 +267,7 @@ void after_batch(const cg::ImageBatch& batch, Progress& progress) {
 void report_errors(const cg::ImageBatch& batch, bool skip) {
   for (const auto& [path, message] : batch.errors) {
     if (!skip) throw cg::Error(message);
-    std::cerr << "clipguide: skipped " << path << ": " << message << "\n";
+    cg::warn("clipguide: skipped ", path, ": ", message);
   }
 }
 
@@ -224,6 +280,7 @@ int run_score(int argc, char** argv) {
   bool stats = false;
   cxxopts::Options opts("clipguide score", "Score every image against every prompt, or each image against its own "
                                            "prompt with --pairs.");
+  model.several_devices = true;
   model.add_to(opts, true);
   in.add_to(opts);
   opts.add_options()
@@ -262,6 +319,7 @@ int run_score(int argc, char** argv) {
   const std::optional<cg::EmbeddingCache> cache = in.open_cache(clip, model);
   RowWriter out(in.format, {{"model", clip.path}, {"metric", cg::metric_name(metric)}, {"definition", cg::metric_definition(metric)}});
   out.begin({"score", "image", "prompt", "metric"});
+  out.reserve("score", metric == cg::Metric::Logit ? -logit_scale : -1.0);  // the widest a score can print
   InterruptScope interrupt;
   Progress progress(images.size(), "images");
   const auto started = std::chrono::steady_clock::now();
@@ -290,6 +348,7 @@ int run_score(int argc, char** argv) {
       out.row({{"image", image}, {"prompt", prompt}, {"score", scores[b][p].item<double>()}, {"metric", cg::metric_name(metric)}});
     }
     streamed += batch.paths.size();
+    out.end_batch();
     after_batch(batch, progress);
   }, cache ? &*cache : nullptr);
   if (stats) {
@@ -317,6 +376,7 @@ int run_rerank(int argc, char** argv) {
   int64_t top = 0;
   cxxopts::Options opts("clipguide rerank", "Rank images best first by how well they fit the prompt(s): score = mean "
                                             "cos over the prompts - mean cos over the negative prompts.");
+  model.several_devices = true;
   model.add_to(opts, true);
   in.add_to(opts);
   opts.add_options()
@@ -354,11 +414,12 @@ int run_rerank(int argc, char** argv) {
     groups.push_back({"", cg::collect_image_files(in.inputs)});
     if (groups[0].images.empty()) cg::fail("rerank: no images given");
   }
+  const std::string target = copy_to.empty() ? link_to : copy_to;
+  if (!target.empty()) cg::prepare_output_dir(target);
+  if (!html.empty()) cg::prepare_output_file(html);
   cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
   const torch::Tensor neg = negatives.empty() ? torch::Tensor() : cg::embed_prompts(clip, negatives, in.templates, in.truncate);
   const std::optional<cg::EmbeddingCache> cache = in.open_cache(clip, model);
-  const std::string target = copy_to.empty() ? link_to : copy_to;
-  if (!target.empty()) fs::create_directories(target);
   const char* const definition = "mean cos(image, prompt) - mean cos(image, negative prompt)";
   RowWriter out(in.format, {{"model", clip.path}, {"metric", "cosine"}, {"definition", definition}});
   std::vector<cg::ReportEntry> report;
@@ -368,6 +429,11 @@ int run_rerank(int argc, char** argv) {
   Progress progress(total_images, "images");
   out.begin(group_by.empty() ? std::vector<std::string>{"rank", "score", "image"}
                              : std::vector<std::string>{"group", "rank", "score", "image", "prompt"});
+  size_t largest_group = 0;
+  for (const Group& g : groups) largest_group = std::max(largest_group, g.images.size());
+  out.reserve("group", groups.size());
+  out.reserve("rank", top > 0 ? std::min<size_t>(largest_group, static_cast<size_t>(top)) : largest_group);
+  out.reserve("score", -2.0);  // mean cos minus mean cos
   const auto best_first = [](const std::pair<double, std::string>& a, const std::pair<double, std::string>& b) {
     return a.first > b.first;
   };
@@ -415,6 +481,7 @@ int run_rerank(int argc, char** argv) {
       out.row(row);
       report.push_back({static_cast<int64_t>(r + 1), ranked[r].second, ranked[r].first, groups[g].prompt});
     }
+    out.end_batch();
   }
   out.end(json());
   if (!html.empty()) {

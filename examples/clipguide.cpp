@@ -78,6 +78,7 @@ struct EmbedParams {
 int run_embed(int argc, char** argv) {
   EmbedParams p;
   cxxopts::Options opts("clipguide embed", "Embed images and texts with a CLIP model.");
+  p.model.several_devices = true;
   p.model.add_to(opts, true);
   opts.add_options()
       ("image", "an image file (PNG or JPEG); repeatable", cxxopts::value(p.images))
@@ -90,6 +91,7 @@ int run_embed(int argc, char** argv) {
       ("batch-size", "inputs per forward pass", cxxopts::value(p.options.batch_size)->default_value("32"));
   if (!parse_or_help(opts, argc, argv)) return 0;
   p.validate();
+  if (!p.out.empty() && p.out != "-") cg::prepare_output_file(p.out);
   p.model.default_to_bundled("embed");
   cg::LoadedClip clip = cg::load_clip(p.model.model, p.model.load_options());
   if (!p.texts.empty()) clip.require_tokenizer();
@@ -223,12 +225,6 @@ int run_info(int argc, char** argv) {
   return 0;
 }
 
-// The first line of an exception's message: errors are one line.
-std::string one_line(std::string s) {
-  const size_t nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -244,18 +240,16 @@ int main(int argc, char** argv) {
     if (command == "embed") return run_embed(argc - 1, argv + 1);
     if (command == "tokenize") return run_tokenize(argc - 1, argv + 1);
     if (command == "info") return run_info(argc - 1, argv + 1);
-    std::cerr << "clipguide: unknown command '" << command << "'; choose score, rerank, generate, embed, tokenize or info\n";
+    cg::warn("clipguide: unknown command '", command, "'; choose score, rerank, generate, embed, tokenize or info");
     return 2;
   } catch (const Interrupted&) {
-    std::cerr << "clipguide " << command << ": interrupted; everything finished before the signal was written\n";
+    cg::warn("clipguide ", command, ": interrupted; everything finished before the signal was written");
     return 130;
   } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << "clipguide " << command << ": " << e.what() << " (see --help)\n";
+    cg::warn("clipguide ", command, ": ", cg::error_line(e), " (see --help)");
     return 2;
-  } catch (const c10::Error& e) {
-    std::cerr << "clipguide " << command << ": error: " << one_line(e.what_without_backtrace()) << "\n";
   } catch (const std::exception& e) {
-    std::cerr << "clipguide " << command << ": error: " << one_line(e.what()) << "\n";
+    cg::warn("clipguide ", command, ": error: ", cg::error_line(e));
   }
   return 1;
 }

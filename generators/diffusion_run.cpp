@@ -3,6 +3,7 @@
 #include <cmath>
 #include <map>
 
+#include "clip/device.h"
 #include "clip/error.h"
 
 namespace clipguide {
@@ -121,6 +122,12 @@ DiffusionRun::DiffusionRun(std::shared_ptr<UNetModel> unet, DiffusionSchedule sc
   const torch::Device device = unet_->parameters().front().device();
   torch::Tensor labels = c.num_classes > 0 ? torch::tensor({options_.class_label}, torch::kLong) : torch::Tensor();
   ModelFn model = unet_model_fn(unet_, schedule_, labels, std::move(condition), options_.cond_scale);
+  if (options_.unet_dtype != torch::kFloat) {
+    model = [model, dtype = options_.unet_dtype](const torch::Tensor& x, const torch::Tensor& t) {
+      const Autocast mixed(x.device(), dtype);
+      return model(x, t).to(torch::kFloat);  // the sampler's arithmetic stays fp32
+    };
+  }
   torch::Tensor init_pm = init ? (init->to(device, torch::kFloat) * 2 - 1) : torch::Tensor();  // [0, 1] -> [-1, 1]
   const Denoiser inner = guide ? clip_guided_denoiser(schedule_, model, std::move(guide), options_.guidance, cut_rng_, init_pm, &last_, &steps_done_)
                                : plain_denoiser(schedule_, model);

@@ -48,6 +48,8 @@ struct DiffusionRunOptions {
   int64_t width = 0, height = 0;
   int64_t class_label = -1;         // class-conditional checkpoints
   double cond_scale = 3;            // classifier-free guidance of CLIP-conditioned checkpoints (1: none)
+  // The UNet's compute dtype: float32, or fp16/bf16 under autocast on its device (weights stay fp32).
+  torch::ScalarType unet_dtype = torch::kFloat;
   DiffusionGuideOptions guidance;
 };
 

@@ -8,6 +8,7 @@
 
 #include "clip/checkpoint.h"
 #include "clip/error.h"
+#include "clip/torch_compat.h"
 #include "clip/file_io.h"
 #include "clip/state_dict.h"
 
@@ -113,7 +114,6 @@ class AttentionBlock : public Layer {
     const int64_t B = x_in.size(0), C = x_in.size(1), T = x_in.size(2) * x_in.size(3), Ch = C / heads_;
     const torch::Tensor x = x_in.reshape({B, C, T});                                 // [B, C, H, W] -> [B, C, T]
     const torch::Tensor qkv_out = qkv(norm(x));                                      // [B, 3C, T]
-    const double scale = 1.0 / std::sqrt(std::sqrt(static_cast<double>(Ch)));
     torch::Tensor q, k, v;
     if (new_order_) {  // QKVAttention: q, k, v each [B, H*Ch, T]
       auto parts = qkv_out.chunk(3, 1);
@@ -124,9 +124,17 @@ class AttentionBlock : public Layer {
       auto parts = qkv_out.reshape({B * heads_, 3 * Ch, T}).split(Ch, 1);
       q = parts[0], k = parts[1], v = parts[2];
     }
+#if CLIPGUIDE_HAS_SDPA
+    // The fused kernel: softmax(q^T k / sqrt(Ch)) over the keys, as the two scalings by Ch^-1/4 below.
+    const torch::Tensor a = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+                                .transpose(1, 2)  // [BH, T, Ch] -> [BH, Ch, T]
+                                .reshape({B, C, T});
+#else
+    const double scale = 1.0 / std::sqrt(std::sqrt(static_cast<double>(Ch)));
     torch::Tensor w = torch::bmm((q * scale).transpose(1, 2), k * scale);  // [BH, T(q), T(k)]
     w = torch::softmax(w.to(torch::kFloat), -1).to(w.scalar_type());
     const torch::Tensor a = torch::bmm(v, w.transpose(1, 2)).reshape({B, C, T});  // [BH, Ch, T] -> [B, C, T]
+#endif
     return (x + proj_out(a)).reshape(x_in.sizes());
   }
   torch::nn::GroupNorm norm{nullptr};

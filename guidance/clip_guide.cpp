@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "clip/device.h"
 #include "clip/error.h"
 #include "clip/image.h"
 #include "clip/score.h"
@@ -17,10 +18,10 @@ torch::Tensor replace_grad(const torch::Tensor& forward, const torch::Tensor& ba
   return backward + (forward - backward).detach();
 }
 
-// [N, E] against [E], both normalized -> [N].
+// Features [N, E] against targets [T, E], all normalized -> distances [T, N].
 torch::Tensor distance(const torch::Tensor& f, const torch::Tensor& e, GuideLoss kind) {
-  if (kind == GuideLoss::Cosine) return 1 - (f * e).sum(-1);
-  return (f - e).norm(2, -1).div(2).arcsin().pow(2).mul(2);  // spherical: 2 arcsin(|a - b| / 2)^2
+  if (kind == GuideLoss::Cosine) return 1 - torch::matmul(e, f.t());
+  return (f.unsqueeze(0) - e.unsqueeze(1)).norm(2, -1).div(2).arcsin().pow(2).mul(2);  // 2 arcsin(|a - b| / 2)^2
 }
 
 // Hasler & Susstrunk (2003) colourfulness over all pixels.
@@ -52,6 +53,7 @@ const char* guide_loss_name(GuideLoss loss) { return loss == GuideLoss::Cosine ?
 
 void ClipGuideOptions::validate() const {
   cutouts.validate();
+  if (cuda_graph && !built_with_cuda()) fail("--cuda-graph needs a build with CUDA (scripts/setup --torch pip)");
   for (double w : {tv_weight, range_weight, saturation_weight, init_weight}) {
     if (!std::isfinite(w)) fail("regulariser weights must be finite numbers");
   }
@@ -81,6 +83,9 @@ ClipGuide::ClipGuide(std::vector<GuideModel> models, PromptSchedule text, std::v
   for (const auto& m : models_) {
     if (!std::isfinite(m.weight)) fail(m.name, ": model weight must be a finite number");
     if (m.cutn < 0 || m.cutn > 4096) fail(m.name, ": cutn must be between 1 and 4096");
+    if (options_.cuda_graph && !m.clip->model->parameters().front().is_cuda()) {
+      fail(m.name, ": --cuda-graph captures CUDA work; load the model with --device cuda");
+    }
   }
   if (schedule_.segments.empty() && image_prompts.empty()) fail("guidance needs a text prompt or an image prompt");
   torch::NoGradGuard no_grad;
@@ -142,27 +147,64 @@ torch::Tensor ClipGuide::encode(size_t model, const torch::Tensor& pixels01) con
   return l2_normalize(clip.encode_image(normalize_pixels(pixels01).to(dtype)).to(torch::kFloat));
 }
 
+torch::Tensor ClipGuide::model_terms(size_t model, const torch::Tensor& cutouts, const torch::Tensor& targets,
+                                     const torch::Tensor& weights, const torch::Tensor& stops) const {
+  const torch::Tensor d = distance(encode(model, cutouts), targets, options_.loss) * weights.sign().unsqueeze(1);  // [T, N]
+  return weights.abs() * replace_grad(d, torch::max(d, stops.unsqueeze(1))).mean(1);                           // [T]
+}
+
+CutoutLossGraph& ClipGuide::graph_for(size_t model, const torch::Tensor& cutouts, int64_t targets) const {
+  auto& graph = graphs_[{model, cutouts.size(0), targets}];
+  if (!graph) {
+    const int64_t dim = models_[model].clip->model->config().embed_dim;
+    graph = std::make_unique<CutoutLossGraph>(
+        // The graph lives in graphs_, so it cannot outlive the guide it calls back into.
+        [this, model](const torch::Tensor& c, const torch::Tensor& e, const torch::Tensor& w, const torch::Tensor& s) {
+          return model_terms(model, c, e, w, s);
+        },
+        cutouts, targets, dim);
+  }
+  return *graph;
+}
+
 GuideResult ClipGuide::loss(const torch::Tensor& image, torch::Generator& rng, int64_t step) const {
   TORCH_CHECK(image.dim() == 4 && image.size(0) == 1 && image.size(1) == 3, "the guide takes one image [1, 3, H, W]");
   const std::vector<Target> targets = targets_at(step);
   GuideResult out;
   out.total = torch::zeros({}, image.options().dtype(torch::kFloat));
-  std::vector<double> part(targets.size(), 0.0);
-  for (size_t m = 0; m < models_.size(); ++m) {
+  torch::Tensor parts;  // [T]: each target's term summed over the models, read back once at the end
+  std::vector<double> weights, stops;
+  for (const Target& t : targets) weights.push_back(t.weight), stops.push_back(t.stop);
+  for (size_t m = 0; m < models_.size() && !targets.empty(); ++m) {
     CutoutOptions cut = options_.cutouts;
     if (models_[m].cutn > 0) cut.cutn = models_[m].cutn;
     const int64_t res = models_[m].clip->model->config().image_resolution;
-    const torch::Tensor features = encode(m, make_cutouts(image, res, cut, rng));  // [cutn, E]
-    for (size_t t = 0; t < targets.size(); ++t) {
-      const Target& target = targets[t];
-      const double sign = target.weight > 0 ? 1.0 : (target.weight < 0 ? -1.0 : 0.0);
-      const torch::Tensor d = distance(features, target.embeds[m], options_.loss) * sign;  // [cutn]
-      const torch::Tensor term = std::abs(target.weight) * replace_grad(d, torch::clamp_min(d, target.stop)).mean();
-      out.total = out.total + models_[m].weight * term;
-      part[t] += models_[m].weight * term.item<double>();
+    const torch::Tensor cutouts = make_cutouts(image, res, cut, rng);  // [cutn, 3, res, res]
+    std::vector<torch::Tensor> embeds;
+    for (const Target& t : targets) embeds.push_back(t.embeds[m]);
+    const auto on_device = torch::TensorOptions().dtype(torch::kFloat).device(cutouts.device());
+    const torch::Tensor e = torch::stack(embeds);                                  // [T, E]
+    const torch::Tensor w = torch::tensor(weights, torch::kDouble).to(on_device);  // [T]
+    const torch::Tensor s = torch::tensor(stops, torch::kDouble).to(on_device);    // [T]
+    torch::Tensor terms, total;
+    if (options_.cuda_graph) {
+      // The graph gives the terms and their gradient at the cutouts; the cutouts' own gradient (to the image) runs
+      // eagerly through a surrogate whose value is zero and whose gradient is the graph's.
+      const GraphedLoss g = graph_for(m, cutouts, e.size(0)).run(cutouts, e, w, s);
+      const torch::Tensor surrogate = (cutouts * g.grad).sum();
+      terms = g.terms;
+      total = terms.sum() + surrogate - surrogate.detach();
+    } else {
+      terms = model_terms(m, cutouts, e, w, s);
+      total = terms.sum();
     }
+    out.total = out.total + models_[m].weight * total;
+    parts = parts.defined() ? parts + models_[m].weight * terms.detach() : models_[m].weight * terms.detach();
   }
-  for (size_t t = 0; t < targets.size(); ++t) out.parts.emplace_back(targets[t].label, part[t]);
+  if (parts.defined()) {
+    const torch::Tensor part_values = parts.to(torch::kCPU, torch::kDouble);
+    for (size_t t = 0; t < targets.size(); ++t) out.parts.emplace_back(targets[t].label, part_values[t].item<double>());
+  }
   const torch::Tensor x = image.to(torch::kFloat);
   auto add = [&](const char* name, double weight, const std::function<torch::Tensor()>& term) {
     if (weight == 0) return;

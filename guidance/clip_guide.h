@@ -6,12 +6,15 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "clip/load.h"
+#include "guidance/cuda_graph.h"
 #include "guidance/cutouts.h"
 #include "prompts/prompt.h"
 
@@ -38,6 +41,9 @@ struct ClipGuideOptions {
   double saturation_weight = 0;  // Hasler-Susstrunk colourfulness; positive mutes colours, negative boosts them
   double init_weight = 0;        // pixel MSE to the init image (set_init_image)
   bool truncate = false;         // prompts longer than the context are truncated instead of failing
+  // Each model's cutouts -> CLIP -> loss -> gradient as one captured CUDA graph, replayed every step (models on
+  // CUDA, a build with CUDA). The cutouts are made eagerly as ever, so the numbers are those of the eager step.
+  bool cuda_graph = false;
 
   void validate() const;
 };
@@ -81,6 +87,12 @@ class ClipGuide {
   };
   std::vector<Target> targets_at(int64_t step) const;
   torch::Tensor encode(size_t model, const torch::Tensor& pixels01) const;  // -> [N, E] normalized float32
+  // Model `model`'s loss terms [T] for cutouts [N, 3, S, S] and targets [T, E] with weights and stops [T]: the
+  // signed distances, floored at the stops for the gradient only, averaged over the cutouts, times |weight|.
+  torch::Tensor model_terms(size_t model, const torch::Tensor& cutouts, const torch::Tensor& targets,
+                            const torch::Tensor& weights, const torch::Tensor& stops) const;
+  // The captured graph for model `model` at these shapes, made on first use (a cache: loss() stays const).
+  CutoutLossGraph& graph_for(size_t model, const torch::Tensor& cutouts, int64_t targets) const;
 
   std::vector<GuideModel> models_;
   PromptSchedule schedule_;
@@ -88,6 +100,7 @@ class ClipGuide {
   std::vector<Target> image_targets_;
   ClipGuideOptions options_;
   torch::Tensor init_image_;
+  mutable std::map<std::tuple<size_t, int64_t, int64_t>, std::unique_ptr<CutoutLossGraph>> graphs_;  // (model, N, T)
 };
 
 // Disco Diffusion's tv_loss: mean squared neighbour differences, edges replicated (in the image's own units).

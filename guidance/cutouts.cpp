@@ -60,7 +60,7 @@ torch::Tensor perspective(const torch::Tensor& x, torch::Generator& rng) {
   const torch::Tensor rows_v = torch::stack({zero, zero, zero, X, Y, one, -X * V, -Y * V}, 2);  // [n, 4, 8]
   const torch::Tensor A = torch::cat({rows_u, rows_v}, 1);                                       // [n, 8, 8]
   const torch::Tensor b = torch::cat({U, V}, 1).unsqueeze(2);                                    // [n, 8, 1]
-  const torch::Tensor h = torch::cat({torch::linalg::solve(A, b, true).squeeze(2), torch::ones({n, 1}, torch::kDouble)}, 1)
+  const torch::Tensor h = torch::cat({torch::linalg_solve(A, b, true).squeeze(2), torch::ones({n, 1}, torch::kDouble)}, 1)
                               .view({n, 3, 3});
   const torch::Tensor coords = torch::linspace(-1.0 + 1.0 / S, 1.0 - 1.0 / S, S, torch::kDouble);  // pixel centres
   const auto mesh = torch::meshgrid({coords, coords}, "ij");                                        // (y, x), [S, S]

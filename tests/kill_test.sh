@@ -90,7 +90,18 @@ done
 "$bin" rerank -m "$fx/clip/$clip" "${model[@]}" -p "a red backpack" "$tmp/imgs" --format csv >"$tmp/cold.csv" 2>/dev/null
 "$bin" rerank -m "$fx/clip/$clip" "${model[@]}" -p "a red backpack" "$tmp/imgs" --cache "$tmp/cache" --format csv \
   >"$tmp/warm.csv" 2>"$tmp/warm.err"
-check "the cache survives the kills: same ranking as a cold run" "cmp -s '$tmp/cold.csv' '$tmp/warm.csv'"
+# Cached embeddings were computed in batches of 4, the cold run's in batches of 32: the same up to float rounding, so
+# scores agree to 1e-5 and the ranking is the same wherever neighbours differ by more than that.
+cat >"$tmp/same_ranking.py" <<'PY'
+import csv, sys
+cold, warm = (list(csv.DictReader(open(p))) for p in sys.argv[1:3])
+assert len(cold) == len(warm) > 0, (len(cold), len(warm))
+score = {r["image"]: float(r["score"]) for r in cold}
+assert all(abs(score[r["image"]] - float(r["score"])) < 1e-5 for r in warm), "scores differ"
+assert all(w["image"] == c["image"] or abs(score[w["image"]] - score[c["image"]]) < 2e-5 for w, c in zip(warm, cold)), \
+    "ranking differs"
+PY
+check "the cache survives the kills: same ranking as a cold run" "python3 '$tmp/same_ranking.py' '$tmp/cold.csv' '$tmp/warm.csv'"
 check "no cache entry reported corrupt" "! grep -q corrupt '$tmp/warm.err'"
 echo "kill: $pass passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -36,16 +36,16 @@ TEST(CpuThreads, TorchTakesTheThreadsAndOpenBlasKeepsOne) {
   EXPECT_EQ(torch::get_num_threads(), before);
 }
 
-TEST(CpuAutocast, MatmulsRunInBf16InsideTheOutermostGuardOnly) {
+TEST(Autocast, CpuMatmulsRunInBf16InsideTheOutermostGuardOnly) {
   const torch::Tensor a = torch::randn({8, 8}), b = torch::randn({8, 8});
   {
-    const CpuBf16Autocast off(false);
+    const Autocast off(torch::kCPU, torch::kBFloat16, false);
     EXPECT_EQ(torch::matmul(a, b).scalar_type(), torch::kFloat);
   }
   {
-    const CpuBf16Autocast outer(true);
+    const Autocast outer(torch::kCPU, torch::kBFloat16);
     {
-      const CpuBf16Autocast inner(true);
+      const Autocast inner(torch::kCPU, torch::kBFloat16);
       EXPECT_EQ(torch::matmul(a, b).scalar_type(), torch::kBFloat16);
     }
     const torch::Tensor c = torch::matmul(a, b);

@@ -168,10 +168,10 @@ torch::Tensor contrastive_loss(const torch::Tensor& image_features, const torch:
 
 namespace {
 
-// A tower's features, run under CPU bf16 autocast when `bf16`, returned in fp32 for the loss.
+// A tower's features, run under bf16 autocast on the model's device when `bf16`, returned in fp32 for the loss.
 template <typename Encode>
-torch::Tensor tower_features(bool bf16, Encode encode) {
-  const CpuBf16Autocast mixed(bf16);
+torch::Tensor tower_features(const torch::Device& device, bool bf16, Encode encode) {
+  const Autocast mixed(device, torch::kBFloat16, bf16);
   return encode().to(torch::kFloat);
 }
 
@@ -179,8 +179,9 @@ torch::Tensor tower_features(bool bf16, Encode encode) {
 
 torch::Tensor clip_batch_loss(ClipModel& model, const torch::Tensor& images, const torch::Tensor& tokens,
                               const torch::Tensor& targets, bool bf16) {
-  const torch::Tensor image_features = tower_features(bf16, [&] { return model.encode_image(images); });
-  const torch::Tensor text_features = tower_features(bf16, [&] { return model.encode_text(tokens); });
+  const torch::Device device = images.device();
+  const torch::Tensor image_features = tower_features(device, bf16, [&] { return model.encode_image(images); });
+  const torch::Tensor text_features = tower_features(device, bf16, [&] { return model.encode_text(tokens); });
   return contrastive_loss(image_features, text_features, model.logit_scale_exp(), targets);
 }
 
@@ -190,7 +191,7 @@ torch::Tensor adversarial_images(ClipModel& model, const torch::Tensor& images01
   torch::Tensor text_features;  // the same for every step of the attack
   {
     torch::NoGradGuard no_grad;
-    text_features = tower_features(bf16, [&] { return model.encode_text(tokens); });
+    text_features = tower_features(images01.device(), bf16, [&] { return model.encode_text(tokens); });
   }
   const torch::Tensor scale = model.logit_scale_exp().detach();
   // A random start inside the ball: a random direction at a uniform fraction of the radius.
@@ -201,7 +202,7 @@ torch::Tensor adversarial_images(ClipModel& model, const torch::Tensor& images01
   const double step_size = 2.5 * eps / static_cast<double>(steps);
   for (int64_t i = 0; i < steps; ++i) {
     delta.requires_grad_(true);
-    const torch::Tensor image_features = tower_features(bf16, [&] { return model.encode_image(normalize_pixels(images01 + delta)); });
+    const torch::Tensor image_features = tower_features(images01.device(), bf16, [&] { return model.encode_image(normalize_pixels(images01 + delta)); });
     const torch::Tensor loss = contrastive_loss(image_features, text_features, scale, targets);
     const torch::Tensor grad = torch::autograd::grad({loss}, {delta})[0];
     torch::NoGradGuard no_grad;

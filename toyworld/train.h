@@ -64,7 +64,7 @@ std::shared_ptr<ClipModel> init_clip(const ClipConfig& config, uint64_t seed);
 torch::Tensor contrastive_loss(const torch::Tensor& image_features, const torch::Tensor& text_features,
                                const torch::Tensor& logit_scale_exp, const torch::Tensor& targets);
 
-// One batch's training loss: both towers' forward pass (under CPU bf16 autocast when `bf16`, as train-clip
+// One batch's training loss: both towers' forward pass (under bf16 autocast on the model's device when `bf16`, as train-clip
 // --precision bf16 runs them), then contrastive_loss in fp32 (bf16 logits at temperature 100 would be off by about
 // 0.4). `images` normalized, on the model's device, like `tokens` and `targets`.
 torch::Tensor clip_batch_loss(ClipModel& model, const torch::Tensor& images, const torch::Tensor& tokens,

@@ -4,8 +4,10 @@ with x; MakeCutouts; spherical + TV + range losses; condition_score; the DDIM up
 written out in plain PyTorch (unet.py's structure) with the weights bench_diffusion wrote, and the plain PyTorch CLIP
 of bench/score. Prints one JSON object.
 
-usage: reference.py CLIP.safetensors TOKENS.json UNET.safetensors STEPS THREADS
+usage: reference.py CLIP.safetensors TOKENS.json UNET.safetensors STEPS THREADS [bf16|fp16] [--compile] [--device D]
+                    [--unet 64|256] [--cutn N]
 """
+import contextlib
 import importlib.util
 import json
 import math
@@ -44,7 +46,7 @@ def normalization(ch):
 
 def timestep_embedding(t, dim, max_period=10000):
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32, device=t.device) / half)
     args = t[:, None].float() * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -99,6 +101,14 @@ class ResBlock(nn.Module):
         return self.skip_connection(x) + h
 
 
+def qkv_attention(q, k, v):
+    """q, k, v [B*H, ch, T] -> [B*H, ch, T]: softmax over the keys of q.k / sqrt(ch), the weights in fp32."""
+    scale = 1 / math.sqrt(math.sqrt(q.shape[1]))
+    weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
+    weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
+    return torch.einsum("bts,bcs->bct", weight, v)
+
+
 class QKVAttention(nn.Module):  # the "new order", as the 64x64 model uses
     def __init__(self, n_heads):
         super().__init__()
@@ -107,21 +117,24 @@ class QKVAttention(nn.Module):  # the "new order", as the 64x64 model uses
     def forward(self, qkv):
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        q, k, v = qkv.chunk(3, dim=1)
-        scale = 1 / math.sqrt(math.sqrt(ch))
-        weight = torch.einsum("bct,bcs->bts", (q * scale).view(bs * self.n_heads, ch, length),
-                              (k * scale).view(bs * self.n_heads, ch, length))
-        weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
-        a = torch.einsum("bts,bcs->bct", weight, v.reshape(bs * self.n_heads, ch, length))
-        return a.reshape(bs, -1, length)
+        q, k, v = (t.reshape(bs * self.n_heads, ch, length) for t in qkv.chunk(3, dim=1))
+        return qkv_attention(q, k, v).reshape(bs, -1, length)
+
+
+class QKVAttentionLegacy(QKVAttention):  # heads outermost, as the 256x256 model uses
+    def forward(self, qkv):
+        bs, width, length = qkv.shape
+        ch = width // (3 * self.n_heads)
+        q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).split(ch, dim=1)
+        return qkv_attention(q, k, v).reshape(bs, -1, length)
 
 
 class AttentionBlock(nn.Module):
-    def __init__(self, ch, head_channels):
+    def __init__(self, ch, head_channels, new_order=True):
         super().__init__()
         self.norm = normalization(ch)
         self.qkv = nn.Conv1d(ch, 3 * ch, 1)
-        self.attention = QKVAttention(ch // head_channels)
+        self.attention = (QKVAttention if new_order else QKVAttentionLegacy)(ch // head_channels)
         self.proj_out = nn.Conv1d(ch, ch, 1)
 
     def forward(self, x):
@@ -139,7 +152,8 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class UNetModel(nn.Module):
-    def __init__(self, mc=192, out_ch=6, nrb=3, mult=(1, 2, 3, 4), attn_levels=(1, 2, 3), head_channels=64):
+    def __init__(self, mc=192, out_ch=6, nrb=3, mult=(1, 2, 3, 4), attn_levels=(1, 2, 3), head_channels=64,
+                 new_order=True):
         super().__init__()
         emb_ch = 4 * mc
         self.mc = mc
@@ -151,13 +165,13 @@ class UNetModel(nn.Module):
                 layers = [ResBlock(ch, emb_ch, m * mc, True)]
                 ch = m * mc
                 if level in attn_levels:
-                    layers.append(AttentionBlock(ch, head_channels))
+                    layers.append(AttentionBlock(ch, head_channels, new_order))
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 chans.append(ch)
             if level != len(mult) - 1:
                 self.input_blocks.append(TimestepEmbedSequential(ResBlock(ch, emb_ch, ch, True, down=True)))
                 chans.append(ch)
-        self.middle_block = TimestepEmbedSequential(ResBlock(ch, emb_ch, ch, True), AttentionBlock(ch, head_channels),
+        self.middle_block = TimestepEmbedSequential(ResBlock(ch, emb_ch, ch, True), AttentionBlock(ch, head_channels, new_order),
                                                     ResBlock(ch, emb_ch, ch, True))
         self.output_blocks = nn.ModuleList([])
         for level, m in list(enumerate(mult))[::-1]:
@@ -165,7 +179,7 @@ class UNetModel(nn.Module):
                 layers = [ResBlock(ch + chans.pop(), emb_ch, mc * m, True)]
                 ch = mc * m
                 if level in attn_levels:
-                    layers.append(AttentionBlock(ch, head_channels))
+                    layers.append(AttentionBlock(ch, head_channels, new_order))
                 if level and i == nrb:
                     layers.append(ResBlock(ch, emb_ch, ch, True, up=True))
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
@@ -210,21 +224,41 @@ def extract(arr, t, shape):
 def main():
     clip_path, tokens_path, unet_path = sys.argv[1:4]
     steps, threads = int(sys.argv[4]), int(sys.argv[5])
+    # Options: bf16 or fp16 (autocast for CLIP; on CUDA for the UNet too, as our side runs it), --compile (torch.compile
+    # of the UNet and of CLIP's image tower: a reference line, PyTorch 2.x only), --device cuda, --unet 64|256 (the
+    # 64x64 or the 256x256 uncond model's shape), --cutn N.
+    opts = sys.argv[6:]
+    value = lambda flag, default: opts[opts.index(flag) + 1] if flag in opts else default
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    precision = next((p for p in half if p in opts), "fp32")
+    compiled = "--compile" in opts
+    device = torch.device(value("--device", "cpu"))
+    size, cutn = int(value("--unet", 64)), int(value("--cutn", 16))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    clip = score_ref.CLIP(score_ref.read_safetensors(clip_path))
-    unet = UNetModel()
-    missing = unet.load_state_dict(score_ref.read_safetensors(unet_path), strict=True)
+    clip = score_ref.CLIP(score_ref.read_safetensors(clip_path)).to(device)
+    if size == 256:
+        unet = UNetModel(256, 6, 2, (1, 1, 2, 2, 4, 4), (3, 4, 5), 64, new_order=False)
+    else:
+        unet = UNetModel()
+    unet.load_state_dict(score_ref.read_safetensors(unet_path), strict=True)
+    unet.to(device)
     for p in list(clip.parameters()) + list(unet.parameters()):
         p.requires_grad_(False)
     unet.eval()
     with torch.no_grad():
-        text = clip.encode_text(torch.tensor(json.load(open(tokens_path))))
-    make_cutouts = guide_ref.MakeCutouts(clip.resolution, 16)
-    s = spaced_schedule()
+        text = clip.encode_text(torch.tensor(json.load(open(tokens_path)), device=device))
+    make_cutouts = guide_ref.MakeCutouts(clip.resolution, cutn)
+    visual = torch.compile(clip.visual) if compiled else clip.visual
+    unet_fn = torch.compile(unet) if compiled else unet
+    mean, std = guide_ref.MEAN.to(device), guide_ref.STD.to(device)
+    s = {k: v.to(device) for k, v in spaced_schedule().items()}
+    autocast = lambda: torch.autocast(device.type, dtype=half.get(precision, torch.bfloat16), enabled=precision != "fp32")
+    unet_autocast = autocast if device.type == "cuda" else contextlib.nullcontext
 
     def p_mean_variance(x, t, clip_denoised):
-        out = unet(x, s["timestep_map"][t])
+        with unet_autocast():
+            out = unet_fn(x, s["timestep_map"][t]).float()
         eps, var_values = out.split(3, dim=1)
         frac = (var_values + 1) / 2
         log_var = frac * extract(s["log_betas"], t, x.shape) + (1 - frac) * extract(s["log_pv_clipped"], t, x.shape)
@@ -240,9 +274,10 @@ def main():
             out = p_mean_variance(x, t, False)
             fac = s["sqrt_1m_ac"][t].float()
             x_in = out["pred_xstart"] * fac + x * (1 - fac)
-            clip_in = (make_cutouts(x_in.add(1).div(2)) - guide_ref.MEAN) / guide_ref.STD
-            embeds = clip.visual(clip_in).float()
-            dists = guide_ref.spherical_dist(embeds.unsqueeze(1), text.unsqueeze(0)).view(16, x.shape[0], -1)
+            clip_in = (make_cutouts(x_in.add(1).div(2)) - mean) / std
+            with autocast():
+                embeds = visual(clip_in).float()
+            dists = guide_ref.spherical_dist(embeds.unsqueeze(1), text.unsqueeze(0)).view(cutn, x.shape[0], -1)
             losses = dists.sum(2).mean(0)
             xp = F.pad(x_in, (0, 1, 0, 1), "replicate")
             tv = ((xp[..., :-1, 1:] - xp[..., :-1, :-1]) ** 2 + (xp[..., 1:, :-1] - xp[..., :-1, :-1]) ** 2).mean([1, 2, 3])
@@ -261,15 +296,19 @@ def main():
         noise = torch.randn_like(x)  # eta 0: unused, drawn as guided-diffusion draws it
         return pred_xstart * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev) * eps + 0 * noise
 
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, size, size).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     with torch.no_grad():
-        x = ddim_step(x, torch.tensor([49]))  # warm-up
+        x = ddim_step(x, torch.tensor([49], device=device))  # warm-up
         times = []
         for k in range(steps):
+            sync()
             t0 = time.perf_counter()
-            x = ddim_step(x, torch.tensor([48 - k]))
+            x = ddim_step(x, torch.tensor([48 - k], device=device))
+            sync()
             times.append(time.perf_counter() - t0)
-    print(json.dumps({"fp32_step_s": statistics.median(times), "threads": threads}))
+    print(json.dumps({"step_s": statistics.median(times), "precision": precision, "compiled": compiled,
+                      "torch": torch.__version__, "threads": threads, "device": str(device)}))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 // text -> backward to the image -> Adam step) on a raw-pixel image, in fp32 and bf16, the bf16 image gradient's
 // cosine to the fp32 one, and a VQGAN decode + backward. Prints one JSON object.
 //
-//   bench_guide CLIP.safetensors VOCAB SIZE CUTN STEPS [vqgan]
+//   bench_guide CLIP.safetensors VOCAB SIZE CUTN STEPS [vqgan] [--device D] [--precisions fp32,bf16] [--cuda-graph]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -39,41 +40,60 @@ cg::ClipGuideOptions guide_options(int64_t cutn) {
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    std::fprintf(stderr, "usage: bench_guide CLIP.safetensors VOCAB SIZE CUTN STEPS [vqgan]\n");
+    std::fprintf(stderr, "usage: bench_guide CLIP.safetensors VOCAB SIZE CUTN STEPS [vqgan] [--device D] "
+                         "[--precisions fp32,bf16] [--cuda-graph]\n");
     return 2;
   }
   const std::string weights = argv[1], vocab = argv[2];
   const int64_t size = std::stoll(argv[3]), cutn = std::stoll(argv[4]), steps = std::stoll(argv[5]);
-  const bool with_vqgan = argc > 6 && std::string(argv[6]) == "vqgan";
+  bool with_vqgan = false, cuda_graph = false;
+  std::string device_spec = "cpu", precisions = "fp32,bf16";
+  for (int i = 6; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "vqgan") with_vqgan = true;
+    else if (a == "--cuda-graph") cuda_graph = true;
+    else if (a == "--device" && i + 1 < argc) device_spec = argv[++i];
+    else if (a == "--precisions" && i + 1 < argc) precisions = argv[++i];
+  }
   cg::set_cpu_threads(0);  // OMP_NUM_THREADS, as the Python side
+  const torch::Device device = cg::parse_device(device_spec);
   nlohmann::json out;
-  torch::Tensor grads[2];
-  for (int precision = 0; precision < 2; ++precision) {
+  std::map<std::string, torch::Tensor> grads;
+  for (size_t start = 0; start < precisions.size();) {
+    const size_t end = std::min(precisions.find(',', start), precisions.size());
+    const std::string precision = precisions.substr(start, end - start);
+    start = end + 1;
     cg::LoadOptions load;
     load.vocab = vocab;
-    load.dtype = precision == 0 ? torch::kFloat : torch::kBFloat16;
+    load.device = device;
+    load.dtype = precision == "fp32" ? torch::kFloat : precision == "bf16" ? torch::kBFloat16 : torch::kHalf;
+    cg::ClipGuideOptions options = guide_options(cutn);
+    options.cuda_graph = cuda_graph;
     std::vector<cg::GuideModel> models = {{std::make_shared<cg::LoadedClip>(cg::load_clip(weights, load)), weights, 1.0, 0}};
     auto guide = std::make_shared<cg::ClipGuide>(models, cg::PromptSchedule::parse("an oil painting of a lighthouse", 0, false),
-                                                 std::vector<cg::Prompt>{}, guide_options(cutn));
+                                                 std::vector<cg::Prompt>{}, options);
     cg::OptimizerOptions adam;
     adam.lr = 0.05;
-    cg::GuidedRun run(std::make_shared<cg::PixelGenerator>(size, size, cg::PixelParam::Raw, std::nullopt, 0, torch::kCPU), guide,
+    cg::GuidedRun run(std::make_shared<cg::PixelGenerator>(size, size, cg::PixelParam::Raw, std::nullopt, 0, device), guide,
                       adam, 0.0, 0);
-    run.step();  // warm-up
+    run.step();  // warm-up (and, with --cuda-graph, the capture)
     std::vector<double> times;
     for (int64_t i = 0; i < steps; ++i) {
-      const auto start = std::chrono::steady_clock::now();
+      const auto t0 = std::chrono::steady_clock::now();
       run.step();
-      times.push_back(seconds_since(start));
+      if (device.is_cuda()) run.image().sum().item<double>();  // the step's work done, not just queued
+      times.push_back(seconds_since(t0));
     }
-    out[precision == 0 ? "fp32_step_s" : "bf16_step_s"] = median(times);
+    out[precision + "_step_s"] = median(times);
     // The image gradient at a fixed image and cutout stream, for the bf16-vs-fp32 cosine.
     auto rng = cg::make_generator(123);
     auto fixed = cg::make_generator(7);
-    const torch::Tensor image = torch::rand({1, 3, size, size}, fixed);
-    grads[precision] = guide->gradient(image, rng).first;
+    const torch::Tensor image = torch::rand({1, 3, size, size}, fixed).to(device);
+    grads[precision] = guide->gradient(image, rng).first.to(torch::kCPU);
   }
-  out["bf16_grad_cosine"] = torch::cosine_similarity(grads[0].flatten(), grads[1].flatten(), 0).item<double>();
+  if (grads.count("fp32") && grads.count("bf16")) {
+    out["bf16_grad_cosine"] = torch::cosine_similarity(grads["fp32"].flatten(), grads["bf16"].flatten(), 0).item<double>();
+  }
   if (with_vqgan) {
     // taming's f16 ImageNet VQGAN shape (vqgan_imagenet_f16_16384): ch 128, ch_mult 1,1,2,2,4, 2 res blocks,
     // attention at resolution 16 (the last level), z 256 channels.

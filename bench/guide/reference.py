@@ -3,7 +3,7 @@ MakeCutouts with adaptive average pooling, random flips and noise, spherical dis
 ClampWithGrad, Adam), on a plain PyTorch CLIP (bench/score/reference.py, after openai/CLIP model.py), and a taming
 VQGAN decoder (f16 ImageNet shape) decode + backward. Prints one JSON object.
 
-usage: reference.py CLIP.safetensors TOKENS.json SIZE CUTN STEPS THREADS [vqgan]
+usage: reference.py CLIP.safetensors TOKENS.json SIZE CUTN STEPS THREADS [vqgan] [--device D] [--precision P]
 """
 import json
 import os
@@ -50,7 +50,7 @@ class MakeCutouts(nn.Module):
             oy = torch.randint(0, side_y - size + 1, ())
             cutouts.append(F.adaptive_avg_pool2d(x[:, :, oy:oy + size, ox:ox + size], self.cut_size))
         batch = torch.cat(cutouts)
-        flip = torch.rand(batch.shape[0], 1, 1, 1) < 0.5
+        flip = (torch.rand(batch.shape[0], 1, 1, 1) < 0.5).to(batch.device)
         batch = torch.where(flip, batch.flip(3), batch)
         facs = batch.new_empty([batch.shape[0], 1, 1, 1]).uniform_(0, self.noise_fac)
         return batch + facs * torch.randn_like(batch)
@@ -133,33 +133,43 @@ class Decoder(nn.Module):
 def main():
     weights, tokens_path = sys.argv[1], sys.argv[2]
     size, cutn, steps, threads = (int(a) for a in sys.argv[3:7])
-    with_vqgan = len(sys.argv) > 7 and sys.argv[7] == "vqgan"
+    opts = sys.argv[7:]
+    with_vqgan = "vqgan" in opts
+    # --device cuda and --precision bf16|fp16 (autocast on that device): the GPU bench's PyTorch eager step.
+    device = torch.device(opts[opts.index("--device") + 1] if "--device" in opts else "cpu")
+    precision = opts[opts.index("--precision") + 1] if "--precision" in opts else "fp32"
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = CLIP(read_safetensors(weights))
+    model = CLIP(read_safetensors(weights)).to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        text = model.encode_text(torch.tensor(json.load(open(tokens_path))))
+        text = model.encode_text(torch.tensor(json.load(open(tokens_path)), device=device))
     make_cutouts = MakeCutouts(model.resolution, cutn)
-    param = (torch.rand(1, 3, size, size) - 0.5).mul(0.5).add(0.5).requires_grad_(True)
+    param = (torch.rand(1, 3, size, size) - 0.5).mul(0.5).add(0.5).to(device).requires_grad_(True)
     opt = torch.optim.Adam([param], lr=0.05)
+    mean, std = MEAN.to(device), STD.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
 
     def step():
         opt.zero_grad()
-        image = ClampWithGrad.apply(param)
-        feats = model.visual((make_cutouts(image) - MEAN) / STD)
-        loss = spherical_dist(feats.unsqueeze(1), text.unsqueeze(0)).mean()
+        with torch.autocast(device.type, dtype=half.get(precision, torch.bfloat16), enabled=precision in half):
+            image = ClampWithGrad.apply(param)
+            feats = model.visual((make_cutouts(image) - mean) / std).float()
+            loss = spherical_dist(feats.unsqueeze(1), text.unsqueeze(0)).mean()
         loss.backward()
         opt.step()
 
     step()  # warm-up
     times = []
     for _ in range(steps):
+        sync()
         t0 = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t0)
-    out = {"fp32_step_s": statistics.median(times), "threads": threads}
+    out = {f"{precision}_step_s": statistics.median(times), "threads": threads, "device": str(device)}
     if with_vqgan:
         dec, post_quant_conv = Decoder(), nn.Conv2d(256, 256, 1)
         codebook = torch.randn(16384, 256)

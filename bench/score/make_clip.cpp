@@ -1,7 +1,7 @@
-// Writes a full-size CLIP (ViT-B/32 or RN50 shapes) with random weights to safetensors, in OpenAI names, for
+// Writes a full-size CLIP (ViT-B/32, ViT-L/14 or RN50 shapes) with random weights to safetensors, in OpenAI names, for
 // bench/score: real shapes and real file format, no download.
 //
-//   bench_make_clip ViT-B/32|RN50 OUT.safetensors [SEED]
+//   bench_make_clip ViT-B/32|ViT-L/14|RN50 OUT.safetensors [SEED]
 #include <cstdio>
 #include <string>
 
@@ -11,7 +11,7 @@
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bench_make_clip ViT-B/32|RN50 OUT.safetensors [SEED]\n");
+    std::fprintf(stderr, "usage: bench_make_clip ViT-B/32|ViT-L/14|RN50 OUT.safetensors [SEED]\n");
     return 2;
   }
   const std::string arch = argv[1];
@@ -29,6 +29,14 @@ int main(int argc, char** argv) {
     c.vision_width = 768;
     c.vision_patch_size = 32;
     c.vision_heads = 12;
+  } else if (arch == "ViT-L/14") {
+    c.embed_dim = 768;
+    c.transformer_width = 768;
+    c.transformer_heads = 12;
+    c.vision_layers = {24};
+    c.vision_width = 1024;
+    c.vision_patch_size = 14;
+    c.vision_heads = 16;
   } else if (arch == "RN50") {
     c.embed_dim = 1024;
     c.vision_resnet = true;
@@ -36,7 +44,7 @@ int main(int argc, char** argv) {
     c.vision_width = 64;
     c.vision_heads = 32;
   } else {
-    std::fprintf(stderr, "bench_make_clip: unknown architecture %s (ViT-B/32 or RN50)\n", arch.c_str());
+    std::fprintf(stderr, "bench_make_clip: unknown architecture %s (ViT-B/32, ViT-L/14 or RN50)\n", arch.c_str());
     return 2;
   }
   clipguide::ClipModel model(c);

@@ -4,7 +4,7 @@ preprocessing (CLIP's _transform) and a straightforward PyTorch CLIP written aft
 loading the same safetensors weights. Prints one JSON line: images/s of the image pipeline, the scores, and the
 FLOPs per image counted with forward hooks.
 
-  reference.py WEIGHTS.safetensors TOKENS.json THREADS IMAGE...
+  reference.py WEIGHTS.safetensors TOKENS.json THREADS [--device cuda [--precision bf16|fp16]] IMAGE...
 """
 import json
 import math
@@ -125,7 +125,7 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(d_model, d_model * 4)), ("gelu", QuickGELU()),
                                               ("c_proj", nn.Linear(d_model * 4, d_model))]))
         self.ln_2 = nn.LayerNorm(d_model)
-        self.attn_mask = attn_mask
+        self.register_buffer("attn_mask", attn_mask, persistent=False)  # moves with .to(device)
 
     def forward(self, x):
         y = self.ln_1(x)
@@ -156,7 +156,7 @@ class VisionTransformer(nn.Module):
     def forward(self, x):
         x = self.conv1(x)
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        x = torch.cat([self.class_embedding + torch.zeros(x.shape[0], 1, x.shape[-1]), x], dim=1)
+        x = torch.cat([self.class_embedding + x.new_zeros(x.shape[0], 1, x.shape[-1]), x], dim=1)
         x = self.ln_pre(x + self.positional_embedding)
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         return self.ln_post(x[:, 0, :]) @ self.proj
@@ -232,9 +232,56 @@ def count_flops(model, res):
     return total[0]
 
 
+class ImageFiles(torch.utils.data.Dataset):
+    def __init__(self, paths, preprocess):
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return self.preprocess(Image.open(self.paths[i]))
+
+
+def score_on_gpu(weights, tokens_path, workers, images, device, precision):
+    model = CLIP(read_safetensors(weights)).to(device)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    preprocess = Compose([Resize(model.resolution, interpolation=InterpolationMode.BICUBIC), CenterCrop(model.resolution),
+                          lambda im: im.convert("RGB"), ToTensor(),
+                          Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    loader = torch.utils.data.DataLoader(ImageFiles(images, preprocess), batch_size=32, num_workers=workers,
+                                         pin_memory=True)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=half.get(precision, torch.bfloat16), enabled=precision in half):
+        text = model.encode_text(torch.tensor(json.load(open(tokens_path)), device=device)).float()
+        text = text / text.norm(dim=-1, keepdim=True)
+        model.visual(next(iter(loader)).to(device))  # warm-up
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        scores = []
+        for batch in loader:
+            feats = model.visual(batch.to(device, non_blocking=True)).float()
+            scores.append(feats / feats.norm(dim=-1, keepdim=True) @ text.t())
+        scores = torch.cat(scores).cpu()
+        seconds = time.perf_counter() - start
+    print(json.dumps({"images": len(images), "seconds": seconds, "images_per_s": len(images) / seconds,
+                      "precision": precision, "device": str(device), "torch": torch.__version__.split("+")[0]}))
+
+
 def main():
     weights, tokens_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    images = sys.argv[4:]
+    args = sys.argv[4:]
+    # --device cuda [--precision bf16|fp16]: the GPU bench's PyTorch eager scoring, decoding on a DataLoader's
+    # worker processes into pinned memory, as a PyTorch user feeds a GPU.
+    device, precision = torch.device("cpu"), "fp32"
+    while args and args[0].startswith("--"):
+        if args[0] == "--device":
+            device = torch.device(args[1])
+        elif args[0] == "--precision":
+            precision = args[1]
+        args = args[2:]
+    images = args
+    if device.type == "cuda":
+        return score_on_gpu(weights, tokens_path, threads, images, device, precision)
     torch.set_num_threads(threads)
     model = CLIP(read_safetensors(weights))
     tokens = torch.tensor(json.load(open(tokens_path)))
@@ -267,7 +314,8 @@ def main():
             peak_bf16 = peak
     print(json.dumps({"images": len(images), "seconds": seconds, "images_per_s": len(images) / seconds,
                       "scores": torch.cat(scores).tolist(), "flops_per_image": count_flops(model, model.resolution),
-                      "peak_fp32_gflops": peak_fp32, "peak_bf16_gflops": peak_bf16, "threads": threads}))
+                      "peak_fp32_gflops": peak_fp32, "peak_bf16_gflops": peak_bf16, "threads": threads,
+                      "torch": torch.__version__.split("+")[0]}))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,18 @@ for arch in vitb32 rn50; do
   "$py" bench/score/reference.py "$model" "$work/tokens.json" "$threads" "${images[@]}" >"$work/$arch-python.json"
 done
 
+# Today's peers on PyTorch 2.x and our build against the same libtorch.
+setup_torch2
+for arch in vitb32 rn50; do
+  model=$work/$arch.safetensors
+  for precision in fp32 bf16; do
+    "$bin2"/clipguide score -m "$model" --vocab "$vocab" --prompts-file "$work/prompts.txt" --precision "$precision" \
+      --format jsonl --stats "${images[@]}" >"$work/$arch-$precision.torch2.jsonl" 2>"$work/$arch-$precision.torch2.stats"
+  done
+  "$vpy" bench/score/reference.py "$model" "$work/tokens.json" "$threads" "${images[@]}" >"$work/$arch-python.torch2.json"
+  "$vpy" bench/score/peers.py "$model" "$work/tokens.json" "$threads" --compile "${images[@]}" >"$work/$arch-peers.jsonl"
+done
+
 "$py" - "$work" "$threads" <<'PY'
 import json, sys
 work, threads = sys.argv[1], sys.argv[2]
@@ -60,4 +72,25 @@ for arch in ("vitb32", "rn50"):
 print("ratio: ours / python images per second (decode + preprocess + encode + score, model load excluded);")
 print("bf16 drift: max |score_bf16 - score_fp32|; fp32 vs py: max |our fp32 score - python score|;")
 print("GFLOP/s: achieved on the visual tower / measured torch.mm peak (2048x2048) at that precision.")
+PY
+
+"$py" - "$work" "$threads" <<'PY'
+import json, sys
+work, threads = sys.argv[1], sys.argv[2]
+print(f"\nbench/score on today's PyTorch: the same images, prompts and weights, {threads} threads, images/s")
+print(f"{'model':7} {'precision':9} {'peer':42} {'img/s':>7} {'ours/peer':>9}")
+for arch in ("vitb32", "rn50"):
+    plain = json.load(open(f"{work}/{arch}-python.torch2.json"))
+    peers = [json.loads(l) for l in open(f"{work}/{arch}-peers.jsonl")]
+    for prec in ("fp32", "bf16"):
+        ours = json.loads(open(f"{work}/{arch}-{prec}.torch2.stats").read().strip().splitlines()[-1])["images_per_s"]
+        rows = [(f"plain PyTorch {plain.get('torch', '2.x')} (reference.py)", plain["images_per_s"])] if prec == "fp32" else []
+        rows += [(p["peer"] + " " + p["torch"].split("+")[0] if "compile" not in p["peer"] else p["peer"], p["images_per_s"])
+                 for p in peers if p["precision"] == prec]
+        eager = max(v for name, v in rows if "compile" not in name)
+        for name, v in rows:
+            print(f"{arch:7} {prec:9} {name:42} {v:7.2f} {ours / v:9.2f}")
+        print(f"{arch:7} {prec:9} {'ours (libtorch ' + peers[0]['torch'].split('+')[0] + ')':42} {ours:7.2f} "
+              f"{ours / eager:9.2f}  <- against the fastest eager peer")
+print("ours/peer: our images/s over the peer's (higher is faster); +compile rows are torch.compile (a reference).")
 PY

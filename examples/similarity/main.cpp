@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
       else if (model.empty()) model = a;
       else images.push_back(a);
     } catch (const std::exception& e) {
-      std::cerr << "clipguide_similarity: " << e.what() << "\n";
+      std::cerr << "clipguide_similarity: " << cg::error_line(e) << "\n";
       return 2;
     }
   }
@@ -65,11 +65,8 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
-  } catch (const c10::Error& e) {
-    std::cerr << "clipguide_similarity: error: " << e.what_without_backtrace() << "\n";
-    return 1;
   } catch (const std::exception& e) {
-    std::cerr << "clipguide_similarity: error: " << e.what() << "\n";
+    std::cerr << "clipguide_similarity: error: " << cg::error_line(e) << "\n";
     return 1;
   }
   return 0;

@@ -24,7 +24,6 @@
 #include <clipguide/toyworld/world.h>
 
 #include <chrono>
-#include <cxxopts.hpp>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -605,10 +604,10 @@ int main(int argc, char** argv) {
     if (command == "eval") return eval(argc - 1, argv + 1);
     if (command == "render") return render(argc - 1, argv + 1);
     if (command == "judge") return judge(argc - 1, argv + 1);
-    std::cerr << "clipguide_toyworld: unknown command '" << command << "'\n" << usage << "\n";
+    cg::warn("clipguide_toyworld: unknown command '", command, "'; ", usage);
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "clipguide_toyworld " << command << ": " << e.what() << "\n";
+    cg::warn("clipguide_toyworld ", command, ": ", cg::error_line(e));
     return 1;
   }
 }
