@@ -298,6 +298,18 @@ check("a broken link is reported and skipped", r.returncode == 0 and b"broken.pn
 clean_message("a broken link fails by default", run([BIN, "score", *MODEL, "-p", "x", linked, "--format", "jsonl"]))
 os.makedirs(os.path.join(TMP, "empty"))
 clean_message("a folder with no images", run([BIN, "score", *MODEL, "-p", "x", os.path.join(TMP, "empty")]))
+# A prompt of exactly the context length (start and end tokens included) is fine; one token more is a one-line
+# error that counts them and names --truncate; with --truncate it is cut.
+context = len(json.loads(run([BIN, "tokenize", *MODEL, "x"]).stdout))  # the model's context length
+fits, over = " ".join(["cat"] * (context - 2)), " ".join(["cat"] * (context - 1))
+r = run([BIN, "score", *MODEL, "-p", fits, IMAGES[0], "--format", "jsonl"])
+check(f"a prompt of exactly {context} tokens scores", r.returncode == 0 and len(jsonl(r.stdout)) == 1, r.stderr[-300:])
+r = run([BIN, "score", *MODEL, "-p", over, IMAGES[0], "--format", "jsonl"])
+clean_message(f"a prompt of {context + 1} tokens", r)
+check("the error counts the tokens and names --truncate", f"{context + 1} tokens".encode() in r.stderr and b"--truncate" in r.stderr,
+      r.stderr[-300:])
+r = run([BIN, "score", *MODEL, "-p", over, IMAGES[0], "--format", "jsonl", "--truncate"])
+check("--truncate scores it", r.returncode == 0 and len(jsonl(r.stdout)) == 1, r.stderr[-300:])
 # A FIFO or device given as a model is refused at once, never waited on.
 fifo = os.path.join(TMP, "model.fifo")
 os.mkfifo(fifo)
