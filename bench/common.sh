@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup
+cmake --build build --target benches -j"$(env -u OMP_NUM_THREADS nproc)" >/dev/null
 py=/usr/bin/python3
 need=()
 for p in "$@"; do
@@ -14,12 +15,25 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 threads=${THREADS:-$(nproc)}
 export OMP_NUM_THREADS=$threads
+# The precisions timed (PRECISIONS, words): bf16 too only where the CPU does bf16 in hardware; elsewhere libtorch
+# emulates it, on both sides, at a fraction of the fp32 speed, and the rows would time the emulation.
+if [ -z "${PRECISIONS:-}" ]; then
+  if grep -qw avx512_bf16 /proc/cpuinfo; then
+    PRECISIONS="fp32 bf16"
+  else
+    PRECISIONS=fp32
+    echo "bench: bf16 rows left out, this CPU has no AVX512-BF16 (PRECISIONS='fp32 bf16' times them anyway)" >&2
+  fi
+fi
+export PRECISIONS
+precision_list=${PRECISIONS// /,}
 fixtures=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
 vocab=$fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz
 # Today's libtorch: the PyPI wheel's 2.x build (build-torch2/) and the Python peers on the same torch (.venv/), both
 # made by scripts/setup --torch pip. Sets vpy (the venv's python) and bin2 (that build's folder).
 setup_torch2() {
   scripts/setup --torch pip >/dev/null
+  cmake --build build-torch2 --target benches -j"$(env -u OMP_NUM_THREADS nproc)" >/dev/null
   vpy=$PWD/.venv/bin/python
   bin2=build-torch2
 }

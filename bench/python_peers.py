@@ -6,6 +6,7 @@ Shared by bench/score/peers.py and bench/guide/peers.py. A peer is a callable im
 [B, 3, R, R] -> image features [B, E], plus its resolution and its text features for the bench's tokens.
 """
 import contextlib
+import os
 
 import torch
 from safetensors.torch import load_file
@@ -122,6 +123,11 @@ def precision(name):
     if name == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def precisions():
+    """The precisions a bench times: $PRECISIONS (words; bench/common.sh sets it), else fp32 and bf16."""
+    return os.environ.get("PRECISIONS", "fp32 bf16").split()
 
 
 def peers(path, with_compile):

@@ -58,6 +58,20 @@ bool built_with_cuda() {
 #endif
 }
 
+bool cpu_has_native_bf16() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+void warn_if_bf16_is_emulated(torch::Device device, torch::ScalarType dtype) {
+  if (device.is_cpu() && dtype == torch::kBFloat16 && !cpu_has_native_bf16()) {
+    warn("bf16 on this CPU is emulated (no AVX512-BF16): expect it to run several times slower than fp32");
+  }
+}
+
 void set_cpu_threads(int threads) {
   TORCH_CHECK(threads >= 0, "set_cpu_threads: threads must be positive (or 0: the default), got ", threads);
   if (threads == 0) {

@@ -19,6 +19,14 @@ std::vector<torch::Device> parse_devices(const std::string& spec);
 // transfers, CUDA autocast. Without them those options are an Error, whatever the machine has.
 bool built_with_cuda();
 
+// Whether this CPU does bf16 arithmetic in hardware (x86 AVX512-BF16, which AMX machines also have). Without it
+// libtorch emulates bf16 through fp32 and conversions: correct, but much slower than fp32 (a ViT-B/32 guidance step
+// about 13x on an AVX2-only EPYC; bench/README.md).
+bool cpu_has_native_bf16();
+
+// One line on stderr when a command asked for bf16 on a CPU without it (see cpu_has_native_bf16).
+void warn_if_bf16_is_emulated(torch::Device device, torch::ScalarType dtype);
+
 // Runs libtorch's CPU work on `threads` threads (its OpenMP pool); 0: $OMP_NUM_THREADS if set, else every CPU
 // (libtorch as Debian builds it starts with one). Where libtorch's BLAS is OpenBLAS with a thread pool of its own
 // (Debian's libopenblas0-pthread), that pool is cut to one thread: two pools busy-waiting on the same cores starve

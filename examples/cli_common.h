@@ -177,6 +177,7 @@ struct ModelArgs {
     } else {
       cg::fail("--precision ", precision, " is not one of fp32, bf16", load.device.is_cuda() ? ", fp16" : " (fp16 needs --device cuda)");
     }
+    cg::warn_if_bf16_is_emulated(load.device, load.dtype);
     load.text_heads = text_heads;
     load.vision_heads = vision_heads;
     return load;

@@ -6,7 +6,8 @@
 2. messages: hostile names and hostile file content (invalid UTF-8, terminal escapes, newlines, 10 kB names)
    through each reader give one line of valid UTF-8 on stderr and a non-zero exit; so do mutated checkpoints
    and images;
-3. tables: every row's columns start where the header's do.
+3. tables: every row's columns start where the header's do;
+4. bf16 asked of a CPU without bf16 arithmetic says, once, that it is emulated.
 
 usage: new_user_test.py CLIPGUIDE CLIPGUIDE_TOYWORLD   (fixtures from $CLIPGUIDE_FIXTURES, default ../shared/fixtures)
 """
@@ -310,6 +311,33 @@ check("the error counts the tokens and names --truncate", f"{context + 1} tokens
       r.stderr[-300:])
 r = run([BIN, "score", *MODEL, "-p", over, IMAGES[0], "--format", "jsonl", "--truncate"])
 check("--truncate scores it", r.returncode == 0 and len(jsonl(r.stdout)) == 1, r.stderr[-300:])
+# A PNG named .jpg is read by its content; a folder of 10,000 images gives 10,000 rows.
+misnamed = os.path.join(TMP, "actually a png.jpg")
+shutil.copy(IMAGES[0], misnamed)
+r = run([BIN, "score", *MODEL, "-p", "x", misnamed, "--format", "jsonl"])
+check("a PNG with a .jpg name scores", r.returncode == 0 and len(jsonl(r.stdout)) == 1, r.stderr[-300:])
+many = os.path.join(TMP, "ten thousand")
+os.makedirs(many)
+for i in range(10000):
+    os.link(misnamed, os.path.join(many, f"img{i:05d}.png"))
+r = run([BIN, "score", *MODEL, "-p", "x", many, "--format", "jsonl"])
+rows = jsonl(r.stdout) if r.returncode == 0 else []
+check("a folder of 10,000 images: one row each", len(rows) == 10000 and len({x["image"] for x in rows}) == 10000,
+      f"rc={r.returncode} rows={len(rows)} {r.stderr[-300:]}")
+# Ctrl-C while the program is still starting (libraries, model) stops it with nothing written.
+stopped = os.path.join(TMP, "stopped while loading")
+p = subprocess.Popen([BIN, "generate", "-p", "x", "--clip-model", CLIP, "--vocab", VOCAB, "--text-heads", HEADS,
+                      "--generator", "pixels", "--steps", "100000", "-o", os.path.join(stopped, "g.png")],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_time.sleep(0.05)
+p.send_signal(2)  # SIGINT
+try:
+    err = p.communicate(timeout=60)[1]
+    check("Ctrl-C while loading: stops, nothing written",
+          p.returncode != 0 and not (os.path.isdir(stopped) and os.listdir(stopped)), f"rc={p.returncode} {err[-300:]}")
+except subprocess.TimeoutExpired:
+    p.kill()
+    check("Ctrl-C while loading stops the program", False, "still running after 60 s")
 # A FIFO or device given as a model is refused at once, never waited on.
 fifo = os.path.join(TMP, "model.fifo")
 os.mkfifo(fifo)
@@ -366,6 +394,14 @@ check("rerank --group-by --format table runs", r.returncode == 0, r.stderr[-300:
 columns_line_up("rerank --group-by", r.stdout.decode(), {"group", "rank", "score"})
 r = run([BIN, "rerank", *MODEL, "-p", PROMPTS[4], IMGDIR, "--format", "table"])
 columns_line_up("rerank", r.stdout.decode(), {"rank", "score"})
+
+
+# ---- 4. bf16 on a CPU that only emulates it is said, once ----
+native_bf16 = "avx512_bf16" in open("/proc/cpuinfo").read().split()
+r = run([BIN, "score", *MODEL, "-p", PROMPTS[0], IMAGES[0], "--precision", "bf16", "--format", "jsonl"])
+said = r.stderr.decode(errors="replace").count("bf16 on this CPU is emulated")
+check("score --precision bf16 runs, and says so where bf16 is emulated",
+      r.returncode == 0 and len(jsonl(r.stdout)) == 1 and said == (0 if native_bf16 else 1), f"rc={r.returncode} {r.stderr[-300:]}")
 
 shutil.rmtree(TMP, ignore_errors=True)
 print(f"new_user: {passed} passed, {failed} failed")

@@ -15,7 +15,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from python_peers import MEAN, STD, peers, precision  # noqa: E402
+from python_peers import MEAN, STD, peers, precision, precisions  # noqa: E402
 
 # The notebook's step pieces from this bench's reference.py (loaded under its own name: it imports bench/score's).
 _spec = importlib.util.spec_from_file_location("guide_reference", os.path.join(os.path.dirname(__file__), "reference.py"))
@@ -31,7 +31,7 @@ def main():
     torch.set_num_threads(threads)
     tokens = torch.tensor(json.load(open(tokens_path)))
     for peer in peers(weights, with_compile):
-        for prec in ("fp32", "bf16"):
+        for prec in precisions():
             torch.manual_seed(0)
             with torch.no_grad(), precision(prec):
                 text = peer.text_fn(tokens).float()

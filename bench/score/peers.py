@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from python_peers import peers, precision  # noqa: E402
+from python_peers import peers, precision, precisions  # noqa: E402
 
 
 def main():
@@ -28,7 +28,7 @@ def main():
         preprocess = Compose([Resize(peer.resolution, interpolation=InterpolationMode.BICUBIC),
                               CenterCrop(peer.resolution), lambda im: im.convert("RGB"), ToTensor(),
                               Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
-        for prec in ("fp32", "bf16"):
+        for prec in precisions():
             with torch.inference_mode(), precision(prec):
                 text = peer.text_fn(tokens).float()
                 text = text / text.norm(dim=-1, keepdim=True)

@@ -172,6 +172,7 @@ int train_clip(int argc, char** argv) {
   }
   t.prepare();
   if (precision == "bf16" && !t.device.is_cpu()) cg::fail("--precision bf16 is CPU autocast; on ", t.device_spec, " train in fp32");
+  if (precision == "bf16") cg::warn_if_bf16_is_emulated(t.device, torch::kBFloat16);
   std::shared_ptr<cg::ClipModel> model;
   if (from.empty()) {
     // The vocabulary: BPE merges learned from 20,000 captions.
