@@ -26,6 +26,9 @@ if [ -z "${PRECISIONS:-}" ]; then
   fi
 fi
 export PRECISIONS
+# The torch.compile reference rows (COMPILE=0 leaves them out: compiling takes minutes on a small machine).
+compile=(--compile)
+[ "${COMPILE:-1}" = 0 ] && compile=()
 precision_list=${PRECISIONS// /,}
 fixtures=${CLIPGUIDE_FIXTURES:-$PWD/../shared/fixtures}
 vocab=$fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz

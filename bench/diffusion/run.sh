@@ -18,8 +18,8 @@ build/bench/bench_diffusion build/bench/guide/vitb32.safetensors "$vocab" "$work
 setup_torch2
 "$bin2"/bench/bench_diffusion build/bench/guide/vitb32.safetensors "$vocab" "$work/unet64.torch2.safetensors" "$steps" \
   --precisions "$precision_list" >"$work/ours.torch2.json"
-variants=("" --compile)
-[[ " $PRECISIONS " == *" bf16 "* ]] && variants+=(bf16 "bf16 --compile")
+variants=("" ${compile[@]+"${compile[@]}"})
+[[ " $PRECISIONS " == *" bf16 "* ]] && variants+=(bf16 ${compile[@]+"bf16 --compile"})
 for variant in "${variants[@]}"; do
   # shellcheck disable=SC2086  # the variant is words
   "$vpy" bench/diffusion/reference.py build/bench/guide/vitb32.safetensors "$work/tokens.json" "$work/unet64.torch2.safetensors" \

@@ -21,7 +21,7 @@ setup_torch2
   >"$work/ours.torch2.json"
 "$vpy" bench/guide/reference.py "$work/vitb32.safetensors" "$work/tokens.json" "$size" "$cutn" "$steps" "$threads" \
   >"$work/python.torch2.json"
-"$vpy" bench/guide/peers.py "$work/vitb32.safetensors" "$work/tokens.json" "$size" "$cutn" "$steps" "$threads" --compile \
+"$vpy" bench/guide/peers.py "$work/vitb32.safetensors" "$work/tokens.json" "$size" "$cutn" "$steps" "$threads" ${compile[@]+"${compile[@]}"} \
   >"$work/peers.jsonl"
 
 "$py" - "$work" "$size" "$cutn" "$threads" <<'PY'

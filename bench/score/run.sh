@@ -46,7 +46,7 @@ for arch in vitb32 rn50; do
       --format jsonl --stats "${images[@]}" >"$work/$arch-$precision.torch2.jsonl" 2>"$work/$arch-$precision.torch2.stats"
   done
   "$vpy" bench/score/reference.py "$model" "$work/tokens.json" "$threads" "${images[@]}" >"$work/$arch-python.torch2.json"
-  "$vpy" bench/score/peers.py "$model" "$work/tokens.json" "$threads" --compile "${images[@]}" >"$work/$arch-peers.jsonl"
+  "$vpy" bench/score/peers.py "$model" "$work/tokens.json" "$threads" ${compile[@]+"${compile[@]}"} "${images[@]}" >"$work/$arch-peers.jsonl"
 done
 
 "$py" - "$work" "$threads" <<'PY'
