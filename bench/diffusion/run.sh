@@ -2,7 +2,7 @@
 # bench/diffusion: one CLIP-guided DDIM step on a 64x64 UNet of guided-diffusion's 64x64 shape (random weights)
 # with a ViT-B/32-shape CLIP and 16 cutouts, in clipguide (CLIP fp32 and bf16) against the reference Python way
 # (bench/diffusion/reference.py, Debian's python3-torch), same machine, same thread count.
-source "$(dirname "$0")/../common.sh" python3-torch python3-numpy
+source "$(dirname "$0")/../common.sh" python3-torch python3-torchvision python3-numpy python3-pil
 steps=${STEPS:-5}
 work=build/bench/diffusion
 mkdir -p "$work"

@@ -2,7 +2,7 @@
 # bench/guide: one CLIP guidance step (256x256 image, 32 cutouts, full-size ViT-B/32 shape with random weights)
 # in clipguide (fp32 and bf16) against the reference Python way (bench/guide/reference.py, Debian's python3-torch),
 # same machine, same thread count; and a taming f16 VQGAN quantize + decode + backward at 256x256.
-source "$(dirname "$0")/../common.sh" python3-torch python3-numpy
+source "$(dirname "$0")/../common.sh" python3-torch python3-torchvision python3-numpy python3-pil
 size=${SIZE:-256}
 cutn=${CUTN:-32}
 steps=${STEPS:-10}
