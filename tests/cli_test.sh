@@ -70,10 +70,11 @@ first_img=$(basename "$img")
 printf 'image,prompt\n../../../imgs/%s,a dog\n%s,a dog\n' "$first_img" "$tmp/imgs/$first_img" >"$tmp/deep/a/b/pairs.csv"
 echo "victim" >"$tmp/outside/victim"
 ln -s "$tmp/outside/victim" "$tmp/confined/g001-1-$first_img"
+touch "$tmp/planted"  # anything written from here on, outside confined/, is an escape
 "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" --group-by "$tmp/deep/a/b/pairs.csv" --copy-to "$tmp/confined" --format jsonl \
   >/dev/null 2>"$tmp/err" \
   && [ "$(cat "$tmp/outside/victim")" = victim ] && [ "$(ls "$tmp/outside")" = victim ] && [ ! -L "$tmp/confined/g001-1-$first_img" ] \
-  && cmp -s "$tmp/confined/g001-1-$first_img" "$img" && [ -z "$(find "$tmp" -newer "$tmp/deep/a/b/pairs.csv" -type f \
+  && cmp -s "$tmp/confined/g001-1-$first_img" "$img" && [ -z "$(find "$tmp" -newer "$tmp/planted" -type f \
      -not -path "$tmp/confined/*" -not -name err)" ] && ok || bad "rerank --copy-to confinement: $(cat "$tmp/err")"
 printf 'image,prompt\nimgs/..,a dog\n' >"$tmp/dotdot.csv"
 expect_fail copy-dotdot "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" --group-by "$tmp/dotdot.csv" --copy-to "$tmp/confined"
