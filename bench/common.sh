@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup
-cmake --build build --target benches -j"$(env -u OMP_NUM_THREADS nproc)" >/dev/null
+cmake --build build --target benches -j"$(scripts/cores)" >/dev/null
 py=/usr/bin/python3
 need=()
 for p in "$@"; do
@@ -13,7 +13,7 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "this benchmark needs: sudo apt-get install -y ${need[*]}" >&2; exit 1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-threads=${THREADS:-$(nproc)}
+threads=${THREADS:-$(scripts/cores)}
 export OMP_NUM_THREADS=$threads
 # The precisions timed (PRECISIONS, words): bf16 too only where the CPU does bf16 in hardware; elsewhere libtorch
 # emulates it, on both sides, at a fraction of the fp32 speed, and the rows would time the emulation.
@@ -36,7 +36,7 @@ vocab=$fixtures/tokenizer/bpe_simple_vocab_16e6.txt.gz
 # made by scripts/setup --torch pip. Sets vpy (the venv's python) and bin2 (that build's folder).
 setup_torch2() {
   scripts/setup --torch pip >/dev/null
-  cmake --build build-torch2 --target benches -j"$(env -u OMP_NUM_THREADS nproc)" >/dev/null
+  cmake --build build-torch2 --target benches -j"$(scripts/cores)" >/dev/null
   vpy=$PWD/.venv/bin/python
   bin2=build-torch2
 }

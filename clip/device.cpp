@@ -84,6 +84,13 @@ void set_cpu_threads(int threads) {
   if (auto set_blas_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set_blas_threads(1);
 }
 
+int openblas_threads() {
+  using GetThreads = int (*)();
+  static const auto get_blas_threads =
+      reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return get_blas_threads != nullptr ? get_blas_threads() : 0;
+}
+
 Autocast::Autocast(torch::Device device, torch::ScalarType dtype, bool enabled)
     : enabled_(enabled), type_(device.type()) {
   if (!enabled_) return;

@@ -33,6 +33,10 @@ void warn_if_bf16_is_emulated(torch::Device device, torch::ScalarType dtype);
 // each other (on 2 cores, toy-world guidance ran about 2x and ViT-B/32 scoring up to 1.3x slower; bench/README.md).
 void set_cpu_threads(int threads);
 
+// The thread count of the OpenBLAS in this process (set_cpu_threads makes it 1), or 0 when libtorch's BLAS is
+// not OpenBLAS (MKL, as in the PyPI wheel, threads through libtorch's own OpenMP pool).
+int openblas_threads();
+
 // While alive (and `enabled`), libtorch's autocast for `device`'s type runs matmuls, linear layers and convolutions
 // in `dtype` (bf16 on CPUs with bf16 matmul units; fp16 or bf16 on CUDA); weights, their gradients and the
 // numerically delicate ops (softmax, norms, losses) stay fp32: mixed precision. Scope it around a forward pass and

@@ -6,9 +6,10 @@
 #include <limits>
 #include <set>
 
+#include "clip/device.h"
 #include "clip/error.h"
-#include "clip/torch_compat.h"
 #include "clip/state_dict.h"
+#include "clip/torch_compat.h"
 
 namespace clipguide {
 
@@ -43,21 +44,22 @@ torch::Tensor activation(const torch::Tensor& x, const std::string& kind) {
   return torch::silu(x * k) * (1.0 / k);
 }
 
-// A linear layer on [B, L, D] activations. Frozen fp32 layers on the CPU whose output is at least as wide as
-// their input run as a 1x1 convolution over a channels-last view of the same memory: oneDNN's kernels beat the BLAS
-// GEMM behind torch::linear by 25-40% on CLIP's qkv, c_fc and out_proj shapes, forward and backward (3072->768 is
-// the exception, so it stays a GEMM). Same math; only the summation order differs. Measured in bench/guide.
+// A linear layer on [B, L, D] activations. Where libtorch's BLAS is OpenBLAS held to one thread
+// (set_cpu_threads does that; Debian's libtorch), frozen fp32 layers on the CPU run as a 1x1 convolution over
+// a channels-last view of the same memory: oneDNN's kernels, on all of libtorch's threads, instead of a
+// one-thread GEMM (bench/guide's step, 2 threads: 7.9-8.6 s against 9.6-10.0 s through torch::linear). Where
+// the BLAS threads itself (MKL, in the PyPI wheel's libtorch) torch::linear is the faster one (7.3-7.4 s
+// against 8.8-9.2 s as convolutions). Same math; only the summation order differs.
 torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  const int64_t out = weight.size(0), in = weight.size(1);
-  if (!x.is_cpu() || x.scalar_type() != torch::kFloat || x.dim() != 3 || !x.is_contiguous() || out < in ||
-      weight.requires_grad()) {
+  if (!x.is_cpu() || x.scalar_type() != torch::kFloat || x.dim() != 3 || weight.requires_grad() ||
+      (bias.defined() && bias.requires_grad()) || compat::autocast_enabled(at::kCPU) ||
+      openblas_threads() != 1) {
     return torch::linear(x, weight, bias);
   }
-  const int64_t B = x.size(0), L = x.size(1);
-  // [B, L, D] memory seen as [B, D, L, 1] with channels-last strides: no copy.
-  const torch::Tensor view = x.as_strided({B, in, L, 1}, {L * in, 1, in, in});
-  const torch::Tensor y = torch::conv2d(view, weight.view({out, in, 1, 1}), bias);  // [B, O, L, 1], channels-last
-  return y.squeeze(3).permute({0, 2, 1}).contiguous();                              // -> [B, L, O], no copy
+  // [B, L, D] seen as [B, D, L, 1] with channels-last strides: no copy, and view ops' cheap backward.
+  const torch::Tensor view = x.contiguous().permute({0, 2, 1}).unsqueeze(3);
+  const torch::Tensor y = torch::conv2d(view, weight.view({weight.size(0), weight.size(1), 1, 1}), bias);
+  return y.squeeze(3).permute({0, 2, 1}).contiguous();  // [B, O, L, 1] channels-last -> [B, L, O], no copy
 }
 
 // nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj) with batch-first math, laid out as
@@ -70,33 +72,37 @@ class MultiheadAttention : public torch::nn::Module {
     in_proj_bias = register_parameter("in_proj_bias", torch::zeros({3 * width}));
     out_proj = register_module("out_proj", torch::nn::Linear(width, width));
   }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
-    const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = D / heads_;
+  // x: [B, L, D] -> [B, queries, D], the attention output for the first `queries` tokens (which attend to all
+  // L).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, int64_t queries) {
+    const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = D / heads_, Lq = queries;
 #if CLIPGUIDE_HAS_SDPA
     // The fused kernel (flash attention on CPU and CUDA): the same softmax(q k^T / sqrt(Dh) + mask) v.
     const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)  // [B, L, 3D]
                                   .view({B, L, 3, heads_, Dh})
                                   .permute({2, 0, 3, 1, 4});          // -> [3, B, H, L, Dh]
-    const auto attn_mask = mask.defined() ? compat::optional<torch::Tensor>(mask.to(qkv.scalar_type()))
-                                          : compat::optional<torch::Tensor>();
-    const torch::Tensor out = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask)  // [B, H, L, Dh]
-                                  .transpose(1, 2)                                                   // -> [B, L, H, Dh]
-                                  .reshape({B, L, D});
+    const auto attn_mask = mask.defined()
+                               ? compat::optional<torch::Tensor>(mask.narrow(0, 0, Lq).to(qkv.scalar_type()))
+                               : compat::optional<torch::Tensor>();
+    const torch::Tensor out =
+        at::scaled_dot_product_attention(qkv[0].narrow(2, 0, Lq), qkv[1], qkv[2], attn_mask)
+            .transpose(1, 2)  // [B, H, Lq, Dh] -> [B, Lq, H, Dh]
+            .reshape({B, Lq, D});
 #else
     const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)                // [B, L, 3D]
                                   .view({B, L, 3, heads_, Dh})
                                   .permute({2, 0, 3, 1, 4})                         // -> [3, B, H, L, Dh]
                                   .contiguous()
                                   .view({3, B * heads_, L, Dh});
-    const torch::Tensor q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(Dh)));
-    torch::Tensor attn = torch::bmm(q, qkv[1].transpose(1, 2));  // [BH, L, L]
-    if (mask.defined()) attn = attn + mask;
+    const torch::Tensor q = qkv[0].narrow(1, 0, Lq) * (1.0 / std::sqrt(static_cast<double>(Dh)));
+    torch::Tensor attn = torch::bmm(q, qkv[1].transpose(1, 2));  // [BH, Lq, L]
+    if (mask.defined()) attn = attn + mask.narrow(0, 0, Lq);
     attn = torch::softmax(attn, -1);
-    const torch::Tensor out = torch::bmm(attn, qkv[2])              // [BH, L, Dh]
-                                  .view({B, heads_, L, Dh})
-                                  .permute({0, 2, 1, 3})             // -> [B, L, H, Dh]
+    const torch::Tensor out = torch::bmm(attn, qkv[2])  // [BH, Lq, Dh]
+                                  .view({B, heads_, Lq, Dh})
+                                  .permute({0, 2, 1, 3})  // -> [B, Lq, H, Dh]
                                   .contiguous()
-                                  .view({B, L, D});
+                                  .view({B, Lq, D});
 #endif
     return dense(out, out_proj->weight, out_proj->bias);
   }
@@ -130,9 +136,10 @@ class ResidualAttentionBlock : public torch::nn::Module {
     mlp = register_module("mlp", std::make_shared<Mlp>(width, act));
     ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(width, eps));
   }
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask) {
-    x = x + attn->forward(ln_1->forward(x), mask);
-    return x + mlp->forward(ln_2->forward(x));
+  // x: [B, L, D] -> [B, queries, D]: the block's output for the first `queries` tokens.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, int64_t queries) {
+    const torch::Tensor h = x.narrow(1, 0, queries) + attn->forward(ln_1->forward(x), mask, queries);
+    return h + mlp->forward(ln_2->forward(h));
   }
   std::shared_ptr<MultiheadAttention> attn;
   std::shared_ptr<LayerNorm> ln_1, ln_2;
@@ -147,9 +154,15 @@ class Transformer : public torch::nn::Module {
     resblocks = register_module("resblocks", torch::nn::ModuleList());
     for (int64_t i = 0; i < layers; ++i) resblocks->push_back(std::make_shared<ResidualAttentionBlock>(width, heads, act, eps));
   }
-  // x: [B, L, D]; mask: additive [L, L] or undefined.
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask) {
-    for (const auto& block : *resblocks) x = block->as<ResidualAttentionBlock>()->forward(x, mask);
+  // x: [B, L, D]; mask: additive [L, L] or undefined. Returns [B, L, D], or with first_token_only [B, 1, D]:
+  // the first token's output, for which the last block computes its attention output and MLP on that token
+  // alone (every token still feeds the attention's keys and values), as exact as the full pass.
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask, bool first_token_only = false) {
+    const size_t last = resblocks->size() - 1;
+    for (size_t i = 0; i < resblocks->size(); ++i) {
+      const int64_t queries = first_token_only && i == last ? 1 : x.size(1);
+      x = resblocks[i]->as<ResidualAttentionBlock>()->forward(x, mask, queries);
+    }
     return x;
   }
   torch::nn::ModuleList resblocks{nullptr};
@@ -159,7 +172,7 @@ namespace {
 
 class VisionTransformer : public VisualEncoder {
  public:
-  explicit VisionTransformer(const ClipConfig& c) {
+  explicit VisionTransformer(const ClipConfig& c) : patch_size_(c.vision_patch_size) {
     const int64_t width = c.vision_width, grid = c.image_resolution / c.vision_patch_size;
     conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, width, c.vision_patch_size)
                                                            .stride(c.vision_patch_size)
@@ -173,11 +186,28 @@ class VisionTransformer : public VisualEncoder {
     proj = register_parameter("proj", torch::zeros({width, c.embed_dim}));
   }
   torch::Tensor forward(const torch::Tensor& pixels) override {
-    torch::Tensor x = conv1(pixels.to(conv1->weight.scalar_type()));  // [B, W, g, g]
-    x = x.flatten(2).transpose(1, 2);                                // [B, W, g*g] -> [B, g*g, W]
+    const torch::Tensor image = pixels.to(conv1->weight.scalar_type());
+    torch::Tensor x;
+    if (image.scalar_type() == torch::kFloat && !compat::autocast_enabled(image.device().type())) {
+      // In fp32, conv1 (kernel = stride = patch) as one matrix product over the flattened patches, in the
+      // weight's (c, y, x) order: its backward to the pixels is then a GEMM too, where the strided convolution's
+      // ran at a tenth of GEMM speed (bench/guide --profile). Rows or columns past the last whole patch are left
+      // out, as the convolution leaves them. Lower precisions keep the convolution: on a CPU without bf16 units,
+      // libtorch 1.13's bf16 GEMM here trained the toy CLIP measurably worse (tests/test_toyworld.cpp).
+      const int64_t p = patch_size_;
+      const int64_t B = image.size(0), C = image.size(1), gh = image.size(2) / p, gw = image.size(3) / p;
+      x = image.narrow(2, 0, gh * p)
+              .narrow(3, 0, gw * p)
+              .reshape({B, C, gh, p, gw, p})
+              .permute({0, 2, 4, 1, 3, 5})  // -> [B, gh, gw, C, p, p]
+              .reshape({B, gh * gw, C * p * p});
+      x = dense(x, conv1->weight.flatten(1), {});  // [B, g*g, W]
+    } else {
+      x = conv1(image).flatten(2).transpose(1, 2);  // [B, W, g, g] -> [B, g*g, W]
+    }
     torch::Tensor cls = class_embedding.to(x.scalar_type()).expand({x.size(0), 1, x.size(2)});
     x = torch::cat({cls, x}, 1) + positional_embedding.to(x.scalar_type());  // [B, g*g + 1, W]
-    x = transformer->forward(ln_pre->forward(x), {});
+    x = transformer->forward(ln_pre->forward(x), {}, /*first_token_only=*/true);
     x = ln_post->forward(x.select(1, 0));  // class token: [B, W]
     return torch::matmul(x, proj);
   }
@@ -185,6 +215,9 @@ class VisionTransformer : public VisualEncoder {
   torch::Tensor class_embedding, positional_embedding, proj;
   std::shared_ptr<LayerNorm> ln_pre, ln_post;
   std::shared_ptr<Transformer> transformer;
+
+ private:
+  int64_t patch_size_;
 };
 
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1) {

@@ -18,7 +18,7 @@ device=${DEVICE:-cuda}
 quick=${QUICK:-0}
 carry=$PWD/bench/gpu/carry
 deps=/tmp/clipguide-gpu-deps
-threads=$(nproc)
+threads=$(scripts/cores)
 export CLIPGUIDE_FIXTURES=${CLIPGUIDE_FIXTURES:-$carry/fixtures}
 echo "== machine: $(nvidia-smi -L 2>/dev/null | head -n 1 || echo 'no GPU'); $($py -c 'import torch; print("torch", torch.__version__)')"
 

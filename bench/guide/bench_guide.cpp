@@ -1,13 +1,22 @@
-// bench/guide, our side: median seconds per guidance step (cutouts -> CLIP encode -> spherical loss to the cached
-// text -> backward to the image -> Adam step) on a raw-pixel image, in fp32 and bf16, the bf16 image gradient's
-// cosine to the fp32 one, and a VQGAN decode + backward. Prints one JSON object.
+// bench/guide, our side: median seconds per guidance step (cutouts -> CLIP encode -> spherical loss to the
+// cached text -> backward to the image -> Adam step) on a raw-pixel image, in fp32 and bf16, the bf16 image
+// gradient's cosine to the fp32 one, and a VQGAN decode + backward. Prints one JSON object.
 //
-//   bench_guide CLIP.safetensors VOCAB SIZE CUTN STEPS [vqgan] [--device D] [--precisions fp32,bf16] [--cuda-graph]
+//   bench_guide CLIP.safetensors VOCAB SIZE CUTN STEPS [vqgan] [--device D] [--precisions fp32,bf16]
+//   [--cuda-graph]
+//               [--profile]
+//
+// --profile: where the timed steps' time goes, by operator (libtorch's record-function hooks; an op's time
+// includes the ops it calls, and the backward of each autograd node is counted under the node), printed to
+// stderr.
+#include <ATen/record_function.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "clip/device.h"
@@ -36,22 +45,91 @@ cg::ClipGuideOptions guide_options(int64_t cutn) {
   return options;
 }
 
+// Inclusive wall time of the outermost operators on the calling thread, by name (--profile). Autograd's
+// evaluate_function wrappers are looked through, so each backward node counts as one operator.
+class OpProfile {
+ public:
+  OpProfile() {
+    handle_ = at::addGlobalCallback(
+        at::RecordFunctionCallback(&OpProfile::enter, &OpProfile::leave).needsInputs(false));
+  }
+  ~OpProfile() { at::removeCallback(handle_); }
+  static void print(double total_s) {
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [name, s] : times()) rows.emplace_back(s, name);
+    std::sort(rows.rbegin(), rows.rend());
+    double gemm = 0;
+    for (const auto& [s, name] : rows) {
+      if (is_gemm(name)) gemm += s;
+    }
+    std::fprintf(stderr,
+                 "profile: %.3f s in total; matrix products (mm, addmm, bmm, linear, convolutions, "
+                 "attention) %.3f s (%.0f%%)\n",
+                 total_s, gemm, 100 * gemm / total_s);
+    for (size_t i = 0; i < rows.size() && i < 25; ++i) {
+      std::fprintf(stderr, "  %7.3f s %5.1f%%  %s\n", rows[i].first, 100 * rows[i].first / total_s,
+                   rows[i].second.c_str());
+    }
+  }
+
+ private:
+  struct Frame : at::ObserverContext {
+    std::chrono::steady_clock::time_point start;
+    bool counted = false;
+  };
+  static bool is_gemm(const std::string& name) {
+    for (const char* k : {"mm", "addmm", "bmm", "linear", "conv", "Mm", "Addmm", "Bmm", "Convolution",
+                          "attention", "Attention"}) {
+      if (name.find(k) != std::string::npos) return true;
+    }
+    return false;
+  }
+  static std::map<std::string, double>& times() {
+    static std::map<std::string, double> t;
+    return t;
+  }
+  static int& depth() {
+    thread_local int d = 0;
+    return d;
+  }
+  static std::unique_ptr<at::ObserverContext> enter(const at::RecordFunction& fn) {
+    auto frame = std::make_unique<Frame>();
+    const std::string name = fn.name();
+    const bool wrapper = name.rfind("autograd::engine::evaluate_function", 0) == 0;
+    frame->counted = depth() == 0 && !wrapper;
+    if (!wrapper) ++depth();
+    frame->start = std::chrono::steady_clock::now();
+    return frame;
+  }
+  static void leave(const at::RecordFunction& fn, at::ObserverContext* ctx) {
+    auto* frame = static_cast<Frame*>(ctx);
+    const std::string name = fn.name();
+    if (name.rfind("autograd::engine::evaluate_function", 0) == 0) return;
+    --depth();
+    if (frame->counted) times()[name] += seconds_since(frame->start);
+  }
+  at::CallbackHandle handle_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    std::fprintf(stderr, "usage: bench_guide CLIP.safetensors VOCAB SIZE CUTN STEPS [vqgan] [--device D] "
-                         "[--precisions fp32,bf16] [--cuda-graph]\n");
+    std::fprintf(stderr,
+                 "usage: bench_guide CLIP.safetensors VOCAB SIZE CUTN STEPS [vqgan] [--device D] "
+                 "[--precisions fp32,bf16] [--cuda-graph] [--profile]\n");
     return 2;
   }
   const std::string weights = argv[1], vocab = argv[2];
   const int64_t size = std::stoll(argv[3]), cutn = std::stoll(argv[4]), steps = std::stoll(argv[5]);
-  bool with_vqgan = false, cuda_graph = false;
+  bool with_vqgan = false, cuda_graph = false, profile = false;
   std::string device_spec = "cpu", precisions = "fp32,bf16";
   for (int i = 6; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "vqgan") with_vqgan = true;
     else if (a == "--cuda-graph") cuda_graph = true;
+    else if (a == "--profile")
+      profile = true;
     else if (a == "--device" && i + 1 < argc) device_spec = argv[++i];
     else if (a == "--precisions" && i + 1 < argc) precisions = argv[++i];
   }
@@ -78,13 +156,23 @@ int main(int argc, char** argv) {
                       adam, 0.0, 0);
     run.step();  // warm-up (and, with --cuda-graph, the capture)
     std::vector<double> times;
-    for (int64_t i = 0; i < steps; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      run.step();
-      if (device.is_cuda()) run.image().sum().item<double>();  // the step's work done, not just queued
-      times.push_back(seconds_since(t0));
+    {
+      std::optional<OpProfile> ops;
+      if (profile) ops.emplace();
+      for (int64_t i = 0; i < steps; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run.step();
+        if (device.is_cuda()) run.image().sum().item<double>();  // the step's work done, not just queued
+        times.push_back(seconds_since(t0));
+      }
     }
     out[precision + "_step_s"] = median(times);
+    if (profile) {
+      double total = 0;
+      for (double t : times) total += t;
+      std::fprintf(stderr, "%s, %lld steps:\n", precision.c_str(), static_cast<long long>(steps));
+      OpProfile::print(total);
+    }
     // The image gradient at a fixed image and cutout stream, for the bf16-vs-fp32 cosine.
     auto rng = cg::make_generator(123);
     auto fixed = cg::make_generator(7);
