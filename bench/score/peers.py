@@ -12,10 +12,10 @@ import time
 
 import torch
 from PIL import Image
-from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from python_peers import peers, precision, precisions  # noqa: E402
+from reference import clip_preprocess  # noqa: E402  (bench/score, the script's own folder)
 
 
 def main():
@@ -25,9 +25,7 @@ def main():
     torch.set_num_threads(threads)
     tokens = torch.tensor(json.load(open(tokens_path)))
     for peer in peers(weights, with_compile):
-        preprocess = Compose([Resize(peer.resolution, interpolation=InterpolationMode.BICUBIC),
-                              CenterCrop(peer.resolution), lambda im: im.convert("RGB"), ToTensor(),
-                              Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+        preprocess = clip_preprocess(peer.resolution)
         for prec in precisions():
             with torch.inference_mode(), precision(prec):
                 text = peer.text_fn(tokens).float()

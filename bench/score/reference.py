@@ -233,6 +233,14 @@ def count_flops(model, res):
     return total[0]
 
 
+def clip_preprocess(resolution):
+    """The Python way of preparing an image for CLIP (openai/CLIP's transform): PIL bicubic resize of the short side,
+    centre crop, RGB, CLIP's mean and std."""
+    return Compose([Resize(resolution, interpolation=InterpolationMode.BICUBIC), CenterCrop(resolution),
+                    lambda im: im.convert("RGB"), ToTensor(),
+                    Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+
+
 class ImageFiles(torch.utils.data.Dataset):
     def __init__(self, paths, preprocess):
         self.paths, self.preprocess = paths, preprocess
@@ -247,9 +255,7 @@ class ImageFiles(torch.utils.data.Dataset):
 def score_on_gpu(weights, tokens_path, workers, images, device, precision):
     model = CLIP(read_safetensors(weights)).to(device)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    preprocess = Compose([Resize(model.resolution, interpolation=InterpolationMode.BICUBIC), CenterCrop(model.resolution),
-                          lambda im: im.convert("RGB"), ToTensor(),
-                          Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    preprocess = clip_preprocess(model.resolution)
     loader = torch.utils.data.DataLoader(ImageFiles(images, preprocess), batch_size=32, num_workers=workers,
                                          pin_memory=True)
     with torch.inference_mode(), torch.autocast("cuda", dtype=half.get(precision, torch.bfloat16), enabled=precision in half):
@@ -286,9 +292,7 @@ def main():
     torch.set_num_threads(threads)
     model = CLIP(read_safetensors(weights))
     tokens = torch.tensor(json.load(open(tokens_path)))
-    preprocess = Compose([Resize(model.resolution, interpolation=InterpolationMode.BICUBIC),
-                          CenterCrop(model.resolution), lambda im: im.convert("RGB"), ToTensor(),
-                          Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    preprocess = clip_preprocess(model.resolution)
     with torch.no_grad():
         text = model.encode_text(tokens)
         text = text / text.norm(dim=-1, keepdim=True)
