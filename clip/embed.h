@@ -1,4 +1,5 @@
-// Batched embedding of image files and texts with a loaded CLIP: what `clipguide embed` and library users call.
+// Batched embedding of image files and texts with a loaded CLIP: what `clipguide embed` and library users
+// call.
 #pragma once
 
 #include <torch/types.h>
@@ -19,8 +20,10 @@ struct EmbedOptions {
 
 // Image files -> [N, E] float32 on the CPU (decoded and preprocessed as OpenAI's preprocess); the first image
 // that does not decode is an Error.
-torch::Tensor embed_image_files(LoadedClip& clip, const std::vector<std::string>& paths, const EmbedOptions& options);
+torch::Tensor embed_image_files(LoadedClip& clip, const std::vector<std::string>& paths,
+                                const EmbedOptions& options);
 // Texts -> [N, E] float32 on the CPU.
-torch::Tensor embed_texts(LoadedClip& clip, const std::vector<std::string>& texts, const EmbedOptions& options);
+torch::Tensor embed_texts(LoadedClip& clip, const std::vector<std::string>& texts,
+                          const EmbedOptions& options);
 
 }  // namespace clipguide

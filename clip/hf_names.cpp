@@ -4,7 +4,7 @@
 #include <map>
 #include <regex>
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide {
 namespace {
@@ -72,7 +72,8 @@ TensorMap hf_to_openai_names(const TensorMap& hf) {
     }
     std::smatch m;
     if (!done && std::regex_match(name, m, layer_re)) {
-      const std::string prefix = cat(m[1] == "vision" ? "visual." : "", "transformer.resblocks.", m[2].str(), ".");
+      const std::string prefix =
+          cat(m[1] == "vision" ? "visual." : "", "transformer.resblocks.", m[2].str(), ".");
       const std::string rest = m[3];
       for (const auto& r : kLayer) {
         if (rest == r.hf) {
@@ -95,8 +96,8 @@ TensorMap hf_to_openai_names(const TensorMap& hf) {
     for (int i = 0; i < 3; ++i) {
       if (!parts[i].defined()) fail("Hugging Face weights for '", name, "' lack ", kQkv[i]);
       if (parts[i].sizes() != parts[0].sizes()) {
-        fail("Hugging Face weights for '", name, "': ", kQkv[i], " is ", parts[i].sizes(), " but ", kQkv[0], " is ",
-             parts[0].sizes());
+        fail("Hugging Face weights for '", name, "': ", kQkv[i], " is ", parts[i].sizes(), " but ", kQkv[0],
+             " is ", parts[0].sizes());
       }
     }
     out[name] = torch::cat({parts[0], parts[1], parts[2]}, 0);  // 3 x [D, D] -> [3D, D]

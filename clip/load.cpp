@@ -5,10 +5,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "clip/checkpoint.h"
-#include "clip/error.h"
 #include "clip/hf_names.h"
-#include "clip/state_dict.h"
+#include "core/error.h"
+#include "core/random.h"
+#include "io/checkpoint.h"
+#include "io/state_dict.h"
 
 namespace clipguide {
 namespace fs = std::filesystem;
@@ -36,10 +37,12 @@ bool path_exists(const fs::path& p) {
 void check_heads(const ClipConfig& c, const std::string& source) {
   const int64_t vision_width = c.vision_resnet ? c.vision_width * 32 : c.vision_width;
   if (c.vision_heads <= 0 || vision_width % c.vision_heads != 0) {
-    fail(source, ": vision width ", vision_width, " is not divisible by ", c.vision_heads, " attention heads");
+    fail(source, ": vision width ", vision_width, " is not divisible by ", c.vision_heads,
+         " attention heads");
   }
   if (c.transformer_heads <= 0 || c.transformer_width % c.transformer_heads != 0) {
-    fail(source, ": text width ", c.transformer_width, " is not divisible by ", c.transformer_heads, " attention heads");
+    fail(source, ": text width ", c.transformer_width, " is not divisible by ", c.transformer_heads,
+         " attention heads");
   }
 }
 
@@ -48,10 +51,13 @@ std::string find_vocab(const std::string& explicit_vocab, const fs::path& model_
     if (!path_exists(explicit_vocab)) fail("--vocab ", explicit_vocab, ": no such file or directory");
     return explicit_vocab;
   }
-  const fs::path dir = model_path.parent_path();  // a Hugging Face folder holds both the weights and the vocabulary
+  const fs::path dir =
+      model_path.parent_path();  // a Hugging Face folder holds both the weights and the vocabulary
   if (path_exists(dir / "vocab.json") && path_exists(dir / "merges.txt")) return dir.string();
-  if (path_exists(dir / "bpe_simple_vocab_16e6.txt.gz")) return (dir / "bpe_simple_vocab_16e6.txt.gz").string();
-  if (path_exists(clip_cache() / "bpe_simple_vocab_16e6.txt.gz")) return (clip_cache() / "bpe_simple_vocab_16e6.txt.gz").string();
+  if (path_exists(dir / "bpe_simple_vocab_16e6.txt.gz"))
+    return (dir / "bpe_simple_vocab_16e6.txt.gz").string();
+  if (path_exists(clip_cache() / "bpe_simple_vocab_16e6.txt.gz"))
+    return (clip_cache() / "bpe_simple_vocab_16e6.txt.gz").string();
   return "";
 }
 
@@ -67,9 +73,11 @@ void apply_hf_config(const std::string& text, const std::string& source, ClipCon
   auto tower = [&](const char* key, int64_t& heads, std::string& act, double& eps) {
     if (!config.is_object() || !config.contains(key) || !config[key].is_object()) return;
     const auto& t = config[key];
-    if (t.contains("num_attention_heads") && t["num_attention_heads"].is_number_integer()) heads = t["num_attention_heads"].get<int64_t>();
+    if (t.contains("num_attention_heads") && t["num_attention_heads"].is_number_integer())
+      heads = t["num_attention_heads"].get<int64_t>();
     if (t.contains("hidden_act") && t["hidden_act"].is_string()) act = t["hidden_act"].get<std::string>();
-    if (t.contains("layer_norm_eps") && t["layer_norm_eps"].is_number()) eps = t["layer_norm_eps"].get<double>();
+    if (t.contains("layer_norm_eps") && t["layer_norm_eps"].is_number())
+      eps = t["layer_norm_eps"].get<double>();
   };
   tower("text_config", c.transformer_heads, c.text_activation, c.text_layer_norm_eps);
   tower("vision_config", c.vision_heads, c.vision_activation, c.vision_layer_norm_eps);
@@ -82,8 +90,10 @@ void apply_hf_config(const std::string& text, const std::string& source, ClipCon
 
 const Tokenizer& LoadedClip::require_tokenizer() const {
   if (!tokenizer) {
-    fail("no tokenizer vocabulary found for ", path, ": looked next to the model (vocab.json + merges.txt or "
-         "bpe_simple_vocab_16e6.txt.gz) and in ", clip_cache().string(), "; pass --vocab FILE");
+    fail("no tokenizer vocabulary found for ", path,
+         ": looked next to the model (vocab.json + merges.txt or "
+         "bpe_simple_vocab_16e6.txt.gz) and in ",
+         clip_cache().string(), "; pass --vocab FILE");
   }
   return *tokenizer;
 }
@@ -99,7 +109,8 @@ const std::vector<KnownModel>& known_openai_models() {
       {"ViT-B/32", "ViT-B-32.pt", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"},
       {"ViT-B/16", "ViT-B-16.pt", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"},
       {"ViT-L/14", "ViT-L-14.pt", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"},
-      {"ViT-L/14@336px", "ViT-L-14-336px.pt", "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"},
+      {"ViT-L/14@336px", "ViT-L-14-336px.pt",
+       "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"},
   };
   return models;
 }
@@ -118,13 +129,16 @@ std::string resolve_model_path(const std::string& name) {
     if (name == m.name || name == file_stem) {
       const fs::path p = clip_cache() / m.file;
       if (path_exists(p)) return p.string();
-      fail("model '", name, "' not found: looked for ", p.string(), "; get it with Python CLIP (python -c \"import clip; "
-           "clip.load('", m.name, "')\") or pass the path of the file");
+      fail("model '", name, "' not found: looked for ", p.string(),
+           "; get it with Python CLIP (python -c \"import clip; "
+           "clip.load('",
+           m.name, "')\") or pass the path of the file");
     }
   }
   const size_t slash = name.find('/');
   if (slash != std::string::npos && slash > 0 && name.find('/', slash + 1) == std::string::npos) {
-    const fs::path repo = hf_hub_cache() / ("models--" + name.substr(0, slash) + "--" + name.substr(slash + 1));
+    const fs::path repo =
+        hf_hub_cache() / ("models--" + name.substr(0, slash) + "--" + name.substr(slash + 1));
     std::string revision;
     std::ifstream ref(repo / "refs" / "main");
     if (ref && std::getline(ref, revision) && path_exists(repo / "snapshots" / revision / "config.json")) {
@@ -141,12 +155,14 @@ std::string resolve_model_path(const std::string& name) {
   }
   std::string names;
   for (const auto& m : known_openai_models()) names += cat(names.empty() ? "" : ", ", m.name);
-  fail("model '", name, "' not found: it is not a file or folder, a Hugging Face id (org/name), or one of the "
-       "OpenAI names [", names, "]");
+  fail("model '", name,
+       "' not found: it is not a file or folder, a Hugging Face id (org/name), or one of the "
+       "OpenAI names [",
+       names, "]");
 }
 
-std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::string& config_json, const std::string& source,
-                                                   const LoadOptions& options) {
+std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::string& config_json,
+                                                   const std::string& source, const LoadOptions& options) {
   if (has_hf_clip_names(sd)) sd = hf_to_openai_names(sd);
   ClipConfig config;
   try {
@@ -166,7 +182,11 @@ std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::stri
 }
 
 std::shared_ptr<ClipModel> replicate(ClipModel& model, const torch::Device& device) {
-  auto copy = std::make_shared<ClipModel>(model.config());
+  std::shared_ptr<ClipModel> copy;
+  {
+    const GlobalGeneratorScope kept;  // the constructor's initial weights, overwritten below
+    copy = std::make_shared<ClipModel>(model.config());
+  }
   const torch::NoGradGuard no_grad;
   const auto params = model.named_parameters(), buffers = model.named_buffers();
   for (auto& p : copy->named_parameters()) p.value().copy_(params[p.key()]);
@@ -182,17 +202,20 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
   LoadedClip out;
   out.path = ckpt.path;
   out.format = ckpt.format;
-  for (const auto& kv : ckpt.tensors) ++out.checkpoint_dtypes[std::string(c10::toString(kv.second.scalar_type()))];
+  for (const auto& kv : ckpt.tensors)
+    ++out.checkpoint_dtypes[std::string(c10::toString(kv.second.scalar_type()))];
   if (has_hf_clip_names(ckpt.tensors)) out.format += " (Hugging Face names)";
   out.model = clip_model_from_tensors(std::move(ckpt.tensors), ckpt.config_json, ckpt.path, options);
   for (const auto& p : out.model->parameters()) out.parameter_count += p.numel();
-  for (const torch::Device& device : options.more_devices) out.replicas.push_back(replicate(*out.model, device));
+  for (const torch::Device& device : options.more_devices)
+    out.replicas.push_back(replicate(*out.model, device));
   out.vocab_path = find_vocab(options.vocab, fs::path(ckpt.path));
   if (!out.vocab_path.empty()) {
     out.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_path(out.vocab_path));
     if (out.tokenizer->max_id() >= out.model->config().vocab_size) {
-      fail(out.vocab_path, ": vocabulary has ids up to ", out.tokenizer->max_id(), " but the model's token embedding has ",
-           out.model->config().vocab_size, " rows; it is not this model's vocabulary");
+      fail(out.vocab_path, ": vocabulary has ids up to ", out.tokenizer->max_id(),
+           " but the model's token embedding has ", out.model->config().vocab_size,
+           " rows; it is not this model's vocabulary");
     }
   }
   return out;

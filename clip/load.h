@@ -15,7 +15,7 @@
 namespace clipguide {
 
 struct LoadOptions {
-  std::string vocab;                    // a vocabulary file or folder; empty: look next to the model, then ~/.cache/clip
+  std::string vocab;  // a vocabulary file or folder; empty: look next to the model, then ~/.cache/clip
   torch::Device device = torch::kCPU;
   // Further devices to spread image batches over (stream_image_features), one replica of the model each.
   std::vector<torch::Device> more_devices;
@@ -42,8 +42,8 @@ struct LoadedClip {
 
 // The names `clip.load` knows, with their file names under ~/.cache/clip and their SHA-256.
 struct KnownModel {
-  const char* name;       // "ViT-B/32"
-  const char* file;       // "ViT-B-32.pt"
+  const char* name;  // "ViT-B/32"
+  const char* file;  // "ViT-B-32.pt"
   const char* sha256;
 };
 const std::vector<KnownModel>& known_openai_models();
@@ -59,10 +59,12 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
 // The same weights in a second model on `device` (with `model`'s dtype): a replica for spreading batches.
 std::shared_ptr<ClipModel> replicate(ClipModel& model, const torch::Device& device);
 
-// The model half of load_clip, from tensors already read (OpenAI or Hugging Face names): the architecture inferred
-// from names and shapes, completed by a Hugging Face config.json's text (if not empty) and `options`, then the
-// weights bound strictly within model_memory_budget. `source` names the weights in errors.
-std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::string& config_json, const std::string& source,
+// The model half of load_clip, from tensors already read (OpenAI or Hugging Face names): the architecture
+// inferred from names and shapes, completed by a Hugging Face config.json's text (if not empty) and
+// `options`, then the weights bound strictly within model_memory_budget. `source` names the weights in
+// errors.
+std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::string& config_json,
+                                                   const std::string& source,
                                                    const LoadOptions& options = {});
 
 // Fills what shapes cannot tell (heads, activation, layer-norm eps) from a Hugging Face config.json's

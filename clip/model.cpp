@@ -6,10 +6,10 @@
 #include <limits>
 #include <set>
 
-#include "clip/device.h"
-#include "clip/error.h"
-#include "clip/state_dict.h"
-#include "clip/torch_compat.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "core/torch_compat.h"
+#include "io/state_dict.h"
 
 namespace clipguide {
 
@@ -24,8 +24,8 @@ class LayerNorm : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     const auto type = x.scalar_type();
-    return torch::layer_norm(x.to(torch::kFloat), {weight.size(0)}, weight.to(torch::kFloat), bias.to(torch::kFloat),
-                             eps_)
+    return torch::layer_norm(x.to(torch::kFloat), {weight.size(0)}, weight.to(torch::kFloat),
+                             bias.to(torch::kFloat), eps_)
         .to(type);
   }
   torch::Tensor weight, bias;
@@ -38,8 +38,8 @@ namespace {
 
 torch::Tensor activation(const torch::Tensor& x, const std::string& kind) {
   if (kind == "gelu") return torch::gelu(x);
-  // QuickGELU, x * sigmoid(1.702 x), written as silu(1.702 x) / 1.702: the same function through one fused kernel
-  // (forward and backward) instead of three.
+  // QuickGELU, x * sigmoid(1.702 x), written as silu(1.702 x) / 1.702: the same function through one fused
+  // kernel (forward and backward) instead of three.
   constexpr double k = 1.702;
   return torch::silu(x * k) * (1.0 / k);
 }
@@ -62,12 +62,13 @@ torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const t
   return y.squeeze(3).permute({0, 2, 1}).contiguous();  // [B, O, L, 1] channels-last -> [B, L, O], no copy
 }
 
-// nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj) with batch-first math, laid out as
-// PyTorch's own implementation does so that the batched matmuls need no extra copies.
+// nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj) with batch-first math, laid out
+// as PyTorch's own implementation does so that the batched matmuls need no extra copies.
 class MultiheadAttention : public torch::nn::Module {
  public:
   MultiheadAttention(int64_t width, int64_t heads) : heads_(heads) {
-    TORCH_CHECK(heads > 0 && width % heads == 0, "attention width ", width, " is not divisible by ", heads, " heads");
+    TORCH_CHECK(heads > 0 && width % heads == 0, "attention width ", width, " is not divisible by ", heads,
+                " heads");
     in_proj_weight = register_parameter("in_proj_weight", torch::empty({3 * width, width}));
     in_proj_bias = register_parameter("in_proj_bias", torch::zeros({3 * width}));
     out_proj = register_module("out_proj", torch::nn::Linear(width, width));
@@ -80,7 +81,7 @@ class MultiheadAttention : public torch::nn::Module {
     // The fused kernel (flash attention on CPU and CUDA): the same softmax(q k^T / sqrt(Dh) + mask) v.
     const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)  // [B, L, 3D]
                                   .view({B, L, 3, heads_, Dh})
-                                  .permute({2, 0, 3, 1, 4});          // -> [3, B, H, L, Dh]
+                                  .permute({2, 0, 3, 1, 4});  // -> [3, B, H, L, Dh]
     const auto attn_mask = mask.defined()
                                ? compat::optional<torch::Tensor>(mask.narrow(0, 0, Lq).to(qkv.scalar_type()))
                                : compat::optional<torch::Tensor>();
@@ -89,9 +90,9 @@ class MultiheadAttention : public torch::nn::Module {
             .transpose(1, 2)  // [B, H, Lq, Dh] -> [B, Lq, H, Dh]
             .reshape({B, Lq, D});
 #else
-    const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)                // [B, L, 3D]
+    const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)  // [B, L, 3D]
                                   .view({B, L, 3, heads_, Dh})
-                                  .permute({2, 0, 3, 1, 4})                         // -> [3, B, H, L, Dh]
+                                  .permute({2, 0, 3, 1, 4})  // -> [3, B, H, L, Dh]
                                   .contiguous()
                                   .view({3, B * heads_, L, Dh});
     const torch::Tensor q = qkv[0].narrow(1, 0, Lq) * (1.0 / std::sqrt(static_cast<double>(Dh)));
@@ -152,7 +153,8 @@ class Transformer : public torch::nn::Module {
  public:
   Transformer(int64_t width, int64_t layers, int64_t heads, const std::string& act, double eps) {
     resblocks = register_module("resblocks", torch::nn::ModuleList());
-    for (int64_t i = 0; i < layers; ++i) resblocks->push_back(std::make_shared<ResidualAttentionBlock>(width, heads, act, eps));
+    for (int64_t i = 0; i < layers; ++i)
+      resblocks->push_back(std::make_shared<ResidualAttentionBlock>(width, heads, act, eps));
   }
   // x: [B, L, D]; mask: additive [L, L] or undefined. Returns [B, L, D], or with first_token_only [B, 1, D]:
   // the first token's output, for which the last block computes its attention output and MLP on that token
@@ -174,14 +176,16 @@ class VisionTransformer : public VisualEncoder {
  public:
   explicit VisionTransformer(const ClipConfig& c) : patch_size_(c.vision_patch_size) {
     const int64_t width = c.vision_width, grid = c.image_resolution / c.vision_patch_size;
-    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, width, c.vision_patch_size)
-                                                           .stride(c.vision_patch_size)
-                                                           .bias(false)));
+    conv1 = register_module(
+        "conv1",
+        torch::nn::Conv2d(
+            torch::nn::Conv2dOptions(3, width, c.vision_patch_size).stride(c.vision_patch_size).bias(false)));
     class_embedding = register_parameter("class_embedding", torch::zeros({width}));
     positional_embedding = register_parameter("positional_embedding", torch::zeros({grid * grid + 1, width}));
     ln_pre = register_module("ln_pre", std::make_shared<LayerNorm>(width, c.vision_layer_norm_eps));
-    transformer = register_module("transformer", std::make_shared<Transformer>(width, c.vision_layers.at(0), c.vision_heads,
-                                                                                c.vision_activation, c.vision_layer_norm_eps));
+    transformer = register_module(
+        "transformer", std::make_shared<Transformer>(width, c.vision_layers.at(0), c.vision_heads,
+                                                     c.vision_activation, c.vision_layer_norm_eps));
     ln_post = register_module("ln_post", std::make_shared<LayerNorm>(width, c.vision_layer_norm_eps));
     proj = register_parameter("proj", torch::zeros({width, c.embed_dim}));
   }
@@ -190,10 +194,11 @@ class VisionTransformer : public VisualEncoder {
     torch::Tensor x;
     if (image.scalar_type() == torch::kFloat && !compat::autocast_enabled(image.device().type())) {
       // In fp32, conv1 (kernel = stride = patch) as one matrix product over the flattened patches, in the
-      // weight's (c, y, x) order: its backward to the pixels is then a GEMM too, where the strided convolution's
-      // ran at a tenth of GEMM speed (bench/guide --profile). Rows or columns past the last whole patch are left
-      // out, as the convolution leaves them. Lower precisions keep the convolution: on a CPU without bf16 units,
-      // libtorch 1.13's bf16 GEMM here trained the toy CLIP measurably worse (tests/test_toyworld.cpp).
+      // weight's (c, y, x) order: its backward to the pixels is then a GEMM too, where the strided
+      // convolution's ran at a tenth of GEMM speed (bench/guide --profile). Rows or columns past the last
+      // whole patch are left out, as the convolution leaves them. Lower precisions keep the convolution: on a
+      // CPU without bf16 units, libtorch 1.13's bf16 GEMM here trained the toy CLIP measurably worse
+      // (tests/test_toyworld.cpp).
       const int64_t p = patch_size_;
       const int64_t B = image.size(0), C = image.size(1), gh = image.size(2) / p, gw = image.size(3) / p;
       x = image.narrow(2, 0, gh * p)
@@ -253,7 +258,8 @@ class Bottleneck : public torch::nn::Module {
     conv3 = register_module("conv3", conv(planes, planes * kExpansion, 1));
     bn3 = register_module("bn3", torch::nn::BatchNorm2d(planes * kExpansion));
     if (stride > 1 || inplanes != planes * kExpansion) {
-      downsample = register_module("downsample", std::make_shared<Downsample>(inplanes, planes * kExpansion, stride));
+      downsample =
+          register_module("downsample", std::make_shared<Downsample>(inplanes, planes * kExpansion, stride));
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
@@ -274,16 +280,18 @@ class Bottleneck : public torch::nn::Module {
 class AttentionPool2d : public torch::nn::Module {
  public:
   AttentionPool2d(int64_t spacial_dim, int64_t embed_dim, int64_t heads, int64_t output_dim) : heads_(heads) {
-    TORCH_CHECK(heads > 0 && embed_dim % heads == 0, "attnpool width ", embed_dim, " is not divisible by ", heads, " heads");
-    positional_embedding = register_parameter("positional_embedding", torch::zeros({spacial_dim * spacial_dim + 1, embed_dim}));
+    TORCH_CHECK(heads > 0 && embed_dim % heads == 0, "attnpool width ", embed_dim, " is not divisible by ",
+                heads, " heads");
+    positional_embedding =
+        register_parameter("positional_embedding", torch::zeros({spacial_dim * spacial_dim + 1, embed_dim}));
     k_proj = register_module("k_proj", torch::nn::Linear(embed_dim, embed_dim));
     q_proj = register_module("q_proj", torch::nn::Linear(embed_dim, embed_dim));
     v_proj = register_module("v_proj", torch::nn::Linear(embed_dim, embed_dim));
     c_proj = register_module("c_proj", torch::nn::Linear(embed_dim, output_dim));
   }
   torch::Tensor forward(const torch::Tensor& input) {
-    torch::Tensor x = input.flatten(2).transpose(1, 2);          // [B, C, H, W] -> [B, HW, C]
-    x = torch::cat({x.mean(1, true), x}, 1);                    // [B, HW + 1, C]
+    torch::Tensor x = input.flatten(2).transpose(1, 2);  // [B, C, H, W] -> [B, HW, C]
+    x = torch::cat({x.mean(1, true), x}, 1);             // [B, HW + 1, C]
     x = x + positional_embedding.to(x.scalar_type());
     const int64_t B = x.size(0), L = x.size(1), C = x.size(2), Dh = C / heads_;
     torch::Tensor q = q_proj(x.narrow(1, 0, 1)).reshape({B, 1, heads_, Dh}).transpose(1, 2);  // [B, H, 1, Dh]
@@ -291,7 +299,7 @@ class AttentionPool2d : public torch::nn::Module {
     torch::Tensor v = v_proj(x).reshape({B, L, heads_, Dh}).transpose(1, 2);
     q = q * (1.0 / std::sqrt(static_cast<double>(Dh)));
     torch::Tensor attn = torch::softmax(torch::matmul(q, k.transpose(-2, -1)), -1);  // [B, H, 1, L]
-    torch::Tensor out = torch::matmul(attn, v).transpose(1, 2).reshape({B, C});      // [B, H, 1, Dh] -> [B, C]
+    torch::Tensor out = torch::matmul(attn, v).transpose(1, 2).reshape({B, C});  // [B, H, 1, Dh] -> [B, C]
     return c_proj(out);
   }
   torch::Tensor positional_embedding;
@@ -321,8 +329,9 @@ class ModifiedResNet : public VisualEncoder {
       }
       layers.push_back(register_module(cat("layer", stage + 1), layer));
     }
-    attnpool = register_module("attnpool", std::make_shared<AttentionPool2d>(c.image_resolution / 32, width * 32,
-                                                                              c.vision_heads, c.embed_dim));
+    attnpool = register_module(
+        "attnpool",
+        std::make_shared<AttentionPool2d>(c.image_resolution / 32, width * 32, c.vision_heads, c.embed_dim));
   }
   torch::Tensor forward(const torch::Tensor& pixels) override {
     // Channels-last activations let oneDNN run the convolutions (faster on CPU than NCHW); same values.
@@ -381,10 +390,12 @@ ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
     c.vision_width = conv1.size(0);
     c.vision_patch_size = conv1.size(-1);
     c.vision_layers = {count_distinct(sd, "visual.transformer.resblocks.", 3)};
-    const int64_t grid = isqrt_exact(require(sd, "visual.positional_embedding").size(0) - 1, "visual.positional_embedding rows - 1");
+    const int64_t grid = isqrt_exact(require(sd, "visual.positional_embedding").size(0) - 1,
+                                     "visual.positional_embedding rows - 1");
     c.image_resolution = c.vision_patch_size * grid;
   } else {
-    for (int b = 1; b <= 4; ++b) c.vision_layers.push_back(count_distinct(sd, cat("visual.layer", b, "."), 2));
+    for (int b = 1; b <= 4; ++b)
+      c.vision_layers.push_back(count_distinct(sd, cat("visual.layer", b, "."), 2));
     c.vision_width = require(sd, "visual.layer1.0.conv1.weight").size(0);
     const int64_t grid = isqrt_exact(require(sd, "visual.attnpool.positional_embedding").size(0) - 1,
                                      "visual.attnpool.positional_embedding rows - 1");
@@ -406,9 +417,15 @@ ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
 
 std::string ClipConfig::architecture() const {
   if (vision_resnet) {
-    struct Known { std::vector<int64_t> layers; int64_t width; const char* name; };
-    static const Known known[] = {{{3, 4, 6, 3}, 64, "RN50"},      {{3, 4, 23, 3}, 64, "RN101"},
-                                  {{4, 6, 10, 6}, 80, "RN50x4"},   {{6, 8, 18, 8}, 96, "RN50x16"},
+    struct Known {
+      std::vector<int64_t> layers;
+      int64_t width;
+      const char* name;
+    };
+    static const Known known[] = {{{3, 4, 6, 3}, 64, "RN50"},
+                                  {{3, 4, 23, 3}, 64, "RN101"},
+                                  {{4, 6, 10, 6}, 80, "RN50x4"},
+                                  {{6, 8, 18, 8}, 96, "RN50x16"},
                                   {{3, 15, 36, 10}, 128, "RN50x64"}};
     for (const auto& k : known) {
       if (k.layers == vision_layers && k.width == vision_width) return k.name;
@@ -416,11 +433,16 @@ std::string ClipConfig::architecture() const {
     return cat("ModifiedResNet(layers=", vision_layers[0], "-", vision_layers[1], "-", vision_layers[2], "-",
                vision_layers[3], ", width=", vision_width, ", ", image_resolution, "px)");
   }
-  struct Size { int64_t width, layers; const char* letter; };
-  static const Size sizes[] = {{768, 12, "B"}, {1024, 24, "L"}, {1280, 32, "H"}, {1408, 40, "g"}, {1664, 48, "bigG"}};
+  struct Size {
+    int64_t width, layers;
+    const char* letter;
+  };
+  static const Size sizes[] = {
+      {768, 12, "B"}, {1024, 24, "L"}, {1280, 32, "H"}, {1408, 40, "g"}, {1664, 48, "bigG"}};
   for (const auto& s : sizes) {
     if (s.width == vision_width && s.layers == vision_layers[0]) {
-      return cat("ViT-", s.letter, "/", vision_patch_size, image_resolution == 224 ? "" : cat("@", image_resolution, "px"));
+      return cat("ViT-", s.letter, "/", vision_patch_size,
+                 image_resolution == 224 ? "" : cat("@", image_resolution, "px"));
     }
   }
   return cat("ViT(width=", vision_width, ", layers=", vision_layers[0], ", patch=", vision_patch_size, ", ",
@@ -433,26 +455,71 @@ ClipModel::ClipModel(const ClipConfig& config) : config_(config) {
   } else {
     visual_ = register_module("visual", std::make_shared<VisionTransformer>(config));
   }
-  transformer_ = register_module("transformer", std::make_shared<Transformer>(config.transformer_width, config.transformer_layers,
-                                                                              config.transformer_heads, config.text_activation,
-                                                                              config.text_layer_norm_eps));
-  token_embedding_ = register_module("token_embedding", torch::nn::Embedding(config.vocab_size, config.transformer_width));
-  positional_embedding_ = register_parameter("positional_embedding", torch::zeros({config.context_length, config.transformer_width}));
-  ln_final_ = register_module("ln_final", std::make_shared<LayerNorm>(config.transformer_width, config.text_layer_norm_eps));
-  text_projection_ = register_parameter("text_projection", torch::zeros({config.transformer_width, config.embed_dim}));
+  transformer_ = register_module(
+      "transformer", std::make_shared<Transformer>(config.transformer_width, config.transformer_layers,
+                                                   config.transformer_heads, config.text_activation,
+                                                   config.text_layer_norm_eps));
+  token_embedding_ =
+      register_module("token_embedding", torch::nn::Embedding(config.vocab_size, config.transformer_width));
+  positional_embedding_ = register_parameter("positional_embedding",
+                                             torch::zeros({config.context_length, config.transformer_width}));
+  ln_final_ = register_module(
+      "ln_final", std::make_shared<LayerNorm>(config.transformer_width, config.text_layer_norm_eps));
+  text_projection_ =
+      register_parameter("text_projection", torch::zeros({config.transformer_width, config.embed_dim}));
   logit_scale_ = register_parameter("logit_scale", torch::zeros({}));
   // Additive causal mask: -inf above the diagonal. [L, L]
   causal_mask_ = register_buffer("causal_mask", torch::full({config.context_length, config.context_length},
                                                             -std::numeric_limits<float>::infinity())
-                                                     .triu(1));
+                                                    .triu(1));
   eval();
 }
 
+double ClipModel::parameter_elements(const ClipConfig& c) {
+  namespace n = elements;
+  auto transformer = [](double w, double layers) {  // attention, MLP and two LayerNorms a block
+    return layers * (n::linear(w, 3 * w) + n::linear(w, w) + n::linear(w, 4 * w) + n::linear(4 * w, w) +
+                     2 * n::norm(w));
+  };
+  const double e = static_cast<double>(c.embed_dim), w = static_cast<double>(c.vision_width);
+  double visual = 0;
+  if (c.vision_resnet) {
+    visual = n::conv(3, w / 2, 3, false) + n::conv(w / 2, w / 2, 3, false) + n::conv(w / 2, w, 3, false) +
+             2 * n::batch_norm(w / 2) + n::batch_norm(w);
+    double inplanes = w;
+    for (size_t stage = 0; stage < c.vision_layers.size(); ++stage) {
+      const double planes = w * static_cast<double>(int64_t{1} << stage);
+      for (int64_t b = 0; b < c.vision_layers[stage]; ++b) {
+        visual += n::conv(inplanes, planes, 1, false) + n::conv(planes, planes, 3, false) +
+                  n::conv(planes, 4 * planes, 1, false) + 2 * n::batch_norm(planes) +
+                  n::batch_norm(4 * planes);
+        if ((b == 0 && stage > 0) || inplanes != 4 * planes)
+          visual += n::conv(inplanes, 4 * planes, 1, false) + n::batch_norm(4 * planes);
+        inplanes = 4 * planes;
+      }
+    }
+    const double side = static_cast<double>(c.image_resolution / 32), d = 32 * w;
+    visual += (side * side + 1) * d + 3 * n::linear(d, d) + n::linear(d, e);  // the attention pool
+  } else {
+    const double p = static_cast<double>(c.vision_patch_size);
+    const double grid =
+        static_cast<double>(c.vision_patch_size > 0 ? c.image_resolution / c.vision_patch_size : 0);
+    visual = n::conv(3, w, p, false) + w + (grid * grid + 1) * w + 2 * n::norm(w) + w * e +
+             transformer(w, static_cast<double>(c.vision_layers.empty() ? 0 : c.vision_layers[0]));
+  }
+  const double tw = static_cast<double>(c.transformer_width), ctx = static_cast<double>(c.context_length);
+  const double text = transformer(tw, static_cast<double>(c.transformer_layers)) +
+                      static_cast<double>(c.vocab_size) * tw + ctx * tw + n::norm(tw) + tw * e + 1 +
+                      ctx * ctx;  // ... the logit scale and the causal mask
+  return visual + text;
+}
+
 torch::Tensor ClipModel::encode_image(const torch::Tensor& pixels) {
-  TORCH_CHECK(pixels.dim() == 4 && pixels.size(1) == 3, "encode_image expects [B, 3, H, W] pixels, got ", pixels.sizes());
+  TORCH_CHECK(pixels.dim() == 4 && pixels.size(1) == 3, "encode_image expects [B, 3, H, W] pixels, got ",
+              pixels.sizes());
   TORCH_CHECK(pixels.size(2) == config_.image_resolution && pixels.size(3) == config_.image_resolution,
-              "encode_image expects ", config_.image_resolution, "x", config_.image_resolution, " pixels, got ",
-              pixels.size(2), "x", pixels.size(3));
+              "encode_image expects ", config_.image_resolution, "x", config_.image_resolution,
+              " pixels, got ", pixels.size(2), "x", pixels.size(3));
   return visual_->forward(pixels);
 }
 

@@ -1,5 +1,6 @@
-// CLIP in libtorch, module for module as openai/CLIP clip/model.py (Ref: Radford et al. 2021). Submodules carry
-// the checkpoint's own names (visual.transformer.resblocks.N.attn.in_proj_weight, visual.layer1.0.downsample.0,
+// CLIP in libtorch, module for module as openai/CLIP clip/model.py (Ref: Radford et al. 2021). Submodules
+// carry the checkpoint's own names (visual.transformer.resblocks.N.attn.in_proj_weight,
+// visual.layer1.0.downsample.0,
 // ...), so loading is a walk over named_parameters() and named_buffers().
 #pragma once
 
@@ -9,18 +10,18 @@
 #include <string>
 #include <vector>
 
-#include "clip/tensor_map.h"
+#include "core/tensor_map.h"
 
 namespace clipguide {
 
-// What openai/CLIP's build_model infers from a state dict, plus what shapes cannot tell (heads, activation, eps),
-// which comes from a config file or the documented defaults (heads = width / 64, QuickGELU, eps 1e-5).
+// What openai/CLIP's build_model infers from a state dict, plus what shapes cannot tell (heads, activation,
+// eps), which comes from a config file or the documented defaults (heads = width / 64, QuickGELU, eps 1e-5).
 struct ClipConfig {
   int64_t embed_dim = 0;
-  bool vision_resnet = false;           // ModifiedResNet (RN50-style) instead of a ViT
-  std::vector<int64_t> vision_layers;   // ViT: {layers}; ResNet: blocks per stage (4 entries)
+  bool vision_resnet = false;          // ModifiedResNet (RN50-style) instead of a ViT
+  std::vector<int64_t> vision_layers;  // ViT: {layers}; ResNet: blocks per stage (4 entries)
   int64_t vision_width = 0;
-  int64_t vision_patch_size = 0;        // ViT only
+  int64_t vision_patch_size = 0;  // ViT only
   int64_t image_resolution = 0;
   int64_t vision_heads = 0;
   int64_t context_length = 0;
@@ -51,6 +52,9 @@ class VisualEncoder : public torch::nn::Module {
 class ClipModel : public torch::nn::Module {
  public:
   explicit ClipModel(const ClipConfig& config);
+  // What constructing the model allocates, in elements (parameters and buffers), computed from the config
+  // alone: build_strict compares it with the weights before allocating anything.
+  static double parameter_elements(const ClipConfig& config);
 
   const ClipConfig& config() const { return config_; }
   // Normalized pixels [B, 3, R, R] -> unnormalized image features [B, E]; differentiable in `pixels`.

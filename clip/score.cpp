@@ -10,35 +10,15 @@
 #include <thread>
 
 #include "clip/embed.h"
-#include "clip/error.h"
-#include "clip/file_io.h"
-#include "clip/image.h"
-#include "clip/sha256.h"
+#include "core/error.h"
+#include "core/file_io.h"
+#include "io/image.h"
+#include "io/sha256.h"
 
 namespace clipguide {
 namespace fs = std::filesystem;
 
 namespace {
-
-struct MetricInfo {
-  Metric metric;
-  const char* name;
-  const char* definition;
-};
-
-constexpr MetricInfo kMetrics[] = {
-    {Metric::Cosine, "cosine", "cos(image, text): cosine similarity of the CLIP embeddings, in [-1, 1]"},
-    {Metric::Logit, "logit", "exp(logit_scale) * cos(image, text): CLIP's logits (100 * cos for OpenAI models)"},
-    {Metric::ClipScore, "clipscore", "2.5 * max(cos(image, text), 0): CLIPScore, Hessel et al. 2021"},
-    {Metric::Probs, "probs", "softmax over the prompts of exp(logit_scale) * cos: zero-shot class probabilities"},
-};
-
-const MetricInfo& info(Metric metric) {
-  for (const auto& m : kMetrics) {
-    if (m.metric == metric) return m;
-  }
-  fail("unknown metric");
-}
 
 torch::Tensor normalize(const torch::Tensor& x) { return x / x.norm(2, -1, true); }
 
@@ -92,23 +72,32 @@ std::vector<Item> decode_range(const std::vector<std::string>& paths, size_t beg
 
 }  // namespace
 
-Metric parse_metric(const std::string& name) {
-  for (const auto& m : kMetrics) {
-    if (name == m.name) return m.metric;
+const char* metric_definition(Metric metric) {
+  switch (metric) {
+    case Metric::Cosine:
+      return "cos(image, text): cosine similarity of the CLIP embeddings, in [-1, 1]";
+    case Metric::Logit:
+      return "exp(logit_scale) * cos(image, text): CLIP's logits (100 * cos for OpenAI models)";
+    case Metric::ClipScore:
+      return "2.5 * max(cos(image, text), 0): CLIPScore, Hessel et al. 2021";
+    case Metric::Probs:
+      return "softmax over the prompts of exp(logit_scale) * cos: zero-shot class probabilities";
   }
-  fail("--metric ", name, " is not one of cosine, logit, clipscore, probs");
+  fail("unknown metric");
 }
 
-const char* metric_name(Metric metric) { return info(metric).name; }
-const char* metric_definition(Metric metric) { return info(metric).definition; }
-
-torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric, double logit_scale) {
+torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric,
+                           double logit_scale) {
   const torch::Tensor cos = torch::matmul(image.to(torch::kFloat), text.to(torch::kFloat).t());  // [I, P]
   switch (metric) {
-    case Metric::Cosine: return cos;
-    case Metric::Logit: return logit_scale * cos;
-    case Metric::ClipScore: return 2.5 * cos.clamp_min(0);
-    case Metric::Probs: return torch::softmax(logit_scale * cos, 1);
+    case Metric::Cosine:
+      return cos;
+    case Metric::Logit:
+      return logit_scale * cos;
+    case Metric::ClipScore:
+      return 2.5 * cos.clamp_min(0);
+    case Metric::Probs:
+      return torch::softmax(logit_scale * cos, 1);
   }
   fail("unknown metric");
 }
@@ -134,11 +123,12 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
   for (const std::string& input : inputs) {
     std::error_code ec;
     if (!fs::is_directory(input, ec)) {
-      out.push_back(input);  // a file given by name is read whatever its extension; decoding says if it is no image
+      out.push_back(
+          input);  // a file given by name is read whatever its extension; decoding says if it is no image
       continue;
     }
-    // Folders recursively, symlinked folders too (each real folder once, so a link loop ends). An image whose link
-    // is broken is kept: reading it reports it, as --on-error says.
+    // Folders recursively, symlinked folders too (each real folder once, so a link loop ends). An image whose
+    // link is broken is kept: reading it reports it, as --on-error says.
     std::vector<std::string> found;
     std::set<fs::path> seen;
     std::vector<fs::path> pending = {input};
@@ -146,8 +136,8 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
       const fs::path dir = pending.back();
       pending.pop_back();
       if (!seen.insert(fs::canonical(dir, ec)).second) continue;
-      for (fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end;
-           it.increment(ec)) {
+      for (fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+           !ec && it != end; it.increment(ec)) {
         std::error_code kind;
         if (it->is_directory(kind)) {
           pending.push_back(it->path());
@@ -157,7 +147,8 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
       }
       if (ec) fail(dir.string(), ": cannot list folder: ", ec.message());
     }
-    if (found.empty()) fail(input, ": no PNG or JPEG files in this folder (searched recursively, by extension)");
+    if (found.empty())
+      fail(input, ": no PNG or JPEG files in this folder (searched recursively, by extension)");
     std::sort(found.begin(), found.end());
     out.insert(out.end(), found.begin(), found.end());
   }
@@ -166,8 +157,8 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
 
 namespace {
 
-// Images [B, 3, R, R] through `model` on its device and back as float32 features on the CPU. To CUDA, the batch
-// goes from pinned memory without blocking, so the copy overlaps the previous batch's work on the GPU.
+// Images [B, 3, R, R] through `model` on its device and back as float32 features on the CPU. To CUDA, the
+// batch goes from pinned memory without blocking, so the copy overlaps the previous batch's work on the GPU.
 torch::Tensor encode_on(ClipModel& model, const std::vector<torch::Tensor>& pixels) {
   const torch::NoGradGuard no_grad;  // thread-local: a replica's worker thread needs its own
   const torch::Tensor param = model.parameters().front();
@@ -186,8 +177,9 @@ torch::Tensor encode_on(ClipModel& model, const std::vector<torch::Tensor>& pixe
 
 }  // namespace
 
-void stream_image_features(LoadedClip& clip, const std::vector<std::string>& paths, int64_t batch_size, int workers,
-                           bool normalize_features, const std::function<void(const ImageBatch&)>& on_batch,
+void stream_image_features(LoadedClip& clip, const std::vector<std::string>& paths, int64_t batch_size,
+                           int workers, bool normalize_features,
+                           const std::function<void(const ImageBatch&)>& on_batch,
                            const EmbeddingCache* cache) {
   TORCH_CHECK(batch_size > 0 && workers > 0, "batch size and workers must be positive");
   const torch::NoGradGuard no_grad;
@@ -226,8 +218,8 @@ void stream_image_features(LoadedClip& clip, const std::vector<std::string>& pat
     on_batch(batch);
   };
   if (paths.empty()) return;
-  // Batch k runs on model k mod D. With one model it is encoded here while batch k + 1 decodes; with several, each
-  // on a thread of its own, up to D batches at once, and finished in input order.
+  // Batch k runs on model k mod D. With one model it is encoded here while batch k + 1 decodes; with several,
+  // each on a thread of its own, up to D batches at once, and finished in input order.
   std::deque<InFlight> in_flight;
   std::future<std::vector<Item>> next = launch(0);
   size_t k = 0;
@@ -241,7 +233,8 @@ void stream_image_features(LoadedClip& clip, const std::vector<std::string>& pat
     if (!pixels.empty()) {
       std::shared_ptr<ClipModel> model = models[k % models.size()];
       const auto policy = models.size() > 1 ? std::launch::async : std::launch::deferred;
-      f.encoded = std::async(policy, [model, pixels = std::move(pixels)] { return encode_on(*model, pixels); });
+      f.encoded =
+          std::async(policy, [model, pixels = std::move(pixels)] { return encode_on(*model, pixels); });
     }
     in_flight.push_back(std::move(f));
     if (in_flight.size() >= models.size()) {

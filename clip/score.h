@@ -1,5 +1,6 @@
-// Image-prompt scores with one explicit definition each, prompt ensembles, and a streaming image pipeline that
-// decodes and preprocesses on worker threads while the model runs. Shared by `clipguide score` and `rerank`.
+// Image-prompt scores with one explicit definition each, prompt ensembles, and a streaming image pipeline
+// that decodes and preprocesses on worker threads while the model runs. Shared by `clipguide score` and
+// `rerank`.
 #pragma once
 
 #include <torch/types.h>
@@ -8,21 +9,27 @@
 #include <string>
 #include <vector>
 
-#include "clip/embedding_cache.h"
 #include "clip/load.h"
+#include "core/names.h"
+#include "io/embedding_cache.h"
 
 namespace clipguide {
 
 enum class Metric { Cosine, Logit, ClipScore, Probs };
+// Parsing ("cosine", ...; anything else is an Error listing the choices) and naming, from one table.
+inline constexpr Named<Metric> kMetrics[] = {{Metric::Cosine, "cosine"},
+                                             {Metric::Logit, "logit"},
+                                             {Metric::ClipScore, "clipscore"},
+                                             {Metric::Probs, "probs"}};
+inline Metric parse_metric(const std::string& name) { return parse_name(kMetrics, name, "--metric"); }
+inline const char* metric_name(Metric metric) { return name_of(kMetrics, metric); }
 
-// "cosine", "logit", "clipscore", "probs"; anything else is an Error listing the choices.
-Metric parse_metric(const std::string& name);
-const char* metric_name(Metric metric);
 // The formula, as written into every output.
 const char* metric_definition(Metric metric);
 
 // Scores [I, P] from L2-normalized image [I, E] and text [P, E] embeddings.
-torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric, double logit_scale);
+torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric,
+                           double logit_scale);
 
 // Normalized text embeddings [P, E]. With templates ("a photo of {}"), each prompt's embedding is the
 // renormalized mean of its normalized template embeddings (CLIP's prompt-engineering notebook).
@@ -34,16 +41,17 @@ torch::Tensor embed_prompts(LoadedClip& clip, const std::vector<std::string>& pr
 std::vector<std::string> collect_image_files(const std::vector<std::string>& inputs);
 
 struct ImageBatch {
-  std::vector<std::string> paths;   // images that decoded, in input order
-  torch::Tensor features;           // [paths.size(), E], float32 on the CPU, L2-normalized if asked
+  std::vector<std::string> paths;  // images that decoded, in input order
+  torch::Tensor features;          // [paths.size(), E], float32 on the CPU, L2-normalized if asked
   std::vector<std::pair<std::string, std::string>> errors;  // (path, message) for images that did not decode
 };
 
 // Streams `paths` through the model in batches: batch k + 1 is decoded and preprocessed on `workers` threads
 // while batch k runs, so memory stays at two batches whatever the number of files. `on_batch` is called in
 // input order. With a cache, images whose content was embedded before are not decoded or encoded again.
-void stream_image_features(LoadedClip& clip, const std::vector<std::string>& paths, int64_t batch_size, int workers,
-                           bool normalize, const std::function<void(const ImageBatch&)>& on_batch,
+void stream_image_features(LoadedClip& clip, const std::vector<std::string>& paths, int64_t batch_size,
+                           int workers, bool normalize,
+                           const std::function<void(const ImageBatch&)>& on_batch,
                            const EmbeddingCache* cache = nullptr);
 
 }  // namespace clipguide

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide {
 namespace {
@@ -27,14 +27,17 @@ struct InvalidCharref {
 
 template <size_t N>
 const char* find_entity(const NamedEntity (&table)[N], const std::string& name) {
-  auto it = std::lower_bound(std::begin(table), std::end(table), name,
-                             [](const NamedEntity& e, const std::string& n) { return std::strcmp(e.name, n.c_str()) < 0; });
+  auto it = std::lower_bound(
+      std::begin(table), std::end(table), name,
+      [](const NamedEntity& e, const std::string& n) { return std::strcmp(e.name, n.c_str()) < 0; });
   return it != std::end(table) && name == it->name ? it->text : nullptr;
 }
 
 std::u32string u32(const char* utf8) { return utf8_to_u32(utf8, "entity table"); }
 
-bool is_ascii_alnum(char32_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_ascii_alnum(char32_t c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 bool is_hex(char32_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
 // Python's html._replace_charref for the body after '&' (`s`, at most 32 code points plus ';').
@@ -57,17 +60,18 @@ std::u32string replace_charref(const std::u32string& s) {
   if (const char* text = find_entity(kHtml5Entities, name)) return u32(text);
   // The longest prefix that is an entity (HTML5 allows some without ';').
   for (size_t x = s.size() - 1; x > 1; --x) {
-    if (const char* text = find_entity(kHtml5Entities, u32_to_utf8(s.substr(0, x)))) return u32(text) + s.substr(x);
+    if (const char* text = find_entity(kHtml5Entities, u32_to_utf8(s.substr(0, x))))
+      return u32(text) + s.substr(x);
   }
   return U"&" + s;
 }
 
 // Windows-1252 bytes 0x80-0x9F; 0 where the code page leaves the byte undefined (ftfy's "sloppy" codec maps
 // those to the C1 control of the same number).
-constexpr char32_t kCp1252High[32] = {
-    0x20AC, 0,      0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
-    0x2039, 0x0152, 0,      0x017D, 0,      0,      0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
-    0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0,      0x017E, 0x0178};
+constexpr char32_t kCp1252High[32] = {0x20AC, 0,      0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021,
+                                      0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0,      0x017D, 0,
+                                      0,      0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
+                                      0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0,      0x017E, 0x0178};
 
 // A code point as a sloppy-windows-1252 byte, or -1.
 int sloppy_cp1252_byte(char32_t c) {
@@ -104,7 +108,8 @@ bool fix_mojibake(std::u32string& text) {
   return true;
 }
 
-// ftfy.fixes.unescape_html: "&name;" and "&#...;" with 1-24 alphanumerics, keeping entities it cannot resolve.
+// ftfy.fixes.unescape_html: "&name;" and "&#...;" with 1-24 alphanumerics, keeping entities it cannot
+// resolve.
 std::u32string ftfy_unescape_html(const std::u32string& text) {
   std::u32string out;
   for (size_t i = 0; i < text.size();) {
@@ -163,36 +168,82 @@ std::u32string ftfy_one_pass(std::u32string text, bool unescape) {
       c = mapped != 0 ? mapped : c;
     }
     switch (c) {  // fix_latin_ligatures
-      case 0x0132: out += U"IJ"; continue;
-      case 0x0133: out += U"ij"; continue;
-      case 0x0149: out += U"\u02BCn"; continue;
-      case 0x01F1: out += U"DZ"; continue;
-      case 0x01F2: out += U"Dz"; continue;
-      case 0x01F3: out += U"dz"; continue;
-      case 0x01C4: out += U"D\u017D"; continue;
-      case 0x01C5: out += U"D\u017E"; continue;
-      case 0x01C6: out += U"d\u017E"; continue;
-      case 0x01C7: out += U"LJ"; continue;
-      case 0x01C8: out += U"Lj"; continue;
-      case 0x01C9: out += U"lj"; continue;
-      case 0x01CA: out += U"NJ"; continue;
-      case 0x01CB: out += U"Nj"; continue;
-      case 0x01CC: out += U"nj"; continue;
-      case 0xFB00: out += U"ff"; continue;
-      case 0xFB01: out += U"fi"; continue;
-      case 0xFB02: out += U"fl"; continue;
-      case 0xFB03: out += U"ffi"; continue;
-      case 0xFB04: out += U"ffl"; continue;
-      case 0xFB05: out += U"\u017Ft"; continue;
-      case 0xFB06: out += U"st"; continue;
-      default: break;
+      case 0x0132:
+        out += U"IJ";
+        continue;
+      case 0x0133:
+        out += U"ij";
+        continue;
+      case 0x0149:
+        out += U"\u02BCn";
+        continue;
+      case 0x01F1:
+        out += U"DZ";
+        continue;
+      case 0x01F2:
+        out += U"Dz";
+        continue;
+      case 0x01F3:
+        out += U"dz";
+        continue;
+      case 0x01C4:
+        out += U"D\u017D";
+        continue;
+      case 0x01C5:
+        out += U"D\u017E";
+        continue;
+      case 0x01C6:
+        out += U"d\u017E";
+        continue;
+      case 0x01C7:
+        out += U"LJ";
+        continue;
+      case 0x01C8:
+        out += U"Lj";
+        continue;
+      case 0x01C9:
+        out += U"lj";
+        continue;
+      case 0x01CA:
+        out += U"NJ";
+        continue;
+      case 0x01CB:
+        out += U"Nj";
+        continue;
+      case 0x01CC:
+        out += U"nj";
+        continue;
+      case 0xFB00:
+        out += U"ff";
+        continue;
+      case 0xFB01:
+        out += U"fi";
+        continue;
+      case 0xFB02:
+        out += U"fl";
+        continue;
+      case 0xFB03:
+        out += U"ffi";
+        continue;
+      case 0xFB04:
+        out += U"ffl";
+        continue;
+      case 0xFB05:
+        out += U"\u017Ft";
+        continue;
+      case 0xFB06:
+        out += U"st";
+        continue;
+      default:
+        break;
     }
     if (c == 0x3000) {  // fix_character_width: ideographic space and full/half-width forms
       out.push_back(' ');
       continue;
     }
     if (c >= 0xFF01 && c <= 0xFFEF) {
-      out += normalize(std::u32string(1, c), static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT));
+      out += normalize(std::u32string(1, c),
+                       static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT));
       continue;
     }
     if (c == 0x02BC || (c >= 0x2018 && c <= 0x201B)) c = '\'';  // uncurl_quotes
@@ -202,7 +253,8 @@ std::u32string ftfy_one_pass(std::u32string text, bool unescape) {
       c = '\n';
     }
     if (c == 0x2028 || c == 0x2029 || c == 0x85) c = '\n';
-    if (c == 0x1B && i + 1 < text.size() && text[i + 1] == '[') {  // remove_terminal_escapes: ESC [ [0-9;]* letter
+    if (c == 0x1B && i + 1 < text.size() &&
+        text[i + 1] == '[') {  // remove_terminal_escapes: ESC [ [0-9;]* letter
       size_t j = i + 2;
       while (j < text.size() && ((text[j] >= '0' && text[j] <= '9') || text[j] == ';')) ++j;
       if (j < text.size() && ((text[j] | 0x20) >= 'a' && (text[j] | 0x20) <= 'z')) {
@@ -298,7 +350,9 @@ std::u32string html_unescape(const std::u32string& text) {
       continue;
     }
     size_t k = j;
-    auto name_char = [](char32_t c) { return c != '\t' && c != '\n' && c != '\f' && c != ' ' && c != '<' && c != '&' && c != '#' && c != ';'; };
+    auto name_char = [](char32_t c) {
+      return c != '\t' && c != '\n' && c != '\f' && c != ' ' && c != '<' && c != '&' && c != '#' && c != ';';
+    };
     while (k < text.size() && k - j < 32 && name_char(text[k])) ++k;
     if (k == j) {
       out.push_back(text[i++]);
@@ -333,14 +387,17 @@ std::u32string ftfy_fix_text(std::u32string text) {
 bool is_space(char32_t c) {
   if ((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0) return true;
   if (c < 0x1680) return false;
-  return c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-         c == 0x3000;
+  return c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 bool is_letter(char32_t c) {
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
       return true;
     default:
       return false;
@@ -349,7 +406,9 @@ bool is_letter(char32_t c) {
 
 bool is_number(char32_t c) {
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_NO:
       return true;
     default:
       return false;
@@ -391,16 +450,19 @@ std::string join_cut_middle(const std::vector<Piece>& pieces, size_t limit, size
   if (limit < ellipsis_size) return out;
   const size_t budget = limit - ellipsis_size;
   size_t head = 0, head_size = 0;
-  while (head < pieces.size() && head_size + pieces[head].size <= budget / 2) head_size += pieces[head++].size;
+  while (head < pieces.size() && head_size + pieces[head].size <= budget / 2)
+    head_size += pieces[head++].size;
   size_t tail = pieces.size(), tail_size = 0;
-  while (tail > head && head_size + tail_size + pieces[tail - 1].size <= budget) tail_size += pieces[--tail].size;
+  while (tail > head && head_size + tail_size + pieces[tail - 1].size <= budget)
+    tail_size += pieces[--tail].size;
   for (size_t i = 0; i < head; ++i) out += pieces[i].text;
   out += "\u2026";
   for (size_t i = tail; i < pieces.size(); ++i) out += pieces[i].text;
   return out;
 }
 
-// Calls f(bytes, code point) for each code point of `text`, with code point -1 for each byte of invalid UTF-8.
+// Calls f(bytes, code point) for each code point of `text`, with code point -1 for each byte of invalid
+// UTF-8.
 template <typename F>
 void for_each_code_point(std::string_view text, F f) {
   const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
@@ -414,9 +476,9 @@ void for_each_code_point(std::string_view text, F f) {
   }
 }
 
-// Code points a terminal or a line-based reader acts on instead of showing: C0 controls, DEL, C1 controls, the
-// line and paragraph separators, and the bidirectional embeddings, overrides and isolates (they reorder what
-// follows them on the line).
+// Code points a terminal or a line-based reader acts on instead of showing: C0 controls, DEL, C1 controls,
+// the line and paragraph separators, and the bidirectional embeddings, overrides and isolates (they reorder
+// what follows them on the line).
 bool acts_on_terminal(int32_t c) {
   return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029 || (c >= 0x202A && c <= 0x202E) ||
          (c >= 0x2066 && c <= 0x2069);
@@ -425,7 +487,8 @@ bool acts_on_terminal(int32_t c) {
 std::vector<Piece> width_pieces(std::string_view utf8) {
   std::vector<Piece> pieces;
   for_each_code_point(utf8, [&](std::string_view bytes, int32_t cp) {
-    pieces.push_back({std::string(bytes), cp < 0 ? 1 : static_cast<size_t>(std::max(0, utf8proc_charwidth(cp)))});
+    pieces.push_back(
+        {std::string(bytes), cp < 0 ? 1 : static_cast<size_t>(std::max(0, utf8proc_charwidth(cp)))});
   });
   return pieces;
 }
@@ -453,6 +516,8 @@ size_t display_width(std::string_view utf8) {
   return width;
 }
 
-std::string fit_width_middle(std::string_view utf8, size_t width) { return join_cut_middle(width_pieces(utf8), width, 1); }
+std::string fit_width_middle(std::string_view utf8, size_t width) {
+  return join_cut_middle(width_pieces(utf8), width, 1);
+}
 
 }  // namespace clipguide

@@ -10,9 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "clip/error.h"
-#include "clip/file_io.h"
 #include "clip/text_clean.h"
+#include "core/error.h"
+#include "core/file_io.h"
 
 namespace clipguide {
 namespace fs = std::filesystem;
@@ -46,7 +46,8 @@ std::vector<std::pair<uint8_t, char32_t>> byte_to_unicode() {
   return table;
 }
 
-// simple_tokenizer.py's vocabulary: the bytes' stand-ins, the same with </w>, one entry per merge, then the specials.
+// simple_tokenizer.py's vocabulary: the bytes' stand-ins, the same with </w>, one entry per merge, then the
+// specials.
 std::vector<std::string> vocabulary_in_openai_order(const BpeMerges& merges) {
   std::vector<std::string> vocab;
   for (const auto& entry : byte_to_unicode()) vocab.push_back(u32_to_utf8(std::u32string(1, entry.second)));
@@ -79,7 +80,8 @@ std::string gunzip_file(const std::string& path) {
   return out;
 }
 
-BpeMerges parse_merges(const std::string& text, size_t first_line, size_t max_merges, const std::string& source) {
+BpeMerges parse_merges(const std::string& text, size_t first_line, size_t max_merges,
+                       const std::string& source) {
   BpeMerges merges;
   std::istringstream in(text);
   std::string line;
@@ -103,9 +105,12 @@ std::vector<std::string> initial_symbols(const std::string& token) {
   for (size_t i = 0; i < token.size();) {
     size_t len = 1;
     const auto lead = static_cast<unsigned char>(token[i]);
-    if (lead >= 0xF0) len = 4;
-    else if (lead >= 0xE0) len = 3;
-    else if (lead >= 0xC0) len = 2;
+    if (lead >= 0xF0)
+      len = 4;
+    else if (lead >= 0xE0)
+      len = 3;
+    else if (lead >= 0xC0)
+      len = 2;
     word.push_back(token.substr(i, len));
     i += len;
   }
@@ -127,12 +132,12 @@ void merge_pair(std::vector<std::string>& word, const std::string& first, const 
   word = std::move(merged);
 }
 
-// The pattern <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+ over cleaned
-// text, matched leftmost-first as the regex module does: `piece` gets each word, `special` each special token
-// (true: start of text). Stops once `out` holds `max_tokens`.
+// The pattern <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+// over cleaned text, matched leftmost-first as the regex module does: `piece` gets each word, `special` each
+// special token (true: start of text). Stops once `out` holds `max_tokens`.
 template <typename Piece, typename Special>
-void for_each_piece(const std::u32string& clean, size_t max_tokens, const std::vector<int64_t>& out, Piece&& piece,
-                    Special&& special) {
+void for_each_piece(const std::u32string& clean, size_t max_tokens, const std::vector<int64_t>& out,
+                    Piece&& piece, Special&& special) {
   static const std::u32string specials[] = {U"<|startoftext|>", U"<|endoftext|>"};
   static const std::u32string contractions[] = {U"'s", U"'t", U"'re", U"'ve", U"'m", U"'ll", U"'d"};
   for (size_t i = 0; i < clean.size() && out.size() < max_tokens;) {
@@ -173,10 +178,13 @@ void for_each_piece(const std::u32string& clean, size_t max_tokens, const std::v
 
 }  // namespace
 
-Tokenizer::Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges, const std::string& source)
+Tokenizer::Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges,
+                     const std::string& source)
     : encoder_(std::move(encoder)) {
-  for (const auto& [byte, code] : byte_to_unicode()) byte_encoder_[byte] = u32_to_utf8(std::u32string(1, code));
-  for (size_t i = 0; i < merges.size(); ++i) ranks_.emplace(merges[i].first + " " + merges[i].second, static_cast<int64_t>(i));
+  for (const auto& [byte, code] : byte_to_unicode())
+    byte_encoder_[byte] = u32_to_utf8(std::u32string(1, code));
+  for (size_t i = 0; i < merges.size(); ++i)
+    ranks_.emplace(merges[i].first + " " + merges[i].second, static_cast<int64_t>(i));
   for (const char* special : {kSot, kEot}) {
     if (encoder_.count(special) == 0) fail(source, ": vocabulary lacks ", special);
   }
@@ -213,8 +221,8 @@ Tokenizer Tokenizer::from_hf_files(const std::string& vocab_json, const std::str
   }
   const std::string text = read_small_file(merges_txt, kMaxVocabBytes);
   const size_t first = text.rfind("#version", 0) == 0 ? 1 : 0;
-  return Tokenizer(std::move(encoder), parse_merges(text, first, std::numeric_limits<size_t>::max(), merges_txt),
-                   vocab_json);
+  return Tokenizer(std::move(encoder),
+                   parse_merges(text, first, std::numeric_limits<size_t>::max(), merges_txt), vocab_json);
 }
 
 Tokenizer Tokenizer::from_path(const std::string& path) {
@@ -224,7 +232,8 @@ Tokenizer Tokenizer::from_path(const std::string& path) {
     if (fs::exists(dir / "vocab.json", ec) && fs::exists(dir / "merges.txt", ec)) {
       return from_hf_files((dir / "vocab.json").string(), (dir / "merges.txt").string());
     }
-    if (fs::exists(dir / "bpe_simple_vocab_16e6.txt.gz", ec)) return from_openai_vocab((dir / "bpe_simple_vocab_16e6.txt.gz").string());
+    if (fs::exists(dir / "bpe_simple_vocab_16e6.txt.gz", ec))
+      return from_openai_vocab((dir / "bpe_simple_vocab_16e6.txt.gz").string());
     fail(path, ": directory has neither vocab.json + merges.txt nor bpe_simple_vocab_16e6.txt.gz");
   }
   if (fs::path(path).filename() == "vocab.json") {
@@ -259,8 +268,10 @@ std::vector<std::string> Tokenizer::bpe(const std::string& token) const {
   return word;
 }
 
-std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::string& what, size_t max_tokens) const {
-  if (text.size() > kMaxTextBytes) fail(what, ": ", text.size(), " bytes exceeds the limit of ", kMaxTextBytes, " bytes");
+std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::string& what,
+                                       size_t max_tokens) const {
+  if (text.size() > kMaxTextBytes)
+    fail(what, ": ", text.size(), " bytes exceeds the limit of ", kMaxTextBytes, " bytes");
   const std::u32string clean = clip_clean_text(text, what);
   std::vector<int64_t> ids;
   auto emit = [&](const std::u32string& piece) {
@@ -276,12 +287,14 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::strin
       ids.push_back(it->second);
     }
   };
-  for_each_piece(clean, max_tokens, ids, [&](const std::u32string& piece) { emit(piece); },
-                 [&](bool start) { ids.push_back(start ? sot_ : eot_); });
+  for_each_piece(
+      clean, max_tokens, ids, [&](const std::u32string& piece) { emit(piece); },
+      [&](bool start) { ids.push_back(start ? sot_ : eot_); });
   return ids;
 }
 
-torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t context_length, bool truncate) const {
+torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t context_length,
+                                  bool truncate) const {
   TORCH_CHECK(context_length >= 2, "context length must be at least 2");
   torch::Tensor out = torch::zeros({static_cast<int64_t>(texts.size()), context_length}, torch::kLong);
   auto acc = out.accessor<int64_t, 2>();
@@ -294,8 +307,8 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
     ids.push_back(eot_);
     if (static_cast<int64_t>(ids.size()) > context_length) {
       if (!truncate) {
-        fail(what, " is ", counted_all ? "" : "more than ", counted_all ? ids.size() : limit, " tokens, longer than the context length ",
-             context_length, " (shorten it or use --truncate)");
+        fail(what, " is ", counted_all ? "" : "more than ", counted_all ? ids.size() : limit,
+             " tokens, longer than the context length ", context_length, " (shorten it or use --truncate)");
       }
       ids.resize(context_length);
       ids.back() = eot_;
@@ -305,21 +318,23 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
   return out;
 }
 
-// Ref: Sennrich et al. 2016, Algorithm 1: repeatedly merge the most frequent adjacent pair of symbols, counted over
-// the words of the corpus (split as encode() splits them, each word ending in </w>).
+// Ref: Sennrich et al. 2016, Algorithm 1: repeatedly merge the most frequent adjacent pair of symbols,
+// counted over the words of the corpus (split as encode() splits them, each word ending in </w>).
 BpeMerges train_bpe(const std::vector<std::string>& texts, size_t max_merges, int64_t min_count) {
   std::string byte_encoder[256];
-  for (const auto& [byte, code] : byte_to_unicode()) byte_encoder[byte] = u32_to_utf8(std::u32string(1, code));
+  for (const auto& [byte, code] : byte_to_unicode())
+    byte_encoder[byte] = u32_to_utf8(std::u32string(1, code));
   std::map<std::string, int64_t> word_counts;
   const std::vector<int64_t> no_ids;
   for (const std::string& text : texts) {
-    for_each_piece(clip_clean_text(text, "caption"), SIZE_MAX, no_ids,
-                   [&](const std::u32string& piece) {
-                     std::string bytes;
-                     for (unsigned char b : u32_to_utf8(piece)) bytes += byte_encoder[b];
-                     ++word_counts[bytes];
-                   },
-                   [](bool) {});
+    for_each_piece(
+        clip_clean_text(text, "caption"), SIZE_MAX, no_ids,
+        [&](const std::u32string& piece) {
+          std::string bytes;
+          for (unsigned char b : u32_to_utf8(piece)) bytes += byte_encoder[b];
+          ++word_counts[bytes];
+        },
+        [](bool) {});
   }
   std::vector<std::pair<std::vector<std::string>, int64_t>> words;
   for (const auto& [word, count] : word_counts) words.emplace_back(initial_symbols(word), count);

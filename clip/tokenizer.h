@@ -27,8 +27,8 @@ class Tokenizer {
   // `what` names the input in errors.
   std::vector<int64_t> encode(const std::string& text, const std::string& what = "prompt",
                               size_t max_tokens = SIZE_MAX) const;
-  // clip.tokenize: [N, context_length] int64, <|startoftext|> ids <|endoftext|> then zeros. Too long: an Error
-  // naming the token count, unless `truncate` (then the last kept id is replaced by <|endoftext|>).
+  // clip.tokenize: [N, context_length] int64, <|startoftext|> ids <|endoftext|> then zeros. Too long: an
+  // Error naming the token count, unless `truncate` (then the last kept id is replaced by <|endoftext|>).
   torch::Tensor tokenize(const std::vector<std::string>& texts, int64_t context_length, bool truncate) const;
 
   int64_t sot() const { return sot_; }
@@ -37,7 +37,8 @@ class Tokenizer {
   int64_t max_id() const { return max_id_; }
 
  private:
-  Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges, const std::string& source);
+  Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges,
+            const std::string& source);
   std::vector<std::string> bpe(const std::string& token) const;
 
   std::unordered_map<std::string, int64_t> encoder_;
@@ -51,10 +52,11 @@ class Tokenizer {
   std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();  // bpe() results; safe to share across threads
 };
 
-// Learns merges from a corpus, most frequent pair first, until `max_merges` or no pair is seen `min_count` times.
+// Learns merges from a corpus, most frequent pair first, until `max_merges` or no pair is seen `min_count`
+// times.
 BpeMerges train_bpe(const std::vector<std::string>& texts, size_t max_merges, int64_t min_count = 2);
-// Writes vocab.json (OpenAI's order: bytes, bytes with </w>, merges, <|startoftext|>, <|endoftext|>) and merges.txt
-// into `dir`, so Tokenizer::from_path(dir) reads them back.
+// Writes vocab.json (OpenAI's order: bytes, bytes with </w>, merges, <|startoftext|>, <|endoftext|>) and
+// merges.txt into `dir`, so Tokenizer::from_path(dir) reads them back.
 void write_hf_vocabulary(const BpeMerges& merges, const std::string& dir);
 
 }  // namespace clipguide

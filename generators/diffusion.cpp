@@ -4,7 +4,7 @@
 #include <set>
 #include <sstream>
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide {
 
@@ -28,7 +28,8 @@ std::vector<int64_t> space_timesteps(int64_t num_timesteps, const std::string& r
         return {steps.begin(), steps.end()};
       }
     }
-    fail("timestep respacing '", respacing, "': no stride of ", num_timesteps, " steps gives exactly ", desired);
+    fail("timestep respacing '", respacing, "': no stride of ", num_timesteps, " steps gives exactly ",
+         desired);
   }
   std::vector<int64_t> counts;
   std::stringstream in(respacing);
@@ -46,8 +47,10 @@ std::vector<int64_t> space_timesteps(int64_t num_timesteps, const std::string& r
   int64_t start = 0;
   for (size_t i = 0; i < counts.size(); ++i) {
     const int64_t size = size_per + (static_cast<int64_t>(i) < extra ? 1 : 0);
-    if (size < counts[i]) fail("timestep respacing '", respacing, "': a section of ", size, " steps cannot hold ", counts[i]);
-    const double stride = counts[i] <= 1 ? 1.0 : static_cast<double>(size - 1) / static_cast<double>(counts[i] - 1);
+    if (size < counts[i])
+      fail("timestep respacing '", respacing, "': a section of ", size, " steps cannot hold ", counts[i]);
+    const double stride =
+        counts[i] <= 1 ? 1.0 : static_cast<double>(size - 1) / static_cast<double>(counts[i] - 1);
     double cur = 0.0;
     for (int64_t j = 0; j < counts[i]; ++j) {
       steps.insert(start + static_cast<int64_t>(std::nearbyint(cur)));  // Python's round: half to even
@@ -58,7 +61,8 @@ std::vector<int64_t> space_timesteps(int64_t num_timesteps, const std::string& r
   return {steps.begin(), steps.end()};
 }
 
-DiffusionSchedule DiffusionSchedule::make(const std::string& noise_schedule, int64_t steps, const std::string& respacing) {
+DiffusionSchedule DiffusionSchedule::make(const std::string& noise_schedule, int64_t steps,
+                                          const std::string& respacing) {
   if (steps < 1 || steps > 100000) fail("diffusion steps must be between 1 and 100000 (got ", steps, ")");
   const auto f64 = torch::TensorOptions().dtype(torch::kDouble);
   torch::Tensor base;
@@ -98,7 +102,8 @@ DiffusionSchedule DiffusionSchedule::make(const std::string& noise_schedule, int
   s.sqrt_one_minus_alphas_cumprod = torch::sqrt(1.0 - s.alphas_cumprod);
   s.posterior_variance = s.betas * (1.0 - s.alphas_cumprod_prev) / (1.0 - s.alphas_cumprod);
   const torch::Tensor pv_head = s.size() > 1 ? s.posterior_variance.narrow(0, 1, 1) : s.betas.narrow(0, 0, 1);
-  s.posterior_log_variance_clipped = torch::log(torch::cat({pv_head, s.posterior_variance.narrow(0, 1, s.size() - 1)}));
+  s.posterior_log_variance_clipped =
+      torch::log(torch::cat({pv_head, s.posterior_variance.narrow(0, 1, s.size() - 1)}));
   s.posterior_mean_coef1 = s.betas * torch::sqrt(s.alphas_cumprod_prev) / (1.0 - s.alphas_cumprod);
   s.posterior_mean_coef2 = (1.0 - s.alphas_cumprod_prev) * torch::sqrt(alphas) / (1.0 - s.alphas_cumprod);
   s.log_betas = torch::log(s.betas);
@@ -112,25 +117,30 @@ torch::Tensor extract(const torch::Tensor& values, const torch::Tensor& t, const
   return v.view(shape).expand(like.sizes());
 }
 
-torch::Tensor predict_xstart_from_eps(const DiffusionSchedule& s, const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& eps) {
+torch::Tensor predict_xstart_from_eps(const DiffusionSchedule& s, const torch::Tensor& x,
+                                      const torch::Tensor& t, const torch::Tensor& eps) {
   return extract(s.sqrt_recip_alphas_cumprod, t, x) * x - extract(s.sqrt_recipm1_alphas_cumprod, t, x) * eps;
 }
 
-torch::Tensor predict_eps_from_xstart(const DiffusionSchedule& s, const torch::Tensor& x, const torch::Tensor& t,
-                                      const torch::Tensor& pred_xstart) {
-  return (extract(s.sqrt_recip_alphas_cumprod, t, x) * x - pred_xstart) / extract(s.sqrt_recipm1_alphas_cumprod, t, x);
+torch::Tensor predict_eps_from_xstart(const DiffusionSchedule& s, const torch::Tensor& x,
+                                      const torch::Tensor& t, const torch::Tensor& pred_xstart) {
+  return (extract(s.sqrt_recip_alphas_cumprod, t, x) * x - pred_xstart) /
+         extract(s.sqrt_recipm1_alphas_cumprod, t, x);
 }
 
-torch::Tensor q_posterior_mean(const DiffusionSchedule& s, const torch::Tensor& x_start, const torch::Tensor& x, const torch::Tensor& t) {
+torch::Tensor q_posterior_mean(const DiffusionSchedule& s, const torch::Tensor& x_start,
+                               const torch::Tensor& x, const torch::Tensor& t) {
   return extract(s.posterior_mean_coef1, t, x) * x_start + extract(s.posterior_mean_coef2, t, x) * x;
 }
 
-torch::Tensor q_sample(const DiffusionSchedule& s, const torch::Tensor& x_start, const torch::Tensor& t, const torch::Tensor& noise) {
-  return extract(s.alphas_cumprod.sqrt(), t, x_start) * x_start + extract(s.sqrt_one_minus_alphas_cumprod, t, x_start) * noise;
+torch::Tensor q_sample(const DiffusionSchedule& s, const torch::Tensor& x_start, const torch::Tensor& t,
+                       const torch::Tensor& noise) {
+  return extract(s.alphas_cumprod.sqrt(), t, x_start) * x_start +
+         extract(s.sqrt_one_minus_alphas_cumprod, t, x_start) * noise;
 }
 
-Prediction p_mean_variance(const DiffusionSchedule& s, const torch::Tensor& model_output, const torch::Tensor& x,
-                           const torch::Tensor& t, bool clip_denoised) {
+Prediction p_mean_variance(const DiffusionSchedule& s, const torch::Tensor& model_output,
+                           const torch::Tensor& x, const torch::Tensor& t, bool clip_denoised) {
   const int64_t C = x.size(1);
   Prediction p;
   torch::Tensor eps = model_output;
@@ -139,12 +149,15 @@ Prediction p_mean_variance(const DiffusionSchedule& s, const torch::Tensor& mode
     auto parts = model_output.split(C, 1);
     eps = parts[0];
     const torch::Tensor frac = (parts[1] + 1) / 2;
-    p.log_variance = frac * extract(s.log_betas, t, x) + (1 - frac) * extract(s.posterior_log_variance_clipped, t, x);
+    p.log_variance =
+        frac * extract(s.log_betas, t, x) + (1 - frac) * extract(s.posterior_log_variance_clipped, t, x);
     p.variance = torch::exp(p.log_variance);
   } else {
-    TORCH_CHECK(model_output.size(1) == C, "model output has ", model_output.size(1), " channels for ", C, " input channels");
+    TORCH_CHECK(model_output.size(1) == C, "model output has ", model_output.size(1), " channels for ", C,
+                " input channels");
     // Fixed large variance: betas, with the posterior's at step 0.
-    const torch::Tensor var = torch::cat({s.posterior_variance.narrow(0, 1, 1), s.betas.narrow(0, 1, s.size() - 1)});
+    const torch::Tensor var =
+        torch::cat({s.posterior_variance.narrow(0, 1, 1), s.betas.narrow(0, 1, s.size() - 1)});
     p.variance = extract(var, t, x);
     p.log_variance = extract(torch::log(var), t, x);
   }
@@ -155,7 +168,7 @@ Prediction p_mean_variance(const DiffusionSchedule& s, const torch::Tensor& mode
 }
 
 Denoiser plain_denoiser(const DiffusionSchedule& s, ModelFn model, bool clip_denoised) {
-  return [&s, model = std::move(model), clip_denoised](const torch::Tensor& x, const torch::Tensor& t) {
+  return [s, model = std::move(model), clip_denoised](const torch::Tensor& x, const torch::Tensor& t) {
     return p_mean_variance(s, model(x, t), x, t, clip_denoised);
   };
 }
@@ -166,8 +179,8 @@ Prediction condition_mean(const Prediction& p, const torch::Tensor& grad) {
   return out;
 }
 
-Prediction condition_score(const DiffusionSchedule& s, const Prediction& p, const torch::Tensor& x, const torch::Tensor& t,
-                           const torch::Tensor& grad) {
+Prediction condition_score(const DiffusionSchedule& s, const Prediction& p, const torch::Tensor& x,
+                           const torch::Tensor& t, const torch::Tensor& grad) {
   const torch::Tensor alpha_bar = extract(s.alphas_cumprod, t, x);
   torch::Tensor eps = predict_eps_from_xstart(s, x, t, p.pred_xstart);
   eps = eps - (1 - alpha_bar).sqrt() * grad;
@@ -188,60 +201,53 @@ torch::Tensor nonzero_mask(const torch::Tensor& t, const torch::Tensor& x) {
 
 }  // namespace
 
-torch::Tensor p_sample(const Denoiser& denoiser, const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& noise) {
+torch::Tensor p_sample(const Denoiser& denoiser, const torch::Tensor& x, const torch::Tensor& t,
+                       const torch::Tensor& noise) {
   const Prediction p = denoiser(x, t);
   return p.mean + nonzero_mask(t, x) * torch::exp(0.5 * p.log_variance) * noise;
 }
 
-torch::Tensor ddim_sample(const DiffusionSchedule& s, const Denoiser& denoiser, const torch::Tensor& x, const torch::Tensor& t,
-                          double eta, const torch::Tensor& noise) {
+torch::Tensor ddim_sample(const DiffusionSchedule& s, const Denoiser& denoiser, const torch::Tensor& x,
+                          const torch::Tensor& t, double eta, const torch::Tensor& noise) {
   const Prediction p = denoiser(x, t);
   const torch::Tensor eps = predict_eps_from_xstart(s, x, t, p.pred_xstart);
   const torch::Tensor alpha_bar = extract(s.alphas_cumprod, t, x);
   const torch::Tensor alpha_bar_prev = extract(s.alphas_cumprod_prev, t, x);
-  const torch::Tensor sigma = eta * torch::sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch::sqrt(1 - alpha_bar / alpha_bar_prev);
-  const torch::Tensor mean_pred = p.pred_xstart * torch::sqrt(alpha_bar_prev) + torch::sqrt(1 - alpha_bar_prev - sigma.pow(2)) * eps;
+  const torch::Tensor sigma =
+      eta * torch::sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch::sqrt(1 - alpha_bar / alpha_bar_prev);
+  const torch::Tensor mean_pred =
+      p.pred_xstart * torch::sqrt(alpha_bar_prev) + torch::sqrt(1 - alpha_bar_prev - sigma.pow(2)) * eps;
   return mean_pred + nonzero_mask(t, x) * sigma * noise;
 }
 
 // Algorithm: k-diffusion sample_euler_ancestral (eta 1), one step from sigma_t to the next discrete sigma.
-torch::Tensor euler_ancestral_sample(const DiffusionSchedule& s, const Denoiser& denoiser, const torch::Tensor& x,
-                                     const torch::Tensor& t, const torch::Tensor& noise) {
+torch::Tensor euler_ancestral_sample(const DiffusionSchedule& s, const Denoiser& denoiser,
+                                     const torch::Tensor& x, const torch::Tensor& t,
+                                     const torch::Tensor& noise) {
   const Prediction p = denoiser(x, t);
   const torch::Tensor sigma = extract(s.sqrt_recipm1_alphas_cumprod, t, x);
   // sigma_next = sqrt(1 / alpha_bar_prev - 1): 0 after the last step.
   const torch::Tensor alpha_bar_prev = extract(s.alphas_cumprod_prev, t, x);
   const torch::Tensor sigma_next = torch::sqrt(1 / alpha_bar_prev - 1);
   const torch::Tensor x_sigma = x * extract(s.sqrt_recip_alphas_cumprod, t, x);  // x_t / sqrt(alpha_bar)
-  const torch::Tensor sigma_up = torch::minimum(sigma_next, torch::sqrt(sigma_next.pow(2) * (sigma.pow(2) - sigma_next.pow(2)) / sigma.pow(2)));
+  const torch::Tensor sigma_up = torch::minimum(
+      sigma_next, torch::sqrt(sigma_next.pow(2) * (sigma.pow(2) - sigma_next.pow(2)) / sigma.pow(2)));
   const torch::Tensor sigma_down = torch::sqrt(sigma_next.pow(2) - sigma_up.pow(2));
   const torch::Tensor d = (x_sigma - p.pred_xstart) / sigma;
   const torch::Tensor next = x_sigma + d * (sigma_down - sigma) + noise * sigma_up;
   return next * torch::sqrt(alpha_bar_prev);  // back to the VP parameterisation
 }
 
-Sampler parse_sampler(const std::string& name) {
-  if (name == "ddpm") return Sampler::Ddpm;
-  if (name == "ddim") return Sampler::Ddim;
-  if (name == "euler_a") return Sampler::EulerAncestral;
-  fail("--sampler ", name, " is not one of ddpm, ddim, euler_a");
-}
-
-const char* sampler_name(Sampler sampler) {
+torch::Tensor sample_step(Sampler sampler, const DiffusionSchedule& s, const Denoiser& denoiser,
+                          const torch::Tensor& x, const torch::Tensor& t, double eta,
+                          const torch::Tensor& noise) {
   switch (sampler) {
-    case Sampler::Ddpm: return "ddpm";
-    case Sampler::Ddim: return "ddim";
-    case Sampler::EulerAncestral: return "euler_a";
-  }
-  return "?";
-}
-
-torch::Tensor sample_step(Sampler sampler, const DiffusionSchedule& s, const Denoiser& denoiser, const torch::Tensor& x,
-                          const torch::Tensor& t, double eta, const torch::Tensor& noise) {
-  switch (sampler) {
-    case Sampler::Ddpm: return p_sample(denoiser, x, t, noise);
-    case Sampler::Ddim: return ddim_sample(s, denoiser, x, t, eta, noise);
-    case Sampler::EulerAncestral: return euler_ancestral_sample(s, denoiser, x, t, noise);
+    case Sampler::Ddpm:
+      return p_sample(denoiser, x, t, noise);
+    case Sampler::Ddim:
+      return ddim_sample(s, denoiser, x, t, eta, noise);
+    case Sampler::EulerAncestral:
+      return euler_ancestral_sample(s, denoiser, x, t, noise);
   }
   return x;
 }

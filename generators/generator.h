@@ -1,5 +1,5 @@
-// What the optimisation loop needs from a generator: an image in [0, 1] that is differentiable in some parameters.
-// VQGAN and pixels are interchangeable behind it.
+// What the optimisation loop needs from a generator: an image in [0, 1] that is differentiable in some
+// parameters. VQGAN and pixels are interchangeable behind it.
 #pragma once
 
 #include <torch/torch.h>
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "clip/tensor_map.h"
+#include "core/tensor_map.h"
 
 namespace clipguide {
 
@@ -28,7 +28,8 @@ class Generator {
   virtual void load_state(const TensorMap& state) = 0;
 };
 
-// Clamp to [0, 1] whose gradient still flows where it moves the value back into range (Crowson's ClampWithGrad).
+// Clamp to [0, 1] whose gradient still flows where it moves the value back into range (Crowson's
+// ClampWithGrad).
 torch::Tensor clamp_with_grad(const torch::Tensor& x);
 
 }  // namespace clipguide

@@ -1,8 +1,8 @@
 #include "generators/guided_run.h"
 
-#include "clip/error.h"
-
 #include <cmath>
+
+#include "core/error.h"
 
 namespace clipguide {
 
@@ -23,12 +23,13 @@ GuideResult GuidedRun::step() {
   GuideResult result = guide_->loss(generator_->image(), rng_, optimizer_.steps());
   if (const torch::Tensor reg = generator_->regularizer(); reg.defined()) {
     result.total = result.total + reg;
-    result.parts.emplace_back("init latent", reg.item<double>());
+    result.parts.add("init latent", reg);
   }
-  if (!std::isfinite(result.total.item<double>())) {
-    fail("the loss is not finite at step ", optimizer_.steps() + 1, "; lower --lr or the regulariser weights, or set --grad-clamp");
+  if (!torch::isfinite(result.total).all().item<bool>()) {  // the step's one read-back
+    fail("the loss is not finite at step ", optimizer_.steps() + 1,
+         "; lower --lr or the regulariser weights, or set --grad-clamp");
   }
-  result.total.backward();
+  result.total.sum().backward();
   if (grad_clamp_rms_ > 0) {
     for (auto& p : generator_->parameters()) {
       if (p.grad().defined()) p.mutable_grad() = clamp_grad_rms(p.grad(), grad_clamp_rms_);

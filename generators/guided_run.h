@@ -1,5 +1,6 @@
-// One guided optimisation: a generator, the CLIP guide, an optimizer and the run's own cutout stream. Each step:
-// image -> guide loss (+ the generator's regulariser) -> backward -> optional gradient RMS clamp -> optimizer step.
+// One guided optimisation: a generator, the CLIP guide, an optimizer and the run's own cutout stream. Each
+// step: image -> guide loss (+ the generator's regulariser) -> backward -> optional gradient RMS clamp ->
+// optimizer step.
 #pragma once
 
 #include <memory>
@@ -12,8 +13,8 @@ namespace clipguide {
 
 class GuidedRun : public Run {
  public:
-  GuidedRun(std::shared_ptr<Generator> generator, std::shared_ptr<const ClipGuide> guide, OptimizerOptions optimizer,
-            double grad_clamp_rms, uint64_t seed);
+  GuidedRun(std::shared_ptr<Generator> generator, std::shared_ptr<const ClipGuide> guide,
+            OptimizerOptions optimizer, double grad_clamp_rms, uint64_t seed);
 
   // One step; returns the loss it followed (parts by name; the generator's regulariser as "init latent").
   GuideResult step() override;

@@ -2,12 +2,13 @@
 
 #include <cmath>
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide {
 
 void OptimizerOptions::validate() const {
-  if (kind != "adam" && kind != "adamw" && kind != "sgd") fail("--optimizer ", kind, " is not one of adam, adamw, sgd");
+  if (kind != "adam" && kind != "adamw" && kind != "sgd")
+    fail("--optimizer ", kind, " is not one of adam, adamw, sgd");
   if (!(lr > 0) || !std::isfinite(lr)) fail("--lr must be a positive number (got ", lr, ")");
   if (!(lr_decay > 0 && lr_decay <= 1)) fail("--lr-decay must be in (0, 1] (got ", lr_decay, ")");
   if (!(weight_decay >= 0) || !std::isfinite(weight_decay)) fail("--weight-decay must be zero or positive");
@@ -22,7 +23,9 @@ Optimizer::Optimizer(std::vector<torch::Tensor> params, OptimizerOptions options
   }
 }
 
-double Optimizer::current_lr() const { return options_.lr * std::pow(options_.lr_decay, static_cast<double>(steps_)); }
+double Optimizer::current_lr() const {
+  return options_.lr * std::pow(options_.lr_decay, static_cast<double>(steps_));
+}
 
 void Optimizer::step() {
   torch::NoGradGuard no_grad;
@@ -36,7 +39,10 @@ void Optimizer::step() {
     if (options_.kind == "sgd") {
       if (options_.weight_decay != 0) g = g + options_.weight_decay * p;
       if (options_.momentum != 0) {
-        if (steps_ == 1) m_[i].copy_(g); else m_[i].mul_(options_.momentum).add_(g);
+        if (steps_ == 1)
+          m_[i].copy_(g);
+        else
+          m_[i].mul_(options_.momentum).add_(g);
         g = m_[i];
       }
       p.add_(g, -lr);
@@ -67,13 +73,16 @@ TensorMap Optimizer::state() const {
 }
 
 void Optimizer::load_state(const TensorMap& state) {
-  auto get = [&](const std::string& key) -> const torch::Tensor& { return require(state, key, "resume state"); };
+  auto get = [&](const std::string& key) -> const torch::Tensor& {
+    return require(state, key, "resume state");
+  };
   torch::NoGradGuard no_grad;
   steps_ = get("optimizer.steps").item<int64_t>();
   for (size_t i = 0; i < params_.size(); ++i) {
     const torch::Tensor& m = get(cat("optimizer.m.", i));
     const torch::Tensor& v = get(cat("optimizer.v.", i));
-    if (m.sizes() != m_[i].sizes() || v.sizes() != v_[i].sizes()) fail("resume state's optimizer does not fit the generator");
+    if (m.sizes() != m_[i].sizes() || v.sizes() != v_[i].sizes())
+      fail("resume state's optimizer does not fit the generator");
     m_[i].copy_(m);
     v_[i].copy_(v);
   }

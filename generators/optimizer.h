@@ -1,5 +1,5 @@
-// Adam, AdamW and SGD with momentum, written out so that their whole state is a TensorMap a run can save and resume
-// bit-identically. Same update rules as torch.optim (Ref: torch/optim/adam.py, adamw.py, sgd.py).
+// Adam, AdamW and SGD with momentum, written out so that their whole state is a TensorMap a run can save and
+// resume bit-identically. Same update rules as torch.optim (Ref: torch/optim/adam.py, adamw.py, sgd.py).
 #pragma once
 
 #include <torch/torch.h>
@@ -7,14 +7,14 @@
 #include <string>
 #include <vector>
 
-#include "clip/tensor_map.h"
+#include "core/tensor_map.h"
 
 namespace clipguide {
 
 struct OptimizerOptions {
   std::string kind = "adam";  // adam, adamw, sgd
   double lr = 0.1;
-  double lr_decay = 1.0;      // lr is multiplied by this after every step (1: constant)
+  double lr_decay = 1.0;  // lr is multiplied by this after every step (1: constant)
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double weight_decay = 0.0;  // AdamW's decoupled decay; SGD's L2 term
   double momentum = 0.9;      // SGD

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide {
 
@@ -14,7 +14,9 @@ constexpr int64_t kPyramidLevels = 4;
 
 torch::Tensor upsample(const torch::Tensor& x, int64_t height, int64_t width) {
   if (x.size(2) == height && x.size(3) == width) return x;
-  return F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{height, width}).mode(torch::kBilinear)
+  return F::interpolate(x, F::InterpolateFuncOptions()
+                               .size(std::vector<int64_t>{height, width})
+                               .mode(torch::kBilinear)
                                .align_corners(false));
 }
 
@@ -22,43 +24,29 @@ torch::Tensor upsample(const torch::Tensor& x, int64_t height, int64_t width) {
 torch::Tensor fourier_scale(int64_t height, int64_t width) {
   const torch::Tensor fy = torch::fft::fftfreq(height, torch::kDouble).view({height, 1});
   const torch::Tensor fx = torch::fft::rfftfreq(width, torch::kDouble).view({1, width / 2 + 1});
-  const torch::Tensor freq = torch::sqrt(fx * fx + fy * fy);                            // [H, W/2+1]
+  const torch::Tensor freq = torch::sqrt(fx * fx + fy * fy);  // [H, W/2+1]
   const double floor = 1.0 / static_cast<double>(std::max(width, height));
   return (1.0 / torch::clamp_min(freq, floor)).mul(floor).view({height, width / 2 + 1, 1}).to(torch::kFloat);
 }
 
 }  // namespace
 
-PixelParam parse_pixel_param(const std::string& name) {
-  if (name == "raw") return PixelParam::Raw;
-  if (name == "fourier") return PixelParam::Fourier;
-  if (name == "laplacian") return PixelParam::Laplacian;
-  fail("--pixel-param ", name, " is not one of raw, fourier, laplacian");
-}
-
-const char* pixel_param_name(PixelParam param) {
-  switch (param) {
-    case PixelParam::Raw: return "raw";
-    case PixelParam::Fourier: return "fourier";
-    case PixelParam::Laplacian: return "laplacian";
-  }
-  return "?";
-}
-
-PixelGenerator::PixelGenerator(int64_t width, int64_t height, PixelParam param, const std::optional<torch::Tensor>& init,
-                               uint64_t seed, torch::Device device)
+PixelGenerator::PixelGenerator(int64_t width, int64_t height, PixelParam param,
+                               const std::optional<torch::Tensor>& init, uint64_t seed, torch::Device device)
     : width_(width), height_(height), param_(param) {
   torch::NoGradGuard no_grad;
   auto rng = at::detail::createCPUGenerator(seed);
-  const torch::Tensor start = init ? init->to(torch::kCPU, torch::kFloat) - 0.5
-                                   : (torch::rand({1, 3, height, width}, rng) - 0.5) * 0.5;  // [1, 3, H, W], centred
+  const torch::Tensor start =
+      init ? init->to(torch::kCPU, torch::kFloat) - 0.5
+           : (torch::rand({1, 3, height, width}, rng) - 0.5) * 0.5;  // [1, 3, H, W], centred
   switch (param) {
     case PixelParam::Raw:
       params_ = {start.clone()};
       break;
     case PixelParam::Fourier: {
       // image - 0.5 = irfft2(spectrum * scale); the inverse gives the spectrum of the start image.
-      const torch::Tensor spec = torch::view_as_real(torch::fft::rfft2(start, c10::nullopt, {-2, -1}, "ortho"));  // [1, 3, H, W/2+1, 2]
+      const torch::Tensor spec = torch::view_as_real(
+          torch::fft::rfft2(start, c10::nullopt, {-2, -1}, "ortho"));  // [1, 3, H, W/2+1, 2]
       spectrum_scale_ = fourier_scale(height, width);
       params_ = {spec / spectrum_scale_};
       break;
@@ -67,7 +55,8 @@ PixelGenerator::PixelGenerator(int64_t width, int64_t height, PixelParam param, 
       // Level 0 is the finest; the start image goes in whole at level 0, the coarser levels begin at zero.
       params_ = {start.clone()};
       for (int64_t i = 1; i < kPyramidLevels; ++i) {
-        params_.push_back(torch::zeros({1, 3, std::max<int64_t>(1, height >> i), std::max<int64_t>(1, width >> i)}));
+        params_.push_back(
+            torch::zeros({1, 3, std::max<int64_t>(1, height >> i), std::max<int64_t>(1, width >> i)}));
       }
       break;
     }
@@ -88,7 +77,8 @@ torch::Tensor PixelGenerator::image() {
       break;
     case PixelParam::Fourier: {
       const torch::Tensor scaled = params_[0] * spectrum_scale_;
-      centred = torch::fft::irfft2(torch::view_as_complex(scaled.contiguous()), c10::IntArrayRef{height_, width_}, {-2, -1}, "ortho");
+      centred = torch::fft::irfft2(torch::view_as_complex(scaled.contiguous()),
+                                   c10::IntArrayRef{height_, width_}, {-2, -1}, "ortho");
       break;
     }
     case PixelParam::Laplacian:
@@ -101,7 +91,8 @@ torch::Tensor PixelGenerator::image() {
 
 TensorMap PixelGenerator::state() const {
   TensorMap out;
-  for (size_t i = 0; i < params_.size(); ++i) out[cat("pixels.", i)] = params_[i].detach().to(torch::kCPU).clone();
+  for (size_t i = 0; i < params_.size(); ++i)
+    out[cat("pixels.", i)] = params_[i].detach().to(torch::kCPU).clone();
   return out;
 }
 
@@ -109,7 +100,8 @@ void PixelGenerator::load_state(const TensorMap& state) {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < params_.size(); ++i) {
     auto it = state.find(cat("pixels.", i));
-    if (it == state.end() || it->second.sizes() != params_[i].sizes()) fail("resume state does not fit ", describe());
+    if (it == state.end() || it->second.sizes() != params_[i].sizes())
+      fail("resume state does not fit ", describe());
     params_[i].copy_(it->second);
   }
 }

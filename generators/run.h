@@ -5,7 +5,7 @@
 
 #include <torch/torch.h>
 
-#include "clip/tensor_map.h"
+#include "core/tensor_map.h"
 #include "guidance/clip_guide.h"
 
 namespace clipguide {
@@ -13,10 +13,11 @@ namespace clipguide {
 class Run {
  public:
   virtual ~Run() = default;
-  // One step; returns the loss that guided it (parts by name; empty when unguided).
+  // One step; returns the loss that guided it, per sample (parts by name; empty when unguided).
   virtual GuideResult step() = 0;
   virtual int64_t steps_done() const = 0;
-  // The current image [1, 3, H, W] in [0, 1] (a sampler's is its current prediction of the final image).
+  // The current images [B, 3, H, W] in [0, 1], B = 1 but for a batched DiffusionRun (a sampler's are its
+  // current predictions of the final images).
   virtual torch::Tensor image() = 0;
   virtual std::string describe() const = 0;
   virtual TensorMap state() const = 0;

@@ -1,6 +1,7 @@
-// guided-diffusion's UNetModel with the checkpoint's own names (input_blocks.N.M, middle_block, output_blocks,
-// time_embed, out): ResBlocks with optional scale-shift norm and up/down-sampling, legacy QKV attention, sinusoidal
-// timestep embedding, GroupNorm32 computed in fp32. Ref: openai/guided-diffusion guided_diffusion/unet.py, nn.py.
+// guided-diffusion's UNetModel with the checkpoint's own names (input_blocks.N.M, middle_block,
+// output_blocks, time_embed, out): ResBlocks with optional scale-shift norm and up/down-sampling, legacy QKV
+// attention, sinusoidal timestep embedding, GroupNorm32 computed in fp32. Ref: openai/guided-diffusion
+// guided_diffusion/unet.py, nn.py.
 #pragma once
 
 #include <torch/torch.h>
@@ -9,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "clip/tensor_map.h"
+#include "core/tensor_map.h"
 
 namespace clipguide {
 
@@ -17,11 +18,12 @@ struct UNetConfig {
   int64_t in_channels = 3, model_channels = 0, out_channels = 0;
   int64_t num_res_blocks = 0;
   std::vector<int64_t> channel_mult;
-  std::vector<bool> attention_levels;  // attention after the ResBlocks of level i (image_size / 2^i in attention_resolutions)
+  std::vector<bool> attention_levels;  // attention after the ResBlocks of level i (image_size / 2^i in
+                                       // attention_resolutions)
   bool use_scale_shift_norm = false;
   bool resblock_updown = false;
-  int64_t num_classes = 0;             // class-conditional checkpoints (label_emb)
-  int64_t clip_dim = 0;                // CLIP-embedding-conditioned checkpoints (clip_emb, as unCLIP's decoder)
+  int64_t num_classes = 0;  // class-conditional checkpoints (label_emb)
+  int64_t clip_dim = 0;     // CLIP-embedding-conditioned checkpoints (clip_emb, as unCLIP's decoder)
   // What the weights cannot tell: heads, from the flags (num_head_channels wins when set, as in unet.py).
   int64_t num_heads = 4, num_head_channels = 64;
   bool use_new_attention_order = false;
@@ -36,10 +38,14 @@ struct UNetConfig {
 class UNetModel : public torch::nn::Module {
  public:
   explicit UNetModel(const UNetConfig& config);
+  // What constructing the model allocates, in elements (parameters and buffers), computed from the config
+  // alone: build_strict compares it with the weights before allocating anything.
+  static double parameter_elements(const UNetConfig& config);
   const UNetConfig& config() const { return config_; }
-  // x [B, C, H, W], raw timesteps [B] (the original schedule's indices) -> [B, out_channels, H, W]. `y`: class labels
-  // [B] for class-conditional checkpoints; `clip_embed`: [B, clip_dim] normalized CLIP embeddings (zeros: none, the
-  // unconditional prediction classifier-free guidance needs) for CLIP-conditioned ones.
+  // x [B, C, H, W], raw timesteps [B] (the original schedule's indices) -> [B, out_channels, H, W]. `y`:
+  // class labels [B] for class-conditional checkpoints; `clip_embed`: [B, clip_dim] normalized CLIP
+  // embeddings (zeros: none, the unconditional prediction classifier-free guidance needs) for
+  // CLIP-conditioned ones.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& y = {},
                         const torch::Tensor& clip_embed = {});
   void load_weights(const TensorMap& sd, const std::string& source);
@@ -68,15 +74,17 @@ struct LoadedUNet {
   std::string path;
 };
 
-// Applies a flags JSON (the text of `flags_path`: "model_flags" and "diffusion_flags" as script_util takes them) to
-// what the weights could not tell: heads, attention order, image size, diffusion flags. A flag the weights in
-// `config` contradict, or a value of the wrong type, is an Error naming `flags_path`.
-void apply_unet_flags(const std::string& flags_json, const std::string& flags_path, UNetConfig& config, LoadedUNet& out);
+// Applies a flags JSON (the text of `flags_path`: "model_flags" and "diffusion_flags" as script_util takes
+// them) to what the weights could not tell: heads, attention order, image size, diffusion flags. A flag the
+// weights in `config` contradict, or a value of the wrong type, is an Error naming `flags_path`.
+void apply_unet_flags(const std::string& flags_json, const std::string& flags_path, UNetConfig& config,
+                      LoadedUNet& out);
 
-// Weights from a plain torch.save state dict (.pt, through the safe reader) or .safetensors. The structure comes
-// from the weights; heads, attention order, image size and the diffusion flags from `flags_path` (a JSON with
-// "model_flags" and "diffusion_flags" as script_util takes them; flags the weights contradict are an Error), or
-// the documented defaults of OpenAI's 256x256_diffusion_uncond (num_head_channels 64, linear schedule, 1000 steps).
+// Weights from a plain torch.save state dict (.pt, through the safe reader) or .safetensors. The structure
+// comes from the weights; heads, attention order, image size and the diffusion flags from `flags_path` (a
+// JSON with "model_flags" and "diffusion_flags" as script_util takes them; flags the weights contradict are
+// an Error), or the documented defaults of OpenAI's 256x256_diffusion_uncond (num_head_channels 64, linear
+// schedule, 1000 steps).
 LoadedUNet load_unet(const std::string& checkpoint_path, const std::string& flags_path, torch::Device device);
 
 // guided-diffusion's timestep_embedding: [cos(t f), sin(t f)], f = exp(-ln(10000) i / half).

@@ -7,10 +7,10 @@
 
 #include <cmath>
 
-#include "clip/checkpoint.h"
-#include "clip/error.h"
-#include "clip/file_io.h"
-#include "clip/state_dict.h"
+#include "core/error.h"
+#include "core/file_io.h"
+#include "io/checkpoint.h"
+#include "io/state_dict.h"
 
 namespace clipguide {
 
@@ -63,11 +63,12 @@ class AttnBlock : public torch::nn::Module {
     const torch::Tensor h = norm(x);
     const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
     const torch::Tensor qs = q(h).reshape({B, C, H * W}).permute({0, 2, 1});  // [B, C, HW] -> [B, HW, C]
-    const torch::Tensor ks = k(h).reshape({B, C, H * W});                      // [B, C, HW]
-    const torch::Tensor vs = v(h).reshape({B, C, H * W});                      // [B, C, HW]
+    const torch::Tensor ks = k(h).reshape({B, C, H * W});                     // [B, C, HW]
+    const torch::Tensor vs = v(h).reshape({B, C, H * W});                     // [B, C, HW]
     torch::Tensor w = torch::bmm(qs, ks) * std::pow(static_cast<double>(C), -0.5);  // [B, HW(q), HW(k)]
     w = torch::softmax(w, 2);
-    const torch::Tensor out = torch::bmm(vs, w.permute({0, 2, 1})).reshape({B, C, H, W});  // [B, C, HW(q)] -> NCHW
+    const torch::Tensor out =
+        torch::bmm(vs, w.permute({0, 2, 1})).reshape({B, C, H, W});  // [B, C, HW(q)] -> NCHW
     return x + proj_out(out);
   }
   torch::nn::GroupNorm norm{nullptr};
@@ -78,13 +79,14 @@ class AttnBlock : public torch::nn::Module {
 class Resample : public torch::nn::Module {
  public:
   Resample(int64_t channels, bool down) : down_(down) {
-    conv = register_module("conv", down ? torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).stride(2))
-                                        : torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)));
+    conv = register_module(
+        "conv", down ? torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).stride(2))
+                     : torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (down_) return conv(F::pad(x, F::PadFuncOptions({0, 1, 0, 1})));  // taming pads right and bottom only
-    return conv(F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0})
-                                      .mode(torch::kNearest)));
+    return conv(F::interpolate(
+        x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest)));
   }
   torch::nn::Conv2d conv{nullptr};
 
@@ -113,7 +115,9 @@ class Mid : public torch::nn::Module {
     attn_1 = register_module("attn_1", std::make_shared<AttnBlock>(channels));
     block_2 = register_module("block_2", std::make_shared<ResnetBlock>(channels, channels));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return block_2->forward(attn_1->forward(block_1->forward(x))); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return block_2->forward(attn_1->forward(block_1->forward(x)));
+  }
   std::shared_ptr<ResnetBlock> block_1, block_2;
   std::shared_ptr<AttnBlock> attn_1;
 };
@@ -132,12 +136,14 @@ class VqganEncoder : public torch::nn::Module {
         block_in = block_out;
         if (c.attn_levels[i]) level->attn->push_back(std::make_shared<AttnBlock>(block_in));
       }
-      if (i + 1 != c.ch_mult.size()) level->resample = level->register_module("downsample", std::make_shared<Resample>(block_in, true));
+      if (i + 1 != c.ch_mult.size())
+        level->resample = level->register_module("downsample", std::make_shared<Resample>(block_in, true));
       down->push_back(level);
     }
     mid = register_module("mid", std::make_shared<Mid>(block_in));
     norm_out = register_module("norm_out", normalize(block_in));
-    conv_out = register_module("conv_out", conv(block_in, c.double_z ? 2 * c.z_channels : c.z_channels, 3, 1, 1));
+    conv_out =
+        register_module("conv_out", conv(block_in, c.double_z ? 2 * c.z_channels : c.z_channels, 3, 1, 1));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     torch::Tensor h = conv_in(x);
@@ -170,7 +176,8 @@ class VqganDecoder : public torch::nn::Module {
         block_in = block_out;
         if (c.attn_levels[i]) level->attn->push_back(std::make_shared<AttnBlock>(block_in));
       }
-      if (i != 0) level->resample = level->register_module("upsample", std::make_shared<Resample>(block_in, false));
+      if (i != 0)
+        level->resample = level->register_module("upsample", std::make_shared<Resample>(block_in, false));
       levels[i] = level;
     }
     up = register_module("up", torch::nn::ModuleList());
@@ -212,7 +219,9 @@ int64_t count_indexed(const TensorMap& sd, const std::string& prefix) {
 
 VqganConfig VqganConfig::from_state_dict(const TensorMap& sd) {
   if (sd.count("quantize.proj.weight") != 0 || sd.count("quantize.embed.weight") != 0) {
-    fail("this is a Gumbel-quantized VQGAN (quantize.proj/quantize.embed); only VectorQuantizer models are supported");
+    fail(
+        "this is a Gumbel-quantized VQGAN (quantize.proj/quantize.embed); only VectorQuantizer models are "
+        "supported");
   }
   VqganConfig c;
   c.n_embed = shape_at(sd, "quantize.embedding.weight", 0);
@@ -227,7 +236,8 @@ VqganConfig VqganConfig::from_state_dict(const TensorMap& sd) {
   c.num_res_blocks = count_indexed(sd, "encoder.down.0.block.");
   for (int64_t i = 0; i < levels; ++i) {
     const int64_t out = shape_at(sd, cat("encoder.down.", i, ".block.0.conv2.weight"), 0);
-    if (out % c.ch != 0) fail("not a taming VQGAN: encoder.down.", i, " has ", out, " channels, not a multiple of ", c.ch);
+    if (out % c.ch != 0)
+      fail("not a taming VQGAN: encoder.down.", i, " has ", out, " channels, not a multiple of ", c.ch);
     c.ch_mult.push_back(out / c.ch);
     c.attn_levels.push_back(sd.count(cat("encoder.down.", i, ".attn.0.q.weight")) != 0);
   }
@@ -245,7 +255,8 @@ VqganConfig VqganConfig::from_yaml(const std::string& path) {
     fail(path, ": not a readable YAML file: ", e.msg);
   }
   auto need = [&](const YAML::Node& node, const char* key) {
-    if (!node.IsMap() || !node[key]) fail(path, ": missing '", key, "' (a taming VQGAN config has model.params.ddconfig)");
+    if (!node.IsMap() || !node[key])
+      fail(path, ": missing '", key, "' (a taming VQGAN config has model.params.ddconfig)");
     return node[key];
   };
   try {
@@ -268,7 +279,8 @@ VqganConfig VqganConfig::from_yaml(const std::string& path) {
       const int64_t res = resolution >> i;
       c.attn_levels.push_back(std::find(attn.begin(), attn.end(), res) != attn.end());
     }
-    for (int64_t v : {c.embed_dim, c.n_embed, c.z_channels, c.in_channels, c.out_ch, c.ch, c.num_res_blocks}) {
+    for (int64_t v :
+         {c.embed_dim, c.n_embed, c.z_channels, c.in_channels, c.out_ch, c.ch, c.num_res_blocks}) {
       if (v <= 0 || v > (1 << 20)) fail(path, ": a size in the config is out of range (", v, ")");
     }
     return c;
@@ -283,26 +295,65 @@ std::string VqganConfig::describe() const {
     mult += cat(i ? "," : "", ch_mult[i]);
     if (attn_levels[i]) attn += cat(attn.empty() ? "" : ",", i);
   }
-  return cat("VQGAN f", factor(), " (ch ", ch, ", ch_mult ", mult, ", ", num_res_blocks, " res blocks, attention at levels [",
-             attn, "], codebook ", n_embed, "x", embed_dim, ")");
+  return cat("VQGAN f", factor(), " (ch ", ch, ", ch_mult ", mult, ", ", num_res_blocks,
+             " res blocks, attention at levels [", attn, "], codebook ", n_embed, "x", embed_dim, ")");
 }
 
 bool VqganConfig::operator==(const VqganConfig& o) const {
-  return embed_dim == o.embed_dim && n_embed == o.n_embed && z_channels == o.z_channels && in_channels == o.in_channels &&
-         out_ch == o.out_ch && ch == o.ch && ch_mult == o.ch_mult && num_res_blocks == o.num_res_blocks &&
-         attn_levels == o.attn_levels && double_z == o.double_z;
+  return embed_dim == o.embed_dim && n_embed == o.n_embed && z_channels == o.z_channels &&
+         in_channels == o.in_channels && out_ch == o.out_ch && ch == o.ch && ch_mult == o.ch_mult &&
+         num_res_blocks == o.num_res_blocks && attn_levels == o.attn_levels && double_z == o.double_z;
 }
 
 // ---- model ----
 
 Vqgan::Vqgan(const VqganConfig& config) : config_(config) {
-  TORCH_CHECK(!config.ch_mult.empty() && config.attn_levels.size() == config.ch_mult.size(), "bad VQGAN config");
+  TORCH_CHECK(!config.ch_mult.empty() && config.attn_levels.size() == config.ch_mult.size(),
+              "bad VQGAN config");
   encoder_ = register_module("encoder", std::make_shared<VqganEncoder>(config));
   decoder_ = register_module("decoder", std::make_shared<VqganDecoder>(config));
   quant_conv_ = register_module("quant_conv", conv(config.z_channels, config.embed_dim, 1));
   post_quant_conv_ = register_module("post_quant_conv", conv(config.embed_dim, config.z_channels, 1));
   quantize_ = register_module("quantize", std::make_shared<torch::nn::Module>());
-  embedding_ = quantize_->register_module("embedding", torch::nn::Embedding(config.n_embed, config.embed_dim))->weight;
+  embedding_ =
+      quantize_->register_module("embedding", torch::nn::Embedding(config.n_embed, config.embed_dim))->weight;
+}
+
+double Vqgan::parameter_elements(const VqganConfig& c) {
+  namespace n = elements;
+  auto resnet = [](double in, double out) {
+    return n::norm(in) + n::conv(in, out, 3) + n::norm(out) + n::conv(out, out, 3) +
+           (in != out ? n::conv(in, out, 1) : 0);
+  };
+  auto attn = [](double ch) { return n::norm(ch) + 4 * n::conv(ch, ch, 1); };
+  auto mid = [&](double ch) { return 2 * resnet(ch, ch) + attn(ch); };
+  const double ch = static_cast<double>(c.ch), z = static_cast<double>(c.z_channels);
+  const size_t levels = c.ch_mult.size();
+  auto attends = [&](size_t i) { return i < c.attn_levels.size() && c.attn_levels[i]; };
+  double total = n::conv(static_cast<double>(c.in_channels), ch, 3);  // the encoder
+  double block_in = ch;
+  for (size_t i = 0; i < levels; ++i) {
+    const double block_out = ch * static_cast<double>(c.ch_mult[i]);
+    for (int64_t j = 0; j < c.num_res_blocks; ++j) {
+      total += resnet(block_in, block_out) + (attends(i) ? attn(block_out) : 0);
+      block_in = block_out;
+    }
+    if (i + 1 != levels) total += n::conv(block_in, block_in, 3);
+  }
+  total += mid(block_in) + n::norm(block_in) + n::conv(block_in, c.double_z ? 2 * z : z, 3);
+  block_in = levels > 0 ? ch * static_cast<double>(c.ch_mult.back()) : ch;  // the decoder
+  total += n::conv(z, block_in, 3) + mid(block_in);
+  for (size_t i = levels; i-- > 0;) {
+    const double block_out = ch * static_cast<double>(c.ch_mult[i]);
+    for (int64_t j = 0; j <= c.num_res_blocks; ++j) {
+      total += resnet(block_in, block_out) + (attends(i) ? attn(block_out) : 0);
+      block_in = block_out;
+    }
+    if (i != 0) total += n::conv(block_in, block_in, 3);
+  }
+  const double e = static_cast<double>(c.embed_dim);
+  total += n::norm(block_in) + n::conv(block_in, static_cast<double>(c.out_ch), 3);
+  return total + n::conv(z, e, 1) + n::conv(e, z, 1) + static_cast<double>(c.n_embed) * e;  // + quantizer
 }
 
 torch::Tensor Vqgan::encode(const torch::Tensor& x) {
@@ -316,9 +367,11 @@ Vqgan::Quantized Vqgan::quantize(const torch::Tensor& z) {
   const torch::Tensor flat = z.permute({0, 2, 3, 1}).reshape({-1, C});  // [B, C, H, W] -> [BHW, C]
   const torch::Tensor e = embedding_.to(z.scalar_type());
   // |z|^2 + |e|^2 - 2 z.e, summed as VectorQuantizer2 does (the same argmin on ties and rounding).
-  const torch::Tensor d = flat.pow(2).sum(1, true) + e.pow(2).sum(1) - 2 * torch::matmul(flat, e.t());  // [BHW, N]
+  const torch::Tensor d =
+      flat.pow(2).sum(1, true) + e.pow(2).sum(1) - 2 * torch::matmul(flat, e.t());  // [BHW, N]
   const torch::Tensor indices = d.argmin(1);
-  const torch::Tensor q = e.index_select(0, indices).reshape({B, H, W, C}).permute({0, 3, 1, 2});  // -> [B, C, H, W]
+  const torch::Tensor q =
+      e.index_select(0, indices).reshape({B, H, W, C}).permute({0, 3, 1, 2});  // -> [B, C, H, W]
   return {z + (q - z).detach(), indices.reshape({B, H, W})};
 }
 
@@ -337,13 +390,15 @@ void Vqgan::load_weights(const TensorMap& sd, const std::string& source) {
   load_strict(*this, sd, how);
 }
 
-LoadedVqgan load_vqgan(const std::string& checkpoint_path, const std::string& config_path, torch::Device device) {
+LoadedVqgan load_vqgan(const std::string& checkpoint_path, const std::string& config_path,
+                       torch::Device device) {
   Checkpoint ckpt = read_checkpoint(checkpoint_path);
   VqganConfig config = VqganConfig::from_state_dict(ckpt.tensors);
   if (!config_path.empty()) {
     const VqganConfig declared = VqganConfig::from_yaml(config_path);
     if (!(declared == config)) {
-      fail(config_path, " describes a ", declared.describe(), " but ", checkpoint_path, " holds a ", config.describe());
+      fail(config_path, " describes a ", declared.describe(), " but ", checkpoint_path, " holds a ",
+           config.describe());
     }
   }
   LoadedVqgan out;

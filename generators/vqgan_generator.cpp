@@ -1,6 +1,6 @@
 #include "generators/vqgan_generator.h"
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide {
 
@@ -8,7 +8,8 @@ VqganGenerator::VqganGenerator(std::shared_ptr<Vqgan> vqgan, int64_t width, int6
                                const std::optional<torch::Tensor>& init, double init_weight, uint64_t seed)
     : vqgan_(std::move(vqgan)), init_weight_(init_weight) {
   const int64_t f = vqgan_->config().factor();
-  if (width % f != 0 || height % f != 0) fail("VQGAN image size ", width, "x", height, " is not a multiple of its factor ", f);
+  if (width % f != 0 || height % f != 0)
+    fail("VQGAN image size ", width, "x", height, " is not a multiple of its factor ", f);
   torch::NoGradGuard no_grad;
   const torch::Tensor codebook = vqgan_->codebook();  // [N, D]
   const auto device = codebook.device();
@@ -21,7 +22,10 @@ VqganGenerator::VqganGenerator(std::shared_ptr<Vqgan> vqgan, int64_t width, int6
     // Random codebook entries, as the notebook's one-hot @ codebook.
     auto rng = at::detail::createCPUGenerator(seed);
     const torch::Tensor idx = torch::randint(codebook.size(0), {(height / f) * (width / f)}, rng).to(device);
-    z_ = codebook.index_select(0, idx).view({1, height / f, width / f, -1}).permute({0, 3, 1, 2}).contiguous();  // [1, D, h, w]
+    z_ = codebook.index_select(0, idx)
+             .view({1, height / f, width / f, -1})
+             .permute({0, 3, 1, 2})
+             .contiguous();  // [1, D, h, w]
   }
   z_.requires_grad_(true);
 }

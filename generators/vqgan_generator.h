@@ -1,5 +1,5 @@
-// VQGAN as a generator: the optimised latent is z [1, embed_dim, H/f, W/f]; image = decode(quantize(z)) mapped to
-// [0, 1], with z clamped to the codebook's range after each step (Crowson's notebook).
+// VQGAN as a generator: the optimised latent is z [1, embed_dim, H/f, W/f]; image = decode(quantize(z))
+// mapped to [0, 1], with z clamped to the codebook's range after each step (Crowson's notebook).
 #pragma once
 
 #include <memory>
@@ -12,10 +12,11 @@ namespace clipguide {
 
 class VqganGenerator : public Generator {
  public:
-  // `init`: [1, 3, H, W] in [0, 1] (H, W multiples of the factor) encoded as the start; else random codebook entries
-  // drawn with `seed`. `init_weight` > 0 adds init_weight * MSE(z, z_init) (toward the init image's latent, not 0).
-  VqganGenerator(std::shared_ptr<Vqgan> vqgan, int64_t width, int64_t height, const std::optional<torch::Tensor>& init,
-                 double init_weight, uint64_t seed);
+  // `init`: [1, 3, H, W] in [0, 1] (H, W multiples of the factor) encoded as the start; else random codebook
+  // entries drawn with `seed`. `init_weight` > 0 adds init_weight * MSE(z, z_init) (toward the init image's
+  // latent, not 0).
+  VqganGenerator(std::shared_ptr<Vqgan> vqgan, int64_t width, int64_t height,
+                 const std::optional<torch::Tensor>& init, double init_weight, uint64_t seed);
   std::string describe() const override;
   torch::Tensor image() override;
   std::vector<torch::Tensor> parameters() override { return {z_}; }

@@ -1,6 +1,6 @@
 #include "guidance/cuda_graph.h"
 
-#include "clip/error.h"
+#include "core/error.h"
 
 #ifdef CLIPGUIDE_CUDA
 #include <ATen/cuda/CUDAEvent.h>
@@ -23,15 +23,18 @@ CutoutLossGraph::CutoutLossGraph(CutoutLossFn fn, const torch::Tensor& cutouts, 
   (void)cutouts, (void)targets, (void)dim;
   fail("CUDA graphs need a build with CUDA (scripts/setup --torch pip); this one was built without it");
 #else
-  if (!cutouts.is_cuda()) fail("CUDA graphs capture CUDA work; the guide's images are on ", cutouts.device().str());
+  if (!cutouts.is_cuda())
+    fail("CUDA graphs capture CUDA work; the guide's images are on ", cutouts.device().str());
   const auto options = cutouts.options().dtype(torch::kFloat);
-  cutouts_ = torch::zeros(cutouts.sizes(), options).requires_grad_(true);  // the leaf the gradient is taken for
+  cutouts_ =
+      torch::zeros(cutouts.sizes(), options).requires_grad_(true);  // the leaf the gradient is taken for
   targets_ = torch::zeros({targets, dim}, options);
   weights_ = torch::zeros({targets}, options);
   stops_ = torch::zeros({targets}, options);
   const c10::cuda::CUDAGuard on_device(cutouts.device());
-  // Warm-up on a side stream first: cuBLAS handles, workspaces and the allocator's blocks are made outside the
-  // capture, which may not allocate them. Then capture on the same stream, and let the caller's stream wait for it.
+  // Warm-up on a side stream first: cuBLAS handles, workspaces and the allocator's blocks are made outside
+  // the capture, which may not allocate them. Then capture on the same stream, and let the caller's stream
+  // wait for it.
   const c10::cuda::CUDAStream caller = c10::cuda::getCurrentCUDAStream();
   const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
   at::cuda::CUDAEvent inputs_ready;
@@ -60,8 +63,8 @@ GraphedLoss CutoutLossGraph::body() {
   return {terms.detach(), grad};
 }
 
-void CutoutLossGraph::fill(const torch::Tensor& cutouts, const torch::Tensor& targets, const torch::Tensor& weights,
-                           const torch::Tensor& stops) {
+void CutoutLossGraph::fill(const torch::Tensor& cutouts, const torch::Tensor& targets,
+                           const torch::Tensor& weights, const torch::Tensor& stops) {
   TORCH_CHECK(cutouts.sizes() == cutouts_.sizes() && targets.sizes() == targets_.sizes(),
               "a captured graph runs on the shapes it was captured for");
   const torch::NoGradGuard no_grad;
@@ -71,8 +74,8 @@ void CutoutLossGraph::fill(const torch::Tensor& cutouts, const torch::Tensor& ta
   stops_.copy_(stops, true);
 }
 
-GraphedLoss CutoutLossGraph::run(const torch::Tensor& cutouts, const torch::Tensor& targets, const torch::Tensor& weights,
-                                 const torch::Tensor& stops) {
+GraphedLoss CutoutLossGraph::run(const torch::Tensor& cutouts, const torch::Tensor& targets,
+                                 const torch::Tensor& weights, const torch::Tensor& stops) {
   fill(cutouts, targets, weights, stops);
 #ifdef CLIPGUIDE_CUDA
   captured_->graph.replay();

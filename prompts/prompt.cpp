@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide {
 
@@ -68,7 +68,8 @@ Prompt parse_item(const std::string& item, const char* kind) {
 
 }  // namespace
 
-std::pair<std::string, std::vector<double>> split_trailing_numbers(const std::string& spec, size_t max_numbers) {
+std::pair<std::string, std::vector<double>> split_trailing_numbers(const std::string& spec,
+                                                                   size_t max_numbers) {
   std::vector<std::string> parts = split_unescaped(spec, ':');
   size_t n = 0;  // how many trailing parts are numbers (at most max_numbers, and never the first part)
   double value = 0;
@@ -98,15 +99,18 @@ Prompt parse_image_prompt(const std::string& spec) { return parse_item(spec, "im
 PromptSchedule PromptSchedule::parse(const std::string& spec, int64_t every, bool blend) {
   PromptSchedule s;
   for (const auto& segment : split_unescaped(spec, '^')) s.segments.push_back(parse_prompts(segment));
-  if (s.segments.size() > 1 && every <= 0) fail("the prompt has ", s.segments.size(), " '^' segments: give --prompt-every N");
+  if (s.segments.size() > 1 && every <= 0)
+    fail("the prompt has ", s.segments.size(), " '^' segments: give --prompt-every N");
   if (every < 0) fail("--prompt-every must be positive");
   s.every = s.segments.size() > 1 ? every : 0;
   s.blend = blend && s.segments.size() > 1;
   if (s.blend) {
     for (size_t i = 1; i < s.segments.size(); ++i) {
       if (s.segments[i].size() != s.segments[0].size()) {
-        fail("--prompt-blend pairs prompts across segments: every '^' segment needs the same number of '|' items (",
-             s.segments[0].size(), " vs ", s.segments[i].size(), ")");
+        fail(
+            "--prompt-blend pairs prompts across segments: every '^' segment needs the same number of '|' "
+            "items (",
+            s.segments[0].size(), " vs ", s.segments[i].size(), ")");
       }
     }
   }

@@ -14,21 +14,24 @@
 namespace clipguide {
 
 struct Prompt {
-  std::string text;  // or an image file, for image prompts
+  std::string text;     // or an image file, for image prompts
   double weight = 1.0;  // negative: push away from it
   // The prompt stops pulling once its (signed) distance is below this; -inf: never stops.
   double stop = -std::numeric_limits<double>::infinity();
 };
 
-// One segment: items joined by '|'. Empty items, non-finite weights and a NaN stop are Errors naming the item.
+// One segment: items joined by '|'. Empty items, non-finite weights and a NaN stop are Errors naming the
+// item.
 std::vector<Prompt> parse_prompts(const std::string& spec);
 
-// An image prompt "FILE", "FILE:weight" or "FILE:weight:stop" (a path may hold colons; only trailing numbers count).
+// An image prompt "FILE", "FILE:weight" or "FILE:weight:stop" (a path may hold colons; only trailing numbers
+// count).
 Prompt parse_image_prompt(const std::string& spec);
 
-// "NAME", "NAME:a" or "NAME:a:b": the text and up to `max_numbers` trailing numbers (text may hold colons; '\'
-// escapes). Shared by prompts, image prompts and --clip-model FILE:weight:cutn.
-std::pair<std::string, std::vector<double>> split_trailing_numbers(const std::string& spec, size_t max_numbers);
+// "NAME", "NAME:a" or "NAME:a:b": the text and up to `max_numbers` trailing numbers (text may hold colons;
+// '\' escapes). Shared by prompts, image prompts and --clip-model FILE:weight:cutn.
+std::pair<std::string, std::vector<double>> split_trailing_numbers(const std::string& spec,
+                                                                   size_t max_numbers);
 
 // Story mode: the segments of `spec` split on '^', each parsed by parse_prompts.
 struct PromptSchedule {
@@ -38,8 +41,8 @@ struct PromptSchedule {
 
   static PromptSchedule parse(const std::string& spec, int64_t every, bool blend);
 
-  // Where step `step` is: segment index and the blend fraction toward the next segment (0 without blending or on
-  // the last segment).
+  // Where step `step` is: segment index and the blend fraction toward the next segment (0 without blending or
+  // on the last segment).
   struct Position {
     size_t segment = 0;
     double toward_next = 0.0;

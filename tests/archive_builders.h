@@ -18,22 +18,49 @@ inline std::string le_bytes(uint64_t v, int n) {
 // Protocol-2 pickle opcodes, appended in order.
 struct PickleBuilder {
   std::string s = "\x80\x02";
-  PickleBuilder& op(const std::string& o) { s += o; return *this; }
-  PickleBuilder& str(const std::string& v) { s += "X" + le_bytes(v.size(), 4) + v; return *this; }
-  PickleBuilder& integer(int64_t v) { s += "J" + le_bytes(static_cast<uint32_t>(v), 4); return *this; }
-  PickleBuilder& global(const std::string& module, const std::string& name) { s += "c" + module + "\n" + name + "\n"; return *this; }
+  PickleBuilder& op(const std::string& o) {
+    s += o;
+    return *this;
+  }
+  PickleBuilder& str(const std::string& v) {
+    s += "X" + le_bytes(v.size(), 4) + v;
+    return *this;
+  }
+  PickleBuilder& integer(int64_t v) {
+    s += "J" + le_bytes(static_cast<uint32_t>(v), 4);
+    return *this;
+  }
+  PickleBuilder& global(const std::string& module, const std::string& name) {
+    s += "c" + module + "\n" + name + "\n";
+    return *this;
+  }
   PickleBuilder& ints(const std::vector<int64_t>& v) {
     s += "(";
     for (int64_t x : v) integer(x);
     s += "t";
     return *this;
   }
-  // _rebuild_tensor_v2(('storage', FloatStorage, key, 'cpu', numel), offset, sizes, strides, False, OrderedDict())
-  PickleBuilder& tensor(const std::string& key, int64_t numel, int64_t offset, const std::vector<int64_t>& sizes,
-                        const std::vector<int64_t>& strides, bool legacy = false) {
-    global("torch._utils", "_rebuild_tensor_v2").op("((").str("storage").global("torch", "FloatStorage").str(key).str("cpu").integer(numel);
+  // _rebuild_tensor_v2(('storage', FloatStorage, key, 'cpu', numel), offset, sizes, strides, False,
+  // OrderedDict())
+  PickleBuilder& tensor(const std::string& key, int64_t numel, int64_t offset,
+                        const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
+                        bool legacy = false) {
+    global("torch._utils", "_rebuild_tensor_v2")
+        .op("((")
+        .str("storage")
+        .global("torch", "FloatStorage")
+        .str(key)
+        .str("cpu")
+        .integer(numel);
     if (legacy) op("N");
-    op("tQ").integer(offset).ints(sizes).ints(strides).op("\x89").global("collections", "OrderedDict").op(")Rt").op("R");
+    op("tQ")
+        .integer(offset)
+        .ints(sizes)
+        .ints(strides)
+        .op("\x89")
+        .global("collections", "OrderedDict")
+        .op(")Rt")
+        .op("R");
     return *this;
   }
   std::string done() { return s + "."; }
@@ -64,8 +91,8 @@ inline std::string build_zip(const std::vector<ZipRecord>& records) {
                                le_bytes(r.name.size(), 2) + le_bytes(0, 2);
     const uint64_t offset = out.size();
     out += le_bytes(0x04034b50, 4) + common + r.name + r.data;
-    central += le_bytes(0x02014b50, 4) + le_bytes(20, 2) + common + le_bytes(0, 2) + le_bytes(0, 2) + le_bytes(0, 2) +
-               le_bytes(0, 4) + le_bytes(offset, 4) + r.name;
+    central += le_bytes(0x02014b50, 4) + le_bytes(20, 2) + common + le_bytes(0, 2) + le_bytes(0, 2) +
+               le_bytes(0, 2) + le_bytes(0, 4) + le_bytes(offset, 4) + r.name;
   }
   const uint64_t cd_offset = out.size();
   out += central;

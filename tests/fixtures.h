@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "clip/file_io.h"
 #include "clip/load.h"
-#include "clip/safetensors.h"
+#include "core/file_io.h"
+#include "io/safetensors.h"
 
 namespace clipguide::test {
 
@@ -27,11 +27,14 @@ inline nlohmann::json read_json(const std::filesystem::path& path) {
   return nlohmann::json::parse(read_small_file(path.string(), 64u << 20));
 }
 
-inline TensorMap reference(const std::filesystem::path& path) { return read_safetensors(path.string()).tensors; }
+inline TensorMap reference(const std::filesystem::path& path) {
+  return read_safetensors(path.string()).tensors;
+}
 
 // ||out - ref|| / ||ref||
 inline double rel_error(const torch::Tensor& out, const torch::Tensor& ref) {
-  const auto a = out.detach().to(torch::kCPU, torch::kDouble), b = ref.detach().to(torch::kCPU, torch::kDouble);
+  const auto a = out.detach().to(torch::kCPU, torch::kDouble),
+             b = ref.detach().to(torch::kCPU, torch::kDouble);
   EXPECT_EQ(a.sizes(), b.sizes());
   if (a.sizes() != b.sizes()) return 1e9;
   return (a - b).norm().item<double>() / std::max(b.norm().item<double>(), 1e-30);
@@ -73,8 +76,8 @@ inline std::vector<ModelFile> clip_model_files() {
   return out;
 }
 
-// The first ViT CLIP of the fixture manifest, loaded once (text heads from the manifest, as a user's flag would
-// give them; a ViT because it is the faster tower).
+// The first ViT CLIP of the fixture manifest, loaded once (text heads from the manifest, as a user's flag
+// would give them; a ViT because it is the faster tower).
 inline std::shared_ptr<LoadedClip> fixture_vit_clip() {
   static const std::shared_ptr<LoadedClip> clip = [] {
     const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
@@ -95,8 +98,8 @@ class TempDir {
  public:
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::temp_directory_path() /
-            (std::string("clipguide-") + info->test_suite_name() + "-" + info->name() + "-" + std::to_string(::getpid()));
+    path_ = std::filesystem::temp_directory_path() / (std::string("clipguide-") + info->test_suite_name() +
+                                                      "-" + info->name() + "-" + std::to_string(::getpid()));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }

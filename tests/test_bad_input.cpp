@@ -1,13 +1,17 @@
 // Checkpoints whose tensors do not fit the model, and other bad input at the load_clip level.
-#include "clip/error.h"
-#include "clip/load.h"
-#include "clip/checkpoint.h"
-#include "clip/safetensors.h"
-#include "clip/state_dict.h"
-#include "fixtures.h"
-#include "generators/vqgan.h"
+#include <c10/core/CPUAllocator.h>
 
-#include <thread>
+#include <cstring>
+#include <filesystem>
+
+#include "clip/load.h"
+#include "core/error.h"
+#include "fixtures.h"
+#include "generators/unet.h"
+#include "generators/vqgan.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "io/state_dict.h"
 
 namespace clipguide::test {
 namespace {
@@ -45,14 +49,16 @@ TEST(StateDict, NotAClipIsReported) {
 
 TEST(Names, UnknownNamesSayWhereWeLooked) {
   EXPECT_NE(load_error("ViT-B-32").find(".cache/clip/ViT-B-32.pt"), std::string::npos);
-  EXPECT_NE(load_error("openai/clip-vit-base-patch32").find("models--openai--clip-vit-base-patch32"), std::string::npos);
+  EXPECT_NE(load_error("openai/clip-vit-base-patch32").find("models--openai--clip-vit-base-patch32"),
+            std::string::npos);
   EXPECT_NE(load_error("no-such-model").find("ViT-L/14@336px"), std::string::npos);
 }
 
 // Points HOME (and so ~/.cache) at a temporary folder for one test.
 class ScopedHome {
  public:
-  explicit ScopedHome(const std::filesystem::path& home) : old_(std::getenv("HOME") ? std::getenv("HOME") : "") {
+  explicit ScopedHome(const std::filesystem::path& home)
+      : old_(std::getenv("HOME") ? std::getenv("HOME") : "") {
     ::setenv("HOME", home.c_str(), 1);
     ::unsetenv("HF_HOME");
     ::unsetenv("HF_HUB_CACHE");
@@ -68,12 +74,14 @@ TEST(Names, OpenAINamesResolveInTheClipCache) {
   ScopedHome home(dir.path());
   std::filesystem::create_directories(dir / ".cache/clip");
   std::filesystem::copy_file(fixtures() / "clip" / "vit-tiny.openai.jit.pt", dir / ".cache/clip/ViT-B-32.pt");
-  std::filesystem::copy_file(fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz", dir / ".cache/clip/bpe_simple_vocab_16e6.txt.gz");
+  std::filesystem::copy_file(fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz",
+                             dir / ".cache/clip/bpe_simple_vocab_16e6.txt.gz");
   for (const char* name : {"ViT-B-32", "ViT-B/32"}) {
     const LoadedClip clip = load_clip(name);
     EXPECT_EQ(clip.path, (dir / ".cache/clip/ViT-B-32.pt").string());
     EXPECT_EQ(clip.format, "TorchScript archive");
-    EXPECT_EQ(clip.vocab_path, (dir / ".cache/clip/bpe_simple_vocab_16e6.txt.gz").string());  // found in ~/.cache/clip
+    EXPECT_EQ(clip.vocab_path,
+              (dir / ".cache/clip/bpe_simple_vocab_16e6.txt.gz").string());  // found in ~/.cache/clip
   }
 }
 
@@ -85,8 +93,10 @@ TEST(Names, HubIdsResolveInTheHuggingFaceCacheWithTheirVocabulary) {
   std::filesystem::create_directories(snapshot);
   std::filesystem::create_directories(repo / "refs");
   write_bytes(repo / "refs" / "main", "0123abcd");
-  for (const char* f : {"model.safetensors", "config.json"}) std::filesystem::copy_file(fixtures() / "clip" / "vit-tiny.hf" / f, snapshot / f);
-  for (const char* f : {"vocab.json", "merges.txt"}) std::filesystem::copy_file(fixtures() / "tokenizer" / "hf-tokenizer" / f, snapshot / f);
+  for (const char* f : {"model.safetensors", "config.json"})
+    std::filesystem::copy_file(fixtures() / "clip" / "vit-tiny.hf" / f, snapshot / f);
+  for (const char* f : {"vocab.json", "merges.txt"})
+    std::filesystem::copy_file(fixtures() / "tokenizer" / "hf-tokenizer" / f, snapshot / f);
   const LoadedClip clip = load_clip("someone/tiny-clip");
   EXPECT_EQ(clip.path, (snapshot / "model.safetensors").string());
   EXPECT_EQ(clip.vocab_path, snapshot.string());  // vocab.json + merges.txt beside the weights
@@ -105,6 +115,7 @@ TEST(Names, FormatIsDetectedByContentNotExtension) {
 // A module as large as its config says: what a hostile checkpoint's names and shapes make a loader build.
 struct Square : torch::nn::Module {
   explicit Square(int64_t n) { register_parameter("w", torch::zeros({n, n})); }
+  static double parameter_elements(int64_t n) { return static_cast<double>(n) * static_cast<double>(n); }
   void load_weights(const TensorMap& sd, const std::string& source) {
     StrictLoad how;
     how.source = source;
@@ -125,29 +136,87 @@ TEST(StateDict, ShapesDescribingAFarLargerModelThanTheFileHoldsAreRefusedBeforeT
   }
 }
 
-// Real checkpoints stay well inside the budget without its fixed margin: what loading a CLIP allocates (Hugging
-// Face renames, construction, binding, fp16 upcasts) is measured against the weights it holds.
-TEST(StateDict, LoadingAFixtureClipAllocatesWithinTheBudgetWithoutItsMargin) {
+// A CLIP whose vision width (from conv1's shape) is far wider than its other weights: the projection that
+// width implies is refused from the config alone.
+TEST(StateDict, AClipWiderThanItsWeightsIsRefusedFromItsConfigAlone) {
+  ClipConfig config;  // a ViT-B/32's, but for the width
+  config.vision_layers = {12};
+  config.vision_patch_size = 32;
+  config.image_resolution = 224;
+  config.context_length = 77;
+  config.vocab_size = 49408;
+  config.transformer_width = 512;
+  config.transformer_layers = 12;
+  const TensorMap sd = {{"w", torch::zeros({16, 16})}};
+  config.vision_width = int64_t{1} << 20;
+  config.embed_dim = int64_t{1} << 14;
+  EXPECT_THROW(check_model_size(ClipModel::parameter_elements(config), sd, "wide.safetensors"), Error);
+}
+
+// parameter_elements, which build_strict checks before allocating, is what constructing each fixture model
+// allocates, element for element: CLIPs (ViT and ResNet), the VQGAN and the diffusion UNet.
+TEST(StateDict, EachModelsParameterCountFromItsConfigIsWhatConstructingItAllocates) {
+  auto allocated = [](torch::nn::Module& m) {
+    double n = 0;
+    for (const auto& p : m.parameters()) n += static_cast<double>(p.numel());
+    for (const auto& b : m.buffers()) n += static_cast<double>(b.numel());
+    return n;
+  };
   const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
   for (const auto& f : clip_model_files()) {
-    Checkpoint ckpt = read_checkpoint((fixtures() / "clip" / f.file).string());
-    uint64_t elements = 0;
-    for (const auto& kv : ckpt.tensors) elements += static_cast<uint64_t>(kv.second.numel());
+    const Checkpoint ckpt = read_checkpoint((fixtures() / "clip" / f.file).string());
     LoadOptions options;
     options.text_heads = manifest["models"][f.model]["config"]["transformer_heads"].get<int64_t>();
-    AllocationCap measure(UINT64_MAX, "measure");
-    clip_model_from_tensors(ckpt.tensors, ckpt.config_json, ckpt.path, options);
-    const double ratio = static_cast<double>(measure.used()) / (sizeof(float) * elements);
-    std::cout << "[budget] " << f.file << ": loading allocated " << ratio << "x the weights in fp32\n";
-    EXPECT_LE(ratio, 1.25) << f.file;  // the budget allows 2x plus 64 MiB
+    const auto model = clip_model_from_tensors(ckpt.tensors, ckpt.config_json, ckpt.path, options);
+    EXPECT_EQ(ClipModel::parameter_elements(model->config()), allocated(*model)) << f.file;
+  }
+  for (const auto& [name, m] : read_json(fixtures() / "vqgan" / "vqgan-manifest.json")["models"].items()) {
+    const LoadedVqgan v =
+        load_vqgan((fixtures() / "vqgan" / m["ckpt"].get<std::string>()).string(), "", torch::kCPU);
+    EXPECT_EQ(Vqgan::parameter_elements(v.model->config()), allocated(*v.model)) << name;
+  }
+  for (const auto& [name, m] :
+       read_json(fixtures() / "diffusion" / "diffusion-manifest.json")["models"].items()) {
+    const LoadedUNet u =
+        load_unet((fixtures() / "diffusion" / m["safetensors"].get<std::string>()).string(),
+                  (fixtures() / "diffusion" / m["flags"].get<std::string>()).string(), torch::kCPU);
+    EXPECT_EQ(UNetModel::parameter_elements(u.model->config()), allocated(*u.model)) << name;
   }
 }
 
-TEST(StateDict, TheAllocationCapHoldsOnlyOnItsOwnThread) {
-  AllocationCap cap(1 << 20, "capped");
-  std::thread other([] { EXPECT_NO_THROW(torch::empty({1 << 20})); });  // 4 MiB, uncapped elsewhere
-  other.join();
-  EXPECT_THROW(torch::empty({1 << 20}), Error);
+// A host program keeps its own CPU allocator and its own random stream across a clipguide model load.
+struct HostAllocator final : c10::Allocator {
+  explicit HostAllocator(c10::Allocator* base) : base(base) {}
+  c10::DataPtr allocate(size_t bytes) const {
+    ++calls;
+    return base->allocate(bytes);
+  }
+  c10::DataPtr allocate(size_t bytes) { return static_cast<const HostAllocator*>(this)->allocate(bytes); }
+  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
+  c10::DeleterFnPtr raw_deleter() const { return base->raw_deleter(); }
+  c10::Allocator* base;
+  mutable int64_t calls = 0;
+};
+
+TEST(Host, LoadingAModelLeavesTheHostsAllocatorAndSeedAlone) {
+  c10::Allocator* before = c10::GetCPUAllocator();
+  static HostAllocator host(before);
+  c10::SetCPUAllocator(&host);
+  torch::manual_seed(1234);
+  const torch::Tensor expected = [] {
+    torch::manual_seed(1234);
+    return torch::rand({8});
+  }();
+  torch::manual_seed(1234);
+  LoadOptions options;
+  options.vocab = (fixtures() / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string();
+  const LoadedClip clip =
+      load_clip((fixtures() / "clip" / clip_model_files().front().file).string(), options);
+  const torch::Tensor after = torch::rand({8});
+  EXPECT_EQ(c10::GetCPUAllocator(), &host) << "clipguide replaced the host's CPU allocator";
+  EXPECT_GT(host.calls, 0) << "the model's memory did not come from the host's allocator";
+  EXPECT_TRUE(torch::equal(after, expected)) << "loading a model drew from or reseeded the global generator";
+  c10::SetCPUAllocator(before);
 }
 
 TEST(Config, DeeplyNestedYamlIsAnErrorNotAStackOverflow) {

@@ -1,11 +1,12 @@
-// The CUDA paths: the same numbers as the CPU's (CLIP, the guide, cutouts, the UNet, the VQGAN, a sampler step),
-// CUDA-graph replay equal to eager execution, batches spread over several devices. Tests named *_CUDA need a GPU
-// and skip, saying so, without one. The spreading of batches over replicas also runs on CPU "devices" here.
+// The CUDA paths: the same numbers as the CPU's (CLIP, the guide, cutouts, the UNet, the VQGAN, a sampler
+// step), CUDA-graph replay equal to eager execution, batches spread over several devices. Tests named *_CUDA
+// need a GPU and skip, saying so, without one. The spreading of batches over replicas also runs on CPU
+// "devices" here.
 #include <torch/cuda.h>
 
-#include "clip/device.h"
-#include "clip/error.h"
 #include "clip/score.h"
+#include "core/device.h"
+#include "core/error.h"
 #include "fixtures.h"
 #include "generators/diffusion_run.h"
 #include "generators/unet.h"
@@ -20,7 +21,8 @@ namespace {
 std::string missing_gpus(int n) {
   if (!built_with_cuda()) return "no CUDA device: this build has no CUDA (scripts/setup --torch pip)";
   if (!torch::cuda::is_available()) return "no CUDA device";
-  if (static_cast<int>(torch::cuda::device_count()) < n) return cat("needs ", n, " CUDA devices, ", torch::cuda::device_count(), " here");
+  if (static_cast<int>(torch::cuda::device_count()) < n)
+    return cat("needs ", n, " CUDA devices, ", torch::cuda::device_count(), " here");
   return "";
 }
 #define SKIP_WITHOUT_GPUS(n) \
@@ -31,7 +33,8 @@ std::vector<std::string> fixture_prompts() {
 }
 
 // The fixture ViT CLIP again, on `device` (text heads from the manifest, as fixture_vit_clip loads it).
-std::shared_ptr<LoadedClip> vit_clip_on(const torch::Device& device, torch::ScalarType dtype = torch::kFloat) {
+std::shared_ptr<LoadedClip> vit_clip_on(const torch::Device& device,
+                                        torch::ScalarType dtype = torch::kFloat) {
   const std::shared_ptr<LoadedClip> cpu = fixture_vit_clip();
   auto out = std::make_shared<LoadedClip>(*cpu);
   out->model = replicate(*cpu->model, device);
@@ -56,7 +59,8 @@ ClipGuide guide_on(const torch::Device& device, bool graph, int64_t cutn = 8) {
   options.tv_weight = 0.1;
   const auto prompts = fixture_prompts();
   return ClipGuide({{vit_clip_on(device), "fixture", 1.0, 0}},
-                   PromptSchedule::parse(prompts.at(0) + ":1 | " + prompts.at(1) + ":-0.5:0.1", 0, false), {}, options);
+                   PromptSchedule::parse(prompts.at(0) + ":1 | " + prompts.at(1) + ":-0.5:0.1", 0, false), {},
+                   options);
 }
 
 torch::Tensor test_image(int64_t h, int64_t w, uint64_t seed) {
@@ -114,9 +118,11 @@ TEST(Cuda, ClipFeaturesMatchTheCpu_CUDA) {
   const auto cpu = fixture_vit_clip();
   const auto gpu = vit_clip_on(torch::Device(torch::kCUDA, 0));
   const torch::NoGradGuard no_grad;
-  const torch::Tensor pixels = torch::rand({3, 3, cpu->model->config().image_resolution, cpu->model->config().image_resolution});
+  const torch::Tensor pixels =
+      torch::rand({3, 3, cpu->model->config().image_resolution, cpu->model->config().image_resolution});
   EXPECT_LT(rel_error(gpu->model->encode_image(pixels.cuda()), cpu->model->encode_image(pixels)), 1e-4);
-  const torch::Tensor tokens = cpu->tokenizer->tokenize(fixture_prompts(), cpu->model->config().context_length, true);
+  const torch::Tensor tokens =
+      cpu->tokenizer->tokenize(fixture_prompts(), cpu->model->config().context_length, true);
   EXPECT_LT(rel_error(gpu->model->encode_text(tokens.cuda()), cpu->model->encode_text(tokens)), 1e-4);
 }
 
@@ -124,7 +130,8 @@ TEST(Cuda, GuideGradientMatchesTheCpu_CUDA) {
   SKIP_WITHOUT_GPUS(1);
   const ClipGuide cpu = guide_on(torch::kCPU, false), gpu = guide_on(torch::Device(torch::kCUDA, 0), false);
   const torch::Tensor x = test_image(48, 56, 3);
-  auto rng_cpu = make_generator(11), rng_gpu = make_generator(11);  // cutouts draw on the CPU: the same on both
+  auto rng_cpu = make_generator(11),
+       rng_gpu = make_generator(11);  // cutouts draw on the CPU: the same on both
   const auto [g_cpu, r_cpu] = cpu.gradient(x, rng_cpu);
   const auto [g_gpu, r_gpu] = gpu.gradient(x.cuda(), rng_gpu);
   EXPECT_LT(rel_error(g_gpu, g_cpu), 1e-3);
@@ -136,7 +143,8 @@ TEST(Cuda, GraphReplayEqualsEager_CUDA) {
   const torch::Device cuda(torch::kCUDA, 0);
   const auto clip = vit_clip_on(cuda);
   const int64_t res = clip->model->config().image_resolution, dim = clip->model->config().embed_dim;
-  CutoutLossFn fn = [&](const torch::Tensor& c, const torch::Tensor& e, const torch::Tensor& w, const torch::Tensor& s) {
+  CutoutLossFn fn = [&](const torch::Tensor& c, const torch::Tensor& e, const torch::Tensor& w,
+                        const torch::Tensor& s) {
     const torch::Tensor f = clip->model->encode_image(c);
     const torch::Tensor cos = torch::matmul(e, (f / f.norm(2, -1, true)).t());  // [T, N]
     return w * torch::max(1 - cos, s.unsqueeze(1)).mean(1);
@@ -169,7 +177,8 @@ TEST(Cuda, GraphReplayEqualsEager_CUDA) {
 TEST(Cuda, UNetAndSamplerStepMatchTheCpu_CUDA) {
   SKIP_WITHOUT_GPUS(1);
   const auto flags = fixtures() / "diffusion" / "unet-tiny.json";
-  const auto cpu = load_unet((fixtures() / "diffusion" / "unet-tiny.safetensors").string(), flags.string(), torch::kCPU);
+  const auto cpu =
+      load_unet((fixtures() / "diffusion" / "unet-tiny.safetensors").string(), flags.string(), torch::kCPU);
   const auto gpu = load_unet((fixtures() / "diffusion" / "unet-tiny.safetensors").string(), flags.string(),
                              torch::Device(torch::kCUDA, 0));
   const TensorMap ref = reference(fixtures() / "diffusion" / "unet-tiny.reference.safetensors");
@@ -178,7 +187,8 @@ TEST(Cuda, UNetAndSamplerStepMatchTheCpu_CUDA) {
   EXPECT_LT(rel_error(gpu.model->forward(x.cuda(), t.cuda()), cpu.model->forward(x, t)), 1e-4);
   // bf16 autocast: close to fp32, not equal.
   const Autocast mixed(torch::Device(torch::kCUDA, 0), torch::kBFloat16);
-  EXPECT_LT(rel_error(gpu.model->forward(x.cuda(), t.cuda()).to(torch::kFloat), cpu.model->forward(x, t)), 3e-2);
+  EXPECT_LT(rel_error(gpu.model->forward(x.cuda(), t.cuda()).to(torch::kFloat), cpu.model->forward(x, t)),
+            3e-2);
 }
 
 TEST(Cuda, VqganDecodeMatchesTheCpu_CUDA) {
@@ -187,11 +197,14 @@ TEST(Cuda, VqganDecodeMatchesTheCpu_CUDA) {
   const auto& m = manifest["models"].begin().value();
   const std::string weights = (fixtures() / "vqgan" / m["safetensors"].get<std::string>()).string();
   const std::string yaml = (fixtures() / "vqgan" / m["yaml"].get<std::string>()).string();
-  const LoadedVqgan cpu = load_vqgan(weights, yaml, torch::kCPU), gpu = load_vqgan(weights, yaml, torch::Device(torch::kCUDA, 0));
+  const LoadedVqgan cpu = load_vqgan(weights, yaml, torch::kCPU),
+                    gpu = load_vqgan(weights, yaml, torch::Device(torch::kCUDA, 0));
   const TensorMap ref = reference(fixtures() / "vqgan" / "vqgan-tiny.reference.safetensors");
   const torch::NoGradGuard no_grad;
   const torch::Tensor z = ref.at("z");
-  EXPECT_LT(rel_error(gpu.model->decode(gpu.model->quantize(z.cuda()).z_q), cpu.model->decode(cpu.model->quantize(z).z_q)), 1e-4);
+  EXPECT_LT(rel_error(gpu.model->decode(gpu.model->quantize(z.cuda()).z_q),
+                      cpu.model->decode(cpu.model->quantize(z).z_q)),
+            1e-4);
 }
 
 TEST(Cuda, ScoresSpreadOverTwoGpus_CUDA) {

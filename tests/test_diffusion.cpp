@@ -1,6 +1,7 @@
-// Parity with guided-diffusion on the diffusion fixtures (UNet output, respaced schedules, p_mean_variance, DDPM and
-// DDIM steps plain and guided, whole loops from the stored noise), and every sampler on a closed-form model.
-#include "clip/error.h"
+// Parity with guided-diffusion on the diffusion fixtures (UNet output, respaced schedules, p_mean_variance,
+// DDPM and DDIM steps plain and guided, whole loops from the stored noise), and every sampler on a
+// closed-form model.
+#include "core/error.h"
 #include "fixtures.h"
 #include "generators/diffusion.h"
 #include "generators/diffusion_run.h"
@@ -36,13 +37,16 @@ class DiffusionParity : public ::testing::TestWithParam<UNetFile> {
   }
   // The schedule a prefix's references were made with: "p" (timestep_respacing) or "ddim" (ddim_respacing).
   DiffusionSchedule schedule(const std::string& prefix) const {
-    const std::string respacing = prefix == "p" ? unet_.diffusion.timestep_respacing : flags_["ddim_respacing"].get<std::string>();
+    const std::string respacing =
+        prefix == "p" ? unet_.diffusion.timestep_respacing : flags_["ddim_respacing"].get<std::string>();
     return DiffusionSchedule::make(unet_.diffusion.noise_schedule, unet_.diffusion.steps, respacing);
   }
   Denoiser denoiser(const DiffusionSchedule& s) const {
     auto model = unet_.model;
     const torch::Tensor map = s.timestep_map;
-    return plain_denoiser(s, [model, map](const torch::Tensor& x, const torch::Tensor& t) { return model->forward(x, map.index_select(0, t)); });
+    return plain_denoiser(s, [model, map](const torch::Tensor& x, const torch::Tensor& t) {
+      return model->forward(x, map.index_select(0, t));
+    });
   }
   torch::Tensor probe_t(const DiffusionSchedule& s) const {
     const int64_t last = s.size() - 1;
@@ -74,24 +78,36 @@ TEST_P(DiffusionParity, SchedulesStepsAndLoops) {
     const Denoiser d = denoiser(s);
     const torch::Tensor x = ref_.at("x"), t = probe_t(s);
     const Prediction p = d(x, t);
-    for (const auto& [name, value] : std::vector<std::pair<std::string, torch::Tensor>>{
-             {"mean", p.mean}, {"variance", p.variance}, {"log_variance", p.log_variance}, {"pred_xstart", p.pred_xstart}}) {
+    for (const auto& [name, value] :
+         std::vector<std::pair<std::string, torch::Tensor>>{{"mean", p.mean},
+                                                            {"variance", p.variance},
+                                                            {"log_variance", p.log_variance},
+                                                            {"pred_xstart", p.pred_xstart}}) {
       const double err = rel_error(value, ref_.at(prefix + "_pmv_" + name));
-      std::printf("[parity] %s %s_pmv_%s rel %.3g\n", GetParam().file.c_str(), prefix.c_str(), name.c_str(), err);
+      std::printf("[parity] %s %s_pmv_%s rel %.3g\n", GetParam().file.c_str(), prefix.c_str(), name.c_str(),
+                  err);
       EXPECT_LT(err, 1e-4) << prefix << " " << name;
     }
     const torch::Tensor noise = ref_.at(prefix + "_step_noise"), grad = ref_.at(prefix + "_cond_grad");
     torch::Tensor step, guided;
     if (prefix == "p") {
       step = p_sample(d, x, t, noise);
-      guided = p_sample([&](const torch::Tensor& xx, const torch::Tensor& tt) { return condition_mean(d(xx, tt), grad); }, x, t, noise);
+      guided = p_sample(
+          [&](const torch::Tensor& xx, const torch::Tensor& tt) { return condition_mean(d(xx, tt), grad); },
+          x, t, noise);
     } else {
       step = ddim_sample(s, d, x, t, 0.5, noise);
-      guided = ddim_sample(s, [&](const torch::Tensor& xx, const torch::Tensor& tt) { return condition_score(s, d(xx, tt), xx, tt, grad); },
-                           x, t, 0.5, noise);
+      guided = ddim_sample(
+          s,
+          [&](const torch::Tensor& xx, const torch::Tensor& tt) {
+            return condition_score(s, d(xx, tt), xx, tt, grad);
+          },
+          x, t, 0.5, noise);
     }
-    const double step_err = rel_error(step, ref_.at(prefix + "_step")), guided_err = rel_error(guided, ref_.at(prefix + "_step_guided"));
-    std::printf("[parity] %s %s_step rel %.3g, %s_step_guided rel %.3g\n", GetParam().file.c_str(), prefix.c_str(), step_err, prefix.c_str(), guided_err);
+    const double step_err = rel_error(step, ref_.at(prefix + "_step")),
+                 guided_err = rel_error(guided, ref_.at(prefix + "_step_guided"));
+    std::printf("[parity] %s %s_step rel %.3g, %s_step_guided rel %.3g\n", GetParam().file.c_str(),
+                prefix.c_str(), step_err, prefix.c_str(), guided_err);
     EXPECT_LT(step_err, 1e-4) << prefix;
     EXPECT_LT(guided_err, 1e-4) << prefix;
     // The whole loop from x, consuming the stored noise in order (DDIM with eta 0).
@@ -99,7 +115,8 @@ TEST_P(DiffusionParity, SchedulesStepsAndLoops) {
     torch::Tensor img = x;
     for (int64_t k = 0; k < s.size(); ++k) {
       const torch::Tensor tt = torch::full({x.size(0)}, s.size() - 1 - k, torch::kLong);
-      img = prefix == "p" ? p_sample(d, img, tt, loop_noise[k]) : ddim_sample(s, d, img, tt, 0.0, loop_noise[k]);
+      img = prefix == "p" ? p_sample(d, img, tt, loop_noise[k])
+                          : ddim_sample(s, d, img, tt, 0.0, loop_noise[k]);
     }
     const double loop_err = rel_error(img, ref_.at(prefix + "_loop_out"));
     std::printf("[parity] %s %s_loop_out rel %.3g\n", GetParam().file.c_str(), prefix.c_str(), loop_err);
@@ -135,7 +152,8 @@ TEST(Samplers, ReachTheDataOfAClosedFormModel) {
     for (Sampler sampler : {Sampler::Ddpm, Sampler::Ddim, Sampler::EulerAncestral}) {
       torch::Tensor x = torch::randn({2, 3, 8, 8}, rng);
       for (int64_t k = s.size() - 1; k >= 0; --k) {
-        x = sample_step(sampler, s, d, x, torch::full({2}, k, torch::kLong), 1.0, torch::randn({2, 3, 8, 8}, rng));
+        x = sample_step(sampler, s, d, x, torch::full({2}, k, torch::kLong), 1.0,
+                        torch::randn({2, 3, 8, 8}, rng));
       }
       EXPECT_LT(rel_error(x, x0), 1e-4) << schedule << " " << sampler_name(sampler);
     }
@@ -147,16 +165,19 @@ TEST(Samplers, ReachTheDataOfAClosedFormModel) {
 // unguided one from the same seed, with every sampler; and a run stopped and resumed gives the same sample.
 TEST(DiffusionRun, GuidanceLowersTheClipLossAndResumesExactly) {
   const auto entry = read_json(diffusion_dir() / "diffusion-manifest.json")["models"].begin().value();
-  const LoadedUNet unet = load_unet((diffusion_dir() / entry["safetensors"].get<std::string>()).string(),
-                                    (diffusion_dir() / entry["flags"].get<std::string>()).string(), torch::kCPU);
+  const LoadedUNet unet =
+      load_unet((diffusion_dir() / entry["safetensors"].get<std::string>()).string(),
+                (diffusion_dir() / entry["flags"].get<std::string>()).string(), torch::kCPU);
   const auto clip_manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
   const std::shared_ptr<LoadedClip> clip = fixture_vit_clip();
   ClipGuideOptions guide_options;
   guide_options.cutouts.cutn = 8;
   const std::string prompt = clip_manifest["prompts"][0].get<std::string>();
-  auto guide = std::make_shared<ClipGuide>(std::vector<GuideModel>{{clip, "fixture", 1.0, 0}}, PromptSchedule::parse(prompt, 0, false),
-                                           std::vector<Prompt>{}, guide_options);
-  const DiffusionSchedule s = DiffusionSchedule::make(unet.diffusion.noise_schedule, unet.diffusion.steps, "20");
+  auto guide = std::make_shared<ClipGuide>(std::vector<GuideModel>{{clip, "fixture", 1.0, 0}},
+                                           PromptSchedule::parse(prompt, 0, false), std::vector<Prompt>{},
+                                           guide_options);
+  const DiffusionSchedule s =
+      DiffusionSchedule::make(unet.diffusion.noise_schedule, unet.diffusion.steps, "20");
   auto final_loss = [&](const torch::Tensor& image) {
     torch::NoGradGuard no_grad;
     auto rng = make_generator(1234);
@@ -167,9 +188,11 @@ TEST(DiffusionRun, GuidanceLowersTheClipLossAndResumesExactly) {
     options.sampler = sampler;
     options.width = options.height = unet.image_size;
     options.guidance.clip_guidance_scale = 300;
-    options.guidance.tv_scale = options.guidance.range_scale = 0;  // random weights predict far outside [-1, 1]
+    options.guidance.tv_scale = options.guidance.range_scale =
+        0;  // random weights predict far outside [-1, 1]
     options.guidance.condition_score = sampler != Sampler::Ddpm;
-    DiffusionRun unguided(unet.model, s, nullptr, options, std::nullopt, 7), guided(unet.model, s, guide, options, std::nullopt, 7);
+    DiffusionRun unguided(unet.model, s, nullptr, options, std::nullopt, 7),
+        guided(unet.model, s, guide, options, std::nullopt, 7);
     TensorMap halfway;
     while (guided.steps_done() < guided.total_steps()) {
       unguided.step();
@@ -177,7 +200,8 @@ TEST(DiffusionRun, GuidanceLowersTheClipLossAndResumesExactly) {
       if (guided.steps_done() == guided.total_steps() / 2) halfway = guided.state();
     }
     const double plain = final_loss(unguided.image()), steered = final_loss(guided.image());
-    std::printf("[guided] fixture UNet + CLIP, %s: CLIP loss unguided %.4f, guided %.4f\n", sampler_name(sampler), plain, steered);
+    std::printf("[guided] fixture UNet + CLIP, %s: CLIP loss unguided %.4f, guided %.4f\n",
+                sampler_name(sampler), plain, steered);
     EXPECT_LT(steered, plain) << sampler_name(sampler);
     DiffusionRun resumed(unet.model, s, guide, options, std::nullopt, 7);
     resumed.load_state(halfway);
@@ -195,7 +219,9 @@ TEST(UNet, FlagsThatContradictTheWeightsAreAnError) {
   const std::string weights = (diffusion_dir() / entry["safetensors"].get<std::string>()).string();
   EXPECT_THROW(load_unet(weights, (dir / "bad.json").string(), torch::kCPU), Error);
   const auto vqgan = read_json(fixtures() / "vqgan" / "vqgan-manifest.json")["models"].begin().value();
-  EXPECT_THROW(load_unet((fixtures() / "vqgan" / vqgan["safetensors"].get<std::string>()).string(), "", torch::kCPU), Error);
+  EXPECT_THROW(
+      load_unet((fixtures() / "vqgan" / vqgan["safetensors"].get<std::string>()).string(), "", torch::kCPU),
+      Error);
 }
 
 }  // namespace

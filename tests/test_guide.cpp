@@ -1,7 +1,8 @@
 // The CLIP guide and the optimisation loop: gradients against finite differences, prompt weights and stops,
-// cutouts, the optimizer against torch.optim, generators, and a guided run that lowers its loss and resumes exactly.
-#include "clip/error.h"
+// cutouts, the optimizer against torch.optim, generators, and a guided run that lowers its loss and resumes
+// exactly.
 #include "clip/score.h"
+#include "core/error.h"
 #include "fixtures.h"
 #include "generators/guided_run.h"
 #include "generators/pixels.h"
@@ -17,7 +18,8 @@ std::vector<std::string> fixture_prompts() {
 
 ClipGuide make_guide(const std::string& prompt, ClipGuideOptions options = {}) {
   options.cutouts.cutn = 8;
-  return ClipGuide({{fixture_vit_clip(), "fixture", 1.0, 0}}, PromptSchedule::parse(prompt, 0, false), {}, options);
+  return ClipGuide({{fixture_vit_clip(), "fixture", 1.0, 0}}, PromptSchedule::parse(prompt, 0, false), {},
+                   options);
 }
 
 torch::Tensor test_image(int64_t h, int64_t w, uint64_t seed) {
@@ -49,7 +51,8 @@ TEST(ClipGuide, GradientMatchesFiniteDifferences) {
       const double eps = 1e-2;
       const double fd = (loss_at(guide, x + eps * v, 7) - loss_at(guide, x - eps * v, 7)) / (2 * eps);
       const double an = (grad * v).sum().item<double>();
-      std::printf("[gradient] %s direction %d: analytic %.6g, finite difference %.6g\n", loss.c_str(), static_cast<int>(d), an, fd);
+      std::printf("[gradient] %s direction %d: analytic %.6g, finite difference %.6g\n", loss.c_str(),
+                  static_cast<int>(d), an, fd);
       EXPECT_NEAR(an, fd, 0.02 * std::abs(fd) + 1e-5) << loss;
     }
   }
@@ -58,7 +61,8 @@ TEST(ClipGuide, GradientMatchesFiniteDifferences) {
 TEST(ClipGuide, ZeroAndNegativeTotalWeightsAreFine) {
   const auto prompts = fixture_prompts();
   const torch::Tensor x = test_image(32, 32, 2);
-  for (const std::string spec : {prompts.at(0) + ":0", prompts.at(0) + ":1 | " + prompts.at(1) + ":-1", prompts.at(0) + ":-2"}) {
+  for (const std::string spec :
+       {prompts.at(0) + ":0", prompts.at(0) + ":1 | " + prompts.at(1) + ":-1", prompts.at(0) + ":-2"}) {
     const ClipGuide guide = make_guide(spec);
     auto rng = make_generator(3);
     const auto [grad, result] = guide.gradient(x, rng);
@@ -72,12 +76,13 @@ TEST(ClipGuide, ZeroAndNegativeTotalWeightsAreFine) {
   EXPECT_EQ(zero.first.abs().max().item<double>(), 0.0);
 }
 
-// What a CLIP-conditioned generator is given: the prompts' embeddings weighted and renormalized; zero weights give
-// the unconditional zeros.
+// What a CLIP-conditioned generator is given: the prompts' embeddings weighted and renormalized; zero weights
+// give the unconditional zeros.
 TEST(ClipGuide, ConditionIsTheWeightedPromptEmbedding) {
   const auto prompts = fixture_prompts();
   std::shared_ptr<LoadedClip> clip = fixture_vit_clip();
-  const torch::Tensor e = embed_prompts(*clip, {prompts.at(0), prompts.at(1)}, {}, false);  // [2, E], normalized
+  const torch::Tensor e =
+      embed_prompts(*clip, {prompts.at(0), prompts.at(1)}, {}, false);  // [2, E], normalized
   const torch::Tensor one = make_guide(prompts.at(0)).condition(0);
   ASSERT_EQ(one.sizes(), (std::vector<int64_t>{1, e.size(1)}));
   EXPECT_TRUE(torch::allclose(one[0], e[0], 1e-5, 1e-5));
@@ -104,8 +109,8 @@ TEST(ClipGuide, BlendedScheduleMovesBetweenSegments) {
   const auto prompts = fixture_prompts();
   ClipGuideOptions options;
   options.cutouts.cutn = 4;
-  const ClipGuide guide({{fixture_vit_clip(), "fixture", 1.0, 0}}, PromptSchedule::parse(prompts.at(0) + " ^ " + prompts.at(1), 10, true),
-                        {}, options);
+  const ClipGuide guide({{fixture_vit_clip(), "fixture", 1.0, 0}},
+                        PromptSchedule::parse(prompts.at(0) + " ^ " + prompts.at(1), 10, true), {}, options);
   const torch::Tensor x = test_image(32, 32, 6);
   const ClipGuide first = make_guide(prompts.at(0)), second = make_guide(prompts.at(1));
   EXPECT_NEAR(guide.score(x, 0), first.score(x), 1e-6);
@@ -134,7 +139,8 @@ TEST(Cutouts, SeededShapedAndInRange) {
   plain.augments.clear();
   const torch::Tensor square = test_image(24, 24, 9);
   auto d = make_generator(1);
-  EXPECT_TRUE(torch::allclose(make_cutouts(square, 24, plain, d), square));  // the overview of a square at its size
+  EXPECT_TRUE(
+      torch::allclose(make_cutouts(square, 24, plain, d), square));  // the overview of a square at its size
 }
 
 TEST(Optimizer, MatchesTorchOptim) {
@@ -148,9 +154,15 @@ TEST(Optimizer, MatchesTorchOptim) {
     options.weight_decay = kind == "sgd" ? 0.0 : 0.01;
     Optimizer opt({ours}, options);
     std::unique_ptr<torch::optim::Optimizer> ref;
-    if (kind == "adam") ref = std::make_unique<torch::optim::Adam>(std::vector<torch::Tensor>{theirs}, torch::optim::AdamOptions(0.05));
-    if (kind == "adamw") ref = std::make_unique<torch::optim::AdamW>(std::vector<torch::Tensor>{theirs}, torch::optim::AdamWOptions(0.05).weight_decay(0.01));
-    if (kind == "sgd") ref = std::make_unique<torch::optim::SGD>(std::vector<torch::Tensor>{theirs}, torch::optim::SGDOptions(0.05).momentum(0.9));
+    if (kind == "adam")
+      ref = std::make_unique<torch::optim::Adam>(std::vector<torch::Tensor>{theirs},
+                                                 torch::optim::AdamOptions(0.05));
+    if (kind == "adamw")
+      ref = std::make_unique<torch::optim::AdamW>(std::vector<torch::Tensor>{theirs},
+                                                  torch::optim::AdamWOptions(0.05).weight_decay(0.01));
+    if (kind == "sgd")
+      ref = std::make_unique<torch::optim::SGD>(std::vector<torch::Tensor>{theirs},
+                                                torch::optim::SGDOptions(0.05).momentum(0.9));
     for (int i = 0; i < 10; ++i) {
       opt.zero_grad();
       ref->zero_grad();
@@ -176,12 +188,15 @@ TEST(PixelGenerator, EveryParameterisationStartsAtTheInitImage) {
 std::shared_ptr<Vqgan> fixture_vqgan() {
   const auto manifest = read_json(fixtures() / "vqgan" / "vqgan-manifest.json");
   const auto& entry = manifest["models"].begin().value();
-  return load_vqgan((fixtures() / "vqgan" / entry["safetensors"].get<std::string>()).string(), "", torch::kCPU).model;
+  return load_vqgan((fixtures() / "vqgan" / entry["safetensors"].get<std::string>()).string(), "",
+                    torch::kCPU)
+      .model;
 }
 
 TEST(VqganGenerator, StartsAtTheReconstructionOfItsInitImage) {
   const auto manifest = read_json(fixtures() / "vqgan" / "vqgan-manifest.json");
-  const TensorMap ref = reference(fixtures() / "vqgan" / manifest["models"].begin().value()["reference"].get<std::string>());
+  const TensorMap ref =
+      reference(fixtures() / "vqgan" / manifest["models"].begin().value()["reference"].get<std::string>());
   const torch::Tensor x = ref.at("x").narrow(0, 0, 1);  // [1, 3, H, W] in [-1, 1]
   VqganGenerator gen(fixture_vqgan(), x.size(3), x.size(2), (x + 1) / 2, 0.0, 0);
   torch::NoGradGuard no_grad;
@@ -195,7 +210,10 @@ TEST(GuidedRun, VqganRunLowersItsLossAndResumesExactly) {
   const auto guide = std::make_shared<ClipGuide>(make_guide(fixture_prompts().at(0)));
   OptimizerOptions opt;
   opt.lr = 0.2;
-  auto make_run = [&] { return GuidedRun(std::make_shared<VqganGenerator>(vqgan, 4 * f, 4 * f, std::nullopt, 0.0, 3), guide, opt, 0.0, 3); };
+  auto make_run = [&] {
+    return GuidedRun(std::make_shared<VqganGenerator>(vqgan, 4 * f, 4 * f, std::nullopt, 0.0, 3), guide, opt,
+                     0.0, 3);
+  };
   GuidedRun run = make_run();
   const double before = loss_at(*guide, run.image(), 99);
   for (int i = 0; i < 4; ++i) run.step();
@@ -216,7 +234,8 @@ TEST(GuidedRun, PixelRunLowersItsLoss) {
   const auto guide = std::make_shared<ClipGuide>(make_guide(fixture_prompts().at(1)));
   OptimizerOptions opt;
   opt.lr = 0.05;
-  GuidedRun run(std::make_shared<PixelGenerator>(32, 32, PixelParam::Fourier, std::nullopt, 1, torch::kCPU), guide, opt, 0.0, 1);
+  GuidedRun run(std::make_shared<PixelGenerator>(32, 32, PixelParam::Fourier, std::nullopt, 1, torch::kCPU),
+                guide, opt, 0.0, 1);
   const double before = loss_at(*guide, run.image(), 99);
   for (int i = 0; i < 20; ++i) run.step();
   const double after = loss_at(*guide, run.image(), 99);

@@ -1,8 +1,8 @@
 // Messages that quote untrusted text stay one printable line; table cells measure and cut by display columns.
 #include <gtest/gtest.h>
 
-#include "clip/error.h"
 #include "clip/text_clean.h"
+#include "core/error.h"
 
 namespace clipguide::test {
 namespace {
@@ -16,7 +16,8 @@ bool printable_utf8(const std::string& s) {
     return false;
   }
   for (char32_t c : cps) {
-    if (c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029 || (c >= 0x202A && c <= 0x202E)) return false;
+    if (c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029 || (c >= 0x202A && c <= 0x202E))
+      return false;
   }
   return true;
 }
@@ -31,14 +32,20 @@ std::string error_of(const std::string& untrusted) {
 }
 
 TEST(Messages, HostileTextBecomesEscapes) {
-  EXPECT_EQ(quote_untrusted("bad\xff" "byte"), "bad\\xFFbyte");
+  EXPECT_EQ(quote_untrusted("bad\xff"
+                            "byte"),
+            "bad\\xFFbyte");
   EXPECT_EQ(quote_untrusted("esc\x1b[31m"), "esc\\x1B[31m");
   EXPECT_EQ(quote_untrusted("new\nline\r"), "new\\x0Aline\\x0D");
-  EXPECT_EQ(quote_untrusted("c1 \xc2\x9b" "31m"), "c1 \\xC2\\x9B31m");       // U+009B, CSI on 8-bit terminals
-  EXPECT_EQ(quote_untrusted("rtl \xe2\x80\xae" "txt"), "rtl \\xE2\\x80\\xAEtxt");  // U+202E reorders the line
-  EXPECT_EQ(quote_untrusted("\xed\xa0\x80"), "\\xED\\xA0\\x80");               // a UTF-16 surrogate is not UTF-8
-  EXPECT_EQ(quote_untrusted("\xc0\xaf"), "\\xC0\\xAF");                        // overlong '/'
-  EXPECT_EQ(quote_untrusted("写真 🐱 café"), "写真 🐱 café");                 // valid text stays as it is
+  EXPECT_EQ(quote_untrusted("c1 \xc2\x9b"
+                            "31m"),
+            "c1 \\xC2\\x9B31m");  // U+009B, CSI on 8-bit terminals
+  EXPECT_EQ(quote_untrusted("rtl \xe2\x80\xae"
+                            "txt"),
+            "rtl \\xE2\\x80\\xAEtxt");                            // U+202E reorders the line
+  EXPECT_EQ(quote_untrusted("\xed\xa0\x80"), "\\xED\\xA0\\x80");  // a UTF-16 surrogate is not UTF-8
+  EXPECT_EQ(quote_untrusted("\xc0\xaf"), "\\xC0\\xAF");           // overlong '/'
+  EXPECT_EQ(quote_untrusted("写真 🐱 café"), "写真 🐱 café");       // valid text stays as it is
 }
 
 TEST(Messages, LongValuesAreCutInTheMiddle) {
@@ -58,8 +65,8 @@ TEST(Messages, LongValuesAreCutInTheMiddle) {
 }
 
 TEST(Messages, FailQuotesEveryValueButOurOwnText) {
-  for (const std::string& hostile : {std::string("a\xff"), std::string("\x1b]0;title\x07"), std::string("one\ntwo"),
-                                     std::string(10240, 'n')}) {
+  for (const std::string& hostile : {std::string("a\xff"), std::string("\x1b]0;title\x07"),
+                                     std::string("one\ntwo"), std::string(10240, 'n')}) {
     const std::string msg = error_of(hostile);
     EXPECT_TRUE(printable_utf8(msg)) << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos);

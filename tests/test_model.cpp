@@ -1,7 +1,7 @@
 // Parity with openai/CLIP on every fixture model in every file format: features, logits, gradients.
-#include "clip/image.h"
 #include "clip/load.h"
 #include "fixtures.h"
+#include "io/image.h"
 
 namespace clipguide::test {
 namespace {
@@ -55,7 +55,8 @@ TEST_P(ClipParity, TextFeaturesFromOurTokens) {
   torch::NoGradGuard no_grad;
   const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
   const auto prompts = manifest["prompts"].get<std::vector<std::string>>();
-  const torch::Tensor tokens = clip_.require_tokenizer().tokenize(prompts, clip_.model->config().context_length, true);
+  const torch::Tensor tokens =
+      clip_.require_tokenizer().tokenize(prompts, clip_.model->config().context_length, true);
   EXPECT_TRUE(torch::equal(tokens, ref_.at("tokens")));
   const double err = rel_error(clip_.model->encode_text(tokens), ref_.at("text_features"));
   std::printf("[parity] %s text_features rel %.3g\n", GetParam().file.c_str(), err);
@@ -70,11 +71,13 @@ TEST_P(ClipParity, LogitsAndPixelGradient) {
     torch::NoGradGuard no_grad;
     txt = clip_.model->encode_text(ref_.at("tokens"));
   }
-  const torch::Tensor cos = torch::matmul(img / img.norm(2, -1, true), (txt / txt.norm(2, -1, true)).t());  // [4, P]
+  const torch::Tensor cos =
+      torch::matmul(img / img.norm(2, -1, true), (txt / txt.norm(2, -1, true)).t());  // [4, P]
   const double logit_err = rel_error(clip_.model->logit_scale_exp() * cos, ref_.at("logits_per_image"));
   (cos * ref_.at("grad_weights")).sum().backward();
   const double grad_err = rel_error(pixels.grad(), ref_.at("pixels_grad"));
-  std::printf("[parity] %s logits rel %.3g, pixels_grad rel %.3g\n", GetParam().file.c_str(), logit_err, grad_err);
+  std::printf("[parity] %s logits rel %.3g, pixels_grad rel %.3g\n", GetParam().file.c_str(), logit_err,
+              grad_err);
   EXPECT_LT(logit_err, 1e-4);
   EXPECT_LT(grad_err, 1e-3);
 }
@@ -96,14 +99,17 @@ TEST_P(ClipParity, PhotoPreprocessingAndFeatures) {
   EXPECT_GE((diff == 0).to(torch::kFloat).mean().item<float>(), 0.99f);
   const double err = rel_error(clip_.model->encode_image(ref_.at("photo_pixels")), ref_.at("photo_features"));
   const double ours_err = rel_error(clip_.model->encode_image(pixels), ref_.at("photo_features"));
-  std::printf("[parity] %s photo pixels max diff %.0f levels, photo_features rel %.3g (from our pixels %.3g)\n",
-              GetParam().file.c_str(), diff.max().item<float>(), err, ours_err);
+  std::printf(
+      "[parity] %s photo pixels max diff %.0f levels, photo_features rel %.3g (from our pixels %.3g)\n",
+      GetParam().file.c_str(), diff.max().item<float>(), err, ours_err);
   EXPECT_LT(err, 1e-4);
   EXPECT_LT(ours_err, 1e-4);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ClipParity, ::testing::ValuesIn(clip_model_files()),
-                         [](const ::testing::TestParamInfo<ModelFile>& info) { return param_name(info.param.file); });
+                         [](const ::testing::TestParamInfo<ModelFile>& info) {
+                           return param_name(info.param.file);
+                         });
 
 }  // namespace
 }  // namespace clipguide::test

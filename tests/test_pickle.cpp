@@ -1,11 +1,11 @@
 // The safe readers for PyTorch files: real fixture archives, hand-made valid files, and broken ones.
 #include "archive_builders.h"
-#include "clip/checkpoint.h"
-#include "clip/error.h"
-#include "clip/pickle.h"
-#include "clip/safetensors.h"
-#include "clip/zip.h"
+#include "core/error.h"
 #include "fixtures.h"
+#include "io/checkpoint.h"
+#include "io/pickle.h"
+#include "io/safetensors.h"
+#include "io/zip.h"
 
 namespace clipguide::test {
 namespace {
@@ -19,7 +19,8 @@ void expect_error(Fn fn, const std::vector<std::string>& fragments) {
   } catch (const Error& e) {
     const std::string msg = e.what();
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "error is not one line: " << msg;
-    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+    for (const auto& f : fragments)
+      EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
   }
 }
 
@@ -36,8 +37,9 @@ TEST(TorchFiles, PlainStateDictMatchesSafetensors) {
   for (const auto& [name, m] : manifest["models"].items()) {
     const Checkpoint pt = read_checkpoint((fixtures() / "diffusion" / m["pt"].get<std::string>()).string());
     EXPECT_EQ(pt.format, "torch zip");
-    expect_same_tensors(read_safetensors((fixtures() / "diffusion" / m["safetensors"].get<std::string>()).string()).tensors,
-                        pt.tensors, false);
+    expect_same_tensors(
+        read_safetensors((fixtures() / "diffusion" / m["safetensors"].get<std::string>()).string()).tensors,
+        pt.tensors, false);
   }
 }
 
@@ -46,7 +48,8 @@ TEST(TorchFiles, LightningCheckpointYieldsItsNestedStateDict) {
   const Checkpoint ckpt = read_checkpoint((fixtures() / "vqgan" / "vqgan-tiny.ckpt").string());
   const auto st = read_safetensors((fixtures() / "vqgan" / "vqgan-tiny.safetensors").string()).tensors;
   expect_same_tensors(st, ckpt.tensors, true);
-  for (const auto& kv : ckpt.tensors) EXPECT_EQ(kv.first.rfind("optimizer", 0), std::string::npos) << kv.first;
+  for (const auto& kv : ckpt.tensors)
+    EXPECT_EQ(kv.first.rfind("optimizer", 0), std::string::npos) << kv.first;
 }
 
 TEST(TorchFiles, TorchScriptArchiveGivesDottedNames) {
@@ -56,10 +59,15 @@ TEST(TorchFiles, TorchScriptArchiveGivesDottedNames) {
   expect_same_tensors(st, jit.tensors, true);
 }
 
-std::string small_state_dict_pickle(int64_t numel, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-                                    bool legacy = false) {
+std::string small_state_dict_pickle(int64_t numel, const std::vector<int64_t>& sizes,
+                                    const std::vector<int64_t>& strides, bool legacy = false) {
   PickleBuilder p;
-  p.global("collections", "OrderedDict").op(")R").op("(").str("w").tensor("0", numel, 0, sizes, strides, legacy).op("u");
+  p.global("collections", "OrderedDict")
+      .op(")R")
+      .op("(")
+      .str("w")
+      .tensor("0", numel, 0, sizes, strides, legacy)
+      .op("u");
   return p.done();
 }
 
@@ -74,7 +82,8 @@ TEST(TorchFiles, HandMadeZipRoundTrips) {
   // A transposed view of the same storage.
   write_bytes(dir / "t.pt", build_zip({{"archive/data.pkl", small_state_dict_pickle(6, {3, 2}, {1, 3})},
                                        {"archive/data/0", floats(values)}}));
-  EXPECT_TRUE(torch::equal(read_checkpoint((dir / "t.pt").string()).tensors.at("w"), torch::tensor(values).view({2, 3}).t()));
+  EXPECT_TRUE(torch::equal(read_checkpoint((dir / "t.pt").string()).tensors.at("w"),
+                           torch::tensor(values).view({2, 3}).t()));
 }
 
 TEST(TorchFiles, LegacyTorchSaveStream) {
@@ -100,20 +109,28 @@ TEST(BadPickles, AreRejectedWithANamedReason) {
     write_bytes(dir / name, build_zip({{"archive/data.pkl", pkl}, {"archive/data/0", floats4}}));
     return (dir / name).string();
   };
-  expect_error([&] { read_checkpoint(zip_with("opcode.pt", "\x80\x02\xff.")); }, {"opcode.pt", "unknown or unsupported opcode 0xff"});
-  expect_error([&] { read_checkpoint(zip_with("underflow.pt", "\x80\x02s.")); }, {"underflow.pt", "stack underflow"});
+  expect_error([&] { read_checkpoint(zip_with("opcode.pt", "\x80\x02\xff.")); },
+               {"opcode.pt", "unknown or unsupported opcode 0xff"});
+  expect_error([&] { read_checkpoint(zip_with("underflow.pt", "\x80\x02s.")); },
+               {"underflow.pt", "stack underflow"});
   expect_error([&] { read_checkpoint(zip_with("memo.pt", "\x80\x02h\x07.")); }, {"memo.pt", "memo entry 7"});
   expect_error([&] { read_checkpoint(zip_with("nostop.pt", "\x80\x02}")); }, {"nostop.pt", "truncated"});
   expect_error([&] { read_checkpoint(zip_with("view.pt", small_state_dict_pickle(4, {10}, {1}))); },
                {"view.pt", "storage '0' holds 4"});
   expect_error([&] { read_checkpoint(zip_with("small.pt", small_state_dict_pickle(8, {8}, {1}))); },
                {"small.pt", "storage '0' holds 16 bytes"});
-  expect_error([&] { read_checkpoint(zip_with("broadcast.pt", small_state_dict_pickle(4, {1 << 20, 1 << 20}, {0, 0}))); },
-               {"broadcast.pt", "more than its storage"});
-  expect_error([&] { read_checkpoint(zip_with("notdict.pt", PickleBuilder().integer(3).done())); }, {"notdict.pt", "not a state dict"});
-  expect_error([&] { read_checkpoint(zip_with("longint.pt", "\x80\x02\x8a\x09" + std::string(9, '\x01') + ".")); },
-               {"longint.pt", "wider than 64 bits"});
-  // A stream of one-byte opcodes cannot make more values than the cap: 'N' (None) then '0' (POP), over and over.
+  expect_error(
+      [&] {
+        read_checkpoint(zip_with("broadcast.pt", small_state_dict_pickle(4, {1 << 20, 1 << 20}, {0, 0})));
+      },
+      {"broadcast.pt", "more than its storage"});
+  expect_error([&] { read_checkpoint(zip_with("notdict.pt", PickleBuilder().integer(3).done())); },
+               {"notdict.pt", "not a state dict"});
+  expect_error(
+      [&] { read_checkpoint(zip_with("longint.pt", "\x80\x02\x8a\x09" + std::string(9, '\x01') + ".")); },
+      {"longint.pt", "wider than 64 bits"});
+  // A stream of one-byte opcodes cannot make more values than the cap: 'N' (None) then '0' (POP), over and
+  // over.
   std::string many = "\x80\x02";
   for (int i = 0; i < 200; ++i) many += "N0";
   many += "N.";
@@ -121,8 +138,12 @@ TEST(BadPickles, AreRejectedWithANamedReason) {
   size_t pos = 0;
   PickleLimits limits;
   limits.max_values = 100;
-  expect_error([&] { parse_pickle({reinterpret_cast<const uint8_t*>(many.data()), many.size()}, &pos, arena, "many.pkl", limits); },
-               {"many.pkl", "more than 100 values"});
+  expect_error(
+      [&] {
+        parse_pickle({reinterpret_cast<const uint8_t*>(many.data()), many.size()}, &pos, arena, "many.pkl",
+                     limits);
+      },
+      {"many.pkl", "more than 100 values"});
 }
 
 TEST(BadZips, AreRejectedWithANamedReason) {
@@ -133,12 +154,27 @@ TEST(BadZips, AreRejectedWithANamedReason) {
     write_bytes(dir / name, build_zip(records));
     return (dir / name).string();
   };
-  expect_error([&] { read_checkpoint(write("missing.pt", {{"archive/data.pkl", pkl}})); }, {"missing.pt", "'archive/data/0' is missing"});
-  expect_error([&] { read_checkpoint(write("deflated.pt", {{"archive/data.pkl", pkl}, {"archive/data/0", data, 8}})); },
-               {"deflated.pt", "compressed"});
-  expect_error([&] { read_checkpoint(write("oversized.pt", {{"archive/data.pkl", pkl}, {"archive/data/0", data, 0, 1 << 20}})); },
-               {"oversized.pt", "runs past the end"});
-  expect_error([&] { read_checkpoint(write("nopkl.pt", {{"archive/data/0", data}})); }, {"nopkl.pt", "data.pkl"});
+  expect_error(
+      [&] {
+        read_checkpoint(write("missing.pt", {{"archive/data.pkl", pkl}}));
+      },
+      {"missing.pt", "'archive/data/0' is missing"});
+  expect_error(
+      [&] {
+        read_checkpoint(write("deflated.pt", {{"archive/data.pkl", pkl}, {"archive/data/0", data, 8}}));
+      },
+      {"deflated.pt", "compressed"});
+  expect_error(
+      [&] {
+        read_checkpoint(
+            write("oversized.pt", {{"archive/data.pkl", pkl}, {"archive/data/0", data, 0, 1 << 20}}));
+      },
+      {"oversized.pt", "runs past the end"});
+  expect_error(
+      [&] {
+        read_checkpoint(write("nopkl.pt", {{"archive/data/0", data}}));
+      },
+      {"nopkl.pt", "data.pkl"});
   // A record whose bytes were changed after the directory was written.
   std::string bytes = build_zip({{"archive/data.pkl", pkl}, {"archive/data/0", data}});
   bytes[bytes.find(data) + 1] ^= 0x55;

@@ -1,7 +1,7 @@
 // Decoding and preprocessing against PIL + torchvision on every fixture case.
-#include "clip/error.h"
-#include "clip/image.h"
+#include "core/error.h"
 #include "fixtures.h"
+#include "io/image.h"
 
 namespace clipguide::test {
 namespace {
@@ -18,7 +18,8 @@ std::vector<Case> cases() {
   std::vector<Case> out;
   const auto json = read_json(fixtures() / "preprocess" / "preprocess-cases.json");
   for (const auto& c : json["cases"]) {
-    out.push_back({c["file"].get<std::string>(), c["tensor"].get<std::string>(), c["n_px"].get<int64_t>(), c["jpeg"].get<bool>()});
+    out.push_back({c["file"].get<std::string>(), c["tensor"].get<std::string>(), c["n_px"].get<int64_t>(),
+                   c["jpeg"].get<bool>()});
   }
   return out;
 }
@@ -28,7 +29,8 @@ class Preprocess : public ::testing::TestWithParam<Case> {};
 TEST_P(Preprocess, DecodedPixelsMatchPil) {
   const Case& c = GetParam();
   const TensorMap ref = reference(fixtures() / "preprocess" / "preprocess-reference.safetensors");
-  const torch::Tensor ours = to_rgb_tensor(read_image((fixtures() / "preprocess" / c.file).string())).to(torch::kInt);
+  const torch::Tensor ours =
+      to_rgb_tensor(read_image((fixtures() / "preprocess" / c.file).string())).to(torch::kInt);
   const torch::Tensor theirs = ref.at(c.file + "@decoded").to(torch::kInt);
   ASSERT_EQ(ours.sizes(), theirs.sizes());
   const torch::Tensor diff = (ours - theirs).abs();
@@ -51,7 +53,8 @@ TEST_P(Preprocess, NormalizedTensorMatchesTorchvision) {
     std[i] = json["std"][i].get<float>();
   }
   const TensorMap ref = reference(fixtures() / "preprocess" / "preprocess-reference.safetensors");
-  const torch::Tensor ours = preprocess(read_image((fixtures() / "preprocess" / c.file).string()), c.n_px, mean, std);
+  const torch::Tensor ours =
+      preprocess(read_image((fixtures() / "preprocess" / c.file).string()), c.n_px, mean, std);
   const torch::Tensor theirs = ref.at(c.tensor);
   ASSERT_EQ(ours.sizes(), theirs.sizes());
   const auto s = torch::tensor({std[0], std[1], std[2]}).view({3, 1, 1});
@@ -64,7 +67,9 @@ TEST_P(Preprocess, NormalizedTensorMatchesTorchvision) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Preprocess, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) { return param_name(info.param.tensor); });
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return param_name(info.param.tensor);
+                         });
 
 TEST(Images, UnsupportedAndBrokenFilesAreErrors) {
   TempDir dir;

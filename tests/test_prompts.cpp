@@ -1,9 +1,9 @@
 // The prompt parser as a table: colons in text, negative and zero weights, stops, escapes, story schedules.
 #include <cmath>
 
-#include "clip/error.h"
-#include "prompts/prompt.h"
+#include "core/error.h"
 #include "fixtures.h"
+#include "prompts/prompt.h"
 
 namespace clipguide::test {
 namespace {
@@ -32,21 +32,20 @@ TEST_P(PromptTable, Parses) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, PromptTable,
-    ::testing::Values(
-        ParseCase{"a castle", {{"a castle", 1, kNoStop}}},
-        ParseCase{"a castle:2", {{"a castle", 2, kNoStop}}},
-        ParseCase{"a castle:-0.5", {{"a castle", -0.5, kNoStop}}},
-        ParseCase{"a castle:1:0.3", {{"a castle", 1, 0.3}}},
-        ParseCase{"a castle:1:-inf", {{"a castle", 1, kNoStop}}},
-        ParseCase{"ratio 16:9 poster", {{"ratio 16:9 poster", 1, kNoStop}}},
-        ParseCase{"ratio 16:9 poster:2", {{"ratio 16:9 poster", 2, kNoStop}}},
-        ParseCase{"ratio 16\\:9", {{"ratio 16:9", 1, kNoStop}}},
-        ParseCase{"time: 12:30:1:0.5", {{"time: 12:30", 1, 0.5}}},
-        ParseCase{"a:b:c", {{"a:b:c", 1, kNoStop}}},
-        ParseCase{"fog:0 | sun:0", {{"fog", 0, kNoStop}, {"sun", 0, kNoStop}}},
-        ParseCase{"red:1 | blue:-1", {{"red", 1, kNoStop}, {"blue", -1, kNoStop}}},
-        ParseCase{" spaced : 3 |tight:1e-1", {{"spaced", 3, kNoStop}, {"tight", 0.1, kNoStop}}},
-        ParseCase{"pipe \\| kept", {{"pipe | kept", 1, kNoStop}}}),
+    ::testing::Values(ParseCase{"a castle", {{"a castle", 1, kNoStop}}},
+                      ParseCase{"a castle:2", {{"a castle", 2, kNoStop}}},
+                      ParseCase{"a castle:-0.5", {{"a castle", -0.5, kNoStop}}},
+                      ParseCase{"a castle:1:0.3", {{"a castle", 1, 0.3}}},
+                      ParseCase{"a castle:1:-inf", {{"a castle", 1, kNoStop}}},
+                      ParseCase{"ratio 16:9 poster", {{"ratio 16:9 poster", 1, kNoStop}}},
+                      ParseCase{"ratio 16:9 poster:2", {{"ratio 16:9 poster", 2, kNoStop}}},
+                      ParseCase{"ratio 16\\:9", {{"ratio 16:9", 1, kNoStop}}},
+                      ParseCase{"time: 12:30:1:0.5", {{"time: 12:30", 1, 0.5}}},
+                      ParseCase{"a:b:c", {{"a:b:c", 1, kNoStop}}},
+                      ParseCase{"fog:0 | sun:0", {{"fog", 0, kNoStop}, {"sun", 0, kNoStop}}},
+                      ParseCase{"red:1 | blue:-1", {{"red", 1, kNoStop}, {"blue", -1, kNoStop}}},
+                      ParseCase{" spaced : 3 |tight:1e-1", {{"spaced", 3, kNoStop}, {"tight", 0.1, kNoStop}}},
+                      ParseCase{"pipe \\| kept", {{"pipe | kept", 1, kNoStop}}}),
     [](const auto& info) { return std::to_string(info.index); });
 
 TEST(Prompts, BadItemsAreErrorsNamingThem) {
@@ -96,9 +95,9 @@ TEST(PromptSchedule, BlendsTowardTheNextSegment) {
 }
 
 TEST(PromptSchedule, Errors) {
-  EXPECT_THROW(PromptSchedule::parse("a ^ b", 0, false), Error);                 // segments need --prompt-every
-  EXPECT_THROW(PromptSchedule::parse("a | b ^ c", 5, true), Error);              // blending pairs prompts
-  EXPECT_EQ(PromptSchedule::parse("a", 0, true).segments.size(), 1u);             // one segment: nothing to blend
+  EXPECT_THROW(PromptSchedule::parse("a ^ b", 0, false), Error);       // segments need --prompt-every
+  EXPECT_THROW(PromptSchedule::parse("a | b ^ c", 5, true), Error);    // blending pairs prompts
+  EXPECT_EQ(PromptSchedule::parse("a", 0, true).segments.size(), 1u);  // one segment: nothing to blend
 }
 
 }  // namespace

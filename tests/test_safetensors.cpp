@@ -1,8 +1,8 @@
 // safetensors: round trips and every kind of broken header.
 #include "archive_builders.h"
-#include "clip/error.h"
-#include "clip/safetensors.h"
+#include "core/error.h"
 #include "fixtures.h"
+#include "io/safetensors.h"
 
 namespace clipguide::test {
 namespace {
@@ -25,7 +25,8 @@ void expect_rejected(const std::string& bytes, const std::string& fragment) {
 TEST(Safetensors, RoundTripKeepsDtypesAndValues) {
   TempDir dir;
   const auto original = read_safetensors((fixtures() / "clip" / "vit-tiny.openai.safetensors").string());
-  write_file_atomic((dir / "copy.safetensors").string(), serialize_safetensors(original.tensors, {{"note", "copy"}}));
+  write_file_atomic((dir / "copy.safetensors").string(),
+                    serialize_safetensors(original.tensors, {{"note", "copy"}}));
   const auto copy = read_safetensors((dir / "copy.safetensors").string());
   ASSERT_EQ(copy.tensors.size(), original.tensors.size());
   for (const auto& [name, t] : original.tensors) {
@@ -43,17 +44,27 @@ TEST(Safetensors, BrokenHeadersAreRejected) {
   expect_rejected(with_header("[1,2]", 0), "not a JSON object");
   const std::string a = R"("a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]})";
   expect_rejected(with_header("{" + a + "," + a + "}", 4), "names tensor 'a' twice");
-  expect_rejected(with_header(R"({"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,4]}})", 4), "unsupported dtype 'Q7'");
-  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
-                  "overlaps");
+  expect_rejected(with_header(R"({"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,4]}})", 4),
+                  "unsupported dtype 'Q7'");
+  expect_rejected(
+      with_header(
+          R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+          8),
+      "overlaps");
   expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "gap");
   expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 2), "truncated");
-  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,4]}})", 4), "shape and dtype need 12");
-  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 12), "not described");
-  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "non-negative");
-  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}})", 4),
-                  "more than 2^62");
-  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", 4), "end before they begin");
+  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,4]}})", 4),
+                  "shape and dtype need 12");
+  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 12),
+                  "not described");
+  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4),
+                  "non-negative");
+  expect_rejected(
+      with_header(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}})",
+                  4),
+      "more than 2^62");
+  expect_rejected(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", 4),
+                  "end before they begin");
 }
 
 TEST(Safetensors, CorruptedRealHeadersFail) {
@@ -71,14 +82,18 @@ TEST(Safetensors, CorruptedRealHeadersFail) {
   const size_t offsets = bad_offset.find("\"data_offsets\":[");
   ASSERT_NE(offsets, std::string::npos);
   bad_offset[offsets + 16] = bad_offset[offsets + 16] == '9' ? '8' : '9';  // the first offset's first digit
-  EXPECT_THROW(parse_safetensors({reinterpret_cast<const uint8_t*>(bad_offset.data()), bad_offset.size()}, "bad"), Error);
+  EXPECT_THROW(
+      parse_safetensors({reinterpret_cast<const uint8_t*>(bad_offset.data()), bad_offset.size()}, "bad"),
+      Error);
 }
 
 TEST(Safetensors, EveryTruncationOfARealFileFails) {
   const std::string bytes = read_bytes(fixtures() / "clip" / "vit-tiny.openai.safetensors");
   for (size_t cut : {size_t{1}, size_t{8}, size_t{9}, bytes.size() / 3, bytes.size() - 1}) {
     const std::string part = bytes.substr(0, cut);
-    EXPECT_THROW(parse_safetensors({reinterpret_cast<const uint8_t*>(part.data()), part.size()}, "cut"), Error) << cut;
+    EXPECT_THROW(parse_safetensors({reinterpret_cast<const uint8_t*>(part.data()), part.size()}, "cut"),
+                 Error)
+        << cut;
   }
 }
 

@@ -1,7 +1,8 @@
-// The tokenizer against openai/CLIP clip.tokenize(truncate=True) on every fixture case, with both vocabulary forms.
-#include "clip/error.h"
+// The tokenizer against openai/CLIP clip.tokenize(truncate=True) on every fixture case, with both vocabulary
+// forms.
 #include "clip/text_clean.h"
 #include "clip/tokenizer.h"
+#include "core/error.h"
 #include "fixtures.h"
 
 namespace clipguide::test {
@@ -91,11 +92,14 @@ TEST(Tokenizer, InvalidUtf8IsAnError) {
 }
 
 TEST(TextClean, HtmlUnescapeFollowsPython) {
-  EXPECT_EQ(u32_to_utf8(html_unescape(U"&amp;lt; &#65;&#x42; &notit; &amp &bogus; &#0;")), "&lt; AB \xc2\xacit; & &bogus; \xef\xbf\xbd");
+  EXPECT_EQ(u32_to_utf8(html_unescape(U"&amp;lt; &#65;&#x42; &notit; &amp &bogus; &#0;")),
+            "&lt; AB \xc2\xacit; & &bogus; \xef\xbf\xbd");
 }
 
 TEST(TextClean, MojibakeAndQuotesAreRepaired) {
-  EXPECT_EQ(u32_to_utf8(ftfy_fix_text(utf8_to_u32("caf\xc3\x83\xc2\xa9 \xe2\x80\x9cquoted\xe2\x80\x9d", "t"))), "caf\xc3\xa9 \"quoted\"");
+  EXPECT_EQ(
+      u32_to_utf8(ftfy_fix_text(utf8_to_u32("caf\xc3\x83\xc2\xa9 \xe2\x80\x9cquoted\xe2\x80\x9d", "t"))),
+      "caf\xc3\xa9 \"quoted\"");
 }
 
 }  // namespace

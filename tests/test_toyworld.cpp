@@ -1,20 +1,20 @@
-// The toy world: renderer, captions and their claims, the pixel judge, the BPE trainer, a few training steps of
-// each model, and the bundled models measured at safe margins below what bench/toyworld reports.
+// The toy world: renderer, captions and their claims, the pixel judge, the BPE trainer, a few training steps
+// of each model, and the bundled models measured at safe margins below what bench/toyworld reports.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
 
-#include "clip/file_io.h"
-#include "clip/image.h"
 #include "clip/load.h"
-#include "clip/safetensors.h"
 #include "clip/tokenizer.h"
-#include "guidance/clip_guide.h"
+#include "core/file_io.h"
 #include "generators/diffusion_run.h"
 #include "generators/vqgan.h"
-#include "toyworld/bundled.h"
+#include "guidance/clip_guide.h"
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "jobs/bundled.h"
 #include "toyworld/eval.h"
 #include "toyworld/train.h"
 #include "toyworld/world.h"
@@ -46,7 +46,8 @@ TEST(ToyWorld, ScenesAreSeededAndObjectsNeverTakeTheBackgroundColour) {
 
 TEST(ToyWorld, EdgesAreAntiAliased) {
   std::mt19937_64 rng(3);
-  const torch::Tensor img = render(single_object_scene(Colour::Black, Colour::White, Shape::Circle, Size::Large, Position::Centre, rng));
+  const torch::Tensor img = render(
+      single_object_scene(Colour::Black, Colour::White, Shape::Circle, Size::Large, Position::Centre, rng));
   // Between the black background and the white disc some pixels take values in between.
   const torch::Tensor g = img[0];
   EXPECT_GT(((g > 0.3) & (g < 0.7)).sum().item<int64_t>(), 20);
@@ -63,13 +64,15 @@ TEST(ToyWorld, BatchesRenderAsSingleScenesDo) {
 
 TEST(ToyWorld, ObjectWeightsMarkTheObjectAndItsRimOnly) {
   std::mt19937_64 rng(4);
-  const Scene scene = single_object_scene(Colour::Blue, Colour::Yellow, Shape::Square, Size::Large, Position::Centre, rng);
+  const Scene scene =
+      single_object_scene(Colour::Blue, Colour::Yellow, Shape::Square, Size::Large, Position::Centre, rng);
   const torch::Tensor img = render(scene);
   const torch::Tensor w = object_weights(img.unsqueeze(0), 4)[0][0];
   // Far from the object: the background's weight; on the object: 1 + 4; the object's area, plus a rim, at 5.
   EXPECT_FLOAT_EQ(w[0][0].item<float>(), 1.f);
   EXPECT_FLOAT_EQ(w[kImageSize / 2][kImageSize / 2].item<float>(), 5.f);
-  const torch::Tensor on_object = (img - img.narrow(1, 0, 1).narrow(2, 0, 1)).abs().sum(0) > 0.1;  // unlike the corner pixel
+  const torch::Tensor on_object =
+      (img - img.narrow(1, 0, 1).narrow(2, 0, 1)).abs().sum(0) > 0.1;  // unlike the corner pixel
   const double heavy = (w > 1).sum().item<double>(), object = on_object.sum().item<double>();
   EXPECT_GE(heavy, object * 0.9);
   EXPECT_LE(heavy, object * 1.5);
@@ -86,7 +89,8 @@ TEST(ToyWorld, CaptionsClaimWhatTheirSceneShows) {
     texts.insert(c.text);
   }
   EXPECT_GT(texts.size(), 800u);
-  const Scene s = single_object_scene(Colour::Blue, Colour::Red, Shape::Circle, Size::Small, Position::TopLeft, rng);
+  const Scene s =
+      single_object_scene(Colour::Blue, Colour::Red, Shape::Circle, Size::Small, Position::TopLeft, rng);
   const Caption full = describe(s, 1, rng);
   EXPECT_EQ(full.text, "small red circle in the top left corner, blue background");
   Scene other = s;
@@ -108,7 +112,8 @@ TEST(ToyWorld, HardNegativeBatchesMarkEveryMatchingCaption) {
   EXPECT_EQ(b.images.sizes(), (torch::IntArrayRef{16, 3, 64, 64}));
   EXPECT_EQ(b.tokens.sizes(), (torch::IntArrayRef{16, 32}));
   EXPECT_TRUE(torch::equal(b.targets.diagonal(), torch::ones({16})));
-  // Within a group the images differ in one attribute each: a caption naming all of them matches only its own.
+  // Within a group the images differ in one attribute each: a caption naming all of them matches only its
+  // own.
   EXPECT_LT(b.targets.sum().item<float>(), 16 * kGroup);
   EXPECT_THROW(clip_batch(rng, tok, 32, kGroup + 1), c10::Error);
 }
@@ -122,15 +127,17 @@ TEST(ToyWorld, BpeLearnsTheCaptionWordsAndReadsBackAsAVocabulary) {
   EXPECT_EQ(tok.vocab_size(), 512 + merges.size() + 2);
   // Every word of the grammar is frequent, so each becomes one token.
   EXPECT_EQ(tok.encode("a purple triangle on a yellow background").size(), 7u);
-  EXPECT_EQ(tok.encode("small red circle in the top left corner, blue background").size(), 11u);  // "," is a word too
+  EXPECT_EQ(tok.encode("small red circle in the top left corner, blue background").size(),
+            11u);  // "," is a word too
   // Words it never saw still encode, byte by byte.
   EXPECT_EQ(tok.encode("zq").size(), 2u);
   EXPECT_THROW(train_bpe({"a"}, 10), Error);
 }
 
-// Renders as made (64 px) and as a 32 px generator makes them (area-averaged, quantized to 8 bits). The judge's
-// prototypes are pixelated as the image is, so small shapes read right at 32 px too: all 240 on this seed, where the
-// earlier judge (one prototype per shape and size, cut at 64 px; colour from the whole region) read 199 shapes, 238 colours.
+// Renders as made (64 px) and as a 32 px generator makes them (area-averaged, quantized to 8 bits). The
+// judge's prototypes are pixelated as the image is, so small shapes read right at 32 px too: all 240 on this
+// seed, where the earlier judge (one prototype per shape and size, cut at 64 px; colour from the whole
+// region) read 199 shapes, 238 colours.
 TEST(ToyWorld, TheJudgeReadsCleanRenders) {
   for (int64_t side : {kImageSize, kImageSize / 2}) {
     std::mt19937_64 rng(99);
@@ -144,13 +151,15 @@ TEST(ToyWorld, TheJudgeReadsCleanRenders) {
       const auto size = static_cast<Size>(i % kSizes);
       const auto pos = static_cast<Position>(i % kPositions);
       torch::Tensor img = render(single_object_scene(b, c, s, size, pos, rng));
-      if (side < kImageSize) img = torch::adaptive_avg_pool2d(img.unsqueeze(0), {side, side})[0].mul(255).round().div(255);
+      if (side < kImageSize)
+        img = torch::adaptive_avg_pool2d(img.unsqueeze(0), {side, side})[0].mul(255).round().div(255);
       const Judgement j = judge(img);
       bg += j.background == b;
       colour += j.found_object && j.colour == c;
       shape += j.found_object && j.shape == s;
     }
-    std::printf("[judge] renders at %ld px: background %d, colour %d, shape %d of %d\n", static_cast<long>(side), bg, colour, shape, n);
+    std::printf("[judge] renders at %ld px: background %d, colour %d, shape %d of %d\n",
+                static_cast<long>(side), bg, colour, shape, n);
     EXPECT_EQ(bg, n) << side << " px";
     EXPECT_EQ(colour, n) << side << " px";
     EXPECT_GE(shape, n * 95 / 100) << side << " px";
@@ -195,7 +204,8 @@ std::vector<double> clip_training_losses(bool bf16) {
     opt.step();
     losses.push_back(loss.item<double>());
   }
-  for (const auto& p : model->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat);  // autocast leaves weights fp32
+  for (const auto& p : model->parameters())
+    EXPECT_EQ(p.scalar_type(), torch::kFloat);  // autocast leaves weights fp32
   return losses;
 }
 
@@ -206,7 +216,7 @@ TEST(ToyWorld, AFewClipTrainingStepsLowerTheLoss) {
   EXPECT_LT(bf16.back(), 0.75 * bf16.front()) << bf16.front() << " -> " << bf16.back();
   EXPECT_NEAR(bf16.back(), fp32.back(), 0.05 * fp32.back());
   EXPECT_NEAR(bf16.front(), fp32.front(), 0.02 * fp32.front());  // the same model and batch, bf16 matmuls
-  EXPECT_NE(bf16.front(), fp32.front());  // ... which did run in bf16
+  EXPECT_NE(bf16.front(), fp32.front());                         // ... which did run in bf16
 }
 
 TEST(ToyWorld, TrainingAugmentationBlursOnlyWhenAsked) {
@@ -215,8 +225,10 @@ TEST(ToyWorld, TrainingAugmentationBlursOnlyWhenAsked) {
   for (int i = 0; i < 8; ++i) scenes.push_back(sample_scene(scenes_rng));
   const torch::Tensor x = render_batch(scenes);
   std::mt19937_64 a(5), b(5), c(5);
-  const torch::Tensor plain = augment_images(x, a), unblurred = augment_images(x, b, 1), blurred = augment_images(x, c, 4);
-  EXPECT_TRUE(torch::equal(plain, unblurred));  // the default draws nothing more: earlier runs stay reproducible
+  const torch::Tensor plain = augment_images(x, a), unblurred = augment_images(x, b, 1),
+                      blurred = augment_images(x, c, 4);
+  EXPECT_TRUE(
+      torch::equal(plain, unblurred));  // the default draws nothing more: earlier runs stay reproducible
   EXPECT_EQ(blurred.sizes(), plain.sizes());
   EXPECT_LT(tv_loss(blurred).item<double>(), 0.8 * tv_loss(plain).item<double>());  // softer edges
 }
@@ -234,12 +246,16 @@ TEST(ToyWorld, AdversarialImagesStayInTheirBallAndRaiseTheLoss) {
   EXPECT_FALSE(adv.requires_grad());
   for (const auto& p : model->parameters()) EXPECT_FALSE(p.grad().defined());  // the attack trains nothing
   torch::NoGradGuard no_grad;
-  const double clean = clip_batch_loss(*model, normalize_pixels(b.images), b.tokens, b.targets, false).item<double>();
-  const double attacked = clip_batch_loss(*model, normalize_pixels(adv), b.tokens, b.targets, false).item<double>();
+  const double clean =
+      clip_batch_loss(*model, normalize_pixels(b.images), b.tokens, b.targets, false).item<double>();
+  const double attacked =
+      clip_batch_loss(*model, normalize_pixels(adv), b.tokens, b.targets, false).item<double>();
   // A random move of the same size barely changes the loss; the attack's raises it.
   const torch::Tensor noise = torch::randn(b.images.sizes(), gen);
-  const torch::Tensor randomly = (b.images + noise / noise.flatten(1).norm(2, 1).view({-1, 1, 1, 1}) * eps).clamp(0, 1);
-  const double random = clip_batch_loss(*model, normalize_pixels(randomly), b.tokens, b.targets, false).item<double>();
+  const torch::Tensor randomly =
+      (b.images + noise / noise.flatten(1).norm(2, 1).view({-1, 1, 1, 1}) * eps).clamp(0, 1);
+  const double random =
+      clip_batch_loss(*model, normalize_pixels(randomly), b.tokens, b.targets, false).item<double>();
   EXPECT_GT(attacked - clean, 5 * std::abs(random - clean)) << clean << " " << attacked << " " << random;
 }
 
@@ -256,7 +272,8 @@ TEST(ToyWorld, AFewVqganTrainingStepsLowerTheLossAndDeadCodesRestart) {
   std::mt19937_64 rng(2);
   std::vector<Scene> scenes;
   for (int i = 0; i < 4; ++i) scenes.push_back(sample_scene(rng));
-  const torch::Tensor x = torch::nn::functional::avg_pool2d(render_batch(scenes), torch::nn::functional::AvgPool2dFuncOptions(2));  // 32 px: quicker
+  const torch::Tensor x = torch::nn::functional::avg_pool2d(
+      render_batch(scenes), torch::nn::functional::AvgPool2dFuncOptions(2));  // 32 px: quicker
   DeadCodeRestarter restarter(shape.n_embed, 1);
   std::vector<double> losses;
   int64_t restarted = 0;
@@ -289,8 +306,10 @@ torch::Tensor tiny_diffusion_batch() {
   return diffusion_images(render_batch(scenes), 16);
 }
 
-// The noise loss over `steps` Adam steps on `x0`, the same timesteps and noise every step (comparable losses).
-std::vector<double> noise_losses(UNetModel& model, const torch::Tensor& x0, int steps, const torch::Tensor& clip_embed = {}) {
+// The noise loss over `steps` Adam steps on `x0`, the same timesteps and noise every step (comparable
+// losses).
+std::vector<double> noise_losses(UNetModel& model, const torch::Tensor& x0, int steps,
+                                 const torch::Tensor& clip_embed = {}) {
   const DiffusionSchedule s = DiffusionSchedule::make("cosine", 1000, "");
   OptimizerOptions o;
   o.lr = 2e-3;
@@ -344,9 +363,11 @@ TEST(ToyWorld, SavedDiffusionFilesLoadThroughTheOrdinaryLoader) {
   }
   const fs::path dir = fs::temp_directory_path() / "clipguide_toyworld_unet";
   fs::create_directories(dir);
-  write_file_atomic((dir / "model.safetensors").string(), serialize_safetensors(named_weights(*model, torch::kFloat), {{"format", "pt"}}));
+  write_file_atomic((dir / "model.safetensors").string(),
+                    serialize_safetensors(named_weights(*model, torch::kFloat), {{"format", "pt"}}));
   write_file_atomic((dir / "model.json").string(), unet_flags_json(config, 16, "cosine", 1000, "25"));
-  const LoadedUNet loaded = load_unet((dir / "model.safetensors").string(), (dir / "model.json").string(), torch::kCPU);
+  const LoadedUNet loaded =
+      load_unet((dir / "model.safetensors").string(), (dir / "model.json").string(), torch::kCPU);
   EXPECT_EQ(loaded.image_size, 16);
   EXPECT_EQ(loaded.diffusion.noise_schedule, "cosine");
   EXPECT_EQ(loaded.diffusion.timestep_respacing, "25");
@@ -358,15 +379,16 @@ TEST(ToyWorld, SavedDiffusionFilesLoadThroughTheOrdinaryLoader) {
   EXPECT_TRUE(torch::allclose(loaded.model->forward(x, t), model->forward(x, t), 1e-5, 1e-5));
 }
 
-// A CLIP-conditioned UNet (unCLIP's clip_emb): it starts as the unconditional model, learns from caption embeddings,
-// saves and loads through the ordinary loader with its flags, and classifier-free guidance is
+// A CLIP-conditioned UNet (unCLIP's clip_emb): it starts as the unconditional model, learns from caption
+// embeddings, saves and loads through the ordinary loader with its flags, and classifier-free guidance is
 // uncond + scale * (cond - uncond) from one batch.
 TEST(ToyWorld, AClipConditionedUNetTrainsLoadsAndGuidesFreeOfAClassifier) {
   UNetConfig config = toy_unet_config(tiny_unet_shape());
   config.clip_dim = 8;
   auto model = init_unet(config, 5);
   const torch::Tensor x0 = tiny_diffusion_batch();
-  const torch::Tensor cond = torch::nn::functional::normalize(torch::randn({8, 8}), torch::nn::functional::NormalizeFuncOptions().dim(1));
+  const torch::Tensor cond = torch::nn::functional::normalize(
+      torch::randn({8, 8}), torch::nn::functional::NormalizeFuncOptions().dim(1));
   const torch::Tensor t = torch::full({8}, 500, torch::kLong);
   const torch::Tensor xt = torch::randn({8, 3, 16, 16});
   {
@@ -375,34 +397,47 @@ TEST(ToyWorld, AClipConditionedUNetTrainsLoadsAndGuidesFreeOfAClassifier) {
     auto fresh = init_unet(config, 5);
     for (auto& p : fresh->parameters()) p.normal_(0, 0.05);
     for (auto& p : fresh->named_parameters()) {
-      if (p.key().rfind("clip_emb.", 0) == 0) p.value().zero_();  // as init_unet leaves it: the condition changes nothing
+      if (p.key().rfind("clip_emb.", 0) == 0)
+        p.value().zero_();  // as init_unet leaves it: the condition changes nothing
     }
-    EXPECT_TRUE(torch::equal(fresh->forward(xt, t, {}, cond), fresh->forward(xt, t, {}, torch::zeros_like(cond))));
+    EXPECT_TRUE(
+        torch::equal(fresh->forward(xt, t, {}, cond), fresh->forward(xt, t, {}, torch::zeros_like(cond))));
     EXPECT_EQ(init_unet(config, 5)->named_parameters()["clip_emb.weight"].abs().max().item<float>(), 0.f);
   }
   const std::vector<double> losses = noise_losses(*model, x0, 10, cond);
   EXPECT_LT(losses.back(), losses.front());
   torch::NoGradGuard no_grad;
-  EXPECT_FALSE(torch::allclose(model->forward(xt, t, {}, cond), model->forward(xt, t, {}, torch::zeros_like(cond)), 1e-4, 1e-4));
+  EXPECT_FALSE(torch::allclose(model->forward(xt, t, {}, cond),
+                               model->forward(xt, t, {}, torch::zeros_like(cond)), 1e-4, 1e-4));
   EXPECT_THROW(model->forward(xt, t), c10::Error);  // a conditioned model needs its condition
 
   const fs::path dir = fs::temp_directory_path() / "clipguide_toyworld_cond_unet";
   fs::create_directories(dir);
-  write_file_atomic((dir / "model.safetensors").string(), serialize_safetensors(named_weights(*model, torch::kFloat), {{"format", "pt"}}));
+  write_file_atomic((dir / "model.safetensors").string(),
+                    serialize_safetensors(named_weights(*model, torch::kFloat), {{"format", "pt"}}));
   write_file_atomic((dir / "model.json").string(), unet_flags_json(config, 16, "cosine", 1000, "25"));
-  const LoadedUNet loaded = load_unet((dir / "model.safetensors").string(), (dir / "model.json").string(), torch::kCPU);
+  const LoadedUNet loaded =
+      load_unet((dir / "model.safetensors").string(), (dir / "model.json").string(), torch::kCPU);
   EXPECT_EQ(loaded.model->config().clip_dim, 8);
-  EXPECT_TRUE(torch::allclose(loaded.model->forward(xt, t, {}, cond), model->forward(xt, t, {}, cond), 1e-5, 1e-5));
-  write_file_atomic((dir / "wrong.json").string(), unet_flags_json(toy_unet_config(tiny_unet_shape()), 16, "cosine", 1000, "25"));
-  EXPECT_THROW(load_unet((dir / "model.safetensors").string(), (dir / "wrong.json").string(), torch::kCPU), Error);  // clip_dim 0
+  EXPECT_TRUE(
+      torch::allclose(loaded.model->forward(xt, t, {}, cond), model->forward(xt, t, {}, cond), 1e-5, 1e-5));
+  write_file_atomic((dir / "wrong.json").string(),
+                    unet_flags_json(toy_unet_config(tiny_unet_shape()), 16, "cosine", 1000, "25"));
+  EXPECT_THROW(load_unet((dir / "model.safetensors").string(), (dir / "wrong.json").string(), torch::kCPU),
+               Error);  // clip_dim 0
 
   const DiffusionSchedule respaced = DiffusionSchedule::make("cosine", 1000, "25");
   const torch::Tensor one = cond.narrow(0, 0, 1);
   const torch::Tensor x = xt.narrow(0, 0, 2), ti = torch::full({2}, 10, torch::kLong);
   const torch::Tensor raw = respaced.timestep_map.index_select(0, ti);
-  const torch::Tensor c = model->forward(x, raw, {}, one.expand({2, -1})), u = model->forward(x, raw, {}, torch::zeros({2, 8}));
-  EXPECT_TRUE(torch::allclose(unet_model_fn(model, respaced, {}, [&] { return one; }, 1)(x, ti), c, 1e-5, 1e-5));
-  EXPECT_TRUE(torch::allclose(unet_model_fn(model, respaced, {}, [&] { return one; }, 3)(x, ti), u + 3 * (c - u), 1e-4, 1e-4));
+  const torch::Tensor c = model->forward(x, raw, {}, one.expand({2, -1})),
+                      u = model->forward(x, raw, {}, torch::zeros({2, 8}));
+  EXPECT_TRUE(torch::allclose(unet_model_fn(
+                                  model, respaced, {}, [&] { return one; }, 1)(x, ti),
+                              c, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(unet_model_fn(
+                                  model, respaced, {}, [&] { return one; }, 3)(x, ti),
+                              u + 3 * (c - u), 1e-4, 1e-4));
 }
 
 TEST(ToyWorld, AStandardisedConditionFoldsIntoTheSavedProjection) {
@@ -413,14 +448,15 @@ TEST(ToyWorld, AStandardisedConditionFoldsIntoTheSavedProjection) {
   for (auto& p : model->parameters()) p.normal_(0, 0.05);
   // Embeddings that share most of their direction, as a CLIP's caption embeddings do.
   const torch::Tensor shared = torch::randn({1, 8});
-  const torch::Tensor e = torch::nn::functional::normalize(shared + 0.1 * torch::randn({8, 8}),
-                                                           torch::nn::functional::NormalizeFuncOptions().dim(1));
+  const torch::Tensor e = torch::nn::functional::normalize(
+      shared + 0.1 * torch::randn({8, 8}), torch::nn::functional::NormalizeFuncOptions().dim(1));
   const ConditionStandard standard = ConditionStandard::of(e);
   const torch::Tensor z = standard.apply(e);
   EXPECT_TRUE(torch::allclose(z.mean(0), torch::zeros({8}), 1e-5, 1e-5));
   EXPECT_NEAR(z.pow(2).mean().item<double>(), 1.0, 1e-4);
   const torch::Tensor xt = torch::randn({8, 3, 16, 16}), t = torch::full({8}, 300, torch::kLong);
-  const torch::Tensor trained = model->forward(xt, t, {}, z), none = model->forward(xt, t, {}, standard.apply(torch::zeros({8, 8})));
+  const torch::Tensor trained = model->forward(xt, t, {}, z),
+                      none = model->forward(xt, t, {}, standard.apply(torch::zeros({8, 8})));
   standard.fold(*model);  // the saved model takes raw embeddings, and zeros still mean no condition
   EXPECT_TRUE(torch::allclose(model->forward(xt, t, {}, e), trained, 1e-4, 1e-4));
   EXPECT_TRUE(torch::allclose(model->forward(xt, t, {}, torch::zeros({8, 8})), none, 1e-4, 1e-4));
@@ -449,7 +485,8 @@ TEST(BundledModels, LoadLikeAnyCheckpoint) {
   const LoadedUNet u = load_unet(bundled_diffusion(), bundled_diffusion_flags(), torch::kCPU);
   EXPECT_EQ(kImageSize % u.image_size, 0);
   EXPECT_FALSE(u.model->config().learn_sigma());
-  EXPECT_EQ(u.model->config().clip_dim, clip.model->config().embed_dim);  // conditioned on the bundled CLIP's embeddings
+  EXPECT_EQ(u.model->config().clip_dim,
+            clip.model->config().embed_dim);  // conditioned on the bundled CLIP's embeddings
   // Bundled files stay small: the whole folder under 20 MB.
   uint64_t bytes = 0;
   for (const auto& e : fs::recursive_directory_iterator(fs::path(bundled_models_dir()) / "toyworld")) {
@@ -462,22 +499,23 @@ TEST(BundledModels, ClassifyFreshRendersZeroShot) {
   LoadedClip clip = load_clip(bundled_clip());
   // 480 renders: ten of every colour+shape class; seed far from training's.
   const ZeroShot zs = zero_shot(clip, 480, 4242);
-  // bench/toyworld on 1,000 renders: colour 0.999, shape 0.967, background 1.0, held-out pairs 0.79; reranking 48/48.
+  // bench/toyworld on 1,000 renders: colour 0.999, shape 0.967, background 1.0, held-out pairs 0.79;
+  // reranking 48/48.
   EXPECT_GE(zs.colour, 0.95);
   EXPECT_GE(zs.background, 0.95);
   EXPECT_GE(zs.shape, 0.90);
   EXPECT_GE(zs.held_out_joint, 0.60);
   const RerankResult rr = rerank_classes(clip, 4242);
   EXPECT_GE(rr.top1, rr.classes - 4);
-  // The renders as the 32 px diffusion model's images reach it (area-averaged down, resampled up): eval --blur-size
-  // 32 on 480 renders, shape 0.973.
+  // The renders as the 32 px diffusion model's images reach it (area-averaged down, resampled up): eval
+  // --blur-size 32 on 480 renders, shape 0.973.
   EXPECT_GE(zero_shot(clip, 480, 4242, 32).shape, 0.90);
 }
 
 TEST(BundledModels, TheVqganReconstructsTheWorld) {
   const LoadedVqgan v = load_vqgan(bundled_vqgan(), bundled_vqgan_config(), torch::kCPU);
-  // bench/toyworld on 256 scenes: L1 0.026; the judge reads 49% of reconstructions exactly as their originals (small
-  // shapes come back as blobs: see MODEL_CARD.md).
+  // bench/toyworld on 256 scenes: L1 0.026; the judge reads 49% of reconstructions exactly as their originals
+  // (small shapes come back as blobs: see MODEL_CARD.md).
   const Reconstruction r = reconstruction(*v.model, 64, 4243);
   EXPECT_LT(r.l1, 0.04);
   EXPECT_GE(r.judged_same, 0.2);

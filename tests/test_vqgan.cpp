@@ -1,10 +1,11 @@
 // Parity with taming-transformers on the vqgan fixtures: encode, quantize, decode, straight-through gradient,
-// from both the Lightning .ckpt and the .safetensors file, with the config from the .yaml or from the weights.
-#include "clip/checkpoint.h"
-#include "clip/error.h"
-#include "clip/image.h"
+// from both the Lightning .ckpt and the .safetensors file, with the config from the .yaml or from the
+// weights.
+#include "core/error.h"
 #include "fixtures.h"
 #include "generators/vqgan.h"
+#include "io/checkpoint.h"
+#include "io/image.h"
 
 namespace clipguide::test {
 namespace {
@@ -32,7 +33,8 @@ class VqganParity : public ::testing::TestWithParam<VqganFile> {
  protected:
   void SetUp() override {
     manifest_ = read_json(vqgan_dir() / "vqgan-manifest.json")["models"][GetParam().model];
-    const std::string yaml = GetParam().with_yaml ? (vqgan_dir() / manifest_["yaml"].get<std::string>()).string() : "";
+    const std::string yaml =
+        GetParam().with_yaml ? (vqgan_dir() / manifest_["yaml"].get<std::string>()).string() : "";
     vqgan_ = load_vqgan((vqgan_dir() / GetParam().file).string(), yaml, torch::kCPU).model;
     ref_ = reference(vqgan_dir() / manifest_["reference"].get<std::string>());
   }
@@ -56,7 +58,9 @@ TEST_P(VqganParity, InitImagesAreTheReferenceInput) {
   const auto files = manifest_["init_images"].get<std::vector<std::string>>();
   std::vector<torch::Tensor> xs;
   for (const auto& f : files) {
-    xs.push_back(to_rgb_tensor(read_image((vqgan_dir() / f).string())).permute({2, 0, 1}).to(torch::kFloat) / 127.5 - 1);
+    xs.push_back(to_rgb_tensor(read_image((vqgan_dir() / f).string())).permute({2, 0, 1}).to(torch::kFloat) /
+                     127.5 -
+                 1);
   }
   EXPECT_LT(rel_error(torch::stack(xs), ref_.at("x")), 1e-6);
 }
@@ -68,7 +72,8 @@ TEST_P(VqganParity, EncodeQuantizeDecode) {
   const auto q = vqgan_->quantize(ref_.at("z"));
   const double zq_err = rel_error(q.z_q, ref_.at("z_q"));
   const double dec_err = rel_error(vqgan_->decode(ref_.at("z_q")), ref_.at("decoded"));
-  std::printf("[parity] %s z rel %.3g, z_q rel %.3g, decoded rel %.3g\n", GetParam().file.c_str(), z_err, zq_err, dec_err);
+  std::printf("[parity] %s z rel %.3g, z_q rel %.3g, decoded rel %.3g\n", GetParam().file.c_str(), z_err,
+              zq_err, dec_err);
   EXPECT_LT(z_err, 1e-4);
   EXPECT_TRUE(torch::equal(q.indices, ref_.at("indices")));
   EXPECT_LT(zq_err, 1e-4);
@@ -87,8 +92,9 @@ TEST_P(VqganParity, StraightThroughGradient) {
   EXPECT_LT(err, 1e-3);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, VqganParity, ::testing::ValuesIn(vqgan_files()),
-                         [](const auto& info) { return param_name(info.param.file + (info.param.with_yaml ? "_yaml" : "")); });
+INSTANTIATE_TEST_SUITE_P(Fixtures, VqganParity, ::testing::ValuesIn(vqgan_files()), [](const auto& info) {
+  return param_name(info.param.file + (info.param.with_yaml ? "_yaml" : ""));
+});
 
 TEST(Vqgan, ConfigThatContradictsTheWeightsIsAnError) {
   TempDir dir;

@@ -1,8 +1,8 @@
 #include "toyworld/eval.h"
 
 #include "clip/embed.h"
-#include "clip/image.h"
 #include "guidance/cutouts.h"
+#include "io/image.h"
 #include "toyworld/train.h"
 #include "toyworld/world.h"
 
@@ -17,7 +17,8 @@ torch::Tensor image_features(ClipModel& model, const torch::Tensor& images01) {
   const auto dtype = model.parameters().front().scalar_type();
   const auto device = model.parameters().front().device();
   for (int64_t i = 0; i < images01.size(0); i += 128) {
-    const torch::Tensor x = normalize_pixels(images01.narrow(0, i, std::min<int64_t>(128, images01.size(0) - i)));
+    const torch::Tensor x =
+        normalize_pixels(images01.narrow(0, i, std::min<int64_t>(128, images01.size(0) - i)));
     parts.push_back(model.encode_image(x.to(device, dtype)).to(torch::kCPU, torch::kFloat));
   }
   const torch::Tensor f = torch::cat(parts);
@@ -80,7 +81,9 @@ ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed, int64_t blur
       pb[b] += p[i][static_cast<int64_t>(k)];
       pj[c * kShapes + s] += p[i][static_cast<int64_t>(k)];
     }
-    auto argmax = [](const auto& a) { return static_cast<int>(std::max_element(a.begin(), a.end()) - a.begin()); };
+    auto argmax = [](const auto& a) {
+      return static_cast<int>(std::max_element(a.begin(), a.end()) - a.begin());
+    };
     const Object& o = scenes[static_cast<size_t>(i)].objects[0];
     colour += argmax(pc) == static_cast<int>(o.colour);
     shape += argmax(ps) == static_cast<int>(o.shape);
@@ -94,7 +97,8 @@ ZeroShot zero_shot(LoadedClip& clip, int64_t images, uint64_t seed, int64_t blur
   out.colour = static_cast<double>(colour) / n;
   out.shape = static_cast<double>(shape) / n;
   out.background = static_cast<double>(background) / n;
-  out.held_out_joint = out.held_out_images ? static_cast<double>(joint) / static_cast<double>(out.held_out_images) : 0;
+  out.held_out_joint =
+      out.held_out_images ? static_cast<double>(joint) / static_cast<double>(out.held_out_images) : 0;
   return out;
 }
 
@@ -109,7 +113,8 @@ RerankResult rerank_classes(LoadedClip& clip, uint64_t seed, int64_t blur_size) 
     }
   }
   const torch::Tensor images01 = blur_images(render_batch(scenes), blur_size);
-  const torch::Tensor sim = torch::matmul(text_features(clip, prompts), image_features(*clip.model, images01).t());
+  const torch::Tensor sim =
+      torch::matmul(text_features(clip, prompts), image_features(*clip.model, images01).t());
   const torch::Tensor best = sim.argmax(1);
   RerankResult out;
   out.classes = static_cast<int64_t>(prompts.size());
@@ -139,7 +144,8 @@ Reconstruction reconstruction(Vqgan& model, int64_t images, uint64_t seed) {
   int64_t same = 0;
   for (int64_t i = 0; i < images; ++i) {
     const Judgement a = judge(x[i]), b = judge(rec[i]);
-    same += a.background == b.background && a.found_object == b.found_object && a.colour == b.colour && a.shape == b.shape;
+    same += a.background == b.background && a.found_object == b.found_object && a.colour == b.colour &&
+            a.shape == b.shape;
   }
   out.judged_same = static_cast<double>(same) / static_cast<double>(images);
   return out;

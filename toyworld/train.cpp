@@ -4,9 +4,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "clip/device.h"
-#include "clip/error.h"
-#include "clip/image.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "core/random.h"
+#include "io/image.h"
 #include "toyworld/eval.h"
 
 namespace clipguide::toyworld {
@@ -14,8 +15,8 @@ namespace clipguide::toyworld {
 namespace F = torch::nn::functional;
 
 std::mt19937_64 step_rng(uint64_t seed, int64_t step) {
-  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(step),
-                    static_cast<uint32_t>(static_cast<uint64_t>(step) >> 32)};
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
+                    static_cast<uint32_t>(step), static_cast<uint32_t>(static_cast<uint64_t>(step) >> 32)};
   return std::mt19937_64(seq);
 }
 
@@ -23,7 +24,8 @@ std::vector<std::string> caption_corpus(int64_t count, uint64_t seed) {
   std::mt19937_64 rng = step_rng(seed, -1);
   std::vector<std::string> out;
   SceneOptions options;
-  options.allow_held_out = true;  // the vocabulary covers every word; held-out pairs are about images, not words
+  options.allow_held_out =
+      true;  // the vocabulary covers every word; held-out pairs are about images, not words
   for (int64_t i = 0; i < count; ++i) {
     const Scene scene = sample_scene(rng, options);
     out.push_back(describe(scene, static_cast<int>(i % kTemplates), rng).text);
@@ -63,7 +65,8 @@ bool uses_colour(const Scene& s, Colour c) {
 }  // namespace
 
 ClipBatch clip_batch(std::mt19937_64& rng, const Tokenizer& tokenizer, int64_t context, int64_t batch) {
-  TORCH_CHECK(batch > 0 && batch % kGroup == 0, "the CLIP batch must be a multiple of ", kGroup, ", got ", batch);
+  TORCH_CHECK(batch > 0 && batch % kGroup == 0, "the CLIP batch must be a multiple of ", kGroup, ", got ",
+              batch);
   std::vector<Scene> scenes;
   std::vector<Caption> captions;
   for (int64_t g = 0; g < batch / kGroup; ++g) {
@@ -85,7 +88,8 @@ ClipBatch clip_batch(std::mt19937_64& rng, const Tokenizer& tokenizer, int64_t c
           return c != o.colour && c != base.background && !is_held_out(c, o.shape);
         });
       } else {
-        v.background = other_than<Colour>(rng, kColours, [&](Colour c) { return c != base.background && !uses_colour(base, c); });
+        v.background = other_than<Colour>(
+            rng, kColours, [&](Colour c) { return c != base.background && !uses_colour(base, c); });
       }
       group.push_back(v);
     }
@@ -102,7 +106,8 @@ ClipBatch clip_batch(std::mt19937_64& rng, const Tokenizer& tokenizer, int64_t c
   out.targets = torch::zeros({batch, batch});
   auto t = out.targets.accessor<float, 2>();
   for (int64_t i = 0; i < batch; ++i) {
-    for (int64_t j = 0; j < batch; ++j) t[i][j] = (i == j || matches(captions[i].claim, scenes[j])) ? 1.f : 0.f;
+    for (int64_t j = 0; j < batch; ++j)
+      t[i][j] = (i == j || matches(captions[i].claim, scenes[j])) ? 1.f : 0.f;
   }
   return out;
 }
@@ -124,7 +129,7 @@ ClipConfig toy_clip_config(const ToyClipShape& shape, int64_t vocab_size) {
 }
 
 std::shared_ptr<ClipModel> init_clip(const ClipConfig& config, uint64_t seed) {
-  torch::manual_seed(seed);
+  const GlobalGeneratorScope seeded(seed);  // the initialisation below draws from the global generator
   auto model = std::make_shared<ClipModel>(config);
   torch::NoGradGuard no_grad;
   // openai/CLIP initialize_parameters, applied to both towers' residual blocks.
@@ -133,23 +138,33 @@ std::shared_ptr<ClipModel> init_clip(const ClipConfig& config, uint64_t seed) {
     torch::Tensor& p = kv.value();
     const bool visual = key.rfind("visual.", 0) == 0;
     const double width = static_cast<double>(visual ? config.vision_width : config.transformer_width);
-    const double layers = static_cast<double>(visual ? config.vision_layers.at(0) : config.transformer_layers);
+    const double layers =
+        static_cast<double>(visual ? config.vision_layers.at(0) : config.transformer_layers);
     const double attn_std = std::pow(width, -0.5), proj_std = attn_std * std::pow(2 * layers, -0.5);
     const double fc_std = std::pow(2 * width, -0.5);
     auto ends = [&](const char* suffix) {
       const std::string s(suffix);
       return key.size() >= s.size() && key.compare(key.size() - s.size(), s.size(), s) == 0;
     };
-    if (key == "token_embedding.weight") p.normal_(0, 0.02);
-    else if (key == "positional_embedding") p.normal_(0, 0.01);
-    else if (key == "text_projection") p.normal_(0, std::pow(static_cast<double>(config.transformer_width), -0.5));
-    else if (key == "logit_scale") p.fill_(std::log(1 / 0.07));
-    else if (key == "visual.class_embedding" || key == "visual.positional_embedding" || key == "visual.proj") {
+    if (key == "token_embedding.weight")
+      p.normal_(0, 0.02);
+    else if (key == "positional_embedding")
+      p.normal_(0, 0.01);
+    else if (key == "text_projection")
+      p.normal_(0, std::pow(static_cast<double>(config.transformer_width), -0.5));
+    else if (key == "logit_scale")
+      p.fill_(std::log(1 / 0.07));
+    else if (key == "visual.class_embedding" || key == "visual.positional_embedding" ||
+             key == "visual.proj") {
       p.normal_(0, attn_std);
-    } else if (ends("attn.in_proj_weight")) p.normal_(0, attn_std);
-    else if (ends("attn.out_proj.weight") || ends("mlp.c_proj.weight")) p.normal_(0, proj_std);
-    else if (ends("mlp.c_fc.weight")) p.normal_(0, fc_std);
-    else if (ends(".bias") && key.find("ln_") == std::string::npos) p.zero_();
+    } else if (ends("attn.in_proj_weight"))
+      p.normal_(0, attn_std);
+    else if (ends("attn.out_proj.weight") || ends("mlp.c_proj.weight"))
+      p.normal_(0, proj_std);
+    else if (ends("mlp.c_fc.weight"))
+      p.normal_(0, fc_std);
+    else if (ends(".bias") && key.find("ln_") == std::string::npos)
+      p.zero_();
   }
   return model;
 }
@@ -168,7 +183,8 @@ torch::Tensor contrastive_loss(const torch::Tensor& image_features, const torch:
 
 namespace {
 
-// A tower's features, run under bf16 autocast on the model's device when `bf16`, returned in fp32 for the loss.
+// A tower's features, run under bf16 autocast on the model's device when `bf16`, returned in fp32 for the
+// loss.
 template <typename Encode>
 torch::Tensor tower_features(const torch::Device& device, bool bf16, Encode encode) {
   const Autocast mixed(device, torch::kBFloat16, bf16);
@@ -180,14 +196,18 @@ torch::Tensor tower_features(const torch::Device& device, bool bf16, Encode enco
 torch::Tensor clip_batch_loss(ClipModel& model, const torch::Tensor& images, const torch::Tensor& tokens,
                               const torch::Tensor& targets, bool bf16) {
   const torch::Device device = images.device();
-  const torch::Tensor image_features = tower_features(device, bf16, [&] { return model.encode_image(images); });
+  const torch::Tensor image_features =
+      tower_features(device, bf16, [&] { return model.encode_image(images); });
   const torch::Tensor text_features = tower_features(device, bf16, [&] { return model.encode_text(tokens); });
   return contrastive_loss(image_features, text_features, model.logit_scale_exp(), targets);
 }
 
 torch::Tensor adversarial_images(ClipModel& model, const torch::Tensor& images01, const torch::Tensor& tokens,
-                                 const torch::Tensor& targets, double eps, int64_t steps, bool bf16, torch::Generator& gen) {
-  auto per_image_norm = [](const torch::Tensor& x) { return x.flatten(1).norm(2, 1).clamp_min(1e-12).view({-1, 1, 1, 1}); };
+                                 const torch::Tensor& targets, double eps, int64_t steps, bool bf16,
+                                 torch::Generator& gen) {
+  auto per_image_norm = [](const torch::Tensor& x) {
+    return x.flatten(1).norm(2, 1).clamp_min(1e-12).view({-1, 1, 1, 1});
+  };
   torch::Tensor text_features;  // the same for every step of the attack
   {
     torch::NoGradGuard no_grad;
@@ -195,14 +215,18 @@ torch::Tensor adversarial_images(ClipModel& model, const torch::Tensor& images01
   }
   const torch::Tensor scale = model.logit_scale_exp().detach();
   // A random start inside the ball: a random direction at a uniform fraction of the radius.
-  const torch::Tensor direction = at::randn(images01.sizes(), gen, images01.options().device(torch::kCPU)).to(images01.device());
-  const torch::Tensor radius = at::rand({images01.size(0), 1, 1, 1}, gen, images01.options().device(torch::kCPU)).to(images01.device());
+  const torch::Tensor direction =
+      at::randn(images01.sizes(), gen, images01.options().device(torch::kCPU)).to(images01.device());
+  const torch::Tensor radius =
+      at::rand({images01.size(0), 1, 1, 1}, gen, images01.options().device(torch::kCPU))
+          .to(images01.device());
   torch::Tensor delta = direction / per_image_norm(direction) * radius * eps;
   delta = (images01 + delta).clamp(0, 1) - images01;
   const double step_size = 2.5 * eps / static_cast<double>(steps);
   for (int64_t i = 0; i < steps; ++i) {
     delta.requires_grad_(true);
-    const torch::Tensor image_features = tower_features(images01.device(), bf16, [&] { return model.encode_image(normalize_pixels(images01 + delta)); });
+    const torch::Tensor image_features = tower_features(
+        images01.device(), bf16, [&] { return model.encode_image(normalize_pixels(images01 + delta)); });
     const torch::Tensor loss = contrastive_loss(image_features, text_features, scale, targets);
     const torch::Tensor grad = torch::autograd::grad({loss}, {delta})[0];
     torch::NoGradGuard no_grad;
@@ -228,12 +252,14 @@ torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng, 
     noise[static_cast<size_t>(b)] = 0.04f * unit(rng);
   }
   const torch::Tensor grid = F::affine_grid(theta, {B, 3, kImageSize, kImageSize}, false);
-  torch::Tensor out = F::grid_sample(images, grid, F::GridSampleFuncOptions().mode(torch::kBilinear).align_corners(false));
+  torch::Tensor out =
+      F::grid_sample(images, grid, F::GridSampleFuncOptions().mode(torch::kBilinear).align_corners(false));
   if (max_blur > 1) {
     std::vector<torch::Tensor> blurred;
     for (int64_t b = 0; b < B; ++b) {
       const double factor = 1 + (max_blur - 1) * unit(rng);
-      blurred.push_back(blur_images(out.slice(0, b, b + 1), std::lround(static_cast<double>(kImageSize) / factor)));
+      blurred.push_back(
+          blur_images(out.slice(0, b, b + 1), std::lround(static_cast<double>(kImageSize) / factor)));
     }
     out = torch::cat(blurred);
   }
@@ -244,7 +270,8 @@ torch::Tensor augment_images(const torch::Tensor& images, std::mt19937_64& rng, 
 
 double TrainSchedule::lr_at(int64_t step) const {
   if (step < warmup) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
-  const double t = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(std::max<int64_t>(1, steps - warmup)));
+  const double t = std::min(
+      1.0, static_cast<double>(step - warmup) / static_cast<double>(std::max<int64_t>(1, steps - warmup)));
   return lr * (final_lr_fraction + (1 - final_lr_fraction) * 0.5 * (1 + std::cos(M_PI * t)));
 }
 
@@ -262,7 +289,7 @@ VqganConfig toy_vqgan_config(const ToyVqganShape& shape) {
 }
 
 std::shared_ptr<Vqgan> init_vqgan(const VqganConfig& config, uint64_t seed) {
-  torch::manual_seed(seed);
+  const GlobalGeneratorScope seeded(seed);  // the initialisation below draws from the global generator
   auto model = std::make_shared<Vqgan>(config);
   torch::NoGradGuard no_grad;
   const double n = static_cast<double>(config.n_embed);
@@ -271,10 +298,12 @@ std::shared_ptr<Vqgan> init_vqgan(const VqganConfig& config, uint64_t seed) {
 }
 
 torch::Tensor object_weights(const torch::Tensor& images01, double object_weight) {
-  // [B, 3, H, W] -> [B, 3, 1, 1]: each image's background, the per-channel median (objects cover well under half).
+  // [B, 3, H, W] -> [B, 3, 1, 1]: each image's background, the per-channel median (objects cover well under
+  // half).
   const torch::Tensor background = std::get<0>(images01.flatten(2).median(2)).unsqueeze(-1).unsqueeze(-1);
   const torch::Tensor object = ((images01 - background).abs().sum(1, true) > 0.1).to(images01.scalar_type());
-  const torch::Tensor near = F::max_pool2d(object, F::MaxPool2dFuncOptions(3).stride(1).padding(1));  // and its rim
+  const torch::Tensor near =
+      F::max_pool2d(object, F::MaxPool2dFuncOptions(3).stride(1).padding(1));  // and its rim
   return 1 + object_weight * near;
 }
 
@@ -283,7 +312,8 @@ VqganLosses vqgan_losses(Vqgan& model, const torch::Tensor& images01, double bet
   const torch::Tensor z = model.encode(x);
   const Vqgan::Quantized quantized = model.quantize(z);
   // [B, h, w] -> [B, h, w, C] -> [B, C, h, w]: the chosen codes, with gradient to the codebook.
-  const torch::Tensor q = model.codebook().index_select(0, quantized.indices.flatten())
+  const torch::Tensor q = model.codebook()
+                              .index_select(0, quantized.indices.flatten())
                               .reshape({z.size(0), z.size(2), z.size(3), z.size(1)})
                               .permute({0, 3, 1, 2});
   const torch::Tensor codebook = (z.detach() - q).pow(2).mean();
@@ -306,8 +336,8 @@ VqganLosses vqgan_losses(Vqgan& model, const torch::Tensor& images01, double bet
   return out;
 }
 
-int64_t DeadCodeRestarter::update(Vqgan& model, const torch::Tensor& indices, const torch::Tensor& images01, int64_t step,
-                                  std::mt19937_64& rng) {
+int64_t DeadCodeRestarter::update(Vqgan& model, const torch::Tensor& indices, const torch::Tensor& images01,
+                                  int64_t step, std::mt19937_64& rng) {
   counts_ += torch::bincount(indices.flatten().cpu(), {}, counts_.size(0));
   if ((step + 1) % every_ != 0) return 0;
   const torch::Tensor dead = (counts_ == 0).nonzero().flatten();
@@ -318,9 +348,11 @@ int64_t DeadCodeRestarter::update(Vqgan& model, const torch::Tensor& indices, co
   const torch::Tensor z = model.encode(images01 * 2 - 1);
   const torch::Tensor flat = z.permute({0, 2, 3, 1}).reshape({-1, z.size(1)});  // [B, C, h, w] -> [Bhw, C]
   torch::Generator gen = at::detail::createCPUGenerator(rng());
-  const torch::Tensor pick = torch::randint(flat.size(0), {dead.size(0)}, gen, torch::TensorOptions().dtype(torch::kLong));
+  const torch::Tensor pick =
+      torch::randint(flat.size(0), {dead.size(0)}, gen, torch::TensorOptions().dtype(torch::kLong));
   const torch::Tensor chosen = flat.index_select(0, pick.to(flat.device()));
-  const torch::Tensor jitter = at::randn(chosen.sizes(), gen, torch::TensorOptions().dtype(chosen.scalar_type())) * 0.01;
+  const torch::Tensor jitter =
+      at::randn(chosen.sizes(), gen, torch::TensorOptions().dtype(chosen.scalar_type())) * 0.01;
   model.codebook().index_copy_(0, dead.to(flat.device()), chosen + jitter.to(flat.device()));
   return dead.size(0);
 }
@@ -331,20 +363,21 @@ UNetConfig toy_unet_config(const ToyUNetShape& shape) {
   c.out_channels = 3;  // the noise; fixed (not learned) variances
   c.num_res_blocks = shape.res_blocks;
   c.channel_mult = shape.channel_mult;
-  for (size_t i = 0; i < shape.channel_mult.size(); ++i) c.attention_levels.push_back((shape.image_size >> i) <= shape.attention_below);
+  for (size_t i = 0; i < shape.channel_mult.size(); ++i)
+    c.attention_levels.push_back((shape.image_size >> i) <= shape.attention_below);
   c.use_scale_shift_norm = true;
   c.num_head_channels = shape.head_channels;
   return c;
 }
 
 std::shared_ptr<UNetModel> init_unet(const UNetConfig& config, uint64_t seed) {
-  torch::manual_seed(seed);
+  const GlobalGeneratorScope seeded(seed);  // the initialisation below draws from the global generator
   auto model = std::make_shared<UNetModel>(config);
   torch::NoGradGuard no_grad;
   for (auto& kv : model->named_parameters()) {
     const std::string& k = kv.key();
-    if (k.rfind("out.2.", 0) == 0 || k.rfind("clip_emb.", 0) == 0 || k.find("out_layers.3.") != std::string::npos ||
-        k.find("proj_out.") != std::string::npos) {
+    if (k.rfind("out.2.", 0) == 0 || k.rfind("clip_emb.", 0) == 0 ||
+        k.find("out_layers.3.") != std::string::npos || k.find("proj_out.") != std::string::npos) {
       kv.value().zero_();
     }
   }
@@ -352,36 +385,50 @@ std::shared_ptr<UNetModel> init_unet(const UNetConfig& config, uint64_t seed) {
 }
 
 torch::Tensor diffusion_images(const torch::Tensor& images01, int64_t size) {
-  TORCH_CHECK(images01.size(-1) % size == 0, "diffusion images: ", images01.size(-1), " px does not divide into ", size);
-  const torch::Tensor x = size == images01.size(-1) ? images01 : F::avg_pool2d(images01, F::AvgPool2dFuncOptions(images01.size(-1) / size));
+  TORCH_CHECK(images01.size(-1) % size == 0, "diffusion images: ", images01.size(-1),
+              " px does not divide into ", size);
+  const torch::Tensor x = size == images01.size(-1)
+                              ? images01
+                              : F::avg_pool2d(images01, F::AvgPool2dFuncOptions(images01.size(-1) / size));
   return x * 2 - 1;
 }
 
-torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0, torch::Generator& gen,
-                             const torch::Tensor& clip_embed) {
+torch::Tensor diffusion_loss(UNetModel& model, const DiffusionSchedule& s, const torch::Tensor& x0,
+                             torch::Generator& gen, const torch::Tensor& clip_embed) {
   const torch::Tensor t = torch::randint(0, s.size(), {x0.size(0)}, gen, torch::kLong).to(x0.device());
   const torch::Tensor eps = torch::randn(x0.sizes(), gen, torch::kFloat).to(x0.device());
   return (model.forward(q_sample(s, x0, t, eps), t, {}, clip_embed) - eps).pow(2).mean();
 }
 
-std::string unet_flags_json(const UNetConfig& c, int64_t image_size, const std::string& noise_schedule, int64_t diffusion_steps,
-                            const std::string& timestep_respacing) {
+std::string unet_flags_json(const UNetConfig& c, int64_t image_size, const std::string& noise_schedule,
+                            int64_t diffusion_steps, const std::string& timestep_respacing) {
   std::string mult, attention;
   for (size_t i = 0; i < c.channel_mult.size(); ++i) {
     mult += (i ? "," : "") + std::to_string(c.channel_mult[i]);
     if (c.attention_levels[i]) attention += (attention.empty() ? "" : ",") + std::to_string(image_size >> i);
   }
-  const nlohmann::json flags{
-      {"model_flags", {{"image_size", image_size}, {"num_channels", c.model_channels}, {"num_res_blocks", c.num_res_blocks},
-                       {"channel_mult", mult}, {"attention_resolutions", attention}, {"num_head_channels", c.num_head_channels},
-                       {"learn_sigma", c.learn_sigma()}, {"use_scale_shift_norm", c.use_scale_shift_norm},
-                       {"resblock_updown", c.resblock_updown}, {"class_cond", false}, {"clip_dim", c.clip_dim}}},
-      {"diffusion_flags", {{"noise_schedule", noise_schedule}, {"diffusion_steps", diffusion_steps}, {"timestep_respacing", timestep_respacing}}}};
+  const nlohmann::json flags{{"model_flags",
+                              {{"image_size", image_size},
+                               {"num_channels", c.model_channels},
+                               {"num_res_blocks", c.num_res_blocks},
+                               {"channel_mult", mult},
+                               {"attention_resolutions", attention},
+                               {"num_head_channels", c.num_head_channels},
+                               {"learn_sigma", c.learn_sigma()},
+                               {"use_scale_shift_norm", c.use_scale_shift_norm},
+                               {"resblock_updown", c.resblock_updown},
+                               {"class_cond", false},
+                               {"clip_dim", c.clip_dim}}},
+                             {"diffusion_flags",
+                              {{"noise_schedule", noise_schedule},
+                               {"diffusion_steps", diffusion_steps},
+                               {"timestep_respacing", timestep_respacing}}}};
   return flags.dump(2) + "\n";
 }
 
 ConditionStandard ConditionStandard::of(const torch::Tensor& embeddings) {
-  TORCH_CHECK(embeddings.dim() == 2 && embeddings.size(0) > 1, "ConditionStandard: need [N > 1, clip_dim] embeddings");
+  TORCH_CHECK(embeddings.dim() == 2 && embeddings.size(0) > 1,
+              "ConditionStandard: need [N > 1, clip_dim] embeddings");
   ConditionStandard s;
   const torch::Tensor e = embeddings.to(torch::kFloat);
   s.mean = e.mean(0);
@@ -409,12 +456,15 @@ void rewrite_projection(UNetModel& model, double scale, const torch::Tensor& shi
 
 }  // namespace
 
-void ConditionStandard::fold(UNetModel& model) const { rewrite_projection(model, 1 / spread, -mean / spread); }
+void ConditionStandard::fold(UNetModel& model) const {
+  rewrite_projection(model, 1 / spread, -mean / spread);
+}
 
 void ConditionStandard::unfold(UNetModel& model) const { rewrite_projection(model, spread, mean); }
 
 void update_average(torch::nn::Module& average, torch::nn::Module& model, double decay, int64_t updates) {
-  const double d = std::min(decay, (1.0 + static_cast<double>(updates)) / (10.0 + static_cast<double>(updates)));
+  const double d =
+      std::min(decay, (1.0 + static_cast<double>(updates)) / (10.0 + static_cast<double>(updates)));
   torch::NoGradGuard no_grad;
   auto mine = average.parameters();
   auto theirs = model.parameters();
@@ -424,7 +474,8 @@ void update_average(torch::nn::Module& average, torch::nn::Module& model, double
 
 TensorMap named_weights(torch::nn::Module& model, torch::ScalarType dtype) {
   TensorMap out;
-  for (const auto& kv : model.named_parameters()) out.emplace(kv.key(), kv.value().detach().to(torch::kCPU, dtype).contiguous());
+  for (const auto& kv : model.named_parameters())
+    out.emplace(kv.key(), kv.value().detach().to(torch::kCPU, dtype).contiguous());
   return out;
 }
 

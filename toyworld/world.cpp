@@ -6,17 +6,17 @@
 #include <map>
 #include <mutex>
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide::toyworld {
 
 namespace {
 
 constexpr float kPi = 3.14159265358979f;
-constexpr int kSamples = 4;           // per pixel side: 16 samples per pixel
+constexpr int kSamples = 4;  // per pixel side: 16 samples per pixel
 constexpr float kRadius[kSizes] = {8.f, 14.f};
-constexpr float kJitter = 2.f;        // centre jitter, pixels
-constexpr float kTint = 12.f;         // colour jitter, [0, 255] units
+constexpr float kJitter = 2.f;  // centre jitter, pixels
+constexpr float kTint = 12.f;   // colour jitter, [0, 255] units
 
 template <typename E>
 E pick(std::mt19937_64& rng, int n) {
@@ -26,15 +26,24 @@ E pick(std::mt19937_64& rng, int n) {
 std::array<float, 2> centre(Position p) {
   constexpr float lo = 17, mid = 32, hi = 47;
   switch (p) {
-    case Position::Centre: return {mid, mid};
-    case Position::Left: return {lo, mid};
-    case Position::Right: return {hi, mid};
-    case Position::Top: return {mid, lo};
-    case Position::Bottom: return {mid, hi};
-    case Position::TopLeft: return {lo, lo};
-    case Position::TopRight: return {hi, lo};
-    case Position::BottomLeft: return {lo, hi};
-    case Position::BottomRight: return {hi, hi};
+    case Position::Centre:
+      return {mid, mid};
+    case Position::Left:
+      return {lo, mid};
+    case Position::Right:
+      return {hi, mid};
+    case Position::Top:
+      return {mid, lo};
+    case Position::Bottom:
+      return {mid, hi};
+    case Position::TopLeft:
+      return {lo, lo};
+    case Position::TopRight:
+      return {hi, lo};
+    case Position::BottomLeft:
+      return {lo, hi};
+    case Position::BottomRight:
+      return {hi, hi};
   }
   return {mid, mid};
 }
@@ -54,7 +63,8 @@ std::vector<float> regular_polygon(int points, float outer, float inner) {
   std::vector<float> poly;
   const int n = inner > 0 ? 2 * points : points;
   for (int k = 0; k < n; ++k) {
-    const float a = -kPi / 2 + 2 * kPi * static_cast<float>(k) / static_cast<float>(n);  // first vertex at the top
+    const float a =
+        -kPi / 2 + 2 * kPi * static_cast<float>(k) / static_cast<float>(n);  // first vertex at the top
     const float r = (inner > 0 && k % 2 == 1) ? inner : outer;
     poly.push_back(r * std::cos(a));
     poly.push_back(r * std::sin(a));  // image y grows downwards
@@ -64,17 +74,23 @@ std::vector<float> regular_polygon(int points, float outer, float inner) {
 
 // Whether (u, v), in units of the object's radius around its centre, lies inside the shape.
 bool inside(Shape shape, float u, float v) {
-  static const std::vector<float> triangle = regular_polygon(3, 1.05f, 0), star = regular_polygon(5, 1.05f, 0.45f);
+  static const std::vector<float> triangle = regular_polygon(3, 1.05f, 0),
+                                  star = regular_polygon(5, 1.05f, 0.45f);
   switch (shape) {
-    case Shape::Circle: return u * u + v * v <= 1.f;
-    case Shape::Square: return std::max(std::abs(u), std::abs(v)) <= 0.82f;
-    case Shape::Triangle: return inside_polygon(u, v + 0.2f, triangle);  // centred on its bounding box
-    case Shape::Star: return inside_polygon(u, v + 0.05f, star);
+    case Shape::Circle:
+      return u * u + v * v <= 1.f;
+    case Shape::Square:
+      return std::max(std::abs(u), std::abs(v)) <= 0.82f;
+    case Shape::Triangle:
+      return inside_polygon(u, v + 0.2f, triangle);  // centred on its bounding box
+    case Shape::Star:
+      return inside_polygon(u, v + 0.05f, star);
     case Shape::Ring: {
       const float r2 = u * u + v * v;
       return r2 <= 1.f && r2 >= 0.55f * 0.55f;
     }
-    case Shape::Cross: return (std::abs(u) <= 0.3f && std::abs(v) <= 0.95f) || (std::abs(v) <= 0.3f && std::abs(u) <= 0.95f);
+    case Shape::Cross:
+      return (std::abs(u) <= 0.3f && std::abs(v) <= 0.95f) || (std::abs(v) <= 0.3f && std::abs(u) <= 0.95f);
   }
   return false;
 }
@@ -106,14 +122,15 @@ bool overlap(const Object& a, const Object& b) {
 }
 
 bool object_matches(const ObjectClaim& c, const Object& o) {
-  return (!c.colour || *c.colour == o.colour) && (!c.shape || *c.shape == o.shape) && (!c.size || *c.size == o.size) &&
-         (!c.position || *c.position == o.position);
+  return (!c.colour || *c.colour == o.colour) && (!c.shape || *c.shape == o.shape) &&
+         (!c.size || *c.size == o.size) && (!c.position || *c.position == o.position);
 }
 
 }  // namespace
 
 const std::string& name(Colour c) {
-  static const std::string names[kColours] = {"red", "green", "blue", "yellow", "purple", "orange", "white", "black"};
+  static const std::string names[kColours] = {"red",    "green",  "blue",  "yellow",
+                                              "purple", "orange", "white", "black"};
   return names[static_cast<int>(c)];
 }
 const std::string& name(Shape s) {
@@ -125,20 +142,27 @@ const std::string& name(Size s) {
   return names[static_cast<int>(s)];
 }
 const std::string& name(Position p) {
-  static const std::string names[kPositions] = {"centre", "left", "right", "top", "bottom",
-                                                "top left", "top right", "bottom left", "bottom right"};
+  static const std::string names[kPositions] = {
+      "centre", "left", "right", "top", "bottom", "top left", "top right", "bottom left", "bottom right"};
   return names[static_cast<int>(p)];
 }
 const std::string& phrase(Position p) {
-  static const std::string phrases[kPositions] = {
-      "in the centre", "on the left", "on the right", "at the top", "at the bottom",
-      "in the top left corner", "in the top right corner", "in the bottom left corner", "in the bottom right corner"};
+  static const std::string phrases[kPositions] = {"in the centre",
+                                                  "on the left",
+                                                  "on the right",
+                                                  "at the top",
+                                                  "at the bottom",
+                                                  "in the top left corner",
+                                                  "in the top right corner",
+                                                  "in the bottom left corner",
+                                                  "in the bottom right corner"};
   return phrases[static_cast<int>(p)];
 }
 
 std::array<float, 3> rgb(Colour c) {
-  static const std::array<float, 3> table[kColours] = {{215, 40, 40},  {40, 160, 60},  {45, 75, 215},   {235, 215, 50},
-                                                       {135, 60, 175}, {240, 135, 35}, {240, 240, 240}, {25, 25, 25}};
+  static const std::array<float, 3> table[kColours] = {{215, 40, 40},   {40, 160, 60},  {45, 75, 215},
+                                                       {235, 215, 50},  {135, 60, 175}, {240, 135, 35},
+                                                       {240, 240, 240}, {25, 25, 25}};
   return table[static_cast<int>(c)];
 }
 
@@ -171,8 +195,10 @@ Scene sample_scene(std::mt19937_64& rng, const SceneOptions& options) {
   return scene;
 }
 
-Scene single_object_scene(Colour background, Colour colour, Shape shape, Size size, Position position, std::mt19937_64& rng) {
-  if (background == colour) fail("toy world: an object cannot have the background's colour (", name(colour), ")");
+Scene single_object_scene(Colour background, Colour colour, Shape shape, Size size, Position position,
+                          std::mt19937_64& rng) {
+  if (background == colour)
+    fail("toy world: an object cannot have the background's colour (", name(colour), ")");
   Scene scene;
   scene.background = background;
   scene.tint = tint_draw(rng);
@@ -205,8 +231,10 @@ torch::Tensor render(const Scene& scene) {
     const auto col = rgb(o.colour);
     const auto at = centre(o.position);
     const float cx = at[0] + o.dx, cy = at[1] + o.dy, r = kRadius[static_cast<int>(o.size)];
-    const int64_t x0 = std::max<int64_t>(0, static_cast<int64_t>(cx - r - 2)), x1 = std::min<int64_t>(n, static_cast<int64_t>(cx + r + 3));
-    const int64_t y0 = std::max<int64_t>(0, static_cast<int64_t>(cy - r - 2)), y1 = std::min<int64_t>(n, static_cast<int64_t>(cy + r + 3));
+    const int64_t x0 = std::max<int64_t>(0, static_cast<int64_t>(cx - r - 2)),
+                  x1 = std::min<int64_t>(n, static_cast<int64_t>(cx + r + 3));
+    const int64_t y0 = std::max<int64_t>(0, static_cast<int64_t>(cy - r - 2)),
+                  y1 = std::min<int64_t>(n, static_cast<int64_t>(cy + r + 3));
     float value[3];
     for (int64_t c = 0; c < 3; ++c) value[c] = std::clamp(col[c] + o.tint[c], 0.f, 255.f) / 255.f;
     for (int64_t y = y0; y < y1; ++y) {
@@ -242,7 +270,8 @@ bool matches(const Claim& claim, const Scene& scene) {
   const auto& objs = scene.objects;
   if (claim.objects.size() > objs.size()) return false;
   if (claim.objects.size() == 1) {
-    return std::any_of(objs.begin(), objs.end(), [&](const Object& o) { return object_matches(claim.objects[0], o); });
+    return std::any_of(objs.begin(), objs.end(),
+                       [&](const Object& o) { return object_matches(claim.objects[0], o); });
   }
   if (claim.objects.size() == 2) {
     return (object_matches(claim.objects[0], objs[0]) && object_matches(claim.objects[1], objs[1])) ||
@@ -327,7 +356,8 @@ Colour nearest_colour(const std::array<float, 3>& v) {
   float best_d = std::numeric_limits<float>::max();
   for (int k = 0; k < kColours; ++k) {
     const auto c = rgb(static_cast<Colour>(k));
-    const float d = (v[0] - c[0]) * (v[0] - c[0]) + (v[1] - c[1]) * (v[1] - c[1]) + (v[2] - c[2]) * (v[2] - c[2]);
+    const float d =
+        (v[0] - c[0]) * (v[0] - c[0]) + (v[1] - c[1]) * (v[1] - c[1]) + (v[2] - c[2]) * (v[2] - c[2]);
     if (d < best_d) {
       best_d = d;
       best = static_cast<Colour>(k);
@@ -382,11 +412,12 @@ Features features(const std::vector<uint8_t>& mask, int64_t h, int64_t w) {
       ++area;
       x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
       // Only pixels on the region's edge can be hull corners.
-      const bool edge = x == 0 || y == 0 || x == w - 1 || y == h - 1 || !mask[y * w + x - 1] || !mask[y * w + x + 1] ||
-                        !mask[(y - 1) * w + x] || !mask[(y + 1) * w + x];
+      const bool edge = x == 0 || y == 0 || x == w - 1 || y == h - 1 || !mask[y * w + x - 1] ||
+                        !mask[y * w + x + 1] || !mask[(y - 1) * w + x] || !mask[(y + 1) * w + x];
       if (edge) {
         for (int dy = 0; dy < 2; ++dy) {
-          for (int dx = 0; dx < 2; ++dx) corners.push_back({static_cast<double>(x + dx), static_cast<double>(y + dy)});
+          for (int dx = 0; dx < 2; ++dx)
+            corners.push_back({static_cast<double>(x + dx), static_cast<double>(y + dy)});
         }
       }
     }
@@ -395,8 +426,8 @@ Features features(const std::vector<uint8_t>& mask, int64_t h, int64_t w) {
   if (area == 0) return f;
   f.fill = static_cast<double>(area) / static_cast<double>((x1 - x0 + 1) * (y1 - y0 + 1));
   f.solidity = static_cast<double>(area) / std::max(1.0, hull_area(std::move(corners)));
-  // Quarter-turn symmetry: the share of the region still on it when turned 90 degrees about its centroid (a circle, square,
-  // ring or cross keeps nearly all of it; a triangle or a five-pointed star does not).
+  // Quarter-turn symmetry: the share of the region still on it when turned 90 degrees about its centroid (a
+  // circle, square, ring or cross keeps nearly all of it; a triangle or a five-pointed star does not).
   double cx = 0, cy = 0;
   for (int64_t y = y0; y <= y1; ++y) {
     for (int64_t x = x0; x <= x1; ++x) {
@@ -449,7 +480,8 @@ struct Prototype {
   Features f;
 };
 
-// The 4-connected components of `mask` [h * w]: each pixel's component (-1 outside the mask) and each one's size.
+// The 4-connected components of `mask` [h * w]: each pixel's component (-1 outside the mask) and each one's
+// size.
 struct Components {
   std::vector<int32_t> label;
   std::vector<int64_t> size;
@@ -469,7 +501,8 @@ Components components(const std::vector<uint8_t>& mask, int64_t h, int64_t w) {
       stack.pop_back();
       ++out.size.back();
       const int64_t x = i % w, y = i / w;
-      const int64_t nb[4] = {x > 0 ? i - 1 : -1, x < w - 1 ? i + 1 : -1, y > 0 ? i - w : -1, y < h - 1 ? i + w : -1};
+      const int64_t nb[4] = {x > 0 ? i - 1 : -1, x < w - 1 ? i + 1 : -1, y > 0 ? i - w : -1,
+                             y < h - 1 ? i + w : -1};
       for (int64_t k : nb) {
         if (k >= 0 && mask[k] && out.label[k] < 0) {
           out.label[k] = id;
@@ -481,11 +514,12 @@ Components components(const std::vector<uint8_t>& mask, int64_t h, int64_t w) {
   return out;
 }
 
-// Each shape rendered at both sizes in the centre, white on black, area-averaged to a side of `side` px when that is
-// under the world's 64 (so a small image is judged against shapes pixelated as its own are), and cut where the shape
-// covers at least half a pixel.
+// Each shape rendered at both sizes in the centre, white on black, area-averaged to a side of `side` px when
+// that is under the world's 64 (so a small image is judged against shapes pixelated as its own are), and cut
+// where the shape covers at least half a pixel.
 std::vector<Prototype> make_prototypes(int64_t side) {
-  // Below 64 px the pixelation depends on where the shape falls within a pixel: shifts of a quarter pixel each way.
+  // Below 64 px the pixelation depends on where the shape falls within a pixel: shifts of a quarter pixel
+  // each way.
   const int phases = side < kImageSize ? 4 : 1;
   const float step = static_cast<float>(kImageSize) / static_cast<float>(side * phases);
   std::vector<Prototype> out;
@@ -569,8 +603,9 @@ Judgement judge(const torch::Tensor& image) {
     const float d2 = distance2(i, bg);
     if (d2 > farthest_d2) farthest = i, farthest_d2 = d2;
   }
-  // The object's colour: the mean of the region's core, the pixels at least 70% as far from the background as its
-  // farthest (its edges, part background, would pull a small object's mean toward the background's colour).
+  // The object's colour: the mean of the region's core, the pixels at least 70% as far from the background as
+  // its farthest (its edges, part background, would pull a small object's mean toward the background's
+  // colour).
   const float core = 0.49f * farthest_d2;
   std::array<double, 3> core_sum{};
   int64_t core_n = 0;
@@ -582,8 +617,9 @@ Judgement judge(const torch::Tensor& image) {
   std::array<float, 3> object{};
   for (int c = 0; c < 3; ++c) object[c] = static_cast<float>(core_sum[c] / static_cast<double>(core_n));
   j.colour = nearest_colour(object);
-  // The shape's mask, cut as the prototypes are: the pixels the object covers at least half of, whatever its contrast
-  // with the background, a pixel's coverage being the projection of (pixel - background) onto (object - background).
+  // The shape's mask, cut as the prototypes are: the pixels the object covers at least half of, whatever its
+  // contrast with the background, a pixel's coverage being the projection of (pixel - background) onto
+  // (object - background).
   std::array<float, 3> along{};
   float along2 = 0;
   for (int c = 0; c < 3; ++c) {
@@ -596,7 +632,8 @@ Judgement judge(const torch::Tensor& image) {
     for (int c = 0; c < 3; ++c) dot += (px[c][i / w][i % w] - bg[c]) * along[c];
     covered[i] = dot >= 0.5f * along2 ? 1 : 0;
   }
-  // The half-covered piece around the region's farthest pixel (the region itself if even that is under half covered).
+  // The half-covered piece around the region's farthest pixel (the region itself if even that is under half
+  // covered).
   const Components pieces = components(covered, h, w);
   std::vector<uint8_t> mask(static_cast<size_t>(h * w), 0);
   for (int64_t i = 0; i < h * w; ++i) {
@@ -609,7 +646,8 @@ Judgement judge(const torch::Tensor& image) {
   j.hole = f.hole;
   double best_d = std::numeric_limits<double>::max();
   for (const Prototype& p : prototypes(std::min(h, w))) {
-    const double d = (f.fill - p.f.fill) * (f.fill - p.f.fill) + (f.solidity - p.f.solidity) * (f.solidity - p.f.solidity) +
+    const double d = (f.fill - p.f.fill) * (f.fill - p.f.fill) +
+                     (f.solidity - p.f.solidity) * (f.solidity - p.f.solidity) +
                      (f.turn - p.f.turn) * (f.turn - p.f.turn) + (f.hole != p.f.hole ? 1.0 : 0.0);
     if (d < best_d) {
       best_d = d;

@@ -9,8 +9,9 @@ mkdir -p "$work"
 [ -s build/bench/guide/vitb32.safetensors ] || { mkdir -p build/bench/guide; build/bench/bench_make_clip ViT-B/32 build/bench/guide/vitb32.safetensors >/dev/null; }
 build/clipguide tokenize --vocab "$vocab" "an oil painting of a lighthouse" | "$py" -c "import sys,json; print(json.dumps([json.loads(l) for l in sys.stdin]))" >"$work/tokens.json"
 
+batch=${BATCH:-4}  # best-of-4, as one batch against one candidate at a time
 build/bench/bench_diffusion build/bench/guide/vitb32.safetensors "$vocab" "$work/unet64.safetensors" "$steps" \
-  --precisions "$precision_list" >"$work/ours.json"
+  --precisions "$precision_list" --batch "$batch" >"$work/ours.json"
 "$py" bench/diffusion/reference.py build/bench/guide/vitb32.safetensors "$work/tokens.json" "$work/unet64.safetensors" "$steps" "$threads" >"$work/python.json"
 
 # Today's peer: the same guided-diffusion code on PyTorch 2.x (fp32, bf16 CLIP, and torch.compile as a reference),
@@ -37,6 +38,9 @@ print(f"{'CLIP fp32':28} {py['step_s']:8.3f} {ours['fp32_step_s']:8.3f} {py['ste
 if "bf16_step_s" in ours:
     print(f"{'CLIP bf16 (ours)':28} {py['step_s']:8.3f} {ours['bf16_step_s']:8.3f} {py['step_s'] / ours['bf16_step_s']:6.2f}")
 print("ratio: python seconds / our seconds; the UNet runs in fp32 on both sides.")
+if "batch" in ours:
+    n, one, many = ours["batch"], ours["fp32_step_s"], ours["fp32_batch_step_s"]
+    print(f"best-of-{n} (fp32): one at a time {n * one:.3f} s a step, as one batch {many:.3f} s; ratio {n * one / many:.2f}")
 PY
 
 "$py" - "$work" "$threads" <<'PY'

@@ -19,8 +19,8 @@
 #include <optional>
 #include <string>
 
-#include "clip/device.h"
 #include "clip/load.h"
+#include "core/device.h"
 #include "generators/guided_run.h"
 #include "generators/pixels.h"
 #include "generators/vqgan.h"
@@ -126,34 +126,38 @@ int main(int argc, char** argv) {
   std::string device_spec = "cpu", precisions = "fp32,bf16";
   for (int i = 6; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "vqgan") with_vqgan = true;
-    else if (a == "--cuda-graph") cuda_graph = true;
+    if (a == "vqgan")
+      with_vqgan = true;
+    else if (a == "--cuda-graph")
+      cuda_graph = true;
     else if (a == "--profile")
       profile = true;
-    else if (a == "--device" && i + 1 < argc) device_spec = argv[++i];
-    else if (a == "--precisions" && i + 1 < argc) precisions = argv[++i];
+    else if (a == "--device" && i + 1 < argc)
+      device_spec = argv[++i];
+    else if (a == "--precisions" && i + 1 < argc)
+      precisions = argv[++i];
   }
   cg::set_cpu_threads(0);  // OMP_NUM_THREADS, as the Python side
   const torch::Device device = cg::parse_device(device_spec);
   nlohmann::json out;
   std::map<std::string, torch::Tensor> grads;
-  for (size_t start = 0; start < precisions.size();) {
-    const size_t end = std::min(precisions.find(',', start), precisions.size());
-    const std::string precision = precisions.substr(start, end - start);
-    start = end + 1;
+  for (const std::string& precision : cg::split(precisions, ',')) {
     cg::LoadOptions load;
     load.vocab = vocab;
     load.device = device;
-    load.dtype = precision == "fp32" ? torch::kFloat : precision == "bf16" ? torch::kBFloat16 : torch::kHalf;
+    load.dtype = cg::parse_precision(precision);
     cg::ClipGuideOptions options = guide_options(cutn);
     options.cuda_graph = cuda_graph;
-    std::vector<cg::GuideModel> models = {{std::make_shared<cg::LoadedClip>(cg::load_clip(weights, load)), weights, 1.0, 0}};
-    auto guide = std::make_shared<cg::ClipGuide>(models, cg::PromptSchedule::parse("an oil painting of a lighthouse", 0, false),
-                                                 std::vector<cg::Prompt>{}, options);
+    std::vector<cg::GuideModel> models = {
+        {std::make_shared<cg::LoadedClip>(cg::load_clip(weights, load)), weights, 1.0, 0}};
+    auto guide = std::make_shared<cg::ClipGuide>(
+        models, cg::PromptSchedule::parse("an oil painting of a lighthouse", 0, false),
+        std::vector<cg::Prompt>{}, options);
     cg::OptimizerOptions adam;
     adam.lr = 0.05;
-    cg::GuidedRun run(std::make_shared<cg::PixelGenerator>(size, size, cg::PixelParam::Raw, std::nullopt, 0, device), guide,
-                      adam, 0.0, 0);
+    cg::GuidedRun run(
+        std::make_shared<cg::PixelGenerator>(size, size, cg::PixelParam::Raw, std::nullopt, 0, device), guide,
+        adam, 0.0, 0);
     run.step();  // warm-up (and, with --cuda-graph, the capture)
     std::vector<double> times;
     {
@@ -180,7 +184,8 @@ int main(int argc, char** argv) {
     grads[precision] = guide->gradient(image, rng).first.to(torch::kCPU);
   }
   if (grads.count("fp32") && grads.count("bf16")) {
-    out["bf16_grad_cosine"] = torch::cosine_similarity(grads["fp32"].flatten(), grads["bf16"].flatten(), 0).item<double>();
+    out["bf16_grad_cosine"] =
+        torch::cosine_similarity(grads["fp32"].flatten(), grads["bf16"].flatten(), 0).item<double>();
   }
   if (with_vqgan) {
     // taming's f16 ImageNet VQGAN shape (vqgan_imagenet_f16_16384): ch 128, ch_mult 1,1,2,2,4, 2 res blocks,

@@ -75,6 +75,6 @@ json.dump(result, open(os.path.join(out, "generate.json"), "w"))
 PY
   echo "images in $out/$name/guided and $out/$name/unguided"
 }
-# The default generator first (toyworld/bundled.cpp: bundled_generator), then the other.
+# The default generator first (jobs/bundled.cpp: bundled_generator), then the other.
 generation diffusion --generator diffusion
 generation vqgan --generator vqgan

@@ -2,11 +2,11 @@
 // zero-shot probabilities, the smallest useful program built on the clipguide library.
 //
 //   clipguide_similarity MODEL --vocab VOCAB --texts-file PROMPTS.txt IMAGE...
-#include <clipguide/clip/device.h>
 #include <clipguide/clip/embed.h>
-#include <clipguide/clip/error.h>
-#include <clipguide/clip/file_io.h>
 #include <clipguide/clip/load.h>
+#include <clipguide/core/device.h>
+#include <clipguide/core/error.h>
+#include <clipguide/core/file_io.h>
 
 #include <cstdio>
 #include <iostream>
@@ -23,18 +23,24 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     try {
-      if (a == "--vocab") vocab = next();
-      else if (a == "--texts-file") texts_file = next();
-      else if (a == "--device") device = next();
-      else if (model.empty()) model = a;
-      else images.push_back(a);
+      if (a == "--vocab")
+        vocab = next();
+      else if (a == "--texts-file")
+        texts_file = next();
+      else if (a == "--device")
+        device = next();
+      else if (model.empty())
+        model = a;
+      else
+        images.push_back(a);
     } catch (const std::exception& e) {
       std::cerr << "clipguide_similarity: " << cg::error_line(e) << "\n";
       return 2;
     }
   }
   if (model.empty() || texts_file.empty() || images.empty()) {
-    std::cerr << "usage: clipguide_similarity MODEL [--vocab VOCAB] [--device D] --texts-file FILE IMAGE...\n";
+    std::cerr
+        << "usage: clipguide_similarity MODEL [--vocab VOCAB] [--device D] --texts-file FILE IMAGE...\n";
     return 2;
   }
   try {
@@ -50,9 +56,10 @@ int main(int argc, char** argv) {
     embed.truncate = true;
     const torch::Tensor img = cg::embed_image_files(clip, images, embed);  // [I, E]
     const torch::Tensor txt = cg::embed_texts(clip, texts, embed);         // [T, E]
-    const torch::Tensor cos = torch::matmul(img, txt.t());                  // [I, T]
+    const torch::Tensor cos = torch::matmul(img, txt.t());                 // [I, T]
     const torch::Tensor probs = torch::softmax(clip.model->logit_scale_exp().to(torch::kCPU) * cos, 1);
-    std::printf("model: %s (%s, %s)\n\n", clip.path.c_str(), clip.model->config().architecture().c_str(), clip.format.c_str());
+    std::printf("model: %s (%s, %s)\n\n", clip.path.c_str(), clip.model->config().architecture().c_str(),
+                clip.format.c_str());
     for (size_t t = 0; t < texts.size(); ++t) std::printf("  T%zu = \"%s\"\n", t, texts[t].c_str());
     std::printf("\ncosine similarity (zero-shot probability over the texts)\n%-28s", "image");
     for (size_t t = 0; t < texts.size(); ++t) std::printf("  %14s", ("T" + std::to_string(t)).c_str());

@@ -1,6 +1,7 @@
-// Shared by the libFuzzer harnesses. A harness feeds one input to one parser the way the CLI does. The one-line
-// clipguide::Error is the expected answer to bad input; anything else that escapes (c10::Error, std::bad_alloc, a
-// JSON or YAML library exception) is a finding: libFuzzer reports it as a crash, with the input kept.
+// Shared by the libFuzzer harnesses. A harness feeds one input to one parser the way the CLI does. The
+// one-line clipguide::Error is the expected answer to bad input; anything else that escapes (c10::Error,
+// std::bad_alloc, a JSON or YAML library exception) is a finding: libFuzzer reports it as a crash, with the
+// input kept.
 #pragma once
 
 #include <sys/mman.h>
@@ -11,7 +12,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "clip/error.h"
+#include "core/error.h"
 
 namespace clipguide::fuzz {
 

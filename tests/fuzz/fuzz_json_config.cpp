@@ -1,5 +1,5 @@
-// JSON configs: a Hugging Face CLIP config.json (first byte 'c') or a guided-diffusion flags file (otherwise),
-// applied to the configs of the fixture-sized models.
+// JSON configs: a Hugging Face CLIP config.json (first byte 'c') or a guided-diffusion flags file
+// (otherwise), applied to the configs of the fixture-sized models.
 #include "clip/load.h"
 #include "generators/unet.h"
 #include "tests/fuzz/fuzz.h"

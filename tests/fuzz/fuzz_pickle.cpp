@@ -1,6 +1,6 @@
 // The allow-listed unpickler, over a stream of pickles, and the legacy torch.save layout built on it.
-#include "clip/pickle.h"
-#include "clip/torch_file.h"
+#include "io/pickle.h"
+#include "io/torch_file.h"
 #include "tests/fuzz/fuzz.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

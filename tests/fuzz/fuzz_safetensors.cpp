@@ -1,5 +1,5 @@
 // safetensors: header length, JSON header, dtypes, shapes, offsets, coverage of the data.
-#include "clip/safetensors.h"
+#include "io/safetensors.h"
 #include "tests/fuzz/fuzz.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

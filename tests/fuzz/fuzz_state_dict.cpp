@@ -1,14 +1,14 @@
-// The state-dict -> model binding: architecture inference from names and shapes, construction, strict loading,
-// for CLIP (OpenAI and Hugging Face names), the taming VQGAN and the guided-diffusion UNet. The input is what a
-// checkpoint says about its tensors, a safetensors-style header {"name": {"dtype": "F32", "shape": [..]}}; the
-// tensors are made as zeros (inputs describing over 8M elements are skipped: the weights' bytes are not what
-// the binding reads, their names and shapes are).
+// The state-dict -> model binding: architecture inference from names and shapes, construction, strict
+// loading, for CLIP (OpenAI and Hugging Face names), the taming VQGAN and the guided-diffusion UNet. The
+// input is what a checkpoint says about its tensors, a safetensors-style header {"name": {"dtype": "F32",
+// "shape": [..]}}; the tensors are made as zeros (inputs describing over 8M elements are skipped: the
+// weights' bytes are not what the binding reads, their names and shapes are).
 #include <nlohmann/json.hpp>
 
 #include "clip/load.h"
-#include "clip/state_dict.h"
 #include "generators/unet.h"
 #include "generators/vqgan.h"
+#include "io/state_dict.h"
 #include "tests/fuzz/fuzz.h"
 
 namespace {
@@ -20,7 +20,8 @@ bool tensors_from_header(const uint8_t* data, size_t size, clipguide::TensorMap&
   if (!header.is_object() || header.size() > 4096) return false;
   int64_t total = 0;
   for (const auto& [name, v] : header.items()) {
-    if (!v.is_object() || !v.contains("shape") || !v["shape"].is_array() || v["shape"].size() > 6) return false;
+    if (!v.is_object() || !v.contains("shape") || !v["shape"].is_array() || v["shape"].size() > 6)
+      return false;
     std::vector<int64_t> shape;
     int64_t numel = 1;
     for (const auto& d : v["shape"]) {

@@ -6,8 +6,8 @@
 namespace {
 
 const clipguide::Tokenizer& openai_tokenizer() {
-  static const clipguide::Tokenizer tokenizer =
-      clipguide::Tokenizer::from_openai_vocab(clipguide::fuzz::fixtures_dir() + "/tokenizer/bpe_simple_vocab_16e6.txt.gz");
+  static const clipguide::Tokenizer tokenizer = clipguide::Tokenizer::from_openai_vocab(
+      clipguide::fuzz::fixtures_dir() + "/tokenizer/bpe_simple_vocab_16e6.txt.gz");
   return tokenizer;
 }
 

@@ -1,7 +1,7 @@
 // The zip reader (end record, zip64, central directory, local headers, CRC) and, on top of it, the PyTorch
 // archive reader: data.pkl through the unpickler, storages cut into tensors.
-#include "clip/torch_file.h"
-#include "clip/zip.h"
+#include "io/torch_file.h"
+#include "io/zip.h"
 #include "tests/fuzz/fuzz.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -1,5 +1,6 @@
-// Without libFuzzer (CLIPGUIDE_FUZZ off) a harness is a program that runs each input file once, as libFuzzer does
-// when given files: `fuzz_safetensors INPUT...`. Used by ctest to replay the kept findings and the seeds.
+// Without libFuzzer (CLIPGUIDE_FUZZ off) a harness is a program that runs each input file once, as libFuzzer
+// does when given files: `fuzz_safetensors INPUT...`. Used by ctest to replay the kept findings and the
+// seeds.
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
