@@ -170,13 +170,14 @@ TEST(StateDict, EachModelsParameterCountFromItsConfigIsWhatConstructingItAllocat
     const auto model = clip_model_from_tensors(ckpt.tensors, ckpt.config_json, ckpt.path, options);
     EXPECT_EQ(ClipModel::parameter_elements(model->config()), allocated(*model)) << f.file;
   }
-  for (const auto& [name, m] : read_json(fixtures() / "vqgan" / "vqgan-manifest.json")["models"].items()) {
+  const auto vqgans = read_json(fixtures() / "vqgan" / "vqgan-manifest.json");
+  for (const auto& [name, m] : vqgans["models"].items()) {
     const LoadedVqgan v =
         load_vqgan((fixtures() / "vqgan" / m["ckpt"].get<std::string>()).string(), "", torch::kCPU);
     EXPECT_EQ(Vqgan::parameter_elements(v.model->config()), allocated(*v.model)) << name;
   }
-  for (const auto& [name, m] :
-       read_json(fixtures() / "diffusion" / "diffusion-manifest.json")["models"].items()) {
+  const auto unets = read_json(fixtures() / "diffusion" / "diffusion-manifest.json");
+  for (const auto& [name, m] : unets["models"].items()) {
     const LoadedUNet u =
         load_unet((fixtures() / "diffusion" / m["safetensors"].get<std::string>()).string(),
                   (fixtures() / "diffusion" / m["flags"].get<std::string>()).string(), torch::kCPU);
