@@ -12,20 +12,6 @@
 //   clipguide_toyworld eval [--model DIR] [--images 1000] [--seed S] [--blur-size 32]
 //   clipguide_toyworld render --out DIR [--count N] [--seed S] [--classes]
 //   clipguide_toyworld judge IMAGE.png...
-#include <clipguide/clip/load.h>
-#include <clipguide/clip/score.h>
-#include <clipguide/core/device.h>
-#include <clipguide/core/error.h>
-#include <clipguide/core/file_io.h>
-#include <clipguide/generators/vqgan.h>
-#include <clipguide/guidance/clip_guide.h>
-#include <clipguide/io/image.h>
-#include <clipguide/io/safetensors.h>
-#include <clipguide/jobs/bundled.h>
-#include <clipguide/toyworld/eval.h>
-#include <clipguide/toyworld/train.h>
-#include <clipguide/toyworld/world.h>
-
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -33,6 +19,19 @@
 #include <optional>
 
 #include "cli/common.h"
+#include "clip/load.h"
+#include "clip/score.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "core/file_io.h"
+#include "generators/vqgan.h"
+#include "guidance/clip_guide.h"
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "jobs/bundled.h"
+#include "toyworld/eval.h"
+#include "toyworld/train.h"
+#include "toyworld/world.h"
 
 namespace tw = clipguide::toyworld;
 namespace fs = std::filesystem;
