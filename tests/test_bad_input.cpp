@@ -136,21 +136,22 @@ TEST(StateDict, ShapesDescribingAFarLargerModelThanTheFileHoldsAreRefusedBeforeT
   }
 }
 
-// A CLIP whose vision width (from conv1's shape) is far wider than its other weights: the projection that
-// width implies is refused from the config alone.
+// Each fixture CLIP's own config fits its weights; the same config with its vision tower and embedding 256
+// times wider (as a hostile file's conv1 and projection shapes would make it) is refused from the config
+// alone.
 TEST(StateDict, AClipWiderThanItsWeightsIsRefusedFromItsConfigAlone) {
-  ClipConfig config;  // a ViT-B/32's, but for the width
-  config.vision_layers = {12};
-  config.vision_patch_size = 32;
-  config.image_resolution = 224;
-  config.context_length = 77;
-  config.vocab_size = 49408;
-  config.transformer_width = 512;
-  config.transformer_layers = 12;
-  const TensorMap sd = {{"w", torch::zeros({16, 16})}};
-  config.vision_width = int64_t{1} << 20;
-  config.embed_dim = int64_t{1} << 14;
-  EXPECT_THROW(check_model_size(ClipModel::parameter_elements(config), sd, "wide.safetensors"), Error);
+  const auto manifest = read_json(fixtures() / "clip" / "clip-manifest.json");
+  for (const auto& f : clip_model_files()) {
+    const Checkpoint ckpt = read_checkpoint((fixtures() / "clip" / f.file).string());
+    LoadOptions options;
+    options.text_heads = manifest["models"][f.model]["config"]["transformer_heads"].get<int64_t>();
+    ClipConfig config = clip_model_from_tensors(ckpt.tensors, ckpt.config_json, ckpt.path, options)->config();
+    EXPECT_NO_THROW(check_model_size(ClipModel::parameter_elements(config), ckpt.tensors, f.file)) << f.file;
+    config.vision_width *= 256;
+    config.embed_dim *= 256;
+    EXPECT_THROW(check_model_size(ClipModel::parameter_elements(config), ckpt.tensors, f.file), Error)
+        << f.file;
+  }
 }
 
 // parameter_elements, which build_strict checks before allocating, is what constructing each fixture model
