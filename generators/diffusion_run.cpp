@@ -16,6 +16,16 @@ void DiffusionGuideOptions::validate() const {
   if (grad_clamp < 0) fail("--grad-clamp must be zero (off) or positive");
 }
 
+namespace {
+
+// The sampler's step at respaced index t (on the CPU) of `respaced` steps, for a run that skips
+// `skip_timesteps`: the prompt schedule's step, counted as DiffusionRun counts its steps.
+int64_t sampler_step(int64_t respaced, int64_t skip_timesteps, const torch::Tensor& t) {
+  return respaced - 1 - skip_timesteps - t[0].item<int64_t>();
+}
+
+}  // namespace
+
 ModelFn unet_model_fn(std::shared_ptr<UNetModel> unet, const DiffusionSchedule& s, torch::Tensor class_labels,
                       std::function<torch::Tensor(const torch::Tensor& t)> condition, double cond_scale) {
   return [unet = std::move(unet), map = s.timestep_map, labels = std::move(class_labels),
@@ -53,9 +63,8 @@ Denoiser clip_guided_denoiser(const DiffusionSchedule& s, ModelFn model,
                               torch::Generator rng, torch::Tensor init_image,
                               std::shared_ptr<GuideResult> last, int64_t skip_timesteps) {
   options.validate();
-  const int64_t first_index = s.size() - 1 - skip_timesteps;
   return [s, model = std::move(model), guide = std::move(guide), options, rng, init_image,
-          last = std::move(last), first_index](const torch::Tensor& x, const torch::Tensor& t) mutable {
+          last = std::move(last), skip_timesteps](const torch::Tensor& x, const torch::Tensor& t) mutable {
     // The one place gradients are turned on: for x, through the model and the CLIP loss.
     torch::AutoGradMode enable(true);
     const torch::Tensor x_req = x.detach().requires_grad_(true);
@@ -63,7 +72,7 @@ Denoiser clip_guided_denoiser(const DiffusionSchedule& s, ModelFn model,
     const Prediction raw = p_mean_variance(s, output, x_req, t, false);
     const torch::Tensor fac = extract(s.sqrt_one_minus_alphas_cumprod, t, x);
     const torch::Tensor x_in = raw.pred_xstart * fac + x_req * (1 - fac);  // [B, 3, H, W] in about [-1, 1]
-    const int64_t step = first_index - t[0].item<int64_t>();  // the sampler's step (t is on the CPU)
+    const int64_t step = sampler_step(s.size(), skip_timesteps, t);
     const int64_t B = x.size(0);
     // CLIP loss of the whole batch, one cutout batch at a time, gradients w.r.t. x_in averaged over batches.
     torch::Tensor x_in_grad = torch::zeros_like(x_in);
@@ -141,9 +150,8 @@ DiffusionRun::DiffusionRun(std::shared_ptr<UNetModel> unet, DiffusionSchedule sc
            "-d ones (", guide->models().front().name, ")");
     }
     // The prompt schedule's step from the sampler's index, as the guided denoiser counts it.
-    condition = [guide,
-                 first_index = schedule_.size() - 1 - options_.skip_timesteps](const torch::Tensor& t) {
-      return guide->condition(0, first_index - t[0].item<int64_t>());
+    condition = [guide, respaced = schedule_.size(), skip = options_.skip_timesteps](const torch::Tensor& t) {
+      return guide->condition(0, sampler_step(respaced, skip, t));
     };
   }
   const torch::Device device = unet_->parameters().front().device();
