@@ -127,10 +127,8 @@ inline std::string bundled_clip_noted(const char* command, const char* flag) {
 }
 
 // The options every command that loads a model shares.
-struct ModelArgs {
-  std::string model, vocab, device = "cpu", precision = "fp32";
-  int64_t text_heads = 0, vision_heads = 0;
-  int threads = 0;
+struct ModelArgs : cg::ModelSettings {
+  std::string model;
 
   bool several_devices = false;  // score, rerank and embed spread batches over a list of devices
 
@@ -173,23 +171,5 @@ struct ModelArgs {
   void default_to_bundled(const char* command) {
     if (model.empty()) model = bundled_clip_noted(command, "--model");
   }
-  cg::LoadOptions load_options() const {
-    if (text_heads < 0 || vision_heads < 0) cg::fail("--text-heads and --vision-heads must be positive");
-    if (threads < 0) cg::fail("--threads must be positive");
-    cg::set_cpu_threads(threads);  // 0: OMP_NUM_THREADS, else every CPU
-    cg::LoadOptions load;
-    load.vocab = vocab;
-    const std::vector<torch::Device> devices = cg::parse_devices(device);
-    if (devices.size() > 1 && !several_devices)
-      cg::fail("--device ", device, ": this command runs on one device");
-    load.device = devices.front();
-    load.more_devices.assign(devices.begin() + 1, devices.end());
-    load.dtype = cg::parse_precision(precision);
-    if (load.dtype == torch::kHalf && !load.device.is_cuda())
-      cg::fail("--precision fp16 needs --device cuda");
-    cg::warn_if_bf16_is_emulated(load.device, load.dtype);
-    load.text_heads = text_heads;
-    load.vision_heads = vision_heads;
-    return load;
-  }
+  cg::LoadOptions load_options() const { return resolve(several_devices); }
 };

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clip/hf_names.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/random.h"
 #include "io/checkpoint.h"
@@ -194,6 +195,30 @@ std::shared_ptr<ClipModel> replicate(ClipModel& model, const torch::Device& devi
   copy->to(device, model.parameters().front().scalar_type());
   for (auto& p : copy->parameters()) p.requires_grad_(false);
   return copy;
+}
+
+void ModelSettings::check(bool several_devices) const {
+  if (text_heads < 0 || vision_heads < 0) fail("text_heads and vision_heads must be positive");
+  if (threads < 0) fail("threads must be positive");
+  const std::vector<torch::Device> devices = parse_devices(device);
+  if (devices.size() > 1 && !several_devices) fail("device ", device, ": this job runs on one device");
+  if (parse_precision(precision) == torch::kHalf && !devices.front().is_cuda())
+    fail("precision fp16 needs a CUDA device");
+}
+
+LoadOptions ModelSettings::resolve(bool several_devices) const {
+  check(several_devices);
+  set_cpu_threads(threads);
+  LoadOptions load;
+  load.vocab = vocab;
+  const std::vector<torch::Device> devices = parse_devices(device);
+  load.device = devices.front();
+  load.more_devices.assign(devices.begin() + 1, devices.end());
+  load.dtype = parse_precision(precision);
+  warn_if_bf16_is_emulated(load.device, load.dtype);
+  load.text_heads = text_heads;
+  load.vision_heads = vision_heads;
+  return load;
 }
 
 LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options) {

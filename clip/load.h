@@ -26,6 +26,20 @@ struct LoadOptions {
   int64_t vision_heads = 0;
 };
 
+// The load settings a job carries as text (a request, a command line), checked and resolved to LoadOptions.
+struct ModelSettings {
+  std::string vocab;
+  std::string device = "cpu";      // cpu, cuda, cuda:N, auto; with several_devices, a comma-separated list
+  std::string precision = "fp32";  // a name from kPrecisions
+  int64_t text_heads = 0, vision_heads = 0;
+  int threads = 0;  // CPU threads; 0: OMP_NUM_THREADS, else every CPU
+
+  // An Error naming the first setting out of range (the devices must exist).
+  void check(bool several_devices = false) const;
+  // check(), then the LoadOptions; sets the CPU thread count, as the caller asked.
+  LoadOptions resolve(bool several_devices = false) const;
+};
+
 struct LoadedClip {
   std::shared_ptr<ClipModel> model;
   std::vector<std::shared_ptr<ClipModel>> replicas;  // the same weights on LoadOptions::more_devices

@@ -24,7 +24,7 @@ torch::Tensor normalize(const torch::Tensor& x) { return x / x.norm(2, -1, true)
 
 std::string apply_template(const std::string& tmpl, const std::string& prompt) {
   const size_t at = tmpl.find("{}");
-  if (at == std::string::npos) fail("--template '", tmpl, "' has no {} for the prompt");
+  if (at == std::string::npos) fail("template '", tmpl, "' has no {} for the prompt");
   return tmpl.substr(0, at) + prompt + tmpl.substr(at + 2);
 }
 

@@ -21,7 +21,7 @@ inline constexpr Named<Metric> kMetrics[] = {{Metric::Cosine, "cosine"},
                                              {Metric::Logit, "logit"},
                                              {Metric::ClipScore, "clipscore"},
                                              {Metric::Probs, "probs"}};
-inline Metric parse_metric(const std::string& name) { return parse_name(kMetrics, name, "--metric"); }
+inline Metric parse_metric(const std::string& name) { return parse_name(kMetrics, name, "metric"); }
 inline const char* metric_name(Metric metric) { return name_of(kMetrics, metric); }
 
 // The formula, as written into every output.

@@ -19,8 +19,8 @@ torch::Device parse_device(const std::string& spec) {
     return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
     if (!torch::cuda::is_available()) {
-      fail("--device ", spec,
-           ": CUDA is not available (this libtorch has no CUDA or no GPU is visible); use --device cpu");
+      fail("device ", spec,
+           ": CUDA is not available (this libtorch has no CUDA or no GPU is visible); use the CPU");
     }
     int index = 0;
     if (spec.size() > 5) {
@@ -29,15 +29,15 @@ torch::Device parse_device(const std::string& spec) {
         index = std::stoi(spec.substr(5), &used);
         if (used != spec.size() - 5) throw std::invalid_argument(spec);
       } catch (const std::logic_error&) {
-        fail("--device ", spec, ": bad GPU index");
+        fail("device ", spec, ": bad GPU index");
       }
     }
     if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
-      fail("--device ", spec, ": no such GPU (", torch::cuda::device_count(), " visible)");
+      fail("device ", spec, ": no such GPU (", torch::cuda::device_count(), " visible)");
     }
     return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
-  fail("--device ", spec, ": unknown device; choose cpu, cuda, cuda:N or auto");
+  fail("device ", spec, ": unknown device; choose cpu, cuda, cuda:N or auto");
 }
 
 std::vector<torch::Device> parse_devices(const std::string& spec) {

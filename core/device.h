@@ -22,7 +22,7 @@ std::vector<torch::Device> parse_devices(const std::string& spec);
 inline constexpr Named<torch::ScalarType> kPrecisions[] = {
     {torch::kFloat, "fp32"}, {torch::kBFloat16, "bf16"}, {torch::kHalf, "fp16"}};
 inline torch::ScalarType parse_precision(const std::string& name) {
-  return parse_name(kPrecisions, name, "--precision");
+  return parse_name(kPrecisions, name, "precision");
 }
 
 // Whether this build has the CUDA code paths (libtorch with CUDA, such as the PyPI wheel's): CUDA graphs,

@@ -87,7 +87,7 @@ torch::Tensor euler_ancestral_sample(const DiffusionSchedule& s, const Denoiser&
 enum class Sampler { Ddpm, Ddim, EulerAncestral };
 inline constexpr Named<Sampler> kSamplers[] = {
     {Sampler::Ddpm, "ddpm"}, {Sampler::Ddim, "ddim"}, {Sampler::EulerAncestral, "euler_a"}};
-inline Sampler parse_sampler(const std::string& name) { return parse_name(kSamplers, name, "--sampler"); }
+inline Sampler parse_sampler(const std::string& name) { return parse_name(kSamplers, name, "sampler"); }
 inline const char* sampler_name(Sampler sampler) { return name_of(kSamplers, sampler); }
 // One step of the named sampler (eta for DDIM).
 torch::Tensor sample_step(Sampler sampler, const DiffusionSchedule& s, const Denoiser& denoiser,

@@ -12,8 +12,8 @@ void DiffusionGuideOptions::validate() const {
     if (!std::isfinite(v)) fail("diffusion guidance scales must be finite numbers");
   }
   if (cutn_batches < 1 || cutn_batches > 1024)
-    fail("--cutn-batches must be between 1 and 1024 (got ", cutn_batches, ")");
-  if (grad_clamp < 0) fail("--grad-clamp must be zero (off) or positive");
+    fail("cutn_batches must be between 1 and 1024 (got ", cutn_batches, ")");
+  if (grad_clamp < 0) fail("grad_clamp must be zero (off) or positive");
 }
 
 namespace {
@@ -124,13 +124,13 @@ DiffusionRun::DiffusionRun(std::shared_ptr<UNetModel> unet, DiffusionSchedule sc
       rng_(make_generator(seed)),
       cut_rng_(make_generator(seed ^ 0x9e3779b97f4a7c15ULL)) {
   if (options_.skip_timesteps < 0 || options_.skip_timesteps >= schedule_.size()) {
-    fail("--skip-timesteps must be between 0 and ", schedule_.size() - 1, " (the respaced steps)");
+    fail("skip_timesteps must be between 0 and ", schedule_.size() - 1, " (the respaced steps)");
   }
   if (options_.skip_timesteps > 0 && !init)
-    fail("--skip-timesteps needs --init-image (the steps skipped start from it)");
+    fail("skip_timesteps needs an init image (the steps skipped start from it)");
   const auto& c = unet_->config();
   if (c.num_classes > 0 && (options_.class_label < 0 || options_.class_label >= c.num_classes)) {
-    fail("this UNet is class-conditional (", c.num_classes, " classes): give --class-label 0..",
+    fail("this UNet is class-conditional (", c.num_classes, " classes): give a class_label 0..",
          c.num_classes - 1);
   }
   const int64_t f = int64_t{1} << (c.channel_mult.size() - 1);
@@ -138,7 +138,7 @@ DiffusionRun::DiffusionRun(std::shared_ptr<UNetModel> unet, DiffusionSchedule sc
     fail("diffusion image size ", options_.width, "x", options_.height,
          " is not a multiple of the UNet's factor ", f);
   }
-  if (!std::isfinite(options_.cond_scale)) fail("--cond-scale must be a finite number");
+  if (!std::isfinite(options_.cond_scale)) fail("cond_scale must be a finite number");
   if (options_.batch < 1 || options_.batch > 1024)
     fail("a diffusion batch must hold 1 to 1024 samples (got ", options_.batch, ")");
   std::function<torch::Tensor(const torch::Tensor&)> condition;

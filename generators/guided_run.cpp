@@ -14,7 +14,7 @@ GuidedRun::GuidedRun(std::shared_ptr<Generator> generator, std::shared_ptr<const
       grad_clamp_rms_(grad_clamp_rms),
       // The cutout stream is its own, so the generator's random start and the cutouts never share draws.
       rng_(make_generator(seed ^ 0x9e3779b97f4a7c15ULL)) {
-  if (!(grad_clamp_rms >= 0)) fail("--grad-clamp must be zero (off) or positive");
+  if (!(grad_clamp_rms >= 0)) fail("grad_clamp must be zero (off) or positive");
 }
 
 GuideResult GuidedRun::step() {
@@ -27,7 +27,7 @@ GuideResult GuidedRun::step() {
   }
   if (!torch::isfinite(result.total).all().item<bool>()) {  // the step's one read-back
     fail("the loss is not finite at step ", optimizer_.steps() + 1,
-         "; lower --lr or the regulariser weights, or set --grad-clamp");
+         "; lower lr or the regulariser weights, or set grad_clamp");
   }
   result.total.sum().backward();
   if (grad_clamp_rms_ > 0) {

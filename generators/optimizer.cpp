@@ -8,10 +8,10 @@ namespace clipguide {
 
 void OptimizerOptions::validate() const {
   if (kind != "adam" && kind != "adamw" && kind != "sgd")
-    fail("--optimizer ", kind, " is not one of adam, adamw, sgd");
-  if (!(lr > 0) || !std::isfinite(lr)) fail("--lr must be a positive number (got ", lr, ")");
-  if (!(lr_decay > 0 && lr_decay <= 1)) fail("--lr-decay must be in (0, 1] (got ", lr_decay, ")");
-  if (!(weight_decay >= 0) || !std::isfinite(weight_decay)) fail("--weight-decay must be zero or positive");
+    fail("optimizer ", kind, " is not one of adam, adamw, sgd");
+  if (!(lr > 0) || !std::isfinite(lr)) fail("lr must be a positive number (got ", lr, ")");
+  if (!(lr_decay > 0 && lr_decay <= 1)) fail("lr_decay must be in (0, 1] (got ", lr_decay, ")");
+  if (!(weight_decay >= 0) || !std::isfinite(weight_decay)) fail("weight_decay must be zero or positive");
 }
 
 Optimizer::Optimizer(std::vector<torch::Tensor> params, OptimizerOptions options)

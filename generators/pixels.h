@@ -15,7 +15,7 @@ enum class PixelParam { Raw, Fourier, Laplacian };
 inline constexpr Named<PixelParam> kPixelParams[] = {
     {PixelParam::Raw, "raw"}, {PixelParam::Fourier, "fourier"}, {PixelParam::Laplacian, "laplacian"}};
 inline PixelParam parse_pixel_param(const std::string& name) {
-  return parse_name(kPixelParams, name, "--pixel-param");
+  return parse_name(kPixelParams, name, "pixel_param");
 }
 inline const char* pixel_param_name(PixelParam param) { return name_of(kPixelParams, param); }
 

@@ -25,9 +25,7 @@ enum class GuideLoss { Spherical, Cosine };
 // "spherical" or "cosine"; anything else is an Error listing them.
 inline constexpr Named<GuideLoss> kGuideLosses[] = {{GuideLoss::Spherical, "spherical"},
                                                     {GuideLoss::Cosine, "cosine"}};
-inline GuideLoss parse_guide_loss(const std::string& name) {
-  return parse_name(kGuideLosses, name, "--loss");
-}
+inline GuideLoss parse_guide_loss(const std::string& name) { return parse_name(kGuideLosses, name, "loss"); }
 inline const char* guide_loss_name(GuideLoss loss) { return name_of(kGuideLosses, loss); }
 
 // One CLIP model of the ensemble, with its own weight and cutout count.

@@ -137,7 +137,7 @@ std::vector<Augment> parse_augments(const std::string& list) {
       }
     }
     if (!found)
-      fail("--augments: unknown augmentation '", name, "'; choose from ", SafeText{names_of(kAugments)},
+      fail("augments: unknown augmentation '", name, "'; choose from ", SafeText{names_of(kAugments)},
            ", or none");
   }
   return out;
@@ -154,11 +154,11 @@ void check_cutn(int64_t cutn, const std::string& what) {
 }
 
 void CutoutOptions::validate() const {
-  check_cutn(cutn, "--cutn");
+  check_cutn(cutn, "cutn");
   if (!(cut_pow > 0) || !std::isfinite(cut_pow))
-    fail("--cut-pow must be a positive number (got ", cut_pow, ")");
+    fail("cut_pow must be a positive number (got ", cut_pow, ")");
   if (!(noise_fac >= 0) || !std::isfinite(noise_fac))
-    fail("--noise-fac must be zero or positive (got ", noise_fac, ")");
+    fail("noise_fac must be zero or positive (got ", noise_fac, ")");
 }
 
 torch::Tensor resample(const torch::Tensor& x, int64_t size) {

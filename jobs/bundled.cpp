@@ -41,14 +41,14 @@ std::string bundled_clip() {
   return fs::path(bundled_weights("clip", "CLIP", "a model")).parent_path().string();
 }
 
-std::string bundled_vqgan() { return bundled_weights("vqgan", "VQGAN", "--vqgan-checkpoint"); }
+std::string bundled_vqgan() { return bundled_weights("vqgan", "VQGAN", "a VQGAN checkpoint"); }
 
 std::string bundled_vqgan_config() {
   return (fs::path(bundled_vqgan()).parent_path() / "model.yaml").string();
 }
 
 std::string bundled_diffusion() {
-  return bundled_weights("diffusion", "diffusion model", "--diffusion-checkpoint");
+  return bundled_weights("diffusion", "diffusion model", "a diffusion checkpoint");
 }
 
 std::string bundled_diffusion_flags() {
@@ -59,43 +59,37 @@ std::string bundled_diffusion_flags() {
 // VQGAN a fifth of the shapes (MODEL_CARD).
 std::string bundled_generator() { return "diffusion"; }
 
-std::vector<std::pair<std::string, std::string>> bundled_generate_defaults(const std::string& generator) {
+BundledSettings bundled_generate_settings(const std::string& generator) {
+  BundledSettings out;
+  // One plain background per colour of the world, in name order: the run starts from whichever CLIP scores
+  // best for the prompt.
   const fs::path starts = fs::path(bundled_models_dir()) / "toyworld" / "starts";
-  // One plain background per colour of the world, in name order.
-  auto add_starts = [&](std::vector<std::pair<std::string, std::string>>& out) {
-    std::vector<std::string> files;
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(starts, ec)) {
-      if (entry.path().extension() == ".png") files.push_back(entry.path().string());
-    }
-    if (files.empty()) fail("the bundled toy start images are missing (looked in ", starts.string(), ")");
-    std::sort(files.begin(), files.end());
-    for (const auto& file : files) out.emplace_back("init-image", file);
-  };
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(starts, ec)) {
+    if (entry.path().extension() == ".png") out.starts.push_back(entry.path().string());
+  }
+  if (out.starts.empty()) fail("the bundled toy start images are missing (looked in ", starts.string(), ")");
+  std::sort(out.starts.begin(), out.starts.end());
+  out.cutn = 16;
   if (generator == "diffusion") {
     // The model's own 32 px; guidance scales for 32 px images (the 256 px notebooks' 1000 / 150 / 50 for
     // CLIP, TV and range overshoot into speckle here); the sampler starts 8 of 25 steps in, from the noised
     // plain background CLIP scores best for the prompt (from pure noise the object's colour often became the
-    // background). The model is conditioned on the prompt's CLIP embedding (classifier-free guidance at
-    // generate's default
-    // --cond-scale); gentle CLIP guidance on top, and best of 4 by CLIP score (best of 16 judged no better,
-    // MODEL_CARD).
-    std::vector<std::pair<std::string, std::string>> out = {
-        {"size", "32x32"}, {"cutn", "16"},       {"clip-guidance-scale", "100"},
-        {"tv-scale", "2"}, {"range-scale", "1"}, {"skip-timesteps", "8"},
-        {"n", "4"},
-    };
-    add_starts(out);
+    // background). The model is conditioned on the prompt's CLIP embedding (classifier-free guidance at the
+    // default cond_scale); gentle CLIP guidance on top, and best of 4 by CLIP score (best of 16 judged no
+    // better, MODEL_CARD).
+    out.size = 32;
+    out.clip_guidance_scale = 100;
+    out.tv_scale = 2;
+    out.range_scale = 1;
+    out.skip_timesteps = 8;
+    out.n = 4;
     return out;
   }
-  std::vector<std::pair<std::string, std::string>> out = {
-      {"size", "64x64"},  // the world's size, which the toy CLIP sees without resampling
-      {"steps", "100"},
-      {"cutn", "16"},
-      {"augments",
-       "flip,affine,jitter,noise"},  // affine: small rotations and shifts keep adversarial speckle down
-  };
-  add_starts(out);  // the run starts from whichever plain background CLIP scores best for the prompt
+  out.size = 64;  // the world's size, which the toy CLIP sees without resampling
+  out.steps = 100;
+  out.augments =
+      "flip,affine,jitter,noise";  // affine: small rotations and shifts keep adversarial speckle down
   return out;
 }
 

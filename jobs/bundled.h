@@ -2,8 +2,8 @@
 // model is given.
 #pragma once
 
+#include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace clipguide {
@@ -25,9 +25,18 @@ std::string bundled_diffusion_flags();
 // or "vqgan", whichever bench/toyworld judges better.
 std::string bundled_generator();
 
-// `clipguide generate` settings for the bundled CLIP guiding the bundled `generator` ("vqgan", "pixels" or
-// "diffusion"), as (flag, value) pairs (a flag may repeat); used where a run names no model and does not set
-// the flag itself. Measured by bench/toyworld.
-std::vector<std::pair<std::string, std::string>> bundled_generate_defaults(const std::string& generator);
+// The generate settings tuned for the bundled CLIP guiding the bundled `generator` ("vqgan", "pixels" or
+// "diffusion"), measured by bench/toyworld; use_bundled_models (jobs/generate.h) fills a request with them.
+struct BundledSettings {
+  int64_t size = 0;                 // square side
+  std::vector<std::string> starts;  // start images, one plain background per colour of the world
+  int64_t steps = 0;                // 0: the request's
+  int64_t cutn = 0;
+  std::string augments;  // empty: the request's
+  // diffusion only
+  double clip_guidance_scale = 0, tv_scale = 0, range_scale = 0;
+  int64_t skip_timesteps = 0, n = 1;
+};
+BundledSettings bundled_generate_settings(const std::string& generator);
 
 }  // namespace clipguide

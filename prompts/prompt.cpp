@@ -100,15 +100,15 @@ PromptSchedule PromptSchedule::parse(const std::string& spec, int64_t every, boo
   PromptSchedule s;
   for (const auto& segment : split_unescaped(spec, '^')) s.segments.push_back(parse_prompts(segment));
   if (s.segments.size() > 1 && every <= 0)
-    fail("the prompt has ", s.segments.size(), " '^' segments: give --prompt-every N");
-  if (every < 0) fail("--prompt-every must be positive");
+    fail("the prompt has ", s.segments.size(), " '^' segments: give a prompt_every of N steps");
+  if (every < 0) fail("prompt_every must be positive");
   s.every = s.segments.size() > 1 ? every : 0;
   s.blend = blend && s.segments.size() > 1;
   if (s.blend) {
     for (size_t i = 1; i < s.segments.size(); ++i) {
       if (s.segments[i].size() != s.segments[0].size()) {
         fail(
-            "--prompt-blend pairs prompts across segments: every '^' segment needs the same number of '|' "
+            "prompt_blend pairs prompts across segments: every '^' segment needs the same number of '|' "
             "items (",
             s.segments[0].size(), " vs ", s.segments[i].size(), ")");
       }

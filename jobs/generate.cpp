@@ -1,0 +1,715 @@
+#include "jobs/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "clipguide/version.h"
+#include "core/error.h"
+#include "core/file_io.h"
+#include "generators/diffusion_run.h"
+#include "generators/guided_run.h"
+#include "generators/pixels.h"
+#include "generators/vqgan_generator.h"
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "io/sha256.h"
+#include "jobs/bundled.h"
+
+namespace clipguide {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// ---- the request as JSON ----
+
+void to_json(json& j, const GuideModelSpec& m) {
+  j = {{"path", m.path}, {"weight", m.weight}, {"cutn", m.cutn}};
+}
+void from_json(const json& j, GuideModelSpec& m) {
+  j.at("path").get_to(m.path);
+  if (j.contains("weight")) j.at("weight").get_to(m.weight);
+  if (j.contains("cutn")) j.at("cutn").get_to(m.cutn);
+}
+void to_json(json& j, const ModelFile& m) { j = {{"role", m.role}, {"path", m.path}, {"sha256", m.sha256}}; }
+void from_json(const json& j, ModelFile& m) {
+  j.at("role").get_to(m.role);
+  j.at("path").get_to(m.path);
+  j.at("sha256").get_to(m.sha256);
+}
+
+namespace {
+
+// Every recorded field of a request, by its JSON name: the one list to_json and from_json both walk.
+template <class Request, class Visit>
+void visit_fields(Request& r, Visit&& f) {
+  f("clip_models", r.clip_models);
+  f("vocab", r.clip.vocab);
+  f("text_heads", r.clip.text_heads);
+  f("vision_heads", r.clip.vision_heads);
+  f("device", r.clip.device);
+  f("precision", r.clip.precision);
+  f("threads", r.clip.threads);
+  f("generator", r.generator);
+  f("vqgan_checkpoint", r.vqgan_checkpoint);
+  f("vqgan_config", r.vqgan_config);
+  f("diffusion_checkpoint", r.diffusion_checkpoint);
+  f("diffusion_flags", r.diffusion_flags);
+  f("prompt", r.prompt);
+  f("prompt_every", r.prompt_every);
+  f("prompt_blend", r.prompt_blend);
+  f("truncate", r.truncate);
+  f("image_prompts", r.image_prompts);
+  f("cutn", r.cutn);
+  f("cut_pow", r.cut_pow);
+  f("overview", r.overview);
+  f("augments", r.augments);
+  f("noise_fac", r.noise_fac);
+  f("loss", r.loss);
+  f("tv_weight", r.tv_weight);
+  f("range_weight", r.range_weight);
+  f("saturation_weight", r.saturation_weight);
+  f("grad_clamp", r.grad_clamp);
+  f("cuda_graph", r.cuda_graph);
+  f("init_images", r.init_images);
+  f("init_weight", r.init_weight);
+  f("init_loss", r.init_loss);
+  f("width", r.width);
+  f("height", r.height);
+  f("pixel_param", r.pixel_param);
+  f("sampler", r.sampler);
+  f("timestep_respacing", r.timestep_respacing);
+  f("eta", r.eta);
+  f("clip_guidance_scale", r.clip_guidance_scale);
+  f("tv_scale", r.tv_scale);
+  f("range_scale", r.range_scale);
+  f("init_scale", r.init_scale);
+  f("cond_scale", r.cond_scale);
+  f("cutn_batches", r.cutn_batches);
+  f("skip_timesteps", r.skip_timesteps);
+  f("class_label", r.class_label);
+  f("steps", r.steps);
+  f("optimizer", r.optimizer.kind);
+  f("lr", r.optimizer.lr);
+  f("lr_decay", r.optimizer.lr_decay);
+  f("beta1", r.optimizer.beta1);
+  f("beta2", r.optimizer.beta2);
+  f("eps", r.optimizer.eps);
+  f("weight_decay", r.optimizer.weight_decay);
+  f("momentum", r.optimizer.momentum);
+  f("seed", r.seed);
+  f("n", r.n);
+  f("keep", r.keep);
+  f("explore_steps", r.explore_steps);
+  f("output", r.output);
+  f("frames", r.frames);
+  f("log", r.log);
+  f("save_every", r.save_every);
+}
+
+json request_json(const GenerateRequest& r) {
+  json j = json::object();
+  visit_fields(r, [&](const char* name, const auto& value) { j[name] = value; });
+  return j;
+}
+
+GenerateRequest request_from(const json& j, const std::string& source) {
+  if (!j.is_object()) fail(source, ": the recorded request is not a JSON object");
+  GenerateRequest r;
+  std::set<std::string> known;
+  try {
+    visit_fields(r, [&](const char* name, auto& value) {
+      known.insert(name);
+      if (j.contains(name)) j.at(name).get_to(value);
+    });
+  } catch (const json::exception& e) {
+    fail(source, ": the recorded request does not read (", e.what(), ")");
+  }
+  for (const auto& item : j.items()) {
+    if (known.count(item.key()) == 0)
+      fail(source, ": the recorded request has an unknown field ", item.key());
+  }
+  return r;
+}
+
+bool one_of(const std::string& value, std::initializer_list<const char*> names) {
+  return std::any_of(names.begin(), names.end(), [&](const char* n) { return value == n; });
+}
+
+void check_finite(double value, const char* name) {
+  if (!std::isfinite(value)) fail(name, " must be a finite number (got ", value, ")");
+}
+
+constexpr int64_t kMaxSide = 4096;
+
+}  // namespace
+
+std::string GenerateRequest::to_json() const { return request_json(*this).dump(); }
+
+GenerateRequest GenerateRequest::from_json(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail(source, ": not JSON (", e.what(), ")");
+  }
+  return request_from(j, source);
+}
+
+// ---- validation: every range of the request, here and in the option structs it fills ----
+
+namespace {
+
+ClipGuideOptions guide_options(const GenerateRequest& r) {
+  ClipGuideOptions options;
+  options.cutouts.cutn = r.cutn;
+  options.cutouts.cut_pow = r.cut_pow;
+  options.cutouts.overview = r.overview;
+  options.cutouts.augments = parse_augments(r.augments);
+  options.cutouts.noise_fac = r.noise_fac;
+  options.loss = parse_guide_loss(r.loss);
+  options.tv_weight = r.tv_weight;
+  options.range_weight = r.range_weight;
+  options.saturation_weight = r.saturation_weight;
+  options.truncate = r.truncate;
+  options.cuda_graph = r.cuda_graph;
+  return options;
+}
+
+DiffusionGuideOptions diffusion_guidance(const GenerateRequest& r) {
+  DiffusionGuideOptions g;
+  g.clip_guidance_scale = r.clip_guidance_scale;
+  g.tv_scale = r.tv_scale;
+  g.range_scale = r.range_scale;
+  g.init_scale = r.init_scale;
+  g.cutn_batches = r.cutn_batches;
+  g.grad_clamp = r.grad_clamp;
+  return g;
+}
+
+}  // namespace
+
+void GenerateRequest::validate() const {
+  if (!one_of(generator, {"vqgan", "pixels", "diffusion"}))
+    fail("generator ", generator, " is not one of vqgan, pixels, diffusion");
+  if (generator == "diffusion" && diffusion_checkpoint.empty())
+    fail("the diffusion generator needs a diffusion checkpoint (a guided-diffusion .pt or .safetensors)");
+  if (generator == "vqgan" && vqgan_checkpoint.empty())
+    fail("the vqgan generator needs a VQGAN checkpoint (a taming .ckpt or .safetensors); pixels need none");
+  if (steps < 0) fail("steps must be zero or positive (got ", steps, ")");
+  if (generator == "diffusion" && steps == 0)
+    fail("steps 0 (a reconstruction) is for the vqgan or pixels generator");
+  if (steps > 0 && prompt.empty() && image_prompts.empty())
+    fail("nothing to aim at: give a prompt and/or an image prompt");
+  if (steps > 0 && clip_models.empty()) fail("give at least one CLIP model to guide with");
+  if (steps == 0 && init_images.size() != 1)
+    fail("steps 0 writes the generator's reconstruction of an init image; give one");
+  for (const GuideModelSpec& m : clip_models) {
+    if (m.path.empty()) fail("a CLIP model has no path");
+    check_finite(m.weight, "a CLIP model's weight");
+    if (m.cutn != 0) check_cutn(m.cutn, message(m.path, ": cutn"));
+  }
+  if (prompt_every < 0) fail("prompt_every must be zero or positive (got ", prompt_every, ")");
+  if (seed < 0) fail("seed must be zero or positive (got ", seed, ")");
+  if (n < 1 || keep < 1 || keep > n)
+    fail("n must be at least 1 and keep between 1 and n (got n ", n, ", keep ", keep, ")");
+  if (explore_steps < 0 || explore_steps > steps)
+    fail("explore_steps must be between 0 and steps (got ", explore_steps, " of ", steps, ")");
+  if (save_every < 0) fail("save_every must be zero (off) or positive");
+  if (!one_of(init_loss, {"auto", "latent", "pixel"}))
+    fail("init_loss ", init_loss, " is not one of latent, pixel");
+  if (init_loss == "latent" && generator != "vqgan") fail("init_loss latent needs the vqgan generator");
+  check_finite(init_weight, "init_weight");
+  if ((width == 0) != (height == 0)) fail("give both width and height, or neither");
+  if (width < 0 || height < 0 || width > kMaxSide || height > kMaxSide)
+    fail("size ", width, "x", height, ": each side must be between 1 and ", kMaxSide);
+  if (output.size() < 5 || output.compare(output.size() - 4, 4, ".png") != 0)
+    fail("output must name a .png file (got ", output, ")");
+  guide_options(*this).validate();
+  for (double v : {tv_weight, range_weight, saturation_weight}) check_finite(v, "each regulariser weight");
+  if (generator == "diffusion") {
+    parse_sampler(sampler);
+    if (!(eta >= 0) || !std::isfinite(eta)) fail("eta must be zero or positive (got ", eta, ")");
+    check_finite(cond_scale, "cond_scale");
+    diffusion_guidance(*this).validate();
+    if (skip_timesteps < 0) fail("skip_timesteps must be zero or positive");
+    if (skip_timesteps > 0 && init_images.empty())
+      fail("skip_timesteps needs an init image (the steps skipped start from it)");
+    if (class_label < -1) fail("class_label must be -1 (none) or a class");
+  } else {
+    if (grad_clamp < 0) fail("grad_clamp must be zero (off) or positive");
+    optimizer.validate();
+    if (generator == "pixels") parse_pixel_param(pixel_param);
+  }
+  clip.check();
+}
+
+// ---- the bundled toy world ----
+
+BundledChoice use_bundled_models(GenerateRequest& r, const std::set<std::string>& given) {
+  BundledChoice chosen;
+  chosen.clip = r.steps > 0 && r.clip_models.empty();
+  if (r.steps > 0 && given.count("generator") == 0 && r.vqgan_checkpoint.empty() &&
+      r.diffusion_checkpoint.empty())
+    r.generator = bundled_generator();
+  chosen.vqgan = r.generator == "vqgan" && r.vqgan_checkpoint.empty();
+  chosen.diffusion = r.generator == "diffusion" && r.diffusion_checkpoint.empty();
+  if (chosen.clip) r.clip_models = {GuideModelSpec{bundled_clip()}};
+  if (chosen.vqgan) {
+    r.vqgan_checkpoint = bundled_vqgan();
+    r.vqgan_config = bundled_vqgan_config();
+  }
+  if (chosen.diffusion) {
+    r.diffusion_checkpoint = bundled_diffusion();
+    r.diffusion_flags = bundled_diffusion_flags();
+  }
+  if (chosen.clip && (chosen.vqgan || chosen.diffusion || r.generator == "pixels")) {
+    // A run's own init images replace the starting points and, for a VQGAN or pixels (which take their
+    // size), the size.
+    const bool own_init = given.count("init_images") > 0;
+    const BundledSettings tuned = bundled_generate_settings(r.generator);
+    auto fill = [&](const char* name, auto& field, const auto& value) {
+      if (given.count(name) == 0) field = value;
+    };
+    if (given.count("size") == 0 && !(own_init && r.generator != "diffusion")) {
+      r.width = tuned.size;
+      r.height = tuned.size;
+    }
+    if (!own_init) r.init_images = tuned.starts;
+    if (tuned.steps > 0) fill("steps", r.steps, tuned.steps);
+    fill("cutn", r.cutn, tuned.cutn);
+    if (!tuned.augments.empty()) fill("augments", r.augments, tuned.augments);
+    if (r.generator == "diffusion") {
+      fill("clip_guidance_scale", r.clip_guidance_scale, tuned.clip_guidance_scale);
+      fill("tv_scale", r.tv_scale, tuned.tv_scale);
+      fill("range_scale", r.range_scale, tuned.range_scale);
+      fill("skip_timesteps", r.skip_timesteps, tuned.skip_timesteps);
+      fill("n", r.n, tuned.n);
+    }
+  }
+  return chosen;
+}
+
+// ---- sidecars ----
+
+GenerateRecord read_generate_record(const std::string& path) {
+  const std::string bytes = read_small_file(path, 64u << 20);
+  json meta;
+  if (bytes.size() >= 8 && bytes.compare(1, 3, "PNG") == 0) {
+    for (const auto& [key, value] : read_png_text(bytes, path)) {
+      if (key == "clipguide") meta = json::parse(value, nullptr, false);
+    }
+    if (meta.is_null()) fail(path, ": this PNG carries no clipguide metadata");
+  } else {
+    meta = json::parse(bytes, nullptr, false);
+  }
+  if (meta.is_discarded() || !meta.is_object()) fail(path, ": not a clipguide sidecar (not a JSON object)");
+  GenerateRecord record;
+  try {
+    if (meta.contains("request")) record.request = request_from(meta["request"], path);
+    if (meta.contains("argv")) meta["argv"].get_to(record.argv);
+    if (meta.contains("models")) meta["models"].get_to(record.models);
+    if (meta.contains("resume")) {
+      const json& r = meta["resume"];
+      ResumePoint point;
+      point.source = path;
+      point.state = (fs::path(path).parent_path() / r.at("state").get<std::string>()).string();
+      if (r.contains("kept") && !r["kept"].is_null()) {
+        if (!r["kept"].is_array()) fail(path, ": resume.kept is not a list of candidates");
+        for (const json& k : r["kept"]) {
+          if (!k.is_number_unsigned())
+            fail(path, ": resume.kept names candidate ", k.dump(), ", not a number");
+          point.kept.push_back(k.get<size_t>());
+        }
+      }
+      record.resume = point;
+    }
+  } catch (const json::exception& e) {
+    fail(path, ": not a clipguide sidecar (", e.what(), ")");
+  }
+  if (!record.request && record.argv.empty()) fail(path, ": no recorded request");
+  return record;
+}
+
+// ---- the job ----
+
+namespace {
+
+std::string stem(const std::string& png) { return png.substr(0, png.size() - 4); }
+
+json parts_json(const std::vector<std::pair<std::string, double>>& parts) {
+  json out = json::object();
+  for (const auto& [name, value] : parts) out[name] = value;
+  return out;
+}
+
+// [1, 3, H, W] in [0, 1], resized as PIL's bicubic to the run's size.
+torch::Tensor init_image_tensor(Image img, int64_t width, int64_t height) {
+  if (img.width != width || img.height != height)
+    img = resize_like_pil(img, static_cast<int>(width), static_cast<int>(height));
+  return to_rgb_tensor(img).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat).div(255);
+}
+
+struct Candidate {
+  uint64_t seed = 0;
+  std::shared_ptr<Generator> generator;  // VQGAN or pixels; diffusion runs have none
+  std::unique_ptr<Run> run;
+  double score = 0;
+};
+
+struct Stopped {
+  size_t candidate;
+};
+
+class GenerateJob {
+ public:
+  GenerateJob(const GenerateRequest& request, const GenerateCallbacks& callbacks)
+      : r_(request), callbacks_(callbacks) {}
+
+  GenerateResult run(const ResumePoint* resume);
+
+ private:
+  void load_models();
+  void check_pinned_models() const;
+  std::shared_ptr<Generator> make_generator(uint64_t seed);
+  std::unique_ptr<Run> make_run(Candidate& c);
+  void resume_from(const ResumePoint& resume);
+  void advance(size_t index, int64_t target);
+  json metadata(size_t index, int rank) const;
+  std::string output_path(int rank) const {
+    return r_.keep == 1 ? r_.output : cat(stem(r_.output), "-", rank, ".png");
+  }
+  void write_image(const std::string& path, const torch::Tensor& image, const json& meta) const;
+  GenerateResult save_state(size_t index);
+
+  const GenerateRequest& r_;
+  const GenerateCallbacks& callbacks_;
+  LoadOptions load_;
+  int64_t steps_ = 0;  // the optimiser's steps, or the sampler's (the respaced steps less those skipped)
+  int64_t width_ = 0, height_ = 0;
+  std::optional<torch::Tensor> init_;
+  std::vector<ModelFile> files_;
+  std::shared_ptr<Vqgan> vqgan_;
+  std::optional<LoadedUNet> unet_;
+  std::optional<DiffusionSchedule> schedule_;
+  std::shared_ptr<ClipGuide> guide_;
+  std::vector<Candidate> candidates_;
+  std::vector<size_t> kept_;  // candidate indices in rank order, once reranked
+  std::vector<std::pair<std::string, double>> last_parts_;
+  std::unique_ptr<LineLog> log_;
+};
+
+void GenerateJob::load_models() {
+  load_ = r_.clip.resolve();
+  steps_ = r_.steps;
+  if (r_.generator == "vqgan") {
+    LoadedVqgan v = load_vqgan(r_.vqgan_checkpoint, r_.vqgan_config, load_.device);
+    vqgan_ = v.model;
+    files_.push_back({"vqgan", v.path, sha256_file(v.path)});
+  }
+  if (r_.generator == "diffusion") {
+    unet_ = load_unet(r_.diffusion_checkpoint, r_.diffusion_flags, load_.device);
+    files_.push_back({"diffusion", unet_->path, sha256_file(unet_->path)});
+    const std::string respacing = !r_.timestep_respacing.empty() ? r_.timestep_respacing
+                                  : !unet_->diffusion.timestep_respacing.empty()
+                                      ? unet_->diffusion.timestep_respacing
+                                      : "100";
+    schedule_ = DiffusionSchedule::make(unet_->diffusion.noise_schedule, unet_->diffusion.steps, respacing);
+    steps_ =
+        schedule_->size() - r_.skip_timesteps;  // DiffusionRun checks skip_timesteps against the schedule
+  }
+  // Size: the request's, else the init image's, else the UNet's, else 256x256; a VQGAN needs multiples of its
+  // factor.
+  std::vector<Image> init_images;
+  for (const auto& path : r_.init_images) init_images.push_back(read_image(path));
+  if (r_.width > 0) {
+    width_ = r_.width;
+    height_ = r_.height;
+  } else if (!init_images.empty()) {
+    width_ = init_images.front().width;
+    height_ = init_images.front().height;
+  } else {
+    width_ = height_ = unet_ ? unet_->image_size : 256;
+  }
+  if (vqgan_) {
+    const int64_t f = vqgan_->config().factor();
+    const int64_t w = std::max(f, width_ / f * f), h = std::max(f, height_ / f * f);
+    if (w != width_ || h != height_) {
+      warn("clipguide generate: size ", width_, "x", height_, " rounded to ", w, "x", h,
+           " (multiples of the VQGAN's factor ", f, ")");
+    }
+    width_ = w;
+    height_ = h;
+  }
+  std::vector<torch::Tensor>
+      starts;  // the init images at the run's size; the first unless CLIP picks another
+  for (Image& img : init_images)
+    starts.push_back(init_image_tensor(std::move(img), width_, height_).to(load_.device));
+  if (!starts.empty()) init_ = starts.front();
+  if (r_.steps == 0) return;
+
+  std::vector<GuideModel> models;
+  for (const GuideModelSpec& spec : r_.clip_models) {
+    GuideModel m;
+    m.clip = std::make_shared<LoadedClip>(load_clip(spec.path, load_));
+    m.name = spec.path;
+    m.weight = spec.weight;
+    m.cutn = spec.cutn;
+    files_.push_back({"clip", m.clip->path, sha256_file(m.clip->path)});
+    models.push_back(std::move(m));
+  }
+  std::vector<Prompt> image_prompts;
+  for (const auto& spec : r_.image_prompts) image_prompts.push_back(parse_image_prompt(spec));
+  PromptSchedule schedule;
+  if (!r_.prompt.empty()) schedule = PromptSchedule::parse(r_.prompt, r_.prompt_every, r_.prompt_blend);
+  ClipGuideOptions options = guide_options(r_);
+  const bool pixel_init =
+      init_ && (r_.init_loss == "pixel" || (r_.init_loss == "auto" && r_.generator == "pixels"));
+  if (pixel_init) options.init_weight = r_.init_weight;
+  guide_ =
+      std::make_shared<ClipGuide>(std::move(models), std::move(schedule), std::move(image_prompts), options);
+  if (starts.size() > 1) {
+    // Several starts: the one CLIP scores best for the prompts (at step 0).
+    const torch::Tensor scores = guide_->scores(torch::cat(starts), 0);
+    const auto chosen = static_cast<size_t>(scores.argmax().item<int64_t>());
+    init_ = starts[chosen];
+    warn("clipguide generate: starting from ", r_.init_images[chosen], " (CLIP score ",
+         scores[static_cast<int64_t>(chosen)].item<double>(), ", the best of ", starts.size(),
+         " init images)");
+  }
+  if (pixel_init) guide_->set_init_image(*init_);
+}
+
+void GenerateJob::check_pinned_models() const {
+  // A replay must use the same model files, or it would not reproduce the image.
+  for (const ModelFile& pinned : r_.pinned_models) {
+    auto now =
+        std::find_if(files_.begin(), files_.end(), [&](const ModelFile& f) { return f.path == pinned.path; });
+    if (now == files_.end()) fail(pinned.path, " was recorded but not loaded; a replay needs the same files");
+    if (now->sha256 != pinned.sha256) {
+      fail(pinned.path, " changed since the recorded run (SHA-256 ", now->sha256, ", recorded ",
+           pinned.sha256, "); a replay needs the same files");
+    }
+  }
+}
+
+std::unique_ptr<Run> GenerateJob::make_run(Candidate& c) {
+  if (unet_) {
+    DiffusionRunOptions options;
+    options.sampler = parse_sampler(r_.sampler);
+    options.eta = r_.eta;
+    options.skip_timesteps = r_.skip_timesteps;
+    options.width = width_;
+    options.height = height_;
+    options.class_label = r_.class_label;
+    options.cond_scale = r_.cond_scale;
+    // On CUDA a reduced precision runs the UNet under autocast too (on the CPU only CLIP changes precision).
+    if (load_.device.is_cuda() && load_.dtype != torch::kFloat) options.unet_dtype = load_.dtype;
+    options.guidance = diffusion_guidance(r_);
+    // DDPM follows guided-diffusion's p_sample (condition_mean); the others condition the score.
+    options.guidance.condition_score = options.sampler != Sampler::Ddpm;
+    return std::make_unique<DiffusionRun>(unet_->model, *schedule_, guide_, options, init_, c.seed);
+  }
+  c.generator = make_generator(c.seed);
+  return std::make_unique<GuidedRun>(c.generator, guide_, r_.optimizer, r_.grad_clamp, c.seed);
+}
+
+std::shared_ptr<Generator> GenerateJob::make_generator(uint64_t seed) {
+  if (vqgan_) {
+    const bool latent = r_.init_loss == "latent" || r_.init_loss == "auto";
+    return std::make_shared<VqganGenerator>(vqgan_, width_, height_, init_, latent ? r_.init_weight : 0.0,
+                                            seed);
+  }
+  return std::make_shared<PixelGenerator>(width_, height_, parse_pixel_param(r_.pixel_param), init_, seed,
+                                          load_.device);
+}
+
+json GenerateJob::metadata(size_t index, int rank) const {
+  const Candidate& c = candidates_[index];
+  json meta = {{"clipguide", CLIPGUIDE_VERSION},
+               {"command", "generate"},
+               {"request", request_json(r_)},
+               {"prompt", r_.prompt},
+               {"seed", c.seed},
+               {"size", {width_, height_}},
+               {"generator", c.run ? c.run->describe() : c.generator->describe()},
+               {"device", load_.device.str()},
+               {"precision", r_.clip.precision},
+               {"threads", torch::get_num_threads()},
+               {"steps_done", c.run ? c.run->steps_done() : 0},
+               {"candidate", {{"index", index}, {"of", r_.n}, {"rank", rank}, {"score", c.score}}},
+               {"loss", parts_json(last_parts_)},
+               {"models", files_}};
+  if (!r_.command_line.empty()) meta["argv"] = r_.command_line;
+  return meta;
+}
+
+void GenerateJob::write_image(const std::string& path, const torch::Tensor& image, const json& meta) const {
+  const std::string png =
+      encode_png(to_rgb_bytes(image), {{"prompt", r_.prompt},
+                                       {"seed", std::to_string(meta["seed"].get<uint64_t>())},
+                                       {"clipguide", meta.dump()}});
+  write_file_atomic(path, png);
+  write_file_atomic(stem(path) + ".json", meta.dump(2) + "\n");
+}
+
+void GenerateJob::advance(size_t index, int64_t target) {
+  Candidate& c = candidates_[index];
+  while (c.run->steps_done() < target) {
+    if (callbacks_.should_stop && callbacks_.should_stop()) throw Stopped{index};
+    const auto start = std::chrono::steady_clock::now();
+    const GuideResult result = c.run->step();
+    GenerateStep info;
+    info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    info.candidate = index;
+    info.seed = c.seed;
+    info.step = c.run->steps_done();
+    last_parts_ = result.parts.read();  // the loss's one read-back this step
+    info.loss = result.total[0].item<double>();
+    info.parts = last_parts_;
+    if (callbacks_.on_step) callbacks_.on_step(info);
+    if (log_) {
+      log_->append(json{{"candidate", index},
+                        {"seed", c.seed},
+                        {"step", info.step},
+                        {"loss", info.loss},
+                        {"parts", parts_json(info.parts)},
+                        {"seconds", info.seconds}}
+                       .dump());
+    }
+    const bool frame = !r_.frames.empty(), snapshot = r_.save_every > 0 && info.step % r_.save_every == 0;
+    if (!frame && !snapshot && !callbacks_.on_image) continue;
+    const torch::Tensor image = c.run->image();
+    if (frame) {
+      const std::string name = r_.n == 1
+                                   ? cat(std::setw(5), std::setfill('0'), info.step, ".png")
+                                   : cat("c", index, "-", std::setw(5), std::setfill('0'), info.step, ".png");
+      write_file_atomic((fs::path(r_.frames) / name).string(), encode_png(to_rgb_bytes(image)));
+    }
+    if (snapshot) write_image(r_.output, image, metadata(index, 0));
+    if (callbacks_.on_image) callbacks_.on_image(info, image);
+  }
+}
+
+GenerateResult GenerateJob::save_state(size_t index) {
+  TensorMap state;
+  json steps = json::array();
+  for (size_t i = 0; i < candidates_.size(); ++i) {
+    for (auto& [key, value] : candidates_[i].run->state()) state[cat("c", i, ".", key)] = value;
+    steps.push_back(candidates_[i].run->steps_done());
+  }
+  const std::string state_path = stem(r_.output) + ".state.safetensors";
+  write_file_atomic(state_path,
+                    serialize_safetensors(state, {{"format", "clipguide generate resume state"}}));
+  json meta = metadata(index, 0);
+  meta["resume"] = {{"state", fs::path(state_path).filename().string()},
+                    {"steps", steps},
+                    {"kept", kept_.empty() ? json(nullptr) : json(kept_)}};
+  write_image(r_.output, candidates_[index].run->image(), meta);
+  GenerateResult result;
+  result.stopped = true;
+  result.steps_done = candidates_[index].run->steps_done();
+  result.sidecar = stem(r_.output) + ".json";
+  return result;
+}
+
+void GenerateJob::resume_from(const ResumePoint& resume) {
+  const TensorMap state = read_safetensors(resume.state).tensors;
+  for (size_t i = 0; i < candidates_.size(); ++i) {
+    TensorMap mine;
+    const std::string prefix = cat("c", i, ".");
+    for (const auto& [key, value] : state) {
+      if (key.rfind(prefix, 0) == 0) mine[key.substr(prefix.size())] = value;
+    }
+    candidates_[i].run->load_state(mine);
+  }
+  for (size_t k : resume.kept) {
+    if (k >= candidates_.size())
+      fail(resume.source, ": resume.kept names candidate ", k, ", not one of the ", candidates_.size());
+  }
+  kept_ = resume.kept;
+}
+
+GenerateResult GenerateJob::run(const ResumePoint* resume) {
+  load_models();
+  check_pinned_models();
+  GenerateResult result;
+  if (r_.steps == 0) {
+    // The generator's reconstruction of the init image, e.g. VQGAN decode(quantize(encode(x))).
+    const auto seed = static_cast<uint64_t>(r_.seed);
+    candidates_.push_back({seed, make_generator(seed), nullptr, 0});
+    torch::NoGradGuard no_grad;
+    write_image(r_.output, candidates_[0].generator->image(), metadata(0, 1));
+    result.images.push_back({r_.output, 0, seed, 0});
+    return result;
+  }
+  for (int64_t i = 0; i < r_.n; ++i) {
+    candidates_.emplace_back();
+    Candidate& c = candidates_.back();
+    c.seed = static_cast<uint64_t>(r_.seed + i);
+    c.run = make_run(c);
+  }
+  if (resume != nullptr) resume_from(*resume);
+  if (!r_.log.empty()) log_ = std::make_unique<LineLog>(r_.log);
+  // A sampler's early images are noise: diffusion candidates are ranked when finished (best-of-N).
+  const int64_t explore = r_.n == 1 || unet_
+                              ? steps_
+                              : (r_.explore_steps > 0 ? r_.explore_steps : std::max<int64_t>(1, steps_ / 4));
+  int64_t done = 0;
+  for (const auto& c : candidates_) done += std::min(c.run->steps_done(), explore);
+  for (size_t k : kept_) done += std::max<int64_t>(0, candidates_[k].run->steps_done() - explore);
+  if (callbacks_.on_start) callbacks_.on_start(r_.n * explore + r_.keep * (steps_ - explore), done);
+  try {
+    if (kept_.empty()) {
+      for (size_t i = 0; i < candidates_.size(); ++i) advance(i, explore);
+      std::vector<torch::Tensor> images;
+      for (auto& c : candidates_) images.push_back(c.run->image());
+      const torch::Tensor scores = guide_->scores(torch::cat(images), explore).cpu();
+      std::vector<size_t> order(candidates_.size());
+      for (size_t i = 0; i < order.size(); ++i) {
+        order[i] = i;
+        candidates_[i].score = scores[static_cast<int64_t>(i)].item<double>();
+      }
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return candidates_[a].score > candidates_[b].score; });
+      kept_.assign(order.begin(), order.begin() + r_.keep);
+    }
+    for (size_t k : kept_) advance(k, steps_);
+  } catch (const Stopped& stopped) {
+    return save_state(stopped.candidate);
+  }
+  for (size_t rank = 0; rank < kept_.size(); ++rank) {
+    Candidate& c = candidates_[kept_[rank]];
+    const torch::Tensor image = c.run->image();
+    c.score = guide_->score(image, steps_);
+    const std::string path = output_path(static_cast<int>(rank + 1));
+    write_image(path, image, metadata(kept_[rank], static_cast<int>(rank + 1)));
+    result.images.push_back({path, kept_[rank], c.seed, c.score});
+  }
+  fs::remove(stem(r_.output) + ".state.safetensors");
+  if (r_.keep > 1) {
+    // Snapshots and interrupted states used the base name; the ranked files are the results.
+    fs::remove(r_.output);
+    fs::remove(stem(r_.output) + ".json");
+  }
+  return result;
+}
+
+}  // namespace
+
+GenerateResult generate(const GenerateRequest& request, const GenerateCallbacks& callbacks,
+                        const ResumePoint* resume) {
+  request.validate();
+  // Outputs are checked (and their folders made) before anything is loaded, so a run cannot fail at its end.
+  prepare_output_file(request.output);
+  if (!request.log.empty()) prepare_output_file(request.log);
+  if (!request.frames.empty()) prepare_output_dir(request.frames);
+  GenerateJob job(request, callbacks);
+  return job.run(resume);
+}
+
+}  // namespace clipguide
