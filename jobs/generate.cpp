@@ -35,8 +35,10 @@ void from_json(const json& j, GuideModelSpec& m) {
   if (j.contains("weight")) j.at("weight").get_to(m.weight);
   if (j.contains("cutn")) j.at("cutn").get_to(m.cutn);
 }
-void to_json(json& j, const ModelFile& m) { j = {{"role", m.role}, {"path", m.path}, {"sha256", m.sha256}}; }
-void from_json(const json& j, ModelFile& m) {
+void to_json(json& j, const RecordedModel& m) {
+  j = {{"role", m.role}, {"path", m.path}, {"sha256", m.sha256}};
+}
+void from_json(const json& j, RecordedModel& m) {
   j.at("role").get_to(m.role);
   j.at("path").get_to(m.path);
   j.at("sha256").get_to(m.sha256);
@@ -392,7 +394,7 @@ class GenerateJob {
   int64_t steps_ = 0;  // the optimiser's steps, or the sampler's (the respaced steps less those skipped)
   int64_t width_ = 0, height_ = 0;
   std::optional<torch::Tensor> init_;
-  std::vector<ModelFile> files_;
+  std::vector<RecordedModel> files_;
   std::shared_ptr<Vqgan> vqgan_;
   std::optional<LoadedUNet> unet_;
   std::optional<DiffusionSchedule> schedule_;
@@ -486,9 +488,9 @@ void GenerateJob::load_models() {
 
 void GenerateJob::check_pinned_models() const {
   // A replay must use the same model files, or it would not reproduce the image.
-  for (const ModelFile& pinned : r_.pinned_models) {
-    auto now =
-        std::find_if(files_.begin(), files_.end(), [&](const ModelFile& f) { return f.path == pinned.path; });
+  for (const RecordedModel& pinned : r_.pinned_models) {
+    auto now = std::find_if(files_.begin(), files_.end(),
+                            [&](const RecordedModel& f) { return f.path == pinned.path; });
     if (now == files_.end()) fail(pinned.path, " was recorded but not loaded; a replay needs the same files");
     if (now->sha256 != pinned.sha256) {
       fail(pinned.path, " changed since the recorded run (SHA-256 ", now->sha256, ", recorded ",

@@ -31,7 +31,7 @@ struct GuideModelSpec {
 };
 
 // A model file a run used, with its SHA-256: recorded in every sidecar, and checked again by a replay.
-struct ModelFile {
+struct RecordedModel {
   std::string role;  // clip, vqgan, diffusion
   std::string path, sha256;
 };
@@ -95,7 +95,7 @@ struct GenerateRequest {
 
   // Not part of the job: the model files this run must load, with their SHA-256 (a replay's); and the command
   // line it came from, recorded in the sidecars as it was typed.
-  std::vector<ModelFile> pinned_models;
+  std::vector<RecordedModel> pinned_models;
   std::vector<std::string> command_line;
 
   // An Error naming the first field out of range or inconsistent with the others.
@@ -169,7 +169,7 @@ GenerateResult generate(const GenerateRequest& request, const GenerateCallbacks&
 struct GenerateRecord {
   std::optional<GenerateRequest> request;  // absent in sidecars of versions that recorded only the argv
   std::vector<std::string> argv;           // the command line, when the run came from one
-  std::vector<ModelFile> models;
+  std::vector<RecordedModel> models;
   std::optional<ResumePoint> resume;  // present while the run is interrupted
 };
 GenerateRecord read_generate_record(const std::string& path);
