@@ -11,6 +11,7 @@
 #include "core/file_io.h"
 #include "io/safetensors.h"
 #include "io/sha256.h"
+#include "jobs/score.h"
 
 using nlohmann::json;
 
@@ -248,6 +249,11 @@ int run_info(int argc, char** argv) {
 
 }  // namespace
 
+int interrupted(const std::string& command) {
+  cg::warn("clipguide ", command, ": interrupted; everything finished before the signal was written");
+  return 130;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
@@ -265,8 +271,9 @@ int main(int argc, char** argv) {
              "'; choose score, rerank, generate, embed, tokenize or info");
     return 2;
   } catch (const Interrupted&) {
-    cg::warn("clipguide ", command, ": interrupted; everything finished before the signal was written");
-    return 130;
+    return interrupted(command);
+  } catch (const cg::JobStopped&) {
+    return interrupted(command);
   } catch (const cxxopts::exceptions::exception& e) {
     cg::warn("clipguide ", command, ": ", cg::error_line(e), " (see --help)");
     return 2;

@@ -1,5 +1,5 @@
-// clipguide score and clipguide rerank.
-#include "clip/score.h"
+// clipguide score and clipguide rerank: the command lines of jobs/score.h.
+#include "jobs/score.h"
 
 #include <unistd.h>
 
@@ -12,7 +12,6 @@
 
 #include "cli/common.h"
 #include "clip/text_clean.h"
-#include "jobs/report.h"
 
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -59,16 +58,14 @@ struct InputArgs {
     }
     if (on_error != "fail" && on_error != "skip")
       cg::fail(command, ": --on-error ", on_error, " is not one of fail, skip");
-    if (batch_size < 1) cg::fail(command, ": --batch-size must be at least 1");
-    if (workers < 0) cg::fail(command, ": --workers must be positive");
-    if (workers == 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
-  // The embedding cache for this model and compute setup, if --cache was given.
-  std::optional<cg::EmbeddingCache> open_cache(const cg::LoadedClip& clip, const ModelArgs& model) const {
-    if (cache_dir.empty()) return std::nullopt;
-    const cg::ClipConfig& c = clip.model->config();
-    const std::string compute = cg::cat(model.precision, "|", c.transformer_heads, "|", c.vision_heads);
-    return cg::EmbeddingCache(cache_dir, cg::model_cache_key(cache_dir, clip.path, compute));
+  cg::ImageStream stream() const {
+    cg::ImageStream out;
+    out.batch_size = batch_size;
+    out.workers = workers;
+    out.skip_unreadable = on_error == "skip";
+    out.cache = cache_dir;
+    return out;
   }
   std::vector<std::string> all_prompts() const {
     std::vector<std::string> out = prompts;
@@ -276,17 +273,31 @@ class RowWriter {
 };
 
 // After each batch: errors reported (or fatal), progress drawn, Ctrl-C honoured.
-void after_batch(const cg::ImageBatch& batch, Progress& progress) {
-  progress.advance(batch.paths.size() + batch.errors.size());
-  InterruptScope::check();
-}
+// The command line's side of a job's stream: Ctrl-C from the first image on, a progress bar, skipped images
+// said on stderr.
+struct StreamUi {
+  std::unique_ptr<InterruptScope> interrupt;
+  std::unique_ptr<Progress> progress;
+  size_t shown = 0;
 
-void report_errors(const cg::ImageBatch& batch, bool skip) {
-  for (const auto& [path, message] : batch.errors) {
-    if (!skip) throw cg::Error(message);
-    cg::warn("clipguide: skipped ", path, ": ", message);
+  cg::StreamCallbacks callbacks(std::function<void(const cg::LoadedClip&)> on_loaded) {
+    cg::StreamCallbacks c;
+    c.on_loaded = [this, on_loaded](const cg::LoadedClip& clip) {
+      interrupt = std::make_unique<InterruptScope>();
+      on_loaded(clip);
+    };
+    c.on_progress = [this](size_t done, size_t total) {
+      if (!progress) progress = std::make_unique<Progress>(total, "images");
+      progress->advance(done - shown);
+      shown = done;
+    };
+    c.on_skipped = [](const std::string& path, const std::string& message) {
+      cg::warn("clipguide: skipped ", path, ": ", message);
+    };
+    c.should_stop = [] { return InterruptScope::requested(); };
+    return c;
   }
-}
+};
 
 }  // namespace
 
@@ -321,105 +332,71 @@ int run_score(int argc, char** argv) {
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
   in.validate("score");
-  const cg::Metric metric = cg::parse_metric(metric_name);
+  cg::ScoreRequest request;
+  request.metric = cg::parse_metric(metric_name);
   model.default_to_bundled("score");
-  std::vector<std::pair<std::string, std::string>> pairs;
-  std::vector<std::string> prompts = in.all_prompts(), images;
+  request.model = model.model;
+  request.clip = model;
+  request.prompts = in.all_prompts();
+  request.templates = in.templates;
+  request.truncate = in.truncate;
+  request.stream = in.stream();
   if (!in.pairs_file.empty()) {
-    if (!prompts.empty() || !in.inputs.empty())
+    if (!request.prompts.empty() || !in.inputs.empty())
       cg::fail("score: --pairs takes its images and prompts from the file; drop -p and inputs");
-    if (metric == cg::Metric::Probs)
-      cg::fail("score: --metric probs needs a set of prompts to choose from; it does not apply to --pairs");
-    pairs = read_pairs(in.pairs_file);
-    for (const auto& p : pairs) {
-      images.push_back(p.first);
-      if (std::find(prompts.begin(), prompts.end(), p.second) == prompts.end()) prompts.push_back(p.second);
-    }
+    request.pairs = read_pairs(in.pairs_file);
   } else {
-    if (prompts.empty()) cg::fail("score: give prompts with -p or --prompts-file (or --pairs)");
-    images = cg::collect_image_files(in.inputs);
-    if (images.empty()) cg::fail("score: no images given");
+    if (request.prompts.empty()) cg::fail("score: give prompts with -p or --prompts-file (or --pairs)");
+    request.images = cg::collect_image_files(in.inputs);
   }
-  for (const auto& p : prompts) cg::utf8_to_u32(p, "prompt");
-  cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
-  const torch::Tensor text = cg::embed_prompts(clip, prompts, in.templates, in.truncate);  // [P, E]
-  const double logit_scale = clip.model->logit_scale_exp().item<double>();
-  const std::optional<cg::EmbeddingCache> cache = in.open_cache(clip, model);
-  RowWriter out(in.format, {{"model", clip.path},
-                            {"metric", cg::metric_name(metric)},
-                            {"definition", cg::metric_definition(metric)}});
-  out.begin({"score", "image", "prompt", "metric"});
-  out.reserve("score", metric == cg::Metric::Logit ? -logit_scale : -1.0);  // the widest a score can print
-  InterruptScope interrupt;
-  Progress progress(images.size(), "images");
-  const auto started = std::chrono::steady_clock::now();
-  size_t streamed = 0;
-  double cos_sum = 0, clipscore_sum = 0;
-  size_t index = 0, scored = 0;
-  cg::stream_image_features(
-      clip, images, in.batch_size, in.workers, true,
-      [&](const cg::ImageBatch& batch) {
-        report_errors(batch, in.on_error == "skip");
-        const torch::Tensor scores = cg::apply_metric(batch.features, text, metric, logit_scale);   // [B, P]
-        const torch::Tensor cos = cg::apply_metric(batch.features, text, cg::Metric::Cosine, 0.0);  // [B, P]
-        const torch::Tensor clipscore = cg::apply_metric(batch.features, text, cg::Metric::ClipScore, 0.0);
-        for (size_t b = 0; b < batch.paths.size(); ++b) {
-          if (pairs.empty()) {
-            for (size_t p = 0; p < prompts.size(); ++p) {
-              out.row({{"image", batch.paths[b]},
-                       {"prompt", prompts[p]},
-                       {"score", scores[b][p].item<double>()},
-                       {"metric", cg::metric_name(metric)}});
-            }
-            continue;
-          }
-          // Pairs: the batch keeps input order minus failures; find this image's pair from the running index.
-          while (index < pairs.size() && pairs[index].first != batch.paths[b]) ++index;
-          const auto& [image, prompt] = pairs.at(index++);
-          const int64_t p = std::find(prompts.begin(), prompts.end(), prompt) - prompts.begin();
-          cos_sum += cos[b][p].item<double>();
-          clipscore_sum += clipscore[b][p].item<double>();
-          ++scored;
-          out.row({{"image", image},
-                   {"prompt", prompt},
-                   {"score", scores[b][p].item<double>()},
-                   {"metric", cg::metric_name(metric)}});
-        }
-        streamed += batch.paths.size();
-        out.end_batch();
-        after_batch(batch, progress);
+  const std::string metric = cg::metric_name(request.metric);
+  std::unique_ptr<RowWriter> out;
+  StreamUi ui;
+  const cg::StreamCallbacks callbacks = ui.callbacks([&](const cg::LoadedClip& clip) {
+    out = std::make_unique<RowWriter>(in.format, json{{"model", clip.path},
+                                                      {"metric", metric},
+                                                      {"definition", cg::metric_definition(request.metric)}});
+    out->begin({"score", "image", "prompt", "metric"});
+    // The widest a score can print.
+    out->reserve("score",
+                 request.metric == cg::Metric::Logit ? -clip.model->logit_scale_exp().item<double>() : -1.0);
+  });
+  const cg::ScoreSummary summary = cg::score(
+      request,
+      [&](const std::vector<cg::ScoreRow>& rows) {
+        for (const cg::ScoreRow& r : rows)
+          out->row({{"image", r.image}, {"prompt", r.prompt}, {"score", r.score}, {"metric", metric}});
+        out->end_batch();
       },
-      cache ? &*cache : nullptr);
+      callbacks);
+  ui.progress.reset();
   if (stats) {
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    std::cerr << json{{"images", streamed},
-                      {"seconds", seconds},
-                      {"images_per_s", streamed / seconds},
+    std::cerr << json{{"images", summary.images},
+                      {"seconds", summary.seconds},
+                      {"images_per_s", summary.images / summary.seconds},
                       {"threads", torch::get_num_threads()},
                       {"precision", model.precision}}
                      .dump()
               << "\n";
   }
-  json summary;
-  if (!pairs.empty() && scored > 0) {
-    summary = {
-        {"pairs", scored},
-        {"mean_torchmetrics", 100.0 * std::max(cos_sum / scored, 0.0)},
-        {"mean_torchmetrics_definition", "100 * max(mean over pairs of cos, 0): torchmetrics CLIPScore"},
-        {"mean_clipscore", clipscore_sum / scored},
-        {"mean_clipscore_definition",
-         "mean over pairs of 2.5 * max(cos, 0): per-sample clamped, Hessel et al. 2021"}};
+  json tail;
+  if (summary.pairs > 0) {
+    tail = {{"pairs", summary.pairs},
+            {"mean_torchmetrics", summary.mean_torchmetrics},
+            {"mean_torchmetrics_definition", "100 * max(mean over pairs of cos, 0): torchmetrics CLIPScore"},
+            {"mean_clipscore", summary.mean_clipscore},
+            {"mean_clipscore_definition",
+             "mean over pairs of 2.5 * max(cos, 0): per-sample clamped, Hessel et al. 2021"}};
   }
-  out.end(summary);
+  out->end(tail);
   return 0;
 }
 
 int run_rerank(int argc, char** argv) {
   ModelArgs model;
   InputArgs in;
-  std::vector<std::string> negatives;
-  std::string copy_to, link_to, group_by, html;
-  int64_t top = 0;
+  cg::RerankRequest request;
+  std::string group_by;
   cxxopts::Options opts("clipguide rerank",
                         "Rank images best first by how well they fit the prompt(s): score = mean "
                         "cos over the prompts - mean cos over the negative prompts.");
@@ -427,131 +404,72 @@ int run_rerank(int argc, char** argv) {
   model.add_to(opts, true);
   in.add_to(opts);
   // clang-format off: one option a line
-  opts.add_options()("negative", "a prompt the images should not fit; repeatable", cxxopts::value(negatives))(
-      "top", "keep the best K (per group with --group-by)", cxxopts::value(top))(
-      "copy-to", "copy the kept images into this folder as RANK-NAME", cxxopts::value(copy_to))(
-      "link-to", "symlink the kept images into this folder as RANK-NAME", cxxopts::value(link_to))(
+  opts.add_options()("negative", "a prompt the images should not fit; repeatable",
+                     cxxopts::value(request.negatives))("top", "keep the best K (per group with --group-by)",
+                                                        cxxopts::value(request.top))(
+      "copy-to", "copy the kept images into this folder as RANK-NAME", cxxopts::value(request.copy_to))(
+      "link-to", "symlink the kept images into this folder as RANK-NAME", cxxopts::value(request.link_to))(
       "group-by", "a pairs file (CSV image,prompt or JSONL): rank best-of-N within each prompt's images",
       cxxopts::value(group_by))(
       "html", "write a self-contained HTML report (thumbnails, scores as bars, prompts, model, metric)",
-      cxxopts::value(html));
+      cxxopts::value(request.html));
   // clang-format on
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
   in.validate("rerank");
   model.default_to_bundled("rerank");
-  if (top < 0) cg::fail("rerank: --top must be positive");
-  if (!copy_to.empty() && !link_to.empty()) cg::fail("rerank: give --copy-to or --link-to, not both");
+  request.model = model.model;
+  request.clip = model;
+  request.prompts = in.all_prompts();
+  request.templates = in.templates;
+  request.truncate = in.truncate;
+  request.stream = in.stream();
   // Groups: each a prompt and its images. Without --group-by, one group of all images against -p.
-  struct Group {
-    std::string prompt;
-    std::vector<std::string> images;
-  };
-  std::vector<Group> groups;
-  std::vector<std::string> prompts = in.all_prompts();
   if (!group_by.empty()) {
-    if (!prompts.empty() || !in.inputs.empty())
+    if (!request.prompts.empty() || !in.inputs.empty())
       cg::fail("rerank: --group-by takes images and prompts from the file; drop -p and inputs");
-    for (const auto& pair : read_pairs(group_by)) {
-      const std::string& prompt =
-          pair.second;  // not a structured binding: lambdas cannot capture those in C++17
-      auto it =
-          std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.prompt == prompt; });
-      if (it == groups.end()) it = groups.insert(groups.end(), Group{prompt, {}});
-      it->images.push_back(pair.first);
+    for (const auto& [image, prompt] : read_pairs(group_by)) {
+      auto it = std::find_if(
+          request.groups.begin(), request.groups.end(),
+          [&, &prompt = prompt](const cg::RerankRequest::Group& g) { return g.prompt == prompt; });
+      if (it == request.groups.end()) it = request.groups.insert(request.groups.end(), {prompt, {}});
+      it->images.push_back(image);
     }
   } else {
-    if (prompts.empty()) cg::fail("rerank: give the prompt with -p (or --prompts-file, or --group-by)");
-    groups.push_back({"", cg::collect_image_files(in.inputs)});
-    if (groups[0].images.empty()) cg::fail("rerank: no images given");
+    if (request.prompts.empty())
+      cg::fail("rerank: give the prompt with -p (or --prompts-file, or --group-by)");
+    request.groups.push_back({"", cg::collect_image_files(in.inputs)});
   }
-  const std::string target = copy_to.empty() ? link_to : copy_to;
-  if (!target.empty()) cg::prepare_output_dir(target);
-  if (!html.empty()) cg::prepare_output_file(html);
-  cg::LoadedClip clip = cg::load_clip(model.model, model.load_options());
-  const torch::Tensor neg =
-      negatives.empty() ? torch::Tensor() : cg::embed_prompts(clip, negatives, in.templates, in.truncate);
-  const std::optional<cg::EmbeddingCache> cache = in.open_cache(clip, model);
-  const char* const definition = "mean cos(image, prompt) - mean cos(image, negative prompt)";
-  RowWriter out(in.format, {{"model", clip.path}, {"metric", "cosine"}, {"definition", definition}});
-  std::vector<cg::ReportEntry> report;
-  InterruptScope interrupt;
-  size_t total_images = 0;
-  for (const Group& g : groups) total_images += g.images.size();
-  Progress progress(total_images, "images");
-  out.begin(group_by.empty() ? std::vector<std::string>{"rank", "score", "image"}
-                             : std::vector<std::string>{"group", "rank", "score", "image", "prompt"});
-  size_t largest_group = 0;
-  for (const Group& g : groups) largest_group = std::max(largest_group, g.images.size());
-  out.reserve("group", groups.size());
-  out.reserve("rank", top > 0 ? std::min<size_t>(largest_group, static_cast<size_t>(top)) : largest_group);
-  out.reserve("score", -2.0);  // mean cos minus mean cos
-  const auto best_first = [](const std::pair<double, std::string>& a,
-                             const std::pair<double, std::string>& b) { return a.first > b.first; };
-  for (size_t g = 0; g < groups.size(); ++g) {
-    const torch::Tensor text =
-        cg::embed_prompts(clip, group_by.empty() ? prompts : std::vector<std::string>{groups[g].prompt},
-                          in.templates, in.truncate);
-    std::vector<std::pair<double, std::string>> ranked;
-    cg::stream_image_features(
-        clip, groups[g].images, in.batch_size, in.workers, true,
-        [&](const cg::ImageBatch& batch) {
-          report_errors(batch, in.on_error == "skip");
-          torch::Tensor score =
-              cg::apply_metric(batch.features, text, cg::Metric::Cosine, 0.0).mean(1);  // [B]
-          if (neg.defined())
-            score = score - cg::apply_metric(batch.features, neg, cg::Metric::Cosine, 0.0).mean(1);
-          for (size_t b = 0; b < batch.paths.size(); ++b)
-            ranked.emplace_back(score[b].item<double>(), batch.paths[b]);
-          // With --top, memory stays flat over any number of images: only the best so far are kept. Stable
-          // sorting of input-ordered arrivals gives the same ties as one sort at the end.
-          if (top > 0 && ranked.size() >= 2 * static_cast<size_t>(top) + 1024) {
-            std::stable_sort(ranked.begin(), ranked.end(), best_first);
-            ranked.resize(static_cast<size_t>(top));
+  std::unique_ptr<RowWriter> out;
+  StreamUi ui;
+  const cg::StreamCallbacks callbacks = ui.callbacks([&](const cg::LoadedClip& clip) {
+    out = std::make_unique<RowWriter>(
+        in.format, json{{"model", clip.path}, {"metric", "cosine"}, {"definition", cg::kRerankDefinition}});
+    out->begin(group_by.empty() ? std::vector<std::string>{"rank", "score", "image"}
+                                : std::vector<std::string>{"group", "rank", "score", "image", "prompt"});
+    size_t largest_group = 0;
+    for (const auto& g : request.groups) largest_group = std::max(largest_group, g.images.size());
+    out->reserve("group", request.groups.size());
+    out->reserve("rank", request.top > 0 ? std::min<size_t>(largest_group, static_cast<size_t>(request.top))
+                                         : largest_group);
+    out->reserve("score", -2.0);  // mean cos minus mean cos
+  });
+  cg::rerank(
+      request,
+      [&](size_t g, const cg::RerankRequest::Group& group, const std::vector<cg::RankedImage>& ranked) {
+        for (const cg::RankedImage& r : ranked) {
+          json row = {{"rank", r.rank}, {"image", r.image}, {"score", r.score}};
+          if (!group_by.empty()) {
+            row["group"] = g + 1;
+            row["prompt"] = group.prompt;
           }
-          after_batch(batch, progress);
-        },
-        cache ? &*cache : nullptr);
-    std::stable_sort(ranked.begin(), ranked.end(), best_first);
-    const size_t keep = top > 0 ? std::min(ranked.size(), static_cast<size_t>(top)) : ranked.size();
-    const int width = static_cast<int>(std::to_string(std::max<size_t>(keep, 1)).size());
-    for (size_t r = 0; r < keep; ++r) {
-      json row = {{"rank", r + 1}, {"image", ranked[r].second}, {"score", ranked[r].first}};
-      if (!group_by.empty()) {
-        row["group"] = g + 1;
-        row["prompt"] = groups[g].prompt;
-      }
-      if (!target.empty()) {
-        // Only the file name is used, so no input name can place a file outside the target folder.
-        const std::string name = fs::path(ranked[r].second).filename().string();
-        if (name.empty() || name == "." || name == "..")
-          cg::fail("rerank: cannot name a copy of '", ranked[r].second, "'");
-        char prefix[32];
-        if (group_by.empty())
-          std::snprintf(prefix, sizeof prefix, "%0*zu-", width, r + 1);
-        else
-          std::snprintf(prefix, sizeof prefix, "g%03zu-%0*zu-", g + 1, width, r + 1);
-        const fs::path dest = fs::path(target) / (prefix + name);
-        if (!copy_to.empty()) {
-          cg::copy_file_atomic(ranked[r].second, dest.string());
-        } else {
-          cg::symlink_atomic(fs::absolute(ranked[r].second).string(), dest.string());
+          if (!r.copy.empty()) row["copy"] = r.copy;
+          out->row(row);
         }
-        row["copy"] = dest.string();
-      }
-      out.row(row);
-      report.push_back({static_cast<int64_t>(r + 1), ranked[r].second, ranked[r].first, groups[g].prompt});
-    }
-    out.end_batch();
-  }
-  out.end(json());
-  if (!html.empty()) {
-    cg::ReportInfo info;
-    info.prompts = prompts;
-    info.negatives = negatives;
-    info.model = clip.path + " (" + clip.model->config().architecture() + ")";
-    info.metric_definition = definition;
-    cg::write_file_atomic(html, cg::render_report(info, report));
-  }
+        out->end_batch();
+      },
+      callbacks);
+  ui.progress.reset();
+  out->end(json());
   return 0;
 }

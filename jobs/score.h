@@ -1,0 +1,112 @@
+// The score and rerank jobs as library calls, on the pattern of jobs/generate.h: a plain request, checked in
+// its validate(), and one call that loads the model, streams the images through it in batches and reports
+// rows through callbacks as they are ready (memory stays flat over any number of images). The command line
+// (cli/score.cpp) reads files of prompts and pairs, fills the request and prints the rows.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "clip/load.h"
+#include "clip/score.h"
+
+namespace clipguide {
+
+// How images are read and encoded: shared by score and rerank.
+struct ImageStream {
+  int64_t batch_size = 32;       // images per forward pass
+  int workers = 0;               // decoding threads; 0: one per CPU
+  bool skip_unreadable = false;  // an image that does not decode: reported to on_skipped, else an Error
+  std::string cache;             // a folder of image embeddings keyed by content and model; empty: none
+
+  void validate() const;
+};
+
+// What score and rerank report while they run.
+struct StreamCallbacks {
+  std::function<void(const LoadedClip&)> on_loaded;            // the model, once loaded, before any image
+  std::function<void(size_t done, size_t total)> on_progress;  // images done, after each batch
+  std::function<void(const std::string& path, const std::string& message)> on_skipped;  // skip_unreadable
+  std::function<bool()> should_stop;  // polled after each batch; true ends the job with JobStopped
+};
+
+// Thrown when should_stop asked: every row reported before it is complete.
+struct JobStopped {};
+
+struct ScoreRequest {
+  std::string model;   // a checkpoint file or folder, a name, a hub id
+  ModelSettings clip;  // device may list several: batches spread over them
+  std::vector<std::string> prompts;
+  std::vector<std::string> templates;  // each prompt's embedding is the mean over "... {} ..." templates
+  bool truncate = false;
+  Metric metric = Metric::Cosine;
+  // Either images, each scored against every prompt, or (image, prompt) pairs, each image against its own.
+  std::vector<std::string> images;
+  std::vector<std::pair<std::string, std::string>> pairs;
+  ImageStream stream;
+
+  void validate() const;
+};
+
+struct ScoreRow {
+  std::string image, prompt;
+  double score = 0;
+};
+
+struct ScoreSummary {
+  size_t images = 0;       // scored (skipped ones not counted)
+  double seconds = 0;      // the image pipeline: decode, preprocess, encode, score (loading excluded)
+  double logit_scale = 0;  // exp(logit_scale) of the model
+  // Over the pairs: torchmetrics' CLIPScore, 100 * max(mean cos, 0), and Hessel et al.'s, mean 2.5 * max(cos,
+  // 0).
+  size_t pairs = 0;
+  double mean_torchmetrics = 0, mean_clipscore = 0;
+};
+
+// Rows go to on_rows batch by batch, in input order.
+ScoreSummary score(const ScoreRequest& request,
+                   const std::function<void(const std::vector<ScoreRow>&)>& on_rows,
+                   const StreamCallbacks& callbacks = {});
+
+struct RerankRequest {
+  std::string model;
+  ModelSettings clip;
+  std::vector<std::string> prompts, negatives, templates;  // score = mean cos(prompts) - mean cos(negatives)
+  bool truncate = false;
+  // Groups ranked apart, each against its own prompt (with an empty prompt: against `prompts`).
+  struct Group {
+    std::string prompt;
+    std::vector<std::string> images;
+  };
+  std::vector<Group> groups;
+  int64_t top = 0;  // keep the best `top` per group; 0: all
+  // The kept images copied (or symlinked) into this folder as RANK-NAME (g001-RANK-NAME with several groups).
+  std::string copy_to, link_to;
+  std::string html;  // a self-contained HTML report
+  ImageStream stream;
+
+  void validate() const;
+};
+
+struct RankedImage {
+  int64_t rank = 0;
+  std::string image;
+  double score = 0;
+  std::string copy;  // where copy_to / link_to put it, or empty
+};
+
+// The definition of rerank's score, as reports state it.
+extern const char* const kRerankDefinition;
+
+// Each group's ranking goes to on_group (its index, the group, best first) as soon as it is done.
+void rerank(
+    const RerankRequest& request,
+    const std::function<void(size_t, const RerankRequest::Group&, const std::vector<RankedImage>&)>& on_group,
+    const StreamCallbacks& callbacks = {});
+
+}  // namespace clipguide
