@@ -8,6 +8,7 @@
 
 #include "clip/load.h"
 #include "clip/tokenizer.h"
+#include "core/device.h"
 #include "core/file_io.h"
 #include "generators/diffusion_run.h"
 #include "generators/vqgan.h"
@@ -17,6 +18,7 @@
 #include "jobs/bundled.h"
 #include "toyworld/eval.h"
 #include "toyworld/train.h"
+#include "toyworld/trainers.h"
 #include "toyworld/world.h"
 
 namespace clipguide::toyworld {
@@ -519,6 +521,40 @@ TEST(BundledModels, TheVqganReconstructsTheWorld) {
   const Reconstruction r = reconstruction(*v.model, 64, 4243);
   EXPECT_LT(r.l1, 0.04);
   EXPECT_GE(r.judged_same, 0.2);
+}
+
+// The trainers as a library call: a run stopped by its caller saves its state, and a run resumed from that
+// state ends with the weights of a run never stopped.
+TEST(ToyWorld, AStoppedTrainingResumesToTheWeightsOfOneNeverStopped) {
+  const fs::path dir = fs::temp_directory_path() / cat("clipguide-train-", ::getpid());
+  fs::remove_all(dir);
+  const int threads = torch::get_num_threads();  // a trainer sets its own; the other tests keep theirs
+  VqganTraining tiny;
+  tiny.shape.ch = 32;
+  tiny.shape.n_embed = 16;
+  auto run = [&](const std::string& out, std::function<bool()> should_stop) {
+    TrainRun t;
+    t.out = (dir / out).string();
+    t.device_spec = "cpu";
+    t.steps = 3;
+    t.batch = 2;
+    t.every = 10;
+    t.seed = 2;
+    t.should_stop = std::move(should_stop);
+    train_vqgan(t, tiny);
+    return read_safetensors((dir / out / "model.safetensors").string());
+  };
+  const SafetensorsContents whole = run("whole", {});
+  int polls = 0;
+  const SafetensorsContents stopped = run("parts", [&] { return ++polls == 3; });  // stops before step 3
+  EXPECT_EQ(stopped.metadata.at("steps"), "2");
+  const SafetensorsContents resumed = run("parts", {});
+  EXPECT_EQ(resumed.metadata.at("steps"), "3");
+  ASSERT_EQ(resumed.tensors.size(), whole.tensors.size());
+  for (const auto& [name, value] : whole.tensors)
+    EXPECT_TRUE(torch::equal(resumed.tensors.at(name), value)) << name;
+  fs::remove_all(dir);
+  set_cpu_threads(threads);
 }
 
 }  // namespace
