@@ -49,7 +49,7 @@ void check_heads(const ClipConfig& c, const std::string& source) {
 
 std::string find_vocab(const std::string& explicit_vocab, const fs::path& model_path) {
   if (!explicit_vocab.empty()) {
-    if (!path_exists(explicit_vocab)) fail("--vocab ", explicit_vocab, ": no such file or directory");
+    if (!path_exists(explicit_vocab)) fail("vocabulary ", explicit_vocab, ": no such file or directory");
     return explicit_vocab;
   }
   const fs::path dir =
@@ -94,7 +94,7 @@ const Tokenizer& LoadedClip::require_tokenizer() const {
     fail("no tokenizer vocabulary found for ", path,
          ": looked next to the model (vocab.json + merges.txt or "
          "bpe_simple_vocab_16e6.txt.gz) and in ",
-         clip_cache().string(), "; pass --vocab FILE");
+         clip_cache().string(), "; give a vocabulary file");
   }
   return *tokenizer;
 }

@@ -197,7 +197,7 @@ GuideResult DiffusionRun::step() {
   ++steps_done_;
   if (!torch::isfinite(x_).all().item<bool>()) {
     fail("the sample diverged (not finite) at step ", steps_done_,
-         "; lower the guidance scales or set --grad-clamp");
+         "; lower the guidance scales or set grad_clamp");
   }
   return *last_;
 }

@@ -75,7 +75,7 @@ torch::Tensor whole_images(const torch::Tensor& images, int64_t size) {
 void ClipGuideOptions::validate() const {
   cutouts.validate();
   if (cuda_graph && !built_with_cuda())
-    fail("cuda_graph needs a build with CUDA (scripts/setup --torch pip)");
+    fail("cuda_graph needs a build with CUDA (scripts/setup --torch pip builds one)");
   for (double w : {tv_weight, range_weight, saturation_weight, init_weight}) {
     if (!std::isfinite(w)) fail("regulariser weights must be finite numbers");
   }

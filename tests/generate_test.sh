@@ -40,6 +40,12 @@ assert set(d['loss'])=={'a red circle','fog'}" "$tmp/a.json"; then ok; else bad 
 "$bin" generate --replay "$tmp/a.png" >/dev/null 2>"$tmp/err" && cmp -s <(pixels "$tmp/a.png") <(pixels "$tmp/a.replay.png") \
   && ok || bad "replay from png: $(cat "$tmp/err")"
 
+# A sidecar from before requests were recorded holds only the command line; it replays the same.
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); del d['request']; json.dump(d, open(sys.argv[2], 'w'))" \
+  "$tmp/a.json" "$tmp/old.json"
+"$bin" generate --replay "$tmp/old.json" -o "$tmp/old.png" >/dev/null 2>"$tmp/err" && cmp -s <(pixels "$tmp/a.png") <(pixels "$tmp/old.png") \
+  && ok || bad "replay from an argv-only sidecar: $(cat "$tmp/err")"
+
 # A replay refuses a model file that changed since the run (here: the same weights in the other file format).
 cp "$fx/vqgan/$st" "$tmp/v.bin"
 "$bin" generate -p x "${guide[@]}" --vqgan-checkpoint "$tmp/v.bin" --size 16x16 --steps 1 --seed 1 -o "$tmp/v.png" >/dev/null 2>&1
