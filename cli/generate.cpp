@@ -78,8 +78,12 @@ void add_options(cxxopts::Options& opts, Flags& f) {
       "init-scale", "MSE to the init image", cxxopts::value(r.init_scale)->default_value("0"))(
       "cutn-batches", "cutout batches per step (memory for time)",
       cxxopts::value(r.cutn_batches)->default_value("1"))(
-      "skip-timesteps", "start this many steps in, from the noised --init-image",
-      cxxopts::value(r.skip_timesteps)->default_value("0"))(
+      "batch",
+      "candidates of -n sampled together, one batch through the UNet and CLIP (0: all of them on CUDA, "
+      "one at a time on the CPU, where a batch measured slower)",
+      cxxopts::value(r.batch)->default_value("0"))("skip-timesteps",
+                                                   "start this many steps in, from the noised --init-image",
+                                                   cxxopts::value(r.skip_timesteps)->default_value("0"))(
       "class-label", "class for class-conditional checkpoints",
       cxxopts::value(r.class_label)->default_value("-1"))(
       "cond-scale",

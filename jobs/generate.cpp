@@ -92,6 +92,7 @@ void visit_fields(Request& r, Visit&& f) {
   f("init_scale", r.init_scale);
   f("cond_scale", r.cond_scale);
   f("cutn_batches", r.cutn_batches);
+  f("batch", r.batch);
   f("skip_timesteps", r.skip_timesteps);
   f("class_label", r.class_label);
   f("steps", r.steps);
@@ -242,7 +243,9 @@ void GenerateRequest::validate() const {
     if (skip_timesteps > 0 && init_images.empty())
       fail("skip_timesteps needs an init image (the steps skipped start from it)");
     if (class_label < -1) fail("class_label must be -1 (none) or a class");
+    if (batch < 0 || batch > 1024) fail("batch must be between 0 (auto) and 1024 (got ", batch, ")");
   } else {
+    if (batch > 1) fail("batch: only diffusion candidates are sampled as a batch");
     if (grad_clamp < 0) fail("grad_clamp must be zero (off) or positive");
     optimizer.validate();
     if (generator == "pixels") parse_pixel_param(pixel_param);
@@ -357,10 +360,12 @@ torch::Tensor init_image_tensor(Image img, int64_t width, int64_t height) {
 }
 
 struct Candidate {
-  uint64_t seed = 0;
+  uint64_t seed = 0;                     // its run's seed (a batch shares one)
   std::shared_ptr<Generator> generator;  // VQGAN or pixels; diffusion runs have none
-  std::unique_ptr<Run> run;
+  size_t run = 0;                        // its run in runs_, and its sample in that run's batch
+  int64_t row = 0;
   double score = 0;
+  std::vector<std::pair<std::string, double>> parts;  // its loss by part at its last step
 };
 
 struct Stopped {
@@ -369,8 +374,8 @@ struct Stopped {
 
 class GenerateJob {
  public:
-  GenerateJob(const GenerateRequest& request, const GenerateCallbacks& callbacks)
-      : r_(request), callbacks_(callbacks) {}
+  GenerateJob(GenerateRequest request, const GenerateCallbacks& callbacks)
+      : r_(std::move(request)), callbacks_(callbacks) {}
 
   GenerateResult run(const ResumePoint* resume);
 
@@ -378,7 +383,10 @@ class GenerateJob {
   void load_models();
   void check_pinned_models() const;
   std::shared_ptr<Generator> make_generator(uint64_t seed);
-  std::unique_ptr<Run> make_run(Candidate& c);
+  std::unique_ptr<Run> make_run(Candidate& c, int64_t batch);
+  torch::Tensor image_of(size_t index) {
+    return runs_[candidates_[index].run]->image().narrow(0, candidates_[index].row, 1);
+  }
   void resume_from(const ResumePoint& resume);
   void advance(size_t index, int64_t target);
   json metadata(size_t index, int rank) const;
@@ -388,7 +396,7 @@ class GenerateJob {
   void write_image(const std::string& path, const torch::Tensor& image, const json& meta) const;
   GenerateResult save_state(size_t index);
 
-  const GenerateRequest& r_;
+  GenerateRequest r_;  // batch resolved once the device is known, as the sidecars record it
   const GenerateCallbacks& callbacks_;
   LoadOptions load_;
   int64_t steps_ = 0;  // the optimiser's steps, or the sampler's (the respaced steps less those skipped)
@@ -399,9 +407,9 @@ class GenerateJob {
   std::optional<LoadedUNet> unet_;
   std::optional<DiffusionSchedule> schedule_;
   std::shared_ptr<ClipGuide> guide_;
+  std::vector<std::unique_ptr<Run>> runs_;  // one per candidate, or one per batch of diffusion candidates
   std::vector<Candidate> candidates_;
   std::vector<size_t> kept_;  // candidate indices in rank order, once reranked
-  std::vector<std::pair<std::string, double>> last_parts_;
   std::unique_ptr<LineLog> log_;
 };
 
@@ -421,8 +429,10 @@ void GenerateJob::load_models() {
                                       ? unet_->diffusion.timestep_respacing
                                       : "100";
     schedule_ = DiffusionSchedule::make(unet_->diffusion.noise_schedule, unet_->diffusion.steps, respacing);
-    steps_ =
-        schedule_->size() - r_.skip_timesteps;  // DiffusionRun checks skip_timesteps against the schedule
+    steps_ = schedule_->size() - r_.skip_timesteps;  // DiffusionRun checks skip_timesteps against it
+    // Auto: every candidate in one batch on CUDA; one at a time on the CPU, where bench/diffusion measured a
+    // batch of 4 slower than 4 single samples.
+    if (r_.batch == 0) r_.batch = load_.device.is_cuda() ? r_.n : 1;
   }
   // Size: the request's, else the init image's, else the UNet's, else 256x256; a VQGAN needs multiples of its
   // factor.
@@ -499,7 +509,7 @@ void GenerateJob::check_pinned_models() const {
   }
 }
 
-std::unique_ptr<Run> GenerateJob::make_run(Candidate& c) {
+std::unique_ptr<Run> GenerateJob::make_run(Candidate& c, int64_t batch) {
   if (unet_) {
     DiffusionRunOptions options;
     options.sampler = parse_sampler(r_.sampler);
@@ -509,6 +519,7 @@ std::unique_ptr<Run> GenerateJob::make_run(Candidate& c) {
     options.height = height_;
     options.class_label = r_.class_label;
     options.cond_scale = r_.cond_scale;
+    options.batch = batch;
     // On CUDA a reduced precision runs the UNet under autocast too (on the CPU only CLIP changes precision).
     if (load_.device.is_cuda() && load_.dtype != torch::kFloat) options.unet_dtype = load_.dtype;
     options.guidance = diffusion_guidance(r_);
@@ -532,19 +543,21 @@ std::shared_ptr<Generator> GenerateJob::make_generator(uint64_t seed) {
 
 json GenerateJob::metadata(size_t index, int rank) const {
   const Candidate& c = candidates_[index];
+  const Run* run = runs_.empty() ? nullptr : runs_[c.run].get();
   json meta = {{"clipguide", CLIPGUIDE_VERSION},
                {"command", "generate"},
                {"request", request_json(r_)},
                {"prompt", r_.prompt},
                {"seed", c.seed},
                {"size", {width_, height_}},
-               {"generator", c.run ? c.run->describe() : c.generator->describe()},
+               {"generator", run ? run->describe() : c.generator->describe()},
                {"device", load_.device.str()},
                {"precision", r_.clip.precision},
                {"threads", torch::get_num_threads()},
-               {"steps_done", c.run ? c.run->steps_done() : 0},
-               {"candidate", {{"index", index}, {"of", r_.n}, {"rank", rank}, {"score", c.score}}},
-               {"loss", parts_json(last_parts_)},
+               {"steps_done", run ? run->steps_done() : 0},
+               {"candidate",
+                {{"index", index}, {"of", r_.n}, {"rank", rank}, {"score", c.score}, {"batch_row", c.row}}},
+               {"loss", parts_json(c.parts)},
                {"models", files_}};
   if (!r_.command_line.empty()) meta["argv"] = r_.command_line;
   return meta;
@@ -560,49 +573,63 @@ void GenerateJob::write_image(const std::string& path, const torch::Tensor& imag
 }
 
 void GenerateJob::advance(size_t index, int64_t target) {
-  Candidate& c = candidates_[index];
-  while (c.run->steps_done() < target) {
+  const size_t r = candidates_[index].run;
+  Run& run = *runs_[r];
+  std::vector<size_t> members;  // the candidates this run steps together
+  for (size_t i = 0; i < candidates_.size(); ++i) {
+    if (candidates_[i].run == r) members.push_back(i);
+  }
+  while (run.steps_done() < target) {
     if (callbacks_.should_stop && callbacks_.should_stop()) throw Stopped{index};
     const auto start = std::chrono::steady_clock::now();
-    const GuideResult result = c.run->step();
-    GenerateStep info;
-    info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    info.candidate = index;
-    info.seed = c.seed;
-    info.step = c.run->steps_done();
-    last_parts_ = result.parts.read();  // the loss's one read-back this step
-    info.loss = result.total[0].item<double>();
-    info.parts = last_parts_;
-    if (callbacks_.on_step) callbacks_.on_step(info);
-    if (log_) {
-      log_->append(json{{"candidate", index},
-                        {"seed", c.seed},
-                        {"step", info.step},
-                        {"loss", info.loss},
-                        {"parts", parts_json(info.parts)},
-                        {"seconds", info.seconds}}
-                       .dump());
+    const GuideResult result = run.step();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // The loss's one read-back this step, for every sample of the batch.
+    const torch::Tensor totals = result.total.detach().to(torch::kCPU, torch::kDouble);
+    const LossParts parts{result.parts.names,
+                          result.parts.values.defined() ? result.parts.values.cpu() : torch::Tensor()};
+    const bool frame = !r_.frames.empty(),
+               snapshot = r_.save_every > 0 && run.steps_done() % r_.save_every == 0;
+    const torch::Tensor images = frame || snapshot || callbacks_.on_image ? run.image() : torch::Tensor();
+    for (size_t m : members) {
+      Candidate& c = candidates_[m];
+      GenerateStep info;
+      info.candidate = m;
+      info.seed = c.seed;
+      info.step = run.steps_done();
+      info.seconds = seconds;
+      info.loss = totals[c.row].item<double>();
+      c.parts = info.parts = parts.read(c.row);
+      if (callbacks_.on_step) callbacks_.on_step(info);
+      if (log_) {
+        log_->append(json{{"candidate", m},
+                          {"seed", c.seed},
+                          {"step", info.step},
+                          {"loss", info.loss},
+                          {"parts", parts_json(info.parts)},
+                          {"seconds", info.seconds}}
+                         .dump());
+      }
+      if (!images.defined()) continue;
+      const torch::Tensor image = images.narrow(0, c.row, 1);
+      if (frame) {
+        const std::string name = r_.n == 1
+                                     ? cat(std::setw(5), std::setfill('0'), info.step, ".png")
+                                     : cat("c", m, "-", std::setw(5), std::setfill('0'), info.step, ".png");
+        write_file_atomic((fs::path(r_.frames) / name).string(), encode_png(to_rgb_bytes(image)));
+      }
+      if (snapshot && m == members.front()) write_image(r_.output, image, metadata(m, 0));
+      if (callbacks_.on_image) callbacks_.on_image(info, image);
     }
-    const bool frame = !r_.frames.empty(), snapshot = r_.save_every > 0 && info.step % r_.save_every == 0;
-    if (!frame && !snapshot && !callbacks_.on_image) continue;
-    const torch::Tensor image = c.run->image();
-    if (frame) {
-      const std::string name = r_.n == 1
-                                   ? cat(std::setw(5), std::setfill('0'), info.step, ".png")
-                                   : cat("c", index, "-", std::setw(5), std::setfill('0'), info.step, ".png");
-      write_file_atomic((fs::path(r_.frames) / name).string(), encode_png(to_rgb_bytes(image)));
-    }
-    if (snapshot) write_image(r_.output, image, metadata(index, 0));
-    if (callbacks_.on_image) callbacks_.on_image(info, image);
   }
 }
 
 GenerateResult GenerateJob::save_state(size_t index) {
   TensorMap state;
   json steps = json::array();
-  for (size_t i = 0; i < candidates_.size(); ++i) {
-    for (auto& [key, value] : candidates_[i].run->state()) state[cat("c", i, ".", key)] = value;
-    steps.push_back(candidates_[i].run->steps_done());
+  for (size_t i = 0; i < runs_.size(); ++i) {
+    for (auto& [key, value] : runs_[i]->state()) state[cat("c", i, ".", key)] = value;
+    steps.push_back(runs_[i]->steps_done());
   }
   const std::string state_path = stem(r_.output) + ".state.safetensors";
   write_file_atomic(state_path,
@@ -611,23 +638,23 @@ GenerateResult GenerateJob::save_state(size_t index) {
   meta["resume"] = {{"state", fs::path(state_path).filename().string()},
                     {"steps", steps},
                     {"kept", kept_.empty() ? json(nullptr) : json(kept_)}};
-  write_image(r_.output, candidates_[index].run->image(), meta);
+  write_image(r_.output, image_of(index), meta);
   GenerateResult result;
   result.stopped = true;
-  result.steps_done = candidates_[index].run->steps_done();
+  result.steps_done = runs_[candidates_[index].run]->steps_done();
   result.sidecar = stem(r_.output) + ".json";
   return result;
 }
 
 void GenerateJob::resume_from(const ResumePoint& resume) {
   const TensorMap state = read_safetensors(resume.state).tensors;
-  for (size_t i = 0; i < candidates_.size(); ++i) {
+  for (size_t i = 0; i < runs_.size(); ++i) {
     TensorMap mine;
     const std::string prefix = cat("c", i, ".");
     for (const auto& [key, value] : state) {
       if (key.rfind(prefix, 0) == 0) mine[key.substr(prefix.size())] = value;
     }
-    candidates_[i].run->load_state(mine);
+    runs_[i]->load_state(mine);
   }
   for (size_t k : resume.kept) {
     if (k >= candidates_.size())
@@ -643,17 +670,25 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
   if (r_.steps == 0) {
     // The generator's reconstruction of the init image, e.g. VQGAN decode(quantize(encode(x))).
     const auto seed = static_cast<uint64_t>(r_.seed);
-    candidates_.push_back({seed, make_generator(seed), nullptr, 0});
+    candidates_.push_back({seed, make_generator(seed), 0, 0, 0, {}});
     torch::NoGradGuard no_grad;
     write_image(r_.output, candidates_[0].generator->image(), metadata(0, 1));
     result.images.push_back({r_.output, 0, seed, 0});
     return result;
   }
-  for (int64_t i = 0; i < r_.n; ++i) {
-    candidates_.emplace_back();
-    Candidate& c = candidates_.back();
-    c.seed = static_cast<uint64_t>(r_.seed + i);
-    c.run = make_run(c);
+  // Candidates i, i + 1, ... of a batch share a run and its seed, seed + i; alone, candidate i has seed + i.
+  const int64_t batch = unet_ ? r_.batch : 1;
+  for (int64_t i = 0; i < r_.n; i += batch) {
+    const int64_t size = std::min(batch, r_.n - i);
+    Candidate first;
+    first.seed = static_cast<uint64_t>(r_.seed + i);
+    first.run = runs_.size();
+    runs_.push_back(make_run(first, size));
+    for (int64_t row = 0; row < size; ++row) {
+      Candidate c = first;
+      c.row = row;
+      candidates_.push_back(c);
+    }
   }
   if (resume != nullptr) resume_from(*resume);
   if (!r_.log.empty()) log_ = std::make_unique<LineLog>(r_.log);
@@ -662,14 +697,14 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
                               ? steps_
                               : (r_.explore_steps > 0 ? r_.explore_steps : std::max<int64_t>(1, steps_ / 4));
   int64_t done = 0;
-  for (const auto& c : candidates_) done += std::min(c.run->steps_done(), explore);
-  for (size_t k : kept_) done += std::max<int64_t>(0, candidates_[k].run->steps_done() - explore);
+  for (const auto& c : candidates_) done += std::min(runs_[c.run]->steps_done(), explore);
+  for (size_t k : kept_) done += std::max<int64_t>(0, runs_[candidates_[k].run]->steps_done() - explore);
   if (callbacks_.on_start) callbacks_.on_start(r_.n * explore + r_.keep * (steps_ - explore), done);
   try {
     if (kept_.empty()) {
       for (size_t i = 0; i < candidates_.size(); ++i) advance(i, explore);
       std::vector<torch::Tensor> images;
-      for (auto& c : candidates_) images.push_back(c.run->image());
+      for (size_t i = 0; i < candidates_.size(); ++i) images.push_back(image_of(i));
       const torch::Tensor scores = guide_->scores(torch::cat(images), explore).cpu();
       std::vector<size_t> order(candidates_.size());
       for (size_t i = 0; i < order.size(); ++i) {
@@ -686,7 +721,7 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
   }
   for (size_t rank = 0; rank < kept_.size(); ++rank) {
     Candidate& c = candidates_[kept_[rank]];
-    const torch::Tensor image = c.run->image();
+    const torch::Tensor image = image_of(kept_[rank]);
     c.score = guide_->score(image, steps_);
     const std::string path = output_path(static_cast<int>(rank + 1));
     write_image(path, image, metadata(kept_[rank], static_cast<int>(rank + 1)));

@@ -77,6 +77,10 @@ struct GenerateRequest {
   double eta = 0, clip_guidance_scale = 1000, tv_scale = 150, range_scale = 50, init_scale = 0;
   double cond_scale = 3;
   int64_t cutn_batches = 1, skip_timesteps = 0, class_label = -1;
+  // Candidates sampled together, one batch through the UNet and CLIP a step (seeded seed + i for the batch
+  // starting at candidate i). 0: all of n on CUDA, one at a time on the CPU, where a batch measured slower
+  // (bench/diffusion --batch); generate() records the value it chose.
+  int64_t batch = 0;
 
   // Optimisation (VQGAN and pixels); for diffusion the respacing sets the steps.
   int64_t steps = 250;
