@@ -59,6 +59,18 @@ struct InputArgs {
     if (on_error != "fail" && on_error != "skip")
       cg::fail(command, ": --on-error ", on_error, " is not one of fail, skip");
   }
+  // Checks this command's own options and fills the fields score and rerank requests share.
+  template <class Request>
+  void fill(Request& request, ModelArgs& model, const char* command) {
+    validate(command);
+    model.default_to_bundled(command);
+    request.model = model.model;
+    request.clip = model;
+    request.prompts = all_prompts();
+    request.templates = templates;
+    request.truncate = truncate;
+    request.stream = stream();
+  }
   cg::ImageStream stream() const {
     cg::ImageStream out;
     out.batch_size = batch_size;
@@ -331,16 +343,9 @@ int run_score(int argc, char** argv) {
   // clang-format on
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
-  in.validate("score");
   cg::ScoreRequest request;
   request.metric = cg::parse_metric(metric_name);
-  model.default_to_bundled("score");
-  request.model = model.model;
-  request.clip = model;
-  request.prompts = in.all_prompts();
-  request.templates = in.templates;
-  request.truncate = in.truncate;
-  request.stream = in.stream();
+  in.fill(request, model, "score");
   if (!in.pairs_file.empty()) {
     if (!request.prompts.empty() || !in.inputs.empty())
       cg::fail("score: --pairs takes its images and prompts from the file; drop -p and inputs");
@@ -416,14 +421,7 @@ int run_rerank(int argc, char** argv) {
   // clang-format on
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
-  in.validate("rerank");
-  model.default_to_bundled("rerank");
-  request.model = model.model;
-  request.clip = model;
-  request.prompts = in.all_prompts();
-  request.templates = in.templates;
-  request.truncate = in.truncate;
-  request.stream = in.stream();
+  in.fill(request, model, "rerank");
   // Groups: each a prompt and its images. Without --group-by, one group of all images against -p.
   if (!group_by.empty()) {
     if (!request.prompts.empty() || !in.inputs.empty())
