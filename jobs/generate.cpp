@@ -232,6 +232,7 @@ void GenerateRequest::validate() const {
     fail("size ", width, "x", height, ": each side must be between 1 and ", kMaxSide);
   if (output.size() < 5 || output.compare(output.size() - 4, 4, ".png") != 0)
     fail("output must name a .png file (got ", output, ")");
+  if (batch < 0 || batch > 1024) fail("batch must be between 0 (auto) and 1024 (got ", batch, ")");
   guide_options(*this).validate();
   for (double v : {tv_weight, range_weight, saturation_weight}) check_finite(v, "each regulariser weight");
   if (generator == "diffusion") {
@@ -243,7 +244,6 @@ void GenerateRequest::validate() const {
     if (skip_timesteps > 0 && init_images.empty())
       fail("skip_timesteps needs an init image (the steps skipped start from it)");
     if (class_label < -1) fail("class_label must be -1 (none) or a class");
-    if (batch < 0 || batch > 1024) fail("batch must be between 0 (auto) and 1024 (got ", batch, ")");
   } else {
     if (batch > 1) fail("batch: only diffusion candidates are sampled as a batch");
     if (grad_clamp < 0) fail("grad_clamp must be zero (off) or positive");
