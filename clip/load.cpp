@@ -197,21 +197,28 @@ std::shared_ptr<ClipModel> replicate(ClipModel& model, const torch::Device& devi
   return copy;
 }
 
-void ModelSettings::check(bool several_devices) const {
-  if (text_heads < 0 || vision_heads < 0) fail("text_heads and vision_heads must be positive");
-  if (threads < 0) fail("threads must be positive");
-  const std::vector<torch::Device> devices = parse_devices(device);
-  if (devices.size() > 1 && !several_devices) fail("device ", device, ": this job runs on one device");
-  if (parse_precision(precision) == torch::kHalf && !devices.front().is_cuda())
+namespace {
+
+// The settings' devices, every setting checked on the way (check() and resolve() both parse through here).
+std::vector<torch::Device> checked_devices(const ModelSettings& s, bool several_devices) {
+  if (s.text_heads < 0 || s.vision_heads < 0) fail("text_heads and vision_heads must be positive");
+  if (s.threads < 0) fail("threads must be positive");
+  std::vector<torch::Device> devices = parse_devices(s.device);
+  if (devices.size() > 1 && !several_devices) fail("device ", s.device, ": this job runs on one device");
+  if (parse_precision(s.precision) == torch::kHalf && !devices.front().is_cuda())
     fail("precision fp16 needs a CUDA device");
+  return devices;
 }
 
+}  // namespace
+
+void ModelSettings::check(bool several_devices) const { checked_devices(*this, several_devices); }
+
 LoadOptions ModelSettings::resolve(bool several_devices) const {
-  check(several_devices);
+  const std::vector<torch::Device> devices = checked_devices(*this, several_devices);
   set_cpu_threads(threads);
   LoadOptions load;
   load.vocab = vocab;
-  const std::vector<torch::Device> devices = parse_devices(device);
   load.device = devices.front();
   load.more_devices.assign(devices.begin() + 1, devices.end());
   load.dtype = parse_precision(precision);
