@@ -199,8 +199,10 @@ int run_info(int argc, char** argv) {
   const cg::ClipConfig& c = clip.model->config();
   const std::string sha = cg::sha256_file(clip.path);
   const auto known = cg::known_model_by_sha256(sha);
+  const cg::Preprocessing& pre = c.preprocess;
   json info = {{"path", clip.path},
                {"format", clip.format},
+               {"family", cg::name_of(cg::kModelFamilies, c.family)},
                {"architecture", c.architecture()},
                {"known_as", known ? json(std::string("OpenAI ") + known->name) : json(nullptr)},
                {"parameters", clip.parameter_count},
@@ -221,6 +223,12 @@ int run_info(int argc, char** argv) {
                  {"layers", c.transformer_layers},
                  {"heads", c.transformer_heads},
                  {"activation", c.text_activation}}},
+               {"preprocess",
+                {{"resize_mode", cg::name_of(cg::kResizeModes, pre.resize)},
+                 {"interpolation", cg::name_of(cg::kInterpolations, pre.interpolation)},
+                 {"mean", pre.mean},
+                 {"std", pre.std}}},
+               {"tokenizer", clip.tokenizer ? json(clip.tokenizer->kind()) : json(nullptr)},
                {"vocab", clip.vocab_path.empty() ? json(nullptr) : json(clip.vocab_path)},
                {"sha256", sha}};
   if (as_json) {
@@ -232,6 +240,7 @@ int run_info(int argc, char** argv) {
     dtypes += cg::cat(dtypes.empty() ? "" : ", ", name, " x", count);
   std::cout << "path:             " << clip.path << "\n"
             << "format:           " << clip.format << "\n"
+            << "family:           " << info["family"].get<std::string>() << "\n"
             << "architecture:     " << c.architecture()
             << (known ? cg::cat(" (OpenAI ", known->name, ", SHA-256 verified)") : "") << "\n"
             << "parameters:       " << clip.parameter_count << "\n"
@@ -242,7 +251,11 @@ int run_info(int argc, char** argv) {
             << "embed dim:        " << c.embed_dim << "\n"
             << "vision:           " << info["vision"].dump() << "\n"
             << "text:             " << info["text"].dump() << "\n"
-            << "vocabulary:       " << (clip.vocab_path.empty() ? "(none found)" : clip.vocab_path) << "\n"
+            << "preprocess:       " << info["preprocess"].dump() << "\n"
+            << "vocabulary:       "
+            << (clip.vocab_path.empty() ? "(none found)"
+                                        : cg::cat(clip.vocab_path, " (", clip.tokenizer->kind(), ")"))
+            << "\n"
             << "sha256:           " << sha << "\n";
   return 0;
 }

@@ -143,15 +143,25 @@ struct ModelArgs : cg::ModelSettings {
       // clang-format on
     }
     // clang-format off: one option a line
-    opts.add_options()("vocab",
-                       "tokenizer vocabulary: bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json + "
-                       "merges.txt (default: next to the model, then ~/.cache/clip)",
-                       cxxopts::value(vocab))(
+    opts.add_options()(
+        "pretrained",
+        "open_clip's pretrained tag for an open_clip model name, as open_clip.create_model takes "
+        "them (ViT-H-14 --pretrained laion2b_s32b_b79k): found in the Hugging Face hub cache",
+        cxxopts::value(pretrained))(
+        "vocab",
+        "tokenizer vocabulary: bpe_simple_vocab_16e6.txt.gz, a SentencePiece spiece.model, or a "
+        "folder with vocab.json + merges.txt (default: next to the model, then ~/.cache/clip for "
+        "CLIP models)",
+        cxxopts::value(vocab))(
         "text-heads",
         "text attention heads, for checkpoints where it is not width/64 and no config.json "
         "says so",
         cxxopts::value(text_heads))("vision-heads", "vision attention heads, likewise",
-                                    cxxopts::value(vision_heads));
+                                    cxxopts::value(vision_heads))(
+        "activation",
+        "the MLP activation, quick_gelu, gelu or gelu_tanh, for checkpoints whose config does not say it "
+        "(open_clip weights without open_clip_config.json); default: the config's, else QuickGELU",
+        cxxopts::value(activation));
     // clang-format on
     if (with_device) {
       // clang-format off: one option a line

@@ -51,7 +51,10 @@ void add_options(cxxopts::Options& opts, Flags& f) {
       cg::cat("cutout augmentations, comma-separated: ", cg::names_of(cg::kAugments), "; or none"),
       cxxopts::value(r.augments)->default_value("flip,jitter,noise"))(
       "noise-fac", "largest std of the cutout noise", cxxopts::value(r.noise_fac)->default_value("0.1"))(
-      "loss", cg::cat("distance to the prompts: ", cg::names_of(cg::kGuideLosses)),
+      "loss",
+      cg::cat(
+          "distance to the prompts: ", cg::names_of(cg::kGuideLosses),
+          " (sigmoid: SigLIP's own loss -log sigmoid(logit) for SigLIP models; CLIP models keep spherical)"),
       cxxopts::value(r.loss)->default_value("spherical"))("tv-weight", "total variation regulariser",
                                                           cxxopts::value(r.tv_weight)->default_value("0"))(
       "range-weight", "penalty on values outside [0, 1]", cxxopts::value(r.range_weight)->default_value("0"))(

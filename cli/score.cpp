@@ -332,9 +332,9 @@ int run_score(int argc, char** argv) {
       "of 2.5 * max(cos, 0))",
       cxxopts::value(in.pairs_file))(
       "metric",
-      "cosine: cos(image, text) in [-1, 1]; logit: exp(logit_scale) * cos (100 * cos for OpenAI "
-      "models); clipscore: 2.5 * max(cos, 0) (Hessel et al. 2021); probs: softmax over the "
-      "prompts (zero-shot)",
+      "cosine: cos(image, text) in [-1, 1]; logit: exp(logit_scale) * cos + logit_bias (100 * cos for "
+      "OpenAI models); clipscore: 2.5 * max(cos, 0) (Hessel et al. 2021); probs: softmax over the "
+      "prompts (zero-shot); sigmoid: SigLIP's pairwise probability sigmoid(logit), SigLIP models only",
       cxxopts::value(metric_name)->default_value("cosine"))(
       "stats",
       "print one JSON line on stderr: images scored, seconds and images/s of the image pipeline "
@@ -364,7 +364,9 @@ int run_score(int argc, char** argv) {
     out->begin({"score", "image", "prompt", "metric"});
     // The widest a score can print.
     out->reserve("score",
-                 request.metric == cg::Metric::Logit ? -clip.model->logit_scale_exp().item<double>() : -1.0);
+                 request.metric == cg::Metric::Logit
+                     ? -(clip.model->logit_scale_exp().item<double>() + std::abs(clip.model->logit_bias()))
+                     : -1.0);
   });
   const cg::ScoreSummary summary = cg::score(
       request,

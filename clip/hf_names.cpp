@@ -30,6 +30,21 @@ constexpr Rename kTopLevel[] = {
     {"vision_model.pre_layrnorm.bias", "visual.ln_pre.bias", false},
     {"vision_model.post_layernorm.weight", "visual.ln_post.weight", false},
     {"vision_model.post_layernorm.bias", "visual.ln_post.bias", false},
+    // SiglipModel's: the patch bias, the text head (a biased projection) and the vision attention-pool head.
+    {"vision_model.embeddings.patch_embedding.bias", "visual.conv1.bias", false},
+    {"text_model.head.weight", "text_projection", true},
+    {"text_model.head.bias", "text_projection_bias", false},
+    {"vision_model.head.probe", "visual.attn_pool.probe", false},
+    {"vision_model.head.attention.in_proj_weight", "visual.attn_pool.attn.in_proj_weight", false},
+    {"vision_model.head.attention.in_proj_bias", "visual.attn_pool.attn.in_proj_bias", false},
+    {"vision_model.head.attention.out_proj.weight", "visual.attn_pool.attn.out_proj.weight", false},
+    {"vision_model.head.attention.out_proj.bias", "visual.attn_pool.attn.out_proj.bias", false},
+    {"vision_model.head.layernorm.weight", "visual.attn_pool.ln.weight", false},
+    {"vision_model.head.layernorm.bias", "visual.attn_pool.ln.bias", false},
+    {"vision_model.head.mlp.fc1.weight", "visual.attn_pool.mlp.c_fc.weight", false},
+    {"vision_model.head.mlp.fc1.bias", "visual.attn_pool.mlp.c_fc.bias", false},
+    {"vision_model.head.mlp.fc2.weight", "visual.attn_pool.mlp.c_proj.weight", false},
+    {"vision_model.head.mlp.fc2.bias", "visual.attn_pool.mlp.c_proj.bias", false},
 };
 
 // Per-layer renames, after "{text,vision}_model.encoder.layers.N." -> "[visual.]transformer.resblocks.N.".
@@ -91,6 +106,12 @@ TensorMap hf_to_openai_names(const TensorMap& hf) {
       }
     }
     if (!done) out[name] = tensor;
+  }
+  // SiglipModel keeps its logit scale and bias as [1]; ours are scalars.
+  for (const char* scalar : {"logit_scale", "logit_bias"}) {
+    auto it = out.find(scalar);
+    if (it != out.end() && it->second.dim() == 1 && it->second.numel() == 1)
+      it->second = it->second.reshape({});
   }
   for (auto& [name, parts] : qkv) {
     for (int i = 0; i < 3; ++i) {

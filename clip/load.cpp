@@ -1,5 +1,7 @@
 #include "clip/load.h"
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -47,53 +49,175 @@ void check_heads(const ClipConfig& c, const std::string& source) {
   }
 }
 
-std::string find_vocab(const std::string& explicit_vocab, const fs::path& model_path) {
+std::string find_vocab(const std::string& explicit_vocab, const fs::path& model_path, ModelFamily family) {
   if (!explicit_vocab.empty()) {
     if (!path_exists(explicit_vocab)) fail("vocabulary ", explicit_vocab, ": no such file or directory");
     return explicit_vocab;
   }
-  const fs::path dir =
-      model_path.parent_path();  // a Hugging Face folder holds both the weights and the vocabulary
-  if (path_exists(dir / "vocab.json") && path_exists(dir / "merges.txt")) return dir.string();
-  if (path_exists(dir / "bpe_simple_vocab_16e6.txt.gz"))
-    return (dir / "bpe_simple_vocab_16e6.txt.gz").string();
-  if (path_exists(clip_cache() / "bpe_simple_vocab_16e6.txt.gz"))
+  // A model folder holds both the weights and the vocabulary; CLIP's BPE is the fallback for CLIP models
+  // only.
+  const fs::path dir = model_path.parent_path();
+  if (std::string found = Tokenizer::vocabulary_in(dir.string()); !found.empty()) return found;
+  if (family == ModelFamily::Clip && path_exists(clip_cache() / "bpe_simple_vocab_16e6.txt.gz"))
     return (clip_cache() / "bpe_simple_vocab_16e6.txt.gz").string();
   return "";
 }
 
 }  // namespace
 
-void apply_hf_config(const std::string& text, const std::string& source, ClipConfig& c) {
-  nlohmann::json config;
+namespace {
+
+nlohmann::json parse_config(const std::string& text, const std::string& source, const std::string& file) {
   try {
-    config = nlohmann::json::parse(text);
+    nlohmann::json j = nlohmann::json::parse(text);
+    if (!j.is_object()) fail(source, ": ", file, " is not a JSON object");
+    return j;
   } catch (const nlohmann::json::exception& e) {
-    fail(source, ": config.json is not valid JSON (", e.what(), ")");
+    fail(source, ": ", file, " is not valid JSON (", e.what(), ")");
   }
+}
+
+// Reads j[key] into `out` when present; a value of another type is an Error naming the file and the field.
+template <typename T>
+void read_field(const nlohmann::json& j, const char* key, T& out, const std::string& where) {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return;
+  try {
+    out = j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail(where, ".", key, " has the wrong type (", j[key].type_name(), ")");
+  }
+}
+
+const nlohmann::json& object_field(const nlohmann::json& j, const char* key, const std::string& where) {
+  static const nlohmann::json empty = nlohmann::json::object();
+  if (!j.contains(key) || j[key].is_null()) return empty;
+  if (!j[key].is_object()) fail(where, ".", key, " is not a JSON object");
+  return j[key];
+}
+
+// A Hugging Face hidden_act or open_clip activation name -> one of kActivations.
+std::string activation_name(const std::string& name, const std::string& where) {
+  if (name == "quick_gelu" || name == "gelu") return name;
+  if (name == "gelu_pytorch_tanh" || name == "gelu_new" || name == "gelu_tanh") return "gelu_tanh";
+  fail(where, " '", name, "' is not supported (supported: quick_gelu, gelu, gelu_pytorch_tanh)");
+}
+
+std::array<float, 3> channel_values(const nlohmann::json& j, const char* key, const std::array<float, 3>& now,
+                                    const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) return now;
+  const auto& v = j[key];
+  if (v.is_number()) return {v.get<float>(), v.get<float>(), v.get<float>()};
+  if (v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() && v[2].is_number())
+    return {v[0].get<float>(), v[1].get<float>(), v[2].get<float>()};
+  fail(where, ".", key, " must be a number or a list of 3 numbers");
+}
+
+void apply_hf_config(const nlohmann::json& config, const std::string& source, ClipConfig& c) {
   auto tower = [&](const char* key, int64_t& heads, std::string& act, double& eps) {
-    if (!config.is_object() || !config.contains(key) || !config[key].is_object()) return;
-    const auto& t = config[key];
-    if (t.contains("num_attention_heads") && t["num_attention_heads"].is_number_integer())
-      heads = t["num_attention_heads"].get<int64_t>();
-    if (t.contains("hidden_act") && t["hidden_act"].is_string()) act = t["hidden_act"].get<std::string>();
-    if (t.contains("layer_norm_eps") && t["layer_norm_eps"].is_number())
-      eps = t["layer_norm_eps"].get<double>();
+    const std::string where = cat(source, ": config.json ", key);
+    const nlohmann::json& t = object_field(config, key, cat(source, ": config.json"));
+    read_field(t, "num_attention_heads", heads, where);
+    read_field(t, "hidden_act", act, where);
+    read_field(t, "layer_norm_eps", eps, where);
+    act = activation_name(act, where + ".hidden_act");
   };
   tower("text_config", c.transformer_heads, c.text_activation, c.text_layer_norm_eps);
   tower("vision_config", c.vision_heads, c.vision_activation, c.vision_layer_norm_eps);
-  for (const std::string* act : {&c.text_activation, &c.vision_activation}) {
-    if (*act != "quick_gelu" && *act != "gelu") {
-      fail(source, ": config.json hidden_act '", *act, "' is not supported (supported: quick_gelu, gelu)");
+}
+
+// preprocessor_config.json (CLIPImageProcessor, SiglipImageProcessor): mean, std, resample, centre crop or
+// not.
+void apply_hf_preprocessor(const nlohmann::json& j, const std::string& source, Preprocessing& p) {
+  const std::string where = cat(source, ": preprocessor_config.json");
+  p.mean = channel_values(j, "image_mean", p.mean, where);
+  p.std = channel_values(j, "image_std", p.std, where);
+  int resample = 3;
+  read_field(j, "resample", resample, where);
+  if (resample != 2 && resample != 3)
+    fail(where, ".resample ", resample, " is not supported (2 bilinear, 3 bicubic)");
+  p.interpolation = resample == 2 ? Interpolation::Bilinear : Interpolation::Bicubic;
+  bool crop = true;
+  read_field(j, "do_center_crop", crop, where);
+  p.resize = crop ? ResizeMode::Shortest : ResizeMode::Squash;
+}
+
+// open_clip_config.json: model_cfg (as open_clip's CLIP(**model_cfg) takes it) and preprocess_cfg.
+void apply_open_clip_config(const nlohmann::json& j, const std::string& source, ClipConfig& c) {
+  const std::string file = cat(source, ": open_clip_config.json");
+  const nlohmann::json& model = object_field(j, "model_cfg", file);
+  const std::string where = file + " model_cfg";
+  const nlohmann::json& vision = object_field(model, "vision_cfg", where);
+  const nlohmann::json& text = object_field(model, "text_cfg", where);
+  if (vision.contains("timm_model_name") && !vision["timm_model_name"].is_null()) {
+    fail(where, ".vision_cfg.timm_model_name: open_clip models with a timm image tower (",
+         vision["timm_model_name"].dump(), ") are not supported; their Hugging Face form is (SiglipModel)");
+  }
+  bool quick_gelu = false;  // open_clip's default is exact GELU; the OpenAI-trained models set quick_gelu
+  read_field(model, "quick_gelu", quick_gelu, where);
+  c.vision_activation = c.text_activation = quick_gelu ? "quick_gelu" : "gelu";
+  auto approximate = [&](const nlohmann::json& tower, const std::string& tower_where, std::string& act) {
+    const nlohmann::json& kwargs = object_field(tower, "act_kwargs", tower_where);
+    std::string approx = "none";
+    read_field(kwargs, "approximate", approx, tower_where + ".act_kwargs");
+    if (approx == "tanh" && act == "gelu") act = "gelu_tanh";
+  };
+  approximate(vision, where + ".vision_cfg", c.vision_activation);
+  approximate(text, where + ".text_cfg", c.text_activation);
+  int64_t head_width = 64;
+  read_field(vision, "head_width", head_width, where + ".vision_cfg");
+  if (head_width <= 0) fail(where, ".vision_cfg.head_width must be positive");
+  c.vision_heads = (c.vision_resnet ? c.vision_width * 32 : c.vision_width) / head_width;
+  c.transformer_heads = 8;  // open_clip's CLIPTextCfg default
+  read_field(text, "heads", c.transformer_heads, where + ".text_cfg");
+  const nlohmann::json& norm = object_field(text, "norm_kwargs", where + ".text_cfg");
+  read_field(norm, "eps", c.text_layer_norm_eps, where + ".text_cfg.norm_kwargs");
+  std::string pool = "argmax";
+  read_field(text, "pool_type", pool, where + ".text_cfg");
+  bool no_causal_mask = false;
+  read_field(text, "no_causal_mask", no_causal_mask, where + ".text_cfg");
+  if (pool != "argmax" || no_causal_mask) {
+    fail(where, ".text_cfg: a text tower pooled by '", pool, no_causal_mask ? "' without a causal mask" : "'",
+         " is not supported with CLIP's weights");
+  }
+  const nlohmann::json& pre = object_field(j, "preprocess_cfg", file);
+  const std::string pre_where = file + " preprocess_cfg";
+  Preprocessing& p = c.preprocess;
+  p.mean = channel_values(pre, "mean", p.mean, pre_where);
+  p.std = channel_values(pre, "std", p.std, pre_where);
+  std::string interpolation = "bicubic", resize = "shortest";
+  read_field(pre, "interpolation", interpolation, pre_where);
+  read_field(pre, "resize_mode", resize, pre_where);
+  if (interpolation == "random") interpolation = "bicubic";  // open_clip's inference transform does the same
+  p.interpolation = parse_name(kInterpolations, interpolation, (pre_where + ".interpolation").c_str());
+  p.resize = parse_name(kResizeModes, resize, (pre_where + ".resize_mode").c_str());
+  int fill = 0;
+  read_field(pre, "fill_color", fill, pre_where);
+  if (fill < 0 || fill > 255) fail(pre_where, ".fill_color ", fill, " is not a level 0-255");
+  p.fill = static_cast<uint8_t>(fill);
+}
+
+}  // namespace
+
+void apply_model_config(const ModelConfigFiles& configs, const std::string& source, ClipConfig& config) {
+  if (!configs.config_json.empty()) {
+    const nlohmann::json j = parse_config(configs.config_json, source, configs.config_name);
+    if (configs.config_name == "open_clip_config.json") {
+      apply_open_clip_config(j, source, config);
+    } else {
+      apply_hf_config(j, source, config);
     }
+  }
+  if (!configs.preprocessor_json.empty()) {
+    apply_hf_preprocessor(parse_config(configs.preprocessor_json, source, "preprocessor_config.json"), source,
+                          config.preprocess);
   }
 }
 
 const Tokenizer& LoadedClip::require_tokenizer() const {
   if (!tokenizer) {
     fail("no tokenizer vocabulary found for ", path,
-         ": looked next to the model (vocab.json + merges.txt or "
-         "bpe_simple_vocab_16e6.txt.gz) and in ",
+         ": looked next to the model (vocab.json + merges.txt, bpe_simple_vocab_16e6.txt.gz, spiece.model or "
+         "tokenizer.model) and, for CLIP models, in ",
          clip_cache().string(), "; give a vocabulary file");
   }
   return *tokenizer;
@@ -123,7 +247,51 @@ std::optional<KnownModel> known_model_by_sha256(const std::string& sha256) {
   return std::nullopt;
 }
 
-std::string resolve_model_path(const std::string& name) {
+const std::vector<OpenClipPretrained>& open_clip_pretrained() {
+  // open_clip 3.3.0's pretrained.py hf_hub entries.
+  static const std::vector<OpenClipPretrained> table = {
+      {"ViT-B-32", "laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"},
+      {"ViT-B-32", "datacomp_xl_s13b_b90k", "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K"},
+      {"ViT-B-16", "laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"},
+      {"ViT-B-16", "datacomp_xl_s13b_b90k", "laion/CLIP-ViT-B-16-DataComp.XL-s13B-b90K"},
+      {"ViT-L-14", "laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K"},
+      {"ViT-L-14", "datacomp_xl_s13b_b90k", "laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K"},
+      {"ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"},
+      {"ViT-g-14", "laion2b_s34b_b88k", "laion/CLIP-ViT-g-14-laion2B-s34B-b88K"},
+      {"ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"},
+      {"ViT-L-14-quickgelu", "dfn2b", "apple/DFN2B-CLIP-ViT-L-14"},
+      {"ViT-H-14-quickgelu", "dfn5b", "apple/DFN5B-CLIP-ViT-H-14"},
+      {"ViT-H-14-378-quickgelu", "dfn5b", "apple/DFN5B-CLIP-ViT-H-14-378"},
+      {"ViT-B-16-SigLIP", "webli", "timm/ViT-B-16-SigLIP"},
+      {"ViT-SO400M-14-SigLIP", "webli", "timm/ViT-SO400M-14-SigLIP"},
+      {"ViT-SO400M-14-SigLIP-384", "webli", "timm/ViT-SO400M-14-SigLIP-384"},
+      {"ViT-B-16-SigLIP2", "webli", "timm/ViT-B-16-SigLIP2"},
+      {"ViT-SO400M-14-SigLIP2", "webli", "timm/ViT-SO400M-14-SigLIP2"},
+  };
+  return table;
+}
+
+std::string resolve_model_path(const std::string& name_given, const std::string& pretrained) {
+  if (path_exists(name_given)) return name_given;  // a path; a pretrained tag applies to model names
+  if (!pretrained.empty()) {
+    std::string tags;
+    for (const auto& p : open_clip_pretrained()) {
+      if (name_given != p.model) continue;
+      if (pretrained == p.tag) return resolve_model_path(p.repo);
+      tags += cat(tags.empty() ? "" : ", ", p.tag);
+    }
+    if (!tags.empty())
+      fail("open_clip model ", name_given, " has no pretrained tag '", pretrained, "' here (known: ", tags,
+           ")");
+    std::string models;
+    for (const auto& p : open_clip_pretrained()) {
+      if (models.find(p.model) == std::string::npos) models += cat(models.empty() ? "" : ", ", p.model);
+    }
+    fail("pretrained '", pretrained, "' names open_clip weights, but ", name_given,
+         " is not one of the open_clip models known here [", models,
+         "]; give the hub id (org/name) or the path");
+  }
+  const std::string name = name_given.rfind("hf-hub:", 0) == 0 ? name_given.substr(7) : name_given;
   if (path_exists(name)) return name;
   for (const auto& m : known_openai_models()) {
     const std::string file_stem = fs::path(m.file).stem().string();
@@ -142,13 +310,17 @@ std::string resolve_model_path(const std::string& name) {
         hf_hub_cache() / ("models--" + name.substr(0, slash) + "--" + name.substr(slash + 1));
     std::string revision;
     std::ifstream ref(repo / "refs" / "main");
-    if (ref && std::getline(ref, revision) && path_exists(repo / "snapshots" / revision / "config.json")) {
+    // A snapshot with a model config: Hugging Face's config.json or open_clip's open_clip_config.json.
+    auto has_config = [](const fs::path& dir) {
+      return path_exists(dir / "config.json") || path_exists(dir / "open_clip_config.json");
+    };
+    if (ref && std::getline(ref, revision) && has_config(repo / "snapshots" / revision)) {
       return (repo / "snapshots" / revision).string();
     }
     std::error_code ec;
     if (fs::is_directory(repo / "snapshots", ec)) {
       for (const auto& snap : fs::directory_iterator(repo / "snapshots", ec)) {
-        if (path_exists(snap.path() / "config.json")) return snap.path().string();
+        if (has_config(snap.path())) return snap.path().string();
       }
     }
     fail("model '", name, "' not found: looked in ", (repo / "snapshots").string(),
@@ -162,7 +334,7 @@ std::string resolve_model_path(const std::string& name) {
        names, "]");
 }
 
-std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::string& config_json,
+std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const ModelConfigFiles& configs,
                                                    const std::string& source, const LoadOptions& options) {
   if (has_hf_clip_names(sd)) sd = hf_to_openai_names(sd);
   ClipConfig config;
@@ -173,7 +345,10 @@ std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::stri
   } catch (const c10::Error& e) {
     fail(source, ": cannot infer the CLIP architecture: ", e.what_without_backtrace());
   }
-  if (!config_json.empty()) apply_hf_config(config_json, source, config);
+  apply_model_config(configs, source, config);
+  if (!options.activation.empty()) {
+    config.vision_activation = config.text_activation = activation_name(options.activation, "activation");
+  }
   if (options.text_heads > 0) config.transformer_heads = options.text_heads;
   if (options.vision_heads > 0) config.vision_heads = options.vision_heads;
   check_heads(config, source);
@@ -203,6 +378,9 @@ namespace {
 std::vector<torch::Device> checked_devices(const ModelSettings& s, bool several_devices) {
   if (s.text_heads < 0 || s.vision_heads < 0) fail("text_heads and vision_heads must be positive");
   if (s.threads < 0) fail("threads must be positive");
+  if (!s.activation.empty() &&
+      std::find(std::begin(kActivations), std::end(kActivations), s.activation) == std::end(kActivations))
+    fail("activation ", s.activation, " is not one of quick_gelu, gelu, gelu_tanh");
   std::vector<torch::Device> devices = parse_devices(s.device);
   if (devices.size() > 1 && !several_devices) fail("device ", s.device, ": this job runs on one device");
   if (parse_precision(s.precision) == torch::kHalf && !devices.front().is_cuda())
@@ -218,6 +396,7 @@ LoadOptions ModelSettings::resolve(bool several_devices) const {
   const std::vector<torch::Device> devices = checked_devices(*this, several_devices);
   set_cpu_threads(threads);
   LoadOptions load;
+  load.pretrained = pretrained;
   load.vocab = vocab;
   load.device = devices.front();
   load.more_devices.assign(devices.begin() + 1, devices.end());
@@ -225,11 +404,12 @@ LoadOptions ModelSettings::resolve(bool several_devices) const {
   warn_if_bf16_is_emulated(load.device, load.dtype);
   load.text_heads = text_heads;
   load.vision_heads = vision_heads;
+  load.activation = activation;
   return load;
 }
 
 LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options) {
-  const std::string path = resolve_model_path(path_or_name);
+  const std::string path = resolve_model_path(path_or_name, options.pretrained);
   Checkpoint ckpt = read_checkpoint(path);
   LoadedClip out;
   out.path = ckpt.path;
@@ -237,11 +417,20 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
   for (const auto& kv : ckpt.tensors)
     ++out.checkpoint_dtypes[std::string(c10::toString(kv.second.scalar_type()))];
   if (has_hf_clip_names(ckpt.tensors)) out.format += " (Hugging Face names)";
-  out.model = clip_model_from_tensors(std::move(ckpt.tensors), ckpt.config_json, ckpt.path, options);
+  const std::string file_name = fs::path(ckpt.path).filename().string();
+  if (file_name.rfind("open_clip_", 0) == 0 && ckpt.configs.config_json.empty() &&
+      options.activation.empty()) {
+    fail(
+        ckpt.path,
+        ": open_clip weights without open_clip_config.json beside them; their activation (GELU or QuickGELU) "
+        "cannot be told from the weights: put the model's open_clip_config.json beside the file, or give the "
+        "activation (--activation gelu or quick_gelu) and the heads (--text-heads, --vision-heads)");
+  }
+  out.model = clip_model_from_tensors(std::move(ckpt.tensors), ckpt.configs, ckpt.path, options);
   for (const auto& p : out.model->parameters()) out.parameter_count += p.numel();
   for (const torch::Device& device : options.more_devices)
     out.replicas.push_back(replicate(*out.model, device));
-  out.vocab_path = find_vocab(options.vocab, fs::path(ckpt.path));
+  out.vocab_path = find_vocab(options.vocab, fs::path(ckpt.path), out.model->config().family);
   if (!out.vocab_path.empty()) {
     out.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_path(out.vocab_path));
     if (out.tokenizer->max_id() >= out.model->config().vocab_size) {

@@ -11,6 +11,7 @@
 
 #include "clip/model.h"
 #include "clip/tokenizer.h"
+#include "io/checkpoint.h"
 
 namespace clipguide {
 
@@ -24,15 +25,26 @@ struct LoadOptions {
   // (OpenAI-named weights cannot tell). 0: from config.json, else width / 64.
   int64_t text_heads = 0;
   int64_t vision_heads = 0;
+  // The MLP activation (kActivations), for checkpoints whose config does not say it; empty: the config's,
+  // else OpenAI's QuickGELU.
+  std::string activation;
+  std::string pretrained;  // open_clip's pretrained tag for a model name ("laion2b_s32b_b79k"); see
+                           // resolve_model_path
 };
+
+// The MLP activations a tower can have: OpenAI's QuickGELU, exact GELU (open_clip's LAION models), GELU's
+// tanh approximation (SigLIP's).
+inline const char* const kActivations[] = {"quick_gelu", "gelu", "gelu_tanh"};
 
 // The load settings a job carries as text (a request, a command line), checked and resolved to LoadOptions.
 struct ModelSettings {
+  std::string pretrained;  // as LoadOptions::pretrained
   std::string vocab;
   std::string device = "cpu";      // cpu, cuda, cuda:N, auto; with several_devices, a comma-separated list
   std::string precision = "fp32";  // a name from kPrecisions
   int64_t text_heads = 0, vision_heads = 0;
-  int threads = 0;  // CPU threads; 0: OMP_NUM_THREADS, else every CPU
+  std::string activation;  // empty, or one of kActivations
+  int threads = 0;         // CPU threads; 0: OMP_NUM_THREADS, else every CPU
 
   // An Error naming the first setting out of range (the devices must exist).
   void check(bool several_devices = false) const;
@@ -64,25 +76,37 @@ const std::vector<KnownModel>& known_openai_models();
 // The known model whose file has this SHA-256, if any.
 std::optional<KnownModel> known_model_by_sha256(const std::string& sha256);
 
-// A path (file or folder) as is; "ViT-B/32" or "ViT-B-32" -> ~/.cache/clip/ViT-B-32.pt; "org/name" -> the
-// Hugging Face hub cache snapshot. A name that is not there is an Error saying where we looked.
-std::string resolve_model_path(const std::string& path_or_name);
+// open_clip's model name and pretrained tag -> the Hugging Face hub repository that holds those weights
+// (open_clip's pretrained.py), for the common pairs.
+struct OpenClipPretrained {
+  const char* model;  // "ViT-H-14"
+  const char* tag;    // "laion2b_s32b_b79k"
+  const char* repo;   // "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+};
+const std::vector<OpenClipPretrained>& open_clip_pretrained();
+
+// A path (file or folder) as is; "ViT-B/32" or "ViT-B-32" -> ~/.cache/clip/ViT-B-32.pt; "org/name" or
+// "hf-hub:org/name" -> the Hugging Face hub cache snapshot; an open_clip model name with a `pretrained` tag
+// ("ViT-H-14" + "laion2b_s32b_b79k") -> its hub repository's snapshot. A name that is not there is an Error
+// saying where we looked.
+std::string resolve_model_path(const std::string& path_or_name, const std::string& pretrained = "");
 
 LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options = {});
 
 // The same weights in a second model on `device` (with `model`'s dtype): a replica for spreading batches.
 std::shared_ptr<ClipModel> replicate(ClipModel& model, const torch::Device& device);
 
-// The model half of load_clip, from tensors already read (OpenAI or Hugging Face names): the architecture
-// inferred from names and shapes, completed by a Hugging Face config.json's text (if not empty) and
-// `options`, then the weights bound strictly within model_memory_budget. `source` names the weights in
-// errors.
-std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const std::string& config_json,
+// The model half of load_clip, from tensors already read (OpenAI, open_clip or Hugging Face names): the
+// architecture inferred from names and shapes, completed by the config files and `options`, then the weights
+// bound strictly within model_memory_budget. `source` names the weights in errors.
+std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const ModelConfigFiles& configs,
                                                    const std::string& source,
                                                    const LoadOptions& options = {});
 
-// Fills what shapes cannot tell (heads, activation, layer-norm eps) from a Hugging Face config.json's
-// text_config/vision_config; invalid JSON or an unsupported activation is an Error naming `source`.
-void apply_hf_config(const std::string& config_json, const std::string& source, ClipConfig& config);
+// Fills what shapes cannot tell (heads, activation, layer-norm eps, preprocessing) from the config files:
+// Hugging Face's config.json text_config/vision_config and preprocessor_config.json, or open_clip's
+// model_cfg and preprocess_cfg. Invalid JSON, a wrong type or an unsupported value is an Error naming
+// `source` and the field.
+void apply_model_config(const ModelConfigFiles& configs, const std::string& source, ClipConfig& config);
 
 }  // namespace clipguide

@@ -1,5 +1,6 @@
 // Ref: openai/CLIP clip/model.py (ResidualAttentionBlock, Transformer, VisionTransformer, ModifiedResNet,
-// AttentionPool2d, build_model).
+// AttentionPool2d, build_model); transformers models/siglip/modeling_siglip.py (SiglipVisionEmbeddings,
+// SiglipMultiheadAttentionPoolingHead, SiglipTextTransformer).
 #include "clip/model.h"
 
 #include <cmath>
@@ -36,8 +37,28 @@ class LayerNorm : public torch::nn::Module {
 
 namespace {
 
+// GELU whose backward gets a contiguous gradient: libtorch 1.13's exact-GELU backward kernel (Debian's)
+// returns wrong values for a non-contiguous incoming gradient, which dense()'s convolution path produces
+// (found by the open_clip ViT-H-14 fixture's pixel gradient; libtorch 2.x is right either way).
+class Gelu : public torch::autograd::Function<Gelu> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const std::string& approximate) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["approximate"] = approximate;
+    return torch::gelu(x, approximate);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::Tensor x = ctx->get_saved_variables()[0];
+    const std::string approximate = ctx->saved_data["approximate"].toStringRef();
+    return {torch::gelu_backward(grads[0].contiguous(), x.contiguous(), approximate), torch::Tensor()};
+  }
+};
+
 torch::Tensor activation(const torch::Tensor& x, const std::string& kind) {
-  if (kind == "gelu") return torch::gelu(x);
+  if (kind == "gelu") return Gelu::apply(x, "none");
+  if (kind == "gelu_tanh") return Gelu::apply(x, "tanh");
   // QuickGELU, x * sigmoid(1.702 x), written as silu(1.702 x) / 1.702: the same function through one fused
   // kernel (forward and backward) instead of three.
   constexpr double k = 1.702;
@@ -107,6 +128,20 @@ class MultiheadAttention : public torch::nn::Module {
 #endif
     return dense(out, out_proj->weight, out_proj->bias);
   }
+  // Cross-attention, as nn.MultiheadAttention(query, x, x): query [B, Lq, D] attends to x [B, L, D].
+  torch::Tensor cross(const torch::Tensor& query, const torch::Tensor& x) {
+    const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = D / heads_, Lq = query.size(1);
+    const torch::Tensor q = dense(query, in_proj_weight.narrow(0, 0, D), in_proj_bias.narrow(0, 0, D))
+                                .view({B, Lq, heads_, Dh})
+                                .transpose(1, 2);  // [B, H, Lq, Dh]
+    const torch::Tensor kv = dense(x, in_proj_weight.narrow(0, D, 2 * D), in_proj_bias.narrow(0, D, 2 * D))
+                                 .view({B, L, 2, heads_, Dh})
+                                 .permute({2, 0, 3, 1, 4});  // [2, B, H, L, Dh]
+    const torch::Tensor attn = torch::softmax(
+        torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(Dh))), kv[0].transpose(-2, -1)), -1);
+    const torch::Tensor out = torch::matmul(attn, kv[1]).transpose(1, 2).reshape({B, Lq, D});
+    return dense(out, out_proj->weight, out_proj->bias);
+  }
   torch::Tensor in_proj_weight, in_proj_bias;
   torch::nn::Linear out_proj{nullptr};
 
@@ -116,9 +151,11 @@ class MultiheadAttention : public torch::nn::Module {
 
 class Mlp : public torch::nn::Module {
  public:
-  Mlp(int64_t width, std::string activation) : activation_(std::move(activation)) {
-    c_fc = register_module("c_fc", torch::nn::Linear(width, width * 4));
-    c_proj = register_module("c_proj", torch::nn::Linear(width * 4, width));
+  // hidden 0: 4 x width, OpenAI's.
+  Mlp(int64_t width, int64_t hidden, std::string activation) : activation_(std::move(activation)) {
+    if (hidden <= 0) hidden = 4 * width;
+    c_fc = register_module("c_fc", torch::nn::Linear(width, hidden));
+    c_proj = register_module("c_proj", torch::nn::Linear(hidden, width));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     return dense(activation(dense(x, c_fc->weight, c_fc->bias), activation_), c_proj->weight, c_proj->bias);
@@ -131,10 +168,11 @@ class Mlp : public torch::nn::Module {
 
 class ResidualAttentionBlock : public torch::nn::Module {
  public:
-  ResidualAttentionBlock(int64_t width, int64_t heads, const std::string& act, double eps) {
+  ResidualAttentionBlock(int64_t width, int64_t heads, const std::string& act, double eps,
+                         int64_t mlp_width) {
     attn = register_module("attn", std::make_shared<MultiheadAttention>(width, heads));
     ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(width, eps));
-    mlp = register_module("mlp", std::make_shared<Mlp>(width, act));
+    mlp = register_module("mlp", std::make_shared<Mlp>(width, mlp_width, act));
     ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(width, eps));
   }
   // x: [B, L, D] -> [B, queries, D]: the block's output for the first `queries` tokens.
@@ -151,10 +189,11 @@ class ResidualAttentionBlock : public torch::nn::Module {
 
 class Transformer : public torch::nn::Module {
  public:
-  Transformer(int64_t width, int64_t layers, int64_t heads, const std::string& act, double eps) {
+  Transformer(int64_t width, int64_t layers, int64_t heads, const std::string& act, double eps,
+              int64_t mlp_width) {
     resblocks = register_module("resblocks", torch::nn::ModuleList());
     for (int64_t i = 0; i < layers; ++i)
-      resblocks->push_back(std::make_shared<ResidualAttentionBlock>(width, heads, act, eps));
+      resblocks->push_back(std::make_shared<ResidualAttentionBlock>(width, heads, act, eps, mlp_width));
   }
   // x: [B, L, D]; mask: additive [L, L] or undefined. Returns [B, L, D], or with first_token_only [B, 1, D]:
   // the first token's output, for which the last block computes its attention output and MLP on that token
@@ -172,22 +211,53 @@ class Transformer : public torch::nn::Module {
 
 namespace {
 
+// SigLIP's pooling head (SiglipMultiheadAttentionPoolingHead, timm's AttentionPoolLatent): a learned probe
+// attends to every token, then a residual MLP. [B, L, D] -> [B, D]
+class AttentionPoolHead : public torch::nn::Module {
+ public:
+  AttentionPoolHead(int64_t width, int64_t heads, const std::string& act, double eps, int64_t mlp_width) {
+    probe = register_parameter("probe", torch::zeros({1, 1, width}));
+    attn = register_module("attn", std::make_shared<MultiheadAttention>(width, heads));
+    ln = register_module("ln", std::make_shared<LayerNorm>(width, eps));
+    mlp = register_module("mlp", std::make_shared<Mlp>(width, mlp_width, act));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const torch::Tensor h = attn->cross(probe.to(x.scalar_type()).expand({x.size(0), 1, x.size(2)}), x);
+    return (h + mlp->forward(ln->forward(h))).select(1, 0);
+  }
+  torch::Tensor probe;
+  std::shared_ptr<MultiheadAttention> attn;
+  std::shared_ptr<LayerNorm> ln;
+  std::shared_ptr<Mlp> mlp;
+};
+
+// OpenAI's VisionTransformer (class token, ln_pre, the class token's features projected), or SigLIP's (patch
+// bias, no class token, every token through ln_post into the attention-pool head, no projection).
 class VisionTransformer : public VisualEncoder {
  public:
-  explicit VisionTransformer(const ClipConfig& c) : patch_size_(c.vision_patch_size) {
+  explicit VisionTransformer(const ClipConfig& c) : patch_size_(c.vision_patch_size), siglip_(c.siglip()) {
     const int64_t width = c.vision_width, grid = c.image_resolution / c.vision_patch_size;
-    conv1 = register_module(
-        "conv1",
-        torch::nn::Conv2d(
-            torch::nn::Conv2dOptions(3, width, c.vision_patch_size).stride(c.vision_patch_size).bias(false)));
-    class_embedding = register_parameter("class_embedding", torch::zeros({width}));
-    positional_embedding = register_parameter("positional_embedding", torch::zeros({grid * grid + 1, width}));
-    ln_pre = register_module("ln_pre", std::make_shared<LayerNorm>(width, c.vision_layer_norm_eps));
+    // Registered in OpenAI's order: a fresh model (the toy world trains one) draws its initial weights in it.
+    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, width, c.vision_patch_size)
+                                                           .stride(c.vision_patch_size)
+                                                           .bias(siglip_)));
+    if (!siglip_) class_embedding = register_parameter("class_embedding", torch::zeros({width}));
+    positional_embedding =
+        register_parameter("positional_embedding", torch::zeros({grid * grid + (siglip_ ? 0 : 1), width}));
+    if (!siglip_)
+      ln_pre = register_module("ln_pre", std::make_shared<LayerNorm>(width, c.vision_layer_norm_eps));
     transformer = register_module(
-        "transformer", std::make_shared<Transformer>(width, c.vision_layers.at(0), c.vision_heads,
-                                                     c.vision_activation, c.vision_layer_norm_eps));
+        "transformer",
+        std::make_shared<Transformer>(width, c.vision_layers.at(0), c.vision_heads, c.vision_activation,
+                                      c.vision_layer_norm_eps, c.vision_mlp_width));
     ln_post = register_module("ln_post", std::make_shared<LayerNorm>(width, c.vision_layer_norm_eps));
-    proj = register_parameter("proj", torch::zeros({width, c.embed_dim}));
+    if (siglip_) {
+      attn_pool = register_module(
+          "attn_pool", std::make_shared<AttentionPoolHead>(width, c.vision_heads, c.vision_activation,
+                                                           c.vision_layer_norm_eps, c.vision_mlp_width));
+    } else {
+      proj = register_parameter("proj", torch::zeros({width, c.embed_dim}));
+    }
   }
   torch::Tensor forward(const torch::Tensor& pixels) override {
     const torch::Tensor image = pixels.to(conv1->weight.scalar_type());
@@ -206,9 +276,13 @@ class VisionTransformer : public VisualEncoder {
               .reshape({B, C, gh, p, gw, p})
               .permute({0, 2, 4, 1, 3, 5})  // -> [B, gh, gw, C, p, p]
               .reshape({B, gh * gw, C * p * p});
-      x = dense(x, conv1->weight.flatten(1), {});  // [B, g*g, W]
+      x = dense(x, conv1->weight.flatten(1), siglip_ ? conv1->bias : torch::Tensor());  // [B, g*g, W]
     } else {
       x = conv1(image).flatten(2).transpose(1, 2);  // [B, W, g, g] -> [B, g*g, W]
+    }
+    if (siglip_) {
+      x = transformer->forward(x + positional_embedding.to(x.scalar_type()), {});
+      return attn_pool->forward(ln_post->forward(x));
     }
     torch::Tensor cls = class_embedding.to(x.scalar_type()).expand({x.size(0), 1, x.size(2)});
     x = torch::cat({cls, x}, 1) + positional_embedding.to(x.scalar_type());  // [B, g*g + 1, W]
@@ -220,9 +294,11 @@ class VisionTransformer : public VisualEncoder {
   torch::Tensor class_embedding, positional_embedding, proj;
   std::shared_ptr<LayerNorm> ln_pre, ln_post;
   std::shared_ptr<Transformer> transformer;
+  std::shared_ptr<AttentionPoolHead> attn_pool;
 
  private:
   int64_t patch_size_;
+  bool siglip_;
 };
 
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1) {
@@ -383,15 +459,18 @@ int64_t isqrt_exact(int64_t n, const std::string& what) {
 
 ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
   ClipConfig c;
-  c.vision_resnet = sd.count("visual.proj") == 0;
+  if (sd.count("visual.attn_pool.probe") != 0) c.family = ModelFamily::Siglip;
+  c.vision_resnet = !c.siglip() && sd.count("visual.proj") == 0;
   if (!c.vision_resnet) {
     const torch::Tensor& conv1 = require(sd, "visual.conv1.weight");  // [width, 3, patch, patch]
     TORCH_CHECK(conv1.dim() == 4, "visual.conv1.weight must be 4-D");
     c.vision_width = conv1.size(0);
     c.vision_patch_size = conv1.size(-1);
     c.vision_layers = {count_distinct(sd, "visual.transformer.resblocks.", 3)};
-    const int64_t grid = isqrt_exact(require(sd, "visual.positional_embedding").size(0) - 1,
-                                     "visual.positional_embedding rows - 1");
+    c.vision_mlp_width = require(sd, "visual.transformer.resblocks.0.mlp.c_fc.weight").size(0);
+    const int64_t tokens = require(sd, "visual.positional_embedding").size(0);
+    const int64_t grid = c.siglip() ? isqrt_exact(tokens, "visual.positional_embedding rows")
+                                    : isqrt_exact(tokens - 1, "visual.positional_embedding rows - 1");
     c.image_resolution = c.vision_patch_size * grid;
   } else {
     for (int b = 1; b <= 4; ++b)
@@ -410,12 +489,24 @@ ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
   c.transformer_width = require(sd, "ln_final.weight").size(0);
   c.transformer_heads = c.transformer_width / 64;
   c.transformer_layers = count_distinct(sd, "transformer.resblocks.", 2);
+  c.text_mlp_width = require(sd, "transformer.resblocks.0.mlp.c_fc.weight").size(0);
+  if (c.siglip()) {  // SigLIP's published defaults; a config says otherwise where it differs
+    c.vision_activation = c.text_activation = "gelu_tanh";
+    c.vision_layer_norm_eps = c.text_layer_norm_eps = 1e-6;
+    c.preprocess.mean = c.preprocess.std = {0.5f, 0.5f, 0.5f};
+    c.preprocess.resize = ResizeMode::Squash;
+  }
   if (c.vision_heads < 1) c.vision_heads = 1;
   if (c.transformer_heads < 1) c.transformer_heads = 1;
   return c;
 }
 
 std::string ClipConfig::architecture() const {
+  if (siglip()) {
+    ClipConfig vit = *this;
+    vit.family = ModelFamily::Clip;
+    return "SigLIP " + vit.architecture();
+  }
   if (vision_resnet) {
     struct Known {
       std::vector<int64_t> layers;
@@ -458,7 +549,7 @@ ClipModel::ClipModel(const ClipConfig& config) : config_(config) {
   transformer_ = register_module(
       "transformer", std::make_shared<Transformer>(config.transformer_width, config.transformer_layers,
                                                    config.transformer_heads, config.text_activation,
-                                                   config.text_layer_norm_eps));
+                                                   config.text_layer_norm_eps, config.text_mlp_width));
   token_embedding_ =
       register_module("token_embedding", torch::nn::Embedding(config.vocab_size, config.transformer_width));
   positional_embedding_ = register_parameter("positional_embedding",
@@ -468,6 +559,10 @@ ClipModel::ClipModel(const ClipConfig& config) : config_(config) {
   text_projection_ =
       register_parameter("text_projection", torch::zeros({config.transformer_width, config.embed_dim}));
   logit_scale_ = register_parameter("logit_scale", torch::zeros({}));
+  if (config.siglip()) {
+    text_projection_bias_ = register_parameter("text_projection_bias", torch::zeros({config.embed_dim}));
+    logit_bias_ = register_parameter("logit_bias", torch::zeros({}));
+  }
   // Additive causal mask: -inf above the diagonal. [L, L]
   causal_mask_ = register_buffer("causal_mask", torch::full({config.context_length, config.context_length},
                                                             -std::numeric_limits<float>::infinity())
@@ -477,9 +572,12 @@ ClipModel::ClipModel(const ClipConfig& config) : config_(config) {
 
 double ClipModel::parameter_elements(const ClipConfig& c) {
   namespace n = elements;
-  auto transformer = [](double w, double layers) {  // attention, MLP and two LayerNorms a block
-    return layers * (n::linear(w, 3 * w) + n::linear(w, w) + n::linear(w, 4 * w) + n::linear(4 * w, w) +
-                     2 * n::norm(w));
+  auto block = [](double w, double mlp) {  // attention, MLP (0: 4 x width) and two LayerNorms
+    if (mlp <= 0) mlp = 4 * w;
+    return n::linear(w, 3 * w) + n::linear(w, w) + n::linear(w, mlp) + n::linear(mlp, w) + 2 * n::norm(w);
+  };
+  auto transformer = [&](double w, double layers, int64_t mlp) {
+    return layers * block(w, static_cast<double>(mlp));
   };
   const double e = static_cast<double>(c.embed_dim), w = static_cast<double>(c.vision_width);
   double visual = 0;
@@ -504,13 +602,22 @@ double ClipModel::parameter_elements(const ClipConfig& c) {
     const double p = static_cast<double>(c.vision_patch_size);
     const double grid =
         static_cast<double>(c.vision_patch_size > 0 ? c.image_resolution / c.vision_patch_size : 0);
-    visual = n::conv(3, w, p, false) + w + (grid * grid + 1) * w + 2 * n::norm(w) + w * e +
-             transformer(w, static_cast<double>(c.vision_layers.empty() ? 0 : c.vision_layers[0]));
+    const double layers = static_cast<double>(c.vision_layers.empty() ? 0 : c.vision_layers[0]);
+    if (c.siglip()) {  // patch bias, no class token, ln_post, the pool head (probe, attention, LayerNorm,
+                       // MLP)
+      visual = n::conv(3, w, p, true) + grid * grid * w + n::norm(w) +
+               transformer(w, layers, c.vision_mlp_width) + w +
+               block(w, static_cast<double>(c.vision_mlp_width)) - n::norm(w);
+    } else {
+      visual = n::conv(3, w, p, false) + w + (grid * grid + 1) * w + 2 * n::norm(w) + w * e +
+               transformer(w, layers, c.vision_mlp_width);
+    }
   }
   const double tw = static_cast<double>(c.transformer_width), ctx = static_cast<double>(c.context_length);
-  const double text = transformer(tw, static_cast<double>(c.transformer_layers)) +
+  const double text = transformer(tw, static_cast<double>(c.transformer_layers), c.text_mlp_width) +
                       static_cast<double>(c.vocab_size) * tw + ctx * tw + n::norm(tw) + tw * e + 1 +
-                      ctx * ctx;  // ... the logit scale and the causal mask
+                      ctx * ctx +                // ... the logit scale and the causal mask
+                      (c.siglip() ? e + 1 : 0);  // SigLIP's projection bias and logit bias
   return visual + text;
 }
 
@@ -528,6 +635,10 @@ torch::Tensor ClipModel::encode_text(const torch::Tensor& tokens) {
               config_.context_length, "] tokens, got ", tokens.sizes());
   TORCH_CHECK(tokens.scalar_type() == torch::kLong, "encode_text expects int64 tokens");
   torch::Tensor x = token_embedding_(tokens) + positional_embedding_;  // [B, L, D]
+  if (config_.siglip()) {  // bidirectional; the last position's features, projected with a bias
+    x = ln_final_->forward(transformer_->forward(x, {}).select(1, -1));
+    return torch::addmm(text_projection_bias_, x, text_projection_);
+  }
   x = transformer_->forward(x, causal_mask_.to(x.scalar_type()));
   x = ln_final_->forward(x);
   // Features at the end-of-text token, which has the highest id in the vocabulary. [B, D]
@@ -544,6 +655,8 @@ bool ClipModel::is_known_extra(const std::string& key) {
                                               "vision_model.embeddings.position_ids"};
   return exact.count(key) != 0 || is_batchnorm_counter(key);
 }
+
+double ClipModel::logit_bias() const { return logit_bias_.defined() ? logit_bias_.item<double>() : 0.0; }
 
 void ClipModel::load_weights(const TensorMap& sd, const std::string& source) {
   StrictLoad how;

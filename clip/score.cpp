@@ -42,7 +42,8 @@ struct Item {
 
 // Decodes and preprocesses paths[begin, end) on `workers` threads, keeping input order.
 std::vector<Item> decode_range(const std::vector<std::string>& paths, size_t begin, size_t end, int64_t n_px,
-                               int64_t dim, int workers, const EmbeddingCache* cache) {
+                               const Preprocessing& how, int64_t dim, int workers,
+                               const EmbeddingCache* cache) {
   std::vector<Item> items(end - begin);
   auto work = [&](size_t first) {
     for (size_t i = first; i < items.size(); i += static_cast<size_t>(workers)) {
@@ -57,7 +58,7 @@ std::vector<Item> decode_range(const std::vector<std::string>& paths, size_t beg
             continue;
           }
         }
-        item.pixels = preprocess(decode_image(file.bytes().data, file.size(), item.path), n_px);
+        item.pixels = preprocess(decode_image(file.bytes().data, file.size(), item.path), n_px, how);
       } catch (const std::exception& e) {
         item.error = e.what();
       }
@@ -77,27 +78,34 @@ const char* metric_definition(Metric metric) {
     case Metric::Cosine:
       return "cos(image, text): cosine similarity of the CLIP embeddings, in [-1, 1]";
     case Metric::Logit:
-      return "exp(logit_scale) * cos(image, text): CLIP's logits (100 * cos for OpenAI models)";
+      return "exp(logit_scale) * cos(image, text) + logit_bias: the model's logits (100 * cos for OpenAI "
+             "models; SigLIP adds its learned bias)";
     case Metric::ClipScore:
       return "2.5 * max(cos(image, text), 0): CLIPScore, Hessel et al. 2021";
     case Metric::Probs:
-      return "softmax over the prompts of exp(logit_scale) * cos: zero-shot class probabilities";
+      return "softmax over the prompts of the logits: zero-shot class probabilities (a softmax for SigLIP "
+             "too; its own pairwise probability is sigmoid)";
+    case Metric::Sigmoid:
+      return "sigmoid(exp(logit_scale) * cos(image, text) + logit_bias): SigLIP's pairwise probability that "
+             "the prompt matches the image, each pair on its own";
   }
   fail("unknown metric");
 }
 
 torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric,
-                           double logit_scale) {
+                           double logit_scale, double logit_bias) {
   const torch::Tensor cos = torch::matmul(image.to(torch::kFloat), text.to(torch::kFloat).t());  // [I, P]
   switch (metric) {
     case Metric::Cosine:
       return cos;
     case Metric::Logit:
-      return logit_scale * cos;
+      return logit_scale * cos + logit_bias;
     case Metric::ClipScore:
       return 2.5 * cos.clamp_min(0);
     case Metric::Probs:
-      return torch::softmax(logit_scale * cos, 1);
+      return torch::softmax(logit_scale * cos + logit_bias, 1);
+    case Metric::Sigmoid:
+      return torch::sigmoid(logit_scale * cos + logit_bias);
   }
   fail("unknown metric");
 }
@@ -184,12 +192,13 @@ void stream_image_features(LoadedClip& clip, const std::vector<std::string>& pat
   TORCH_CHECK(batch_size > 0 && workers > 0, "batch size and workers must be positive");
   const torch::NoGradGuard no_grad;
   const int64_t n_px = clip.model->config().image_resolution, dim = clip.model->config().embed_dim;
+  const Preprocessing how = clip.model->config().preprocess;
   std::vector<std::shared_ptr<ClipModel>> models = {clip.model};
   models.insert(models.end(), clip.replicas.begin(), clip.replicas.end());
   auto launch = [&](size_t begin) {
     const size_t end = std::min(paths.size(), begin + static_cast<size_t>(batch_size));
-    return std::async(std::launch::async, [&paths, begin, end, n_px, dim, workers, cache] {
-      return decode_range(paths, begin, end, n_px, dim, workers, cache);
+    return std::async(std::launch::async, [&paths, begin, end, n_px, how, dim, workers, cache] {
+      return decode_range(paths, begin, end, n_px, how, dim, workers, cache);
     });
   };
   // A batch on its way: decoded items, and the features of those that were not cached (being encoded).

@@ -15,21 +15,23 @@
 
 namespace clipguide {
 
-enum class Metric { Cosine, Logit, ClipScore, Probs };
+enum class Metric { Cosine, Logit, ClipScore, Probs, Sigmoid };
 // Parsing ("cosine", ...; anything else is an Error listing the choices) and naming, from one table.
 inline constexpr Named<Metric> kMetrics[] = {{Metric::Cosine, "cosine"},
                                              {Metric::Logit, "logit"},
                                              {Metric::ClipScore, "clipscore"},
-                                             {Metric::Probs, "probs"}};
+                                             {Metric::Probs, "probs"},
+                                             {Metric::Sigmoid, "sigmoid"}};
 inline Metric parse_metric(const std::string& name) { return parse_name(kMetrics, name, "metric"); }
 inline const char* metric_name(Metric metric) { return name_of(kMetrics, metric); }
 
 // The formula, as written into every output.
 const char* metric_definition(Metric metric);
 
-// Scores [I, P] from L2-normalized image [I, E] and text [P, E] embeddings.
+// Scores [I, P] from L2-normalized image [I, E] and text [P, E] embeddings; `logit_scale` is
+// exp(logit_scale), `logit_bias` SigLIP's (0 for CLIP).
 torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric,
-                           double logit_scale);
+                           double logit_scale, double logit_bias = 0.0);
 
 // Normalized text embeddings [P, E]. With templates ("a photo of {}"), each prompt's embedding is the
 // renormalized mean of its normalized template embeddings (CLIP's prompt-engineering notebook).

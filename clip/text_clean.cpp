@@ -429,6 +429,21 @@ std::u32string clip_clean_text(const std::string& utf8, const std::string& what)
   return python_lower(strip(collapsed));
 }
 
+std::u32string siglip_clean_text(const std::string& utf8, const std::string& what) {
+  static const std::u32string punctuation =
+      U"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";  // Python's string.punctuation
+  std::u32string collapsed;
+  for (char32_t c : python_lower(utf8_to_u32(utf8, what))) {
+    if (punctuation.find(c) != std::u32string::npos) continue;
+    if (is_space(c)) {
+      if (collapsed.empty() || collapsed.back() != ' ') collapsed.push_back(' ');
+    } else {
+      collapsed.push_back(c);
+    }
+  }
+  return strip(collapsed);
+}
+
 namespace {
 
 // One code point (or one invalid byte) as it is printed, with the size it counts for.

@@ -34,4 +34,8 @@ std::string fit_width_middle(std::string_view utf8, size_t width);
 // ftfy + unescape twice + strip + whitespace collapse + lower-case: what the BPE sees.
 std::u32string clip_clean_text(const std::string& utf8, const std::string& what);
 
+// SigLIP's canonical text (big_vision's, as transformers' SiglipTokenizer and open_clip's "canonicalize"
+// clean it): lower-case, ASCII punctuation removed, whitespace collapsed, stripped.
+std::u32string siglip_clean_text(const std::string& utf8, const std::string& what);
+
 }  // namespace clipguide

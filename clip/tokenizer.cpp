@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "clip/sentencepiece.h"
 #include "clip/text_clean.h"
 #include "core/error.h"
 #include "core/file_io.h"
@@ -225,22 +226,49 @@ Tokenizer Tokenizer::from_hf_files(const std::string& vocab_json, const std::str
                    parse_merges(text, first, std::numeric_limits<size_t>::max(), merges_txt), vocab_json);
 }
 
+Tokenizer Tokenizer::from_sentencepiece(const std::string& model_file) {
+  auto sp = std::make_shared<const SentencePiece>(
+      parse_sentencepiece_model(read_small_file(model_file, kMaxVocabBytes), model_file), model_file);
+  const int64_t eos = sp->eos_id();
+  if (eos < 0) fail(model_file, ": the SentencePiece model has no end-of-sequence piece");
+  Tokenizer t;
+  t.sot_ = -1;
+  t.eot_ = t.pad_ = eos;
+  t.max_id_ = sp->size() - 1;
+  t.sp_ = std::move(sp);
+  return t;
+}
+
+std::string Tokenizer::vocabulary_in(const std::string& folder) {
+  std::error_code ec;
+  const fs::path dir(folder);
+  if (fs::exists(dir / "vocab.json", ec) && fs::exists(dir / "merges.txt", ec)) return folder;
+  for (const char* name : {"bpe_simple_vocab_16e6.txt.gz", "spiece.model", "tokenizer.model"}) {
+    if (fs::exists(dir / name, ec)) return (dir / name).string();
+  }
+  return "";
+}
+
 Tokenizer Tokenizer::from_path(const std::string& path) {
   std::error_code ec;
+  std::string file = path;
   if (fs::is_directory(path, ec)) {
-    const fs::path dir(path);
-    if (fs::exists(dir / "vocab.json", ec) && fs::exists(dir / "merges.txt", ec)) {
-      return from_hf_files((dir / "vocab.json").string(), (dir / "merges.txt").string());
+    file = vocabulary_in(path);
+    if (file == path) file = (fs::path(path) / "vocab.json").string();
+    if (file.empty()) {
+      fail(path,
+           ": directory has no vocabulary (vocab.json + merges.txt, bpe_simple_vocab_16e6.txt.gz, "
+           "spiece.model or "
+           "tokenizer.model)");
     }
-    if (fs::exists(dir / "bpe_simple_vocab_16e6.txt.gz", ec))
-      return from_openai_vocab((dir / "bpe_simple_vocab_16e6.txt.gz").string());
-    fail(path, ": directory has neither vocab.json + merges.txt nor bpe_simple_vocab_16e6.txt.gz");
   }
-  if (fs::path(path).filename() == "vocab.json") {
-    return from_hf_files(path, (fs::path(path).parent_path() / "merges.txt").string());
-  }
-  return from_openai_vocab(path);
+  const fs::path p(file);
+  if (p.filename() == "vocab.json") return from_hf_files(file, (p.parent_path() / "merges.txt").string());
+  if (p.extension() == ".model") return from_sentencepiece(file);
+  return from_openai_vocab(file);
 }
+
+size_t Tokenizer::vocab_size() const { return sp_ ? static_cast<size_t>(sp_->size()) : encoder_.size(); }
 
 std::vector<std::string> Tokenizer::bpe(const std::string& token) const {
   {
@@ -272,6 +300,11 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::strin
                                        size_t max_tokens) const {
   if (text.size() > kMaxTextBytes)
     fail(what, ": ", text.size(), " bytes exceeds the limit of ", kMaxTextBytes, " bytes");
+  if (sp_) {
+    std::vector<int64_t> ids = sp_->encode(u32_to_utf8(siglip_clean_text(text, what)));
+    if (ids.size() > max_tokens) ids.resize(max_tokens);
+    return ids;
+  }
   const std::u32string clean = clip_clean_text(text, what);
   std::vector<int64_t> ids;
   auto emit = [&](const std::u32string& piece) {
@@ -303,7 +336,7 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
     const size_t limit = static_cast<size_t>(context_length) + (truncate ? 0 : kCountBeyondContext);
     std::vector<int64_t> ids = encode(texts[n], what, limit);
     const bool counted_all = ids.size() < limit;
-    ids.insert(ids.begin(), sot_);
+    if (sot_ >= 0) ids.insert(ids.begin(), sot_);
     ids.push_back(eot_);
     if (static_cast<int64_t>(ids.size()) > context_length) {
       if (!truncate) {
@@ -314,6 +347,7 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
       ids.back() = eot_;
     }
     for (size_t i = 0; i < ids.size(); ++i) acc[n][i] = ids[i];
+    for (auto i = static_cast<int64_t>(ids.size()); i < context_length; ++i) acc[n][i] = pad_;
   }
   return out;
 }

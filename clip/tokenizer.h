@@ -1,4 +1,6 @@
-// CLIP's byte-level BPE tokenizer, as openai/CLIP clip/simple_tokenizer.py and clip.tokenize compute it.
+// The text tokenizers: CLIP's byte-level BPE, as openai/CLIP clip/simple_tokenizer.py and clip.tokenize
+// compute it (open_clip's SimpleTokenizer is the same), and SigLIP's SentencePiece vocabulary, as
+// transformers' SiglipTokenizer(text, padding="max_length", truncation) computes it.
 #pragma once
 
 #include <torch/types.h>
@@ -12,6 +14,7 @@
 
 namespace clipguide {
 
+class SentencePiece;
 using BpeMerges = std::vector<std::pair<std::string, std::string>>;
 
 class Tokenizer {
@@ -20,23 +23,33 @@ class Tokenizer {
   static Tokenizer from_openai_vocab(const std::string& path);
   // Hugging Face vocab.json + merges.txt.
   static Tokenizer from_hf_files(const std::string& vocab_json, const std::string& merges_txt);
-  // Either form, from a file path (the .gz) or a directory holding one of them.
+  // A SentencePiece model (SigLIP's spiece.model): canonical text (siglip_clean_text), the pieces, </s>;
+  // padded with </s> (SiglipTokenizer's pad token).
+  static Tokenizer from_sentencepiece(const std::string& model_file);
+  // Any of these, from a file path (the .gz, vocab.json, a .model) or a directory holding one of them.
   static Tokenizer from_path(const std::string& path);
+  // The vocabulary from_path reads in `dir`: the folder itself for vocab.json + merges.txt, else the file
+  // (bpe_simple_vocab_16e6.txt.gz, spiece.model, tokenizer.model); empty when there is none.
+  static std::string vocabulary_in(const std::string& dir);
 
-  // BPE ids of the cleaned text, without start/end tokens, stopping once there are `max_tokens` of them.
+  // Ids of the cleaned text, without start/end tokens, stopping once there are `max_tokens` of them.
   // `what` names the input in errors.
   std::vector<int64_t> encode(const std::string& text, const std::string& what = "prompt",
                               size_t max_tokens = SIZE_MAX) const;
-  // clip.tokenize: [N, context_length] int64, <|startoftext|> ids <|endoftext|> then zeros. Too long: an
-  // Error naming the token count, unless `truncate` (then the last kept id is replaced by <|endoftext|>).
+  // clip.tokenize: [N, context_length] int64, <|startoftext|> ids <|endoftext|> then zeros (SentencePiece:
+  // ids </s> then </s>). Too long: an Error naming the token count, unless `truncate` (then the last kept id
+  // is replaced by the end token).
   torch::Tensor tokenize(const std::vector<std::string>& texts, int64_t context_length, bool truncate) const;
 
-  int64_t sot() const { return sot_; }
+  // "CLIP BPE" or "SentencePiece".
+  const char* kind() const { return sp_ ? "SentencePiece" : "CLIP BPE"; }
+  int64_t sot() const { return sot_; }  // -1 where there is no start token (SentencePiece)
   int64_t eot() const { return eot_; }
-  size_t vocab_size() const { return encoder_.size(); }
+  size_t vocab_size() const;
   int64_t max_id() const { return max_id_; }
 
  private:
+  Tokenizer() = default;
   Tokenizer(std::unordered_map<std::string, int64_t> encoder, const BpeMerges& merges,
             const std::string& source);
   std::vector<std::string> bpe(const std::string& token) const;
@@ -50,6 +63,8 @@ class Tokenizer {
     std::unordered_map<std::string, std::vector<std::string>> words;
   };
   std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();  // bpe() results; safe to share across threads
+  std::shared_ptr<const SentencePiece> sp_;                   // set for a SentencePiece vocabulary
+  int64_t pad_ = 0;
 };
 
 // Learns merges from a corpus, most frequent pair first, until `max_merges` or no pair is seen `min_count`

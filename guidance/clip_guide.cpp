@@ -19,9 +19,14 @@ torch::Tensor replace_grad(const torch::Tensor& forward, const torch::Tensor& ba
   return backward + (forward - backward).detach();
 }
 
-// Features [N, E] against targets [T, E], all normalized -> distances [T, N].
-torch::Tensor distance(const torch::Tensor& f, const torch::Tensor& e, GuideLoss kind) {
+// `clip`'s features [N, E] against targets [T, E], all normalized -> distances [T, N].
+torch::Tensor distance(const ClipModel& clip, const torch::Tensor& f, const torch::Tensor& e,
+                       GuideLoss kind) {
   if (kind == GuideLoss::Cosine) return 1 - torch::matmul(e, f.t());
+  if (kind == GuideLoss::Sigmoid && clip.config().siglip()) {
+    const double scale = clip.logit_scale_exp().item<double>();
+    return torch::softplus(-(scale * torch::matmul(e, f.t()) + clip.logit_bias()));  // -log sigmoid(logit)
+  }
   return (f.unsqueeze(0) - e.unsqueeze(1)).norm(2, -1).div(2).arcsin().pow(2).mul(2);  // 2 arcsin(|a - b| /
                                                                                        // 2)^2
 }
@@ -38,7 +43,9 @@ torch::Tensor colourfulness(const torch::Tensor& x) {
 // Pixels in [0, 1] [N, 3, S, S] -> L2-normalized image features [N, E], float32.
 torch::Tensor encode_normalized(ClipModel& clip, const torch::Tensor& pixels01) {
   const auto dtype = clip.parameters().front().scalar_type();
-  return l2_normalize(clip.encode_image(normalize_pixels(pixels01).to(dtype)).to(torch::kFloat));
+  const Preprocessing& p = clip.config().preprocess;
+  return l2_normalize(
+      clip.encode_image(normalize_pixels(pixels01, p.mean, p.std).to(dtype)).to(torch::kFloat));
 }
 
 // One model's loss terms [T, B] for the cutouts of B samples [B * n, 3, S, S] (sample after sample) and
@@ -47,8 +54,8 @@ torch::Tensor encode_normalized(ClipModel& clip, const torch::Tensor& pixels01) 
 torch::Tensor model_terms(ClipModel& clip, GuideLoss kind, int64_t batch, const torch::Tensor& cutouts,
                           const torch::Tensor& targets, const torch::Tensor& weights,
                           const torch::Tensor& stops) {
-  const torch::Tensor d =
-      distance(encode_normalized(clip, cutouts), targets, kind) * weights.sign().unsqueeze(1);  // [T, B * n]
+  const torch::Tensor d = distance(clip, encode_normalized(clip, cutouts), targets, kind) *
+                          weights.sign().unsqueeze(1);  // [T, B * n]
   const torch::Tensor floored = replace_grad(d, torch::max(d, stops.unsqueeze(1)));
   return weights.abs().unsqueeze(1) * floored.view({targets.size(0), batch, -1}).mean(2);  // [T, B]
 }
@@ -169,9 +176,11 @@ ClipGuide::ClipGuide(std::vector<GuideModel> models, PromptSchedule text, std::v
     Target t{"image " + p.text, p.weight, p.stop, {}};
     const Image img = read_image(p.text);
     for (size_t m = 0; m < models_.size(); ++m) {
-      const int64_t res = models_[m].clip->model->config().image_resolution;
+      const ClipConfig& config = models_[m].clip->model->config();
       const auto param = models_[m].clip->model->parameters().front();
-      const torch::Tensor pixels = preprocess(img, res).unsqueeze(0).to(param.device(), param.scalar_type());
+      const torch::Tensor pixels = preprocess(img, config.image_resolution, config.preprocess)
+                                       .unsqueeze(0)
+                                       .to(param.device(), param.scalar_type());
       t.embeds.push_back(l2_normalize(models_[m].clip->model->encode_image(pixels).to(torch::kFloat))[0]);
     }
     image_targets_.push_back(std::move(t));

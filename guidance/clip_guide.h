@@ -21,10 +21,13 @@
 
 namespace clipguide {
 
-enum class GuideLoss { Spherical, Cosine };
-// "spherical" or "cosine"; anything else is an Error listing them.
-inline constexpr Named<GuideLoss> kGuideLosses[] = {{GuideLoss::Spherical, "spherical"},
-                                                    {GuideLoss::Cosine, "cosine"}};
+// The distance a prompt's term follows: spherical (Crowson's 2 arcsin(|a - b| / 2)^2), cosine (1 - cos), or
+// sigmoid, SigLIP's own pairwise loss -log sigmoid(exp(logit_scale) * cos + logit_bias) for SigLIP models
+// (CLIP models of the same ensemble, which have no trained bias, keep the spherical distance).
+enum class GuideLoss { Spherical, Cosine, Sigmoid };
+// "spherical", "cosine" or "sigmoid"; anything else is an Error listing them.
+inline constexpr Named<GuideLoss> kGuideLosses[] = {
+    {GuideLoss::Spherical, "spherical"}, {GuideLoss::Cosine, "cosine"}, {GuideLoss::Sigmoid, "sigmoid"}};
 inline GuideLoss parse_guide_loss(const std::string& name) { return parse_name(kGuideLosses, name, "loss"); }
 inline const char* guide_loss_name(GuideLoss loss) { return name_of(kGuideLosses, loss); }
 

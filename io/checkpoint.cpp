@@ -1,6 +1,7 @@
 #include "io/checkpoint.h"
 
 #include <filesystem>
+#include <vector>
 
 #include "core/error.h"
 #include "core/file_io.h"
@@ -41,23 +42,42 @@ Checkpoint read_weights_file(const std::string& path) {
 
 Checkpoint read_checkpoint(const std::string& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    const fs::path dir(path);
-    std::string weights;
-    for (const char* name : {"model.safetensors", "pytorch_model.bin"}) {
+  const bool is_dir = fs::is_directory(path, ec);
+  if (!is_dir && !fs::exists(path, ec)) fail(path, ": no such file or directory");
+  const fs::path dir = is_dir ? fs::path(path) : fs::path(path).parent_path();
+  std::string weights = is_dir ? "" : path;
+  if (is_dir) {
+    for (const char* name : {"model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                             "open_clip_pytorch_model.bin"}) {
       if (fs::exists(dir / name, ec)) {
         weights = (dir / name).string();
         break;
       }
     }
-    if (weights.empty()) fail(path, ": directory has neither model.safetensors nor pytorch_model.bin");
-    Checkpoint c = read_weights_file(weights);
-    if (fs::exists(dir / "config.json", ec))
-      c.config_json = read_small_file((dir / "config.json").string(), kMaxConfigBytes);
-    return c;
+    if (weights.empty()) {
+      fail(path,
+           ": directory has no weights (model.safetensors, pytorch_model.bin, open_clip_model.safetensors "
+           "or open_clip_pytorch_model.bin)");
+    }
   }
-  if (!fs::exists(path, ec)) fail(path, ": no such file or directory");
-  return read_weights_file(path);
+  Checkpoint c = read_weights_file(weights);
+  // The config files that describe these weights: a directory's own, or open_clip's beside its file.
+  const std::string file_name = fs::path(weights).filename().string();
+  const bool open_clip_file = file_name.rfind("open_clip_", 0) == 0;
+  std::vector<std::string> configs;
+  if (is_dir && !open_clip_file) configs = {"config.json", "open_clip_config.json"};
+  if (open_clip_file) configs = {"open_clip_config.json"};
+  for (const std::string& name : configs) {
+    if (fs::exists(dir / name, ec)) {
+      c.configs.config_json = read_small_file((dir / name).string(), kMaxConfigBytes);
+      c.configs.config_name = name;
+      break;
+    }
+  }
+  if (is_dir && fs::exists(dir / "preprocessor_config.json", ec))
+    c.configs.preprocessor_json =
+        read_small_file((dir / "preprocessor_config.json").string(), kMaxConfigBytes);
+  return c;
 }
 
 }  // namespace clipguide

@@ -127,11 +127,17 @@ struct Coeffs {
   std::vector<int32_t> k;
 };
 
-Coeffs precompute_coeffs(int in_size, int out_size) {
+double bilinear(double x) {
+  if (x < 0.0) x = -x;
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+Coeffs precompute_coeffs(int in_size, int out_size, Interpolation interpolation) {
   Coeffs c;
+  const bool cubic = interpolation == Interpolation::Bicubic;
   const double scale = static_cast<double>(in_size) / out_size;
   const double filterscale = std::max(scale, 1.0);
-  const double support = 2.0 * filterscale;
+  const double support = (cubic ? 2.0 : 1.0) * filterscale;
   c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
   c.xmin.resize(out_size);
   c.count.resize(out_size);
@@ -147,7 +153,8 @@ Coeffs precompute_coeffs(int in_size, int out_size) {
     if (xmax > in_size) xmax = in_size;
     xmax -= xmin;
     for (int x = 0; x < xmax; ++x) {
-      w[x] = bicubic((x + xmin - center + 0.5) * ss);
+      const double t = (x + xmin - center + 0.5) * ss;
+      w[x] = cubic ? bicubic(t) : bilinear(t);
       ww += w[x];
     }
     for (int x = 0; x < xmax; ++x) {
@@ -186,8 +193,8 @@ void resample_rows(const Image& in, Image& out, const Coeffs& c) {
 }
 
 // One separable pass along x (horizontal) or y, with Pillow's integer arithmetic.
-Image resample_pass(const Image& in, int out_size, bool horizontal) {
-  const Coeffs c = precompute_coeffs(horizontal ? in.width : in.height, out_size);
+Image resample_pass(const Image& in, int out_size, bool horizontal, Interpolation interpolation) {
+  const Coeffs c = precompute_coeffs(horizontal ? in.width : in.height, out_size, interpolation);
   Image out = in;
   (horizontal ? out.width : out.height) = out_size;
   out.pixels.assign(static_cast<size_t>(out.width) * out.height * out.channels, 0);
@@ -282,14 +289,18 @@ Image read_image(const std::string& path, const ImageLimits& limits) {
   return decode_image(file.bytes().data, file.size(), path, limits);
 }
 
-Image resize_like_pil(const Image& image, int width, int height) {
+Image resize_like_pil(const Image& image, int width, int height, Interpolation interpolation) {
   if (width == image.width && height == image.height) return image;
   if (image.mode == Image::Mode::P) return resize_nearest(image, width, height);
   Image img = image;
   const bool alpha = image.mode == Image::Mode::LA || image.mode == Image::Mode::RGBA;
   if (alpha) premultiply(img, true);
-  if (width != img.width) img = resample_pass(img, width, true);
-  if (height != img.height) img = resample_pass(img, height, false);
+  // Pillow (from 12.0) runs the vertical pass first when the height shrinks by more than twice what the width
+  // does; the other order rounds differently.
+  const bool vertical_first = img.height - height > 0 && img.height - height > (img.width - width) * 2;
+  if (vertical_first && height != img.height) img = resample_pass(img, height, false, interpolation);
+  if (width != img.width) img = resample_pass(img, width, true, interpolation);
+  if (height != img.height) img = resample_pass(img, height, false, interpolation);
   if (alpha) premultiply(img, false);
   return img;
 }
@@ -398,24 +409,42 @@ torch::Tensor to_rgb_bytes(const torch::Tensor& image01) {
       .contiguous();  // [3, H, W] -> [H, W, 3]
 }
 
-torch::Tensor preprocess(const Image& image, int64_t n_px, const std::array<float, 3>& mean,
-                         const std::array<float, 3>& std) {
+torch::Tensor preprocess(const Image& image, int64_t n_px, const Preprocessing& how) {
   TORCH_CHECK(n_px > 0, "preprocess size must be positive");
-  // torchvision Resize(n_px): the short side becomes n_px, the long side int(n_px * long / short).
   const int64_t w = image.width, h = image.height;
-  const int64_t short_side = std::min(w, h), long_side = std::max(w, h);
-  const auto new_long =
-      static_cast<int64_t>(static_cast<double>(n_px * long_side) / static_cast<double>(short_side));
-  const int64_t new_w = w <= h ? n_px : new_long, new_h = w <= h ? new_long : n_px;
+  int64_t new_w = n_px, new_h = n_px;  // squash
+  if (how.resize == ResizeMode::Shortest) {
+    // torchvision Resize(n_px): the short side becomes n_px, the long side int(n_px * long / short).
+    const int64_t short_side = std::min(w, h), long_side = std::max(w, h);
+    const auto new_long =
+        static_cast<int64_t>(static_cast<double>(n_px * long_side) / static_cast<double>(short_side));
+    new_w = w <= h ? n_px : new_long;
+    new_h = w <= h ? new_long : n_px;
+  } else if (how.resize == ResizeMode::Longest) {
+    // open_clip's ResizeKeepRatio(longest=1): each side divided by the larger ratio, Python-rounded.
+    const double ratio = std::max(static_cast<double>(h) / n_px, static_cast<double>(w) / n_px);
+    new_w = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(w / ratio)));
+    new_h = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(h / ratio)));
+  }
   const Image resized =
-      short_side == n_px ? image : resize_like_pil(image, static_cast<int>(new_w), static_cast<int>(new_h));
+      resize_like_pil(image, static_cast<int>(new_w), static_cast<int>(new_h), how.interpolation);
+  torch::Tensor rgb = to_rgb_tensor(resized);  // [h, w, 3]
+  if (resized.width < n_px || resized.height < n_px) {
+    // open_clip's center_crop_or_pad: pad left/top by half the shortfall (rounded down), the rest
+    // right/bottom.
+    const int64_t pad_w = std::max<int64_t>(0, n_px - resized.width),
+                  pad_h = std::max<int64_t>(0, n_px - resized.height);
+    torch::Tensor padded =
+        torch::full({resized.height + pad_h, resized.width + pad_w, 3}, how.fill, torch::kUInt8);
+    padded.narrow(0, pad_h / 2, resized.height).narrow(1, pad_w / 2, resized.width).copy_(rgb);
+    rgb = padded;
+  }
   // CenterCrop: int(round((size - crop) / 2.0)), Python's round-half-to-even.
-  const auto top = static_cast<int64_t>(std::nearbyint((resized.height - n_px) / 2.0));
-  const auto left = static_cast<int64_t>(std::nearbyint((resized.width - n_px) / 2.0));
-  TORCH_CHECK(top >= 0 && left >= 0, "image smaller than the crop");
-  torch::Tensor rgb = to_rgb_tensor(resized).narrow(0, top, n_px).narrow(1, left, n_px);  // [n, n, 3]
-  torch::Tensor x = rgb.permute({2, 0, 1}).to(torch::kFloat).div(255);                    // [3, n, n]
-  return normalize_pixels(x, mean, std).contiguous();
+  const auto top = static_cast<int64_t>(std::nearbyint((rgb.size(0) - n_px) / 2.0));
+  const auto left = static_cast<int64_t>(std::nearbyint((rgb.size(1) - n_px) / 2.0));
+  rgb = rgb.narrow(0, top, n_px).narrow(1, left, n_px);                 // [n, n, 3]
+  torch::Tensor x = rgb.permute({2, 0, 1}).to(torch::kFloat).div(255);  // [3, n, n]
+  return normalize_pixels(x, how.mean, how.std).contiguous();
 }
 
 torch::Tensor normalize_pixels(const torch::Tensor& x01, const std::array<float, 3>& mean,

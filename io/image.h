@@ -1,6 +1,7 @@
-// Image decoding and CLIP preprocessing, identical to OpenAI's PIL + torchvision pipeline:
+// Image decoding and CLIP preprocessing, identical to the peers' PIL + torchvision pipelines: OpenAI's
 // Resize(n_px, BICUBIC) -> CenterCrop(n_px) -> convert("RGB") -> ToTensor -> Normalize (clip/clip.py
-// _transform).
+// _transform), open_clip's resize modes (open_clip/transform.py image_transform) and Hugging Face's PIL image
+// processors.
 #pragma once
 
 #include <torch/types.h>
@@ -10,6 +11,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "core/names.h"
 
 namespace clipguide {
 
@@ -34,9 +37,30 @@ constexpr std::array<float, 3> kClipStd = {0.26862954f, 0.26130258f, 0.27577711f
 Image decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& limits = {});
 Image read_image(const std::string& path, const ImageLimits& limits = {});
 
-// PIL's Image.resize with BICUBIC (NEAREST for palette images, premultiplied alpha for LA/RGBA), 8-bit fixed
-// point exactly as Pillow's Resample.c.
-Image resize_like_pil(const Image& image, int width, int height);
+enum class Interpolation { Bicubic, Bilinear };
+inline constexpr Named<Interpolation> kInterpolations[] = {{Interpolation::Bicubic, "bicubic"},
+                                                           {Interpolation::Bilinear, "bilinear"}};
+
+// How an image becomes a square model input (open_clip's resize_mode):
+// - shortest: the short side to n_px, then a centre crop (OpenAI's, open_clip's default);
+// - longest: the long side to n_px, then centre padding with `fill` (open_clip's "longest");
+// - squash: both sides to n_px, the aspect ratio not kept (SigLIP's, Hugging Face's image processors).
+enum class ResizeMode { Shortest, Longest, Squash };
+inline constexpr Named<ResizeMode> kResizeModes[] = {
+    {ResizeMode::Shortest, "shortest"}, {ResizeMode::Longest, "longest"}, {ResizeMode::Squash, "squash"}};
+
+// A model's preprocessing; the defaults are OpenAI CLIP's.
+struct Preprocessing {
+  std::array<float, 3> mean = kClipMean, std = kClipStd;
+  ResizeMode resize = ResizeMode::Shortest;
+  Interpolation interpolation = Interpolation::Bicubic;
+  uint8_t fill = 0;  // the padding level of ResizeMode::Longest
+};
+
+// PIL's Image.resize with BICUBIC or BILINEAR (NEAREST for palette images, premultiplied alpha for LA/RGBA),
+// 8-bit fixed point exactly as Pillow's Resample.c (13.0, the pinned peers' Pillow).
+Image resize_like_pil(const Image& image, int width, int height,
+                      Interpolation interpolation = Interpolation::Bicubic);
 
 // CLIP's normalization of pixels in [0, 1], channels at dim -3 ([3, H, W] or [N, 3, H, W]): the one place
 // mean/std are applied, for preprocess() and for guidance's cutouts alike. Differentiable, keeps dtype and
@@ -44,9 +68,9 @@ Image resize_like_pil(const Image& image, int width, int height);
 torch::Tensor normalize_pixels(const torch::Tensor& x01, const std::array<float, 3>& mean = kClipMean,
                                const std::array<float, 3>& std = kClipStd);
 
-// The whole OpenAI preprocess: [3, n_px, n_px] float32, normalized with `mean`/`std`.
-torch::Tensor preprocess(const Image& image, int64_t n_px, const std::array<float, 3>& mean = kClipMean,
-                         const std::array<float, 3>& std = kClipStd);
+// The whole preprocess: resize as `how` says, convert to RGB, [3, n_px, n_px] float32 normalized with its
+// mean/std.
+torch::Tensor preprocess(const Image& image, int64_t n_px, const Preprocessing& how = {});
 
 // The RGB bytes [H, W, 3] uint8 that PIL's convert("RGB") gives for the decoded image.
 torch::Tensor to_rgb_tensor(const Image& image);

@@ -50,9 +50,11 @@ namespace {
 template <class Request, class Visit>
 void visit_fields(Request& r, Visit&& f) {
   f("clip_models", r.clip_models);
+  f("pretrained", r.clip.pretrained);
   f("vocab", r.clip.vocab);
   f("text_heads", r.clip.text_heads);
   f("vision_heads", r.clip.vision_heads);
+  f("activation", r.clip.activation);
   f("device", r.clip.device);
   f("precision", r.clip.precision);
   f("threads", r.clip.threads);

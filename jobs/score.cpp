@@ -41,7 +41,13 @@ Loaded load(const std::string& model, const ModelSettings& settings, const Image
   Loaded out{load_clip(model, settings.resolve(true)), std::nullopt};
   if (!stream.cache.empty()) {
     const ClipConfig& c = out.clip.model->config();
-    const std::string compute = cat(settings.precision, "|", c.transformer_heads, "|", c.vision_heads);
+    // What the embeddings depend on besides the file: the family, heads, activations and preprocessing.
+    const std::string compute = cat(
+        settings.precision, "|", c.transformer_heads, "|", c.vision_heads, "|",
+        name_of(kModelFamilies, c.family), "|", c.vision_activation, "|", c.text_activation, "|",
+        name_of(kResizeModes, c.preprocess.resize), "|", name_of(kInterpolations, c.preprocess.interpolation),
+        "|", c.preprocess.mean[0], ",", c.preprocess.mean[1], ",", c.preprocess.mean[2], "|",
+        c.preprocess.std[0], ",", c.preprocess.std[1], ",", c.preprocess.std[2]);
     out.cache.emplace(stream.cache, model_cache_key(stream.cache, out.clip.path, compute));
   }
   if (callbacks.on_loaded) callbacks.on_loaded(out.clip);
@@ -108,12 +114,18 @@ ScoreSummary score(const ScoreRequest& request,
       embed_prompts(loaded.clip, prompts, request.templates, request.truncate);  // [P, E]
   ScoreSummary summary;
   summary.logit_scale = loaded.clip.model->logit_scale_exp().item<double>();
+  summary.logit_bias = loaded.clip.model->logit_bias();
+  if (request.metric == Metric::Sigmoid && !loaded.clip.model->config().siglip()) {
+    fail("metric sigmoid is SigLIP's pairwise probability and needs a SigLIP model (a learned logit bias); ",
+         loaded.clip.path, " is a ", loaded.clip.model->config().architecture(),
+         " CLIP (use probs or cosine)");
+  }
   const auto started = std::chrono::steady_clock::now();
   double cos_sum = 0, clipscore_sum = 0;
   size_t index = 0, done = 0;
   stream_images(loaded, images, request.stream, callbacks, done, images.size(), [&](const ImageBatch& batch) {
-    const torch::Tensor scores =
-        apply_metric(batch.features, text, request.metric, summary.logit_scale);  // [B, P]
+    const torch::Tensor scores = apply_metric(batch.features, text, request.metric, summary.logit_scale,
+                                              summary.logit_bias);  // [B, P]
     const torch::Tensor cos = apply_metric(batch.features, text, Metric::Cosine, 0.0);
     const torch::Tensor clipscore = apply_metric(batch.features, text, Metric::ClipScore, 0.0);
     std::vector<ScoreRow> rows;

@@ -62,6 +62,7 @@ struct ScoreSummary {
   size_t images = 0;       // scored (skipped ones not counted)
   double seconds = 0;      // the image pipeline: decode, preprocess, encode, score (loading excluded)
   double logit_scale = 0;  // exp(logit_scale) of the model
+  double logit_bias = 0;   // SigLIP's logit bias; 0 for CLIP
   // Over the pairs: torchmetrics' CLIPScore, 100 * max(mean cos, 0), and Hessel et al.'s, mean 2.5 * max(cos,
   // 0).
   size_t pairs = 0;

@@ -130,5 +130,33 @@ expect_fail bad-flag "$bin" embed --no-such-flag
 expect_fail no-vocab env HOME="$tmp" "$bin" embed -m "$fx/clip/$first" --text x
 "$bin" --help >/dev/null && "$bin" embed --help | grep -q -- "--normalize" && ok || bad "help"
 
+# The other families (tests/data/families): info names them, SigLIP scores with its sigmoid, names resolve in the
+# Hugging Face hub cache with hf-hub: and open_clip's model + pretrained tag, and what cannot load says why.
+fam=${CLIPGUIDE_FAMILY_FIXTURES:-$PWD/tests/data/families}
+fimg=$(ls "$fam"/images/*.png | head -1)
+"$bin" info "$fam/siglip" --json >"$tmp/si.json" 2>"$tmp/err" \
+  && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['family']=='siglip' and d['tokenizer']=='SentencePiece' and d['preprocess']['resize_mode']=='squash' and d['text']['activation']=='gelu_tanh', d" "$tmp/si.json" \
+  && ok || bad "info siglip: $(cat "$tmp/err")"
+oc=$(ls -d "$fam"/openclip-* | head -1)
+"$bin" info "$oc" --vocab "$vocab" --json >"$tmp/oc.json" 2>"$tmp/err" \
+  && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['family']=='clip' and d['tokenizer']=='CLIP BPE', d" "$tmp/oc.json" \
+  && ok || bad "info open_clip: $(cat "$tmp/err")"
+"$bin" score -m "$fam/siglip" -p "a red circle" -p "a dog" "$fimg" --metric sigmoid --format jsonl >"$tmp/sg.jsonl" 2>"$tmp/err" \
+  && python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; r=[x for x in r if 'score' in x]; assert len(r)==2 and all(0<x['score']<1 and x['metric']=='sigmoid' for x in r), r" "$tmp/sg.jsonl" \
+  && ok || bad "score --metric sigmoid: $(cat "$tmp/err")"
+expect_fail sigmoid-on-clip "$bin" score -m "$oc" --vocab "$vocab" -p "a dog" "$fimg" --metric sigmoid
+mkdir -p "$tmp/hub/models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K/snapshots/abc" "$tmp/hub/models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K/refs"
+echo abc >"$tmp/hub/models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K/refs/main"
+cp "$oc"/* "$tmp/hub/models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K/snapshots/abc/"
+for name in hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K laion/CLIP-ViT-H-14-laion2B-s32B-b79K "ViT-H-14 --pretrained laion2b_s32b_b79k"; do
+  # shellcheck disable=SC2086
+  HF_HUB_CACHE="$tmp/hub" "$bin" info --vocab "$vocab" $name --json >"$tmp/hub.json" 2>"$tmp/err" \
+    && grep -q "snapshots/abc" "$tmp/hub.json" && ok || bad "hub name $name: $(cat "$tmp/err")"
+done
+expect_fail unknown-pretrained env HF_HUB_CACHE="$tmp/hub" "$bin" info ViT-H-14 --pretrained nope
+mkdir -p "$tmp/bare" && cp "$oc"/open_clip_* "$tmp/bare/" && rm "$tmp/bare/open_clip_config.json"
+expect_fail open-clip-without-config "$bin" info "$tmp/bare/$(ls "$tmp/bare" | head -1)" --vocab "$vocab"
+grep -q -- "--activation" "$tmp/err" && ok || bad "open_clip without config names --activation: $(cat "$tmp/err")"
+
 echo "cli: $pass passed, $failed failed"
 [ "$failed" -eq 0 ]

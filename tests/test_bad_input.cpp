@@ -145,7 +145,7 @@ TEST(StateDict, AClipWiderThanItsWeightsIsRefusedFromItsConfigAlone) {
     const Checkpoint ckpt = read_checkpoint((fixtures() / "clip" / f.file).string());
     LoadOptions options;
     options.text_heads = manifest["models"][f.model]["config"]["transformer_heads"].get<int64_t>();
-    ClipConfig config = clip_model_from_tensors(ckpt.tensors, ckpt.config_json, ckpt.path, options)->config();
+    ClipConfig config = clip_model_from_tensors(ckpt.tensors, ckpt.configs, ckpt.path, options)->config();
     EXPECT_NO_THROW(check_model_size(ClipModel::parameter_elements(config), ckpt.tensors, f.file)) << f.file;
     config.vision_width *= 256;
     config.embed_dim *= 256;
@@ -168,7 +168,7 @@ TEST(StateDict, EachModelsParameterCountFromItsConfigIsWhatConstructingItAllocat
     const Checkpoint ckpt = read_checkpoint((fixtures() / "clip" / f.file).string());
     LoadOptions options;
     options.text_heads = manifest["models"][f.model]["config"]["transformer_heads"].get<int64_t>();
-    const auto model = clip_model_from_tensors(ckpt.tensors, ckpt.config_json, ckpt.path, options);
+    const auto model = clip_model_from_tensors(ckpt.tensors, ckpt.configs, ckpt.path, options);
     EXPECT_EQ(ClipModel::parameter_elements(model->config()), allocated(*model)) << f.file;
   }
   const auto vqgans = read_json(fixtures() / "vqgan" / "vqgan-manifest.json");

@@ -54,7 +54,7 @@ TEST_P(Preprocess, NormalizedTensorMatchesTorchvision) {
   }
   const TensorMap ref = reference(fixtures() / "preprocess" / "preprocess-reference.safetensors");
   const torch::Tensor ours =
-      preprocess(read_image((fixtures() / "preprocess" / c.file).string()), c.n_px, mean, std);
+      preprocess(read_image((fixtures() / "preprocess" / c.file).string()), c.n_px, Preprocessing{mean, std});
   const torch::Tensor theirs = ref.at(c.tensor);
   ASSERT_EQ(ours.sizes(), theirs.sizes());
   const auto s = torch::tensor({std[0], std[1], std[2]}).view({3, 1, 1});

@@ -14,6 +14,8 @@ torch==2.15.0
 torchvision==0.29.2
 open_clip_torch==3.3.0
 transformers==5.23.0
+sentencepiece
+protobuf
 numpy
 pillow
 safetensors

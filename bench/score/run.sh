@@ -8,22 +8,7 @@ work=build/bench/score
 mkdir -p "$work/images"
 [ -s "$work/vitb32.safetensors" ] || build/bench/bench_make_clip ViT-B/32 "$work/vitb32.safetensors" >/dev/null
 [ -s "$work/rn50.safetensors" ] || build/bench/bench_make_clip RN50 "$work/rn50.safetensors" >/dev/null
-"$py" - "$work/images" <<'PY'
-import os, sys
-import numpy as np
-from PIL import Image
-out = sys.argv[1]
-rng = np.random.default_rng(0)
-sizes = [(640, 480)] * 24 + [(800, 600)] * 16 + [(1024, 768)] * 16 + [(1280, 960)] * 8
-for i, (w, h) in enumerate(sizes):
-    name = os.path.join(out, "img%02d.%s" % (i, "jpg" if i % 3 == 1 else "png"))
-    if os.path.exists(name):
-        continue
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    base = np.stack([np.sin(6 * x + i), np.cos(5 * y - i), np.sin(4 * (x + y) + 2 * i)], -1) * 0.5 + 0.5
-    img = np.clip(base * 255 + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(img).save(name, quality=90) if name.endswith("jpg") else Image.fromarray(img).save(name)
-PY
+"$py" bench/score/make_images.py "$work/images" 64
 printf '%s\n' "a photo of a dog" "a red backpack on a table" "an oil painting of a lighthouse" "a crowded beach" >"$work/prompts.txt"
 build/clipguide tokenize --vocab "$vocab" --file "$work/prompts.txt" | "$py" -c "import sys,json; print(json.dumps([json.loads(l) for l in sys.stdin]))" >"$work/tokens.json"
 images=("$work"/images/*)

@@ -1,5 +1,6 @@
-// JSON configs: a Hugging Face CLIP config.json (first byte 'c') or a guided-diffusion flags file
-// (otherwise), applied to the configs of the fixture-sized models.
+// JSON configs: a Hugging Face CLIP config.json (first byte 'c'), open_clip's open_clip_config.json ('o'), a
+// Hugging Face preprocessor_config.json ('p') or a guided-diffusion flags file (otherwise), applied to the
+// configs of the fixture-sized models.
 #include "clip/load.h"
 #include "generators/unet.h"
 #include "tests/fuzz/fuzz.h"
@@ -8,9 +9,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string text(reinterpret_cast<const char*>(data) + 1, size - 1);
   return clipguide::fuzz::run_input([&] {
-    if (data[0] == 'c') {
+    if (data[0] == 'c' || data[0] == 'o' || data[0] == 'p') {
       clipguide::ClipConfig config;
-      clipguide::apply_hf_config(text, "config.json", config);
+      config.vision_width = config.transformer_width = 64;
+      clipguide::ModelConfigFiles files;
+      (data[0] == 'p' ? files.preprocessor_json : files.config_json) = text;
+      files.config_name = data[0] == 'o' ? "open_clip_config.json" : "config.json";
+      clipguide::apply_model_config(files, "model", config);
     } else {
       clipguide::UNetConfig config;
       config.channel_mult = {1, 2};

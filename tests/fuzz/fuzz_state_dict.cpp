@@ -43,7 +43,7 @@ bool tensors_from_header(const uint8_t* data, size_t size, clipguide::TensorMap&
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   clipguide::TensorMap sd;
   if (!tensors_from_header(data, size, sd)) return 0;
-  clipguide::fuzz::run_input([&] { clipguide::clip_model_from_tensors(sd, "", "input"); });
+  clipguide::fuzz::run_input([&] { clipguide::clip_model_from_tensors(sd, {}, "input"); });
   clipguide::fuzz::run_input([&] {
     const clipguide::VqganConfig config = clipguide::VqganConfig::from_state_dict(sd);
     clipguide::build_strict<clipguide::Vqgan>(config, sd, "input");
