@@ -1,5 +1,6 @@
 // The tokenizer with its vocabulary files. First byte 't': text through the fixture OpenAI vocabulary;
-// 'h': vocab.json \0\0 merges.txt \0\0 text; 'g': a gzipped OpenAI merges list \0\0 text.
+// 'h': vocab.json \0\0 merges.txt \0\0 text; 'g': a gzipped OpenAI merges list \0\0 text; 's': a
+// SentencePiece model file's length (4 bytes, little-endian), the file, then text.
 #include "clip/tokenizer.h"
 #include "tests/fuzz/fuzz.h"
 
@@ -29,6 +30,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const clipguide::fuzz::MemFile vocab(clipguide::fuzz::split_off(input, std::string("\0\0", 2), &rest));
       const clipguide::fuzz::MemFile merges(clipguide::fuzz::split_off(rest, std::string("\0\0", 2), &text));
       encode(clipguide::Tokenizer::from_hf_files(vocab.path(), merges.path()), text);
+    } else if (data[0] == 's' && input.size() >= 4) {
+      uint32_t n = 0;
+      for (int i = 3; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(input[static_cast<size_t>(i)]);
+      const std::string model = input.substr(4, n);
+      const clipguide::fuzz::MemFile file(model);
+      encode(clipguide::Tokenizer::from_sentencepiece(file.path()),
+             input.size() > 4 + n ? input.substr(4 + n) : "");
     } else if (data[0] == 'g') {
       const clipguide::fuzz::MemFile gz(clipguide::fuzz::split_off(input, std::string("\0\0", 2), &text));
       encode(clipguide::Tokenizer::from_openai_vocab(gz.path()), text);

@@ -176,6 +176,11 @@ elif name == "tokenizer":
     with gzip.open(f"{fx}/tokenizer/bpe_simple_vocab_16e6.txt.gz", "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     put("gz-small", b"g" + gzip.compress("\n".join(lines[:201]).encode(), mtime=0) + b"\0\0a red backpack")
+    families = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "families")
+    for path in sorted(glob.glob(f"{families}/*.model") + glob.glob(f"{families}/*/spiece.model")):
+        model = open(path, "rb").read()
+        put("sp-" + os.path.basename(os.path.dirname(path) if path.endswith("spiece.model") else path),
+            b"s" + struct.pack("<I", len(model)) + model + "Hello, ｗｏｒｌｄ café 🙂 <mask>".encode())
 elif name == "prompts":
     for i, text in enumerate(["a castle:1 | fog:-0.5 | ratio 16:9 poster", "a red circle on a blue background",
                               "a:1:0.5 | b ^ c | d:2", "16\\:9 poster\\|x:0.5", "image.png:0.5:-1", "^|::1:",
