@@ -358,9 +358,11 @@ int run_score(int argc, char** argv) {
   std::unique_ptr<RowWriter> out;
   StreamUi ui;
   const cg::StreamCallbacks callbacks = ui.callbacks([&](const cg::LoadedClip& clip) {
-    out = std::make_unique<RowWriter>(in.format, json{{"model", clip.path},
-                                                      {"metric", metric},
-                                                      {"definition", cg::metric_definition(request.metric)}});
+    out = std::make_unique<RowWriter>(
+        in.format, json{{"model", clip.path},
+                        {"family", cg::name_of(cg::kModelFamilies, clip.model->config().family)},
+                        {"metric", metric},
+                        {"definition", cg::metric_definition(request.metric)}});
     out->begin({"score", "image", "prompt", "metric"});
     // The widest a score can print.
     out->reserve("score",
@@ -444,7 +446,10 @@ int run_rerank(int argc, char** argv) {
   StreamUi ui;
   const cg::StreamCallbacks callbacks = ui.callbacks([&](const cg::LoadedClip& clip) {
     out = std::make_unique<RowWriter>(
-        in.format, json{{"model", clip.path}, {"metric", "cosine"}, {"definition", cg::kRerankDefinition}});
+        in.format, json{{"model", clip.path},
+                        {"family", cg::name_of(cg::kModelFamilies, clip.model->config().family)},
+                        {"metric", "cosine"},
+                        {"definition", cg::kRerankDefinition}});
     out->begin(group_by.empty() ? std::vector<std::string>{"rank", "score", "image"}
                                 : std::vector<std::string>{"group", "rank", "score", "image", "prompt"});
     size_t largest_group = 0;

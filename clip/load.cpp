@@ -136,7 +136,7 @@ void apply_hf_preprocessor(const nlohmann::json& j, const std::string& source, P
   if (resample != 2 && resample != 3)
     fail(where, ".resample ", resample, " is not supported (2 bilinear, 3 bicubic)");
   p.interpolation = resample == 2 ? Interpolation::Bilinear : Interpolation::Bicubic;
-  bool crop = true;
+  bool crop = j.contains("crop_size");  // CLIPImageProcessor resizes the short side and crops; Siglip's squashes
   read_field(j, "do_center_crop", crop, where);
   p.resize = crop ? ResizeMode::Shortest : ResizeMode::Squash;
 }
@@ -208,8 +208,10 @@ void apply_model_config(const ModelConfigFiles& configs, const std::string& sour
     }
   }
   if (!configs.preprocessor_json.empty()) {
-    apply_hf_preprocessor(parse_config(configs.preprocessor_json, source, "preprocessor_config.json"), source,
-                          config.preprocess);
+    const nlohmann::json j = parse_config(configs.preprocessor_json, source, "preprocessor_config.json");
+    const nlohmann::json& image =
+        j.contains("image_processor") ? object_field(j, "image_processor", source) : j;
+    apply_hf_preprocessor(image, source, config.preprocess);
   }
 }
 

@@ -74,9 +74,13 @@ Checkpoint read_checkpoint(const std::string& path) {
       break;
     }
   }
-  if (is_dir && fs::exists(dir / "preprocessor_config.json", ec))
-    c.configs.preprocessor_json =
-        read_small_file((dir / "preprocessor_config.json").string(), kMaxConfigBytes);
+  // transformers 5 saves the image processor inside processor_config.json; earlier versions beside it.
+  for (const char* name : {"preprocessor_config.json", "processor_config.json"}) {
+    if (is_dir && fs::exists(dir / name, ec)) {
+      c.configs.preprocessor_json = read_small_file((dir / name).string(), kMaxConfigBytes);
+      break;
+    }
+  }
   return c;
 }
 

@@ -241,7 +241,8 @@ void rerank(
     ReportInfo info;
     info.prompts = request.prompts;
     info.negatives = request.negatives;
-    info.model = loaded.clip.path + " (" + loaded.clip.model->config().architecture() + ")";
+    const ClipConfig& config = loaded.clip.model->config();
+    info.model = cat(loaded.clip.path, " (", config.architecture(), config.siglip() ? "" : " CLIP", ")");
     info.metric_definition = kRerankDefinition;
     write_file_atomic(request.html, render_report(info, report));
   }
