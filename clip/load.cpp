@@ -136,7 +136,8 @@ void apply_hf_preprocessor(const nlohmann::json& j, const std::string& source, P
   if (resample != 2 && resample != 3)
     fail(where, ".resample ", resample, " is not supported (2 bilinear, 3 bicubic)");
   p.interpolation = resample == 2 ? Interpolation::Bilinear : Interpolation::Bicubic;
-  bool crop = j.contains("crop_size");  // CLIPImageProcessor resizes the short side and crops; Siglip's squashes
+  bool crop =
+      j.contains("crop_size");  // CLIPImageProcessor resizes the short side and crops; Siglip's squashes
   read_field(j, "do_center_crop", crop, where);
   p.resize = crop ? ResizeMode::Shortest : ResizeMode::Squash;
 }
