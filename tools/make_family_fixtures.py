@@ -156,8 +156,8 @@ def siglip_model(out, name, scale, photos, rng, seed):
     config = SiglipConfig(
         text_config=dict(vocab_size=tokenizer.vocab_size, hidden_size=width, intermediate_size=width * 3,
                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=context,
-                         projection_size=width + 16, pad_token_id=1, bos_token_id=None, eos_token_id=1),
-        vision_config=dict(hidden_size=width + 16, intermediate_size=width * 2 + 8, num_hidden_layers=2,
+                         projection_size=48 * scale, pad_token_id=1, bos_token_id=None, eos_token_id=1),
+        vision_config=dict(hidden_size=48 * scale, intermediate_size=width * 2 + 8, num_hidden_layers=2,
                            num_attention_heads=3, image_size=32, patch_size=8),
     )
     torch.manual_seed(seed)
