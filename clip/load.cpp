@@ -1,11 +1,13 @@
 #include "clip/load.h"
 
-#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "clip/hf_names.h"
 #include "core/device.h"
@@ -77,15 +79,28 @@ nlohmann::json parse_config(const std::string& text, const std::string& source, 
   }
 }
 
-// Reads j[key] into `out` when present; a value of another type is an Error naming the file and the field.
+// Reads j[key] into `out` when present; a value of another type, or a number `out` cannot hold, is an Error
+// naming the file and the field. (nlohmann's own conversions of 1e30 to an int, or of 1e300 to a float, are
+// undefined behaviour: the type and range are checked first.)
 template <typename T>
 void read_field(const nlohmann::json& j, const char* key, T& out, const std::string& where) {
   if (!j.is_object() || !j.contains(key) || j[key].is_null()) return;
-  try {
-    out = j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail(where, ".", key, " has the wrong type (", j[key].type_name(), ")");
+  const nlohmann::json& v = j[key];
+  bool fits = false;
+  if constexpr (std::is_same_v<T, bool>) {
+    fits = v.is_boolean();
+  } else if constexpr (std::is_integral_v<T>) {
+    fits = v.is_number_integer() &&
+           (v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
+                                   : v.get<int64_t>() >= std::numeric_limits<T>::min() &&
+                                         v.get<int64_t>() <= std::numeric_limits<T>::max());
+  } else if constexpr (std::is_floating_point_v<T>) {
+    fits = v.is_number() && std::abs(v.get<double>()) <= std::numeric_limits<T>::max();
+  } else {
+    fits = v.is_string();
   }
+  if (!fits) fail(where, ".", key, " has the wrong type or is out of range (", v.dump(), ")");
+  out = v.get<T>();
 }
 
 const nlohmann::json& object_field(const nlohmann::json& j, const char* key, const std::string& where) {
@@ -106,10 +121,14 @@ std::array<float, 3> channel_values(const nlohmann::json& j, const char* key, co
                                     const std::string& where) {
   if (!j.contains(key) || j[key].is_null()) return now;
   const auto& v = j[key];
-  if (v.is_number()) return {v.get<float>(), v.get<float>(), v.get<float>()};
-  if (v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() && v[2].is_number())
-    return {v[0].get<float>(), v[1].get<float>(), v[2].get<float>()};
-  fail(where, ".", key, " must be a number or a list of 3 numbers");
+  std::array<float, 3> out = now;
+  if (v.is_array() && v.size() == 3) {
+    for (size_t i = 0; i < 3; ++i) read_field(nlohmann::json{{key, v[i]}}, key, out[i], where);
+    return out;
+  }
+  if (!v.is_number()) fail(where, ".", key, " must be a number or a list of 3 numbers");
+  read_field(j, key, out[0], where);
+  return {out[0], out[0], out[0]};
 }
 
 void apply_hf_config(const nlohmann::json& config, const std::string& source, ClipConfig& c) {
@@ -381,9 +400,7 @@ namespace {
 std::vector<torch::Device> checked_devices(const ModelSettings& s, bool several_devices) {
   if (s.text_heads < 0 || s.vision_heads < 0) fail("text_heads and vision_heads must be positive");
   if (s.threads < 0) fail("threads must be positive");
-  if (!s.activation.empty() &&
-      std::find(std::begin(kActivations), std::end(kActivations), s.activation) == std::end(kActivations))
-    fail("activation ", s.activation, " is not one of quick_gelu, gelu, gelu_tanh");
+  if (!s.activation.empty()) activation_name(s.activation, "activation");
   std::vector<torch::Device> devices = parse_devices(s.device);
   if (devices.size() > 1 && !several_devices) fail("device ", s.device, ": this job runs on one device");
   if (parse_precision(s.precision) == torch::kHalf && !devices.front().is_cuda())
