@@ -24,8 +24,9 @@ torch::Tensor distance(const ClipModel& clip, const torch::Tensor& f, const torc
                        GuideLoss kind) {
   if (kind == GuideLoss::Cosine) return 1 - torch::matmul(e, f.t());
   if (kind == GuideLoss::Sigmoid && clip.config().siglip()) {
-    const double scale = clip.logit_scale_exp().item<double>();
-    return torch::softplus(-(scale * torch::matmul(e, f.t()) + clip.logit_bias()));  // -log sigmoid(logit)
+    const torch::Tensor logits =
+        apply_metric(e, f, Metric::Logit, clip.logit_scale_exp().item<double>(), clip.logit_bias());
+    return torch::softplus(-logits);  // -log sigmoid(logit)
   }
   return (f.unsqueeze(0) - e.unsqueeze(1)).norm(2, -1).div(2).arcsin().pow(2).mul(2);  // 2 arcsin(|a - b| /
                                                                                        // 2)^2
