@@ -229,6 +229,7 @@ int run_info(int argc, char** argv) {
                  {"mean", pre.mean},
                  {"std", pre.std}}},
                {"tokenizer", clip.tokenizer ? json(clip.tokenizer->kind()) : json(nullptr)},
+               {"tokenizer_rules", clip.tokenizer ? json(clip.tokenizer->describe()) : json(nullptr)},
                {"vocab", clip.vocab_path.empty() ? json(nullptr) : json(clip.vocab_path)},
                {"sha256", sha}};
   if (as_json) {
@@ -254,7 +255,7 @@ int run_info(int argc, char** argv) {
             << "preprocess:       " << info["preprocess"].dump() << "\n"
             << "vocabulary:       "
             << (clip.vocab_path.empty() ? "(none found)"
-                                        : cg::cat(clip.vocab_path, " (", clip.tokenizer->kind(), ")"))
+                                        : cg::cat(clip.vocab_path, " (", clip.tokenizer->describe(), ")"))
             << "\n"
             << "sha256:           " << sha << "\n";
   return 0;

@@ -63,6 +63,51 @@ constexpr Rename kLayer[] = {
 
 const char* const kQkv[] = {"q_proj", "k_proj", "v_proj"};
 
+// SiglipModel (and some open_clip files) keep the logit scale and bias as [1]; ours are scalars.
+void scalar_logit_parameters(TensorMap& sd) {
+  for (const char* scalar : {"logit_scale", "logit_bias"}) {
+    auto it = sd.find(scalar);
+    if (it != sd.end() && it->second.dim() == 1 && it->second.numel() == 1)
+      it->second = it->second.reshape({});
+  }
+}
+
+// open_clip with a timm trunk: whole-key renames, then per-block ones after "visual.trunk.blocks.N." ->
+// "visual.transformer.resblocks.N.". transpose as above (open_clip's text projection is an nn.Linear there).
+constexpr Rename kTimmTopLevel[] = {
+    {"logit_scale", "logit_scale", false},
+    {"logit_bias", "logit_bias", false},
+    {"visual.trunk.patch_embed.proj.weight", "visual.conv1.weight", false},
+    {"visual.trunk.patch_embed.proj.bias", "visual.conv1.bias", false},
+    {"visual.trunk.norm.weight", "visual.ln_post.weight", false},
+    {"visual.trunk.norm.bias", "visual.ln_post.bias", false},
+    {"visual.trunk.attn_pool.latent", "visual.attn_pool.probe", false},
+    {"visual.trunk.attn_pool.proj.weight", "visual.attn_pool.attn.out_proj.weight", false},
+    {"visual.trunk.attn_pool.proj.bias", "visual.attn_pool.attn.out_proj.bias", false},
+    {"visual.trunk.attn_pool.norm.weight", "visual.attn_pool.ln.weight", false},
+    {"visual.trunk.attn_pool.norm.bias", "visual.attn_pool.ln.bias", false},
+    {"visual.trunk.attn_pool.mlp.fc1.weight", "visual.attn_pool.mlp.c_fc.weight", false},
+    {"visual.trunk.attn_pool.mlp.fc1.bias", "visual.attn_pool.mlp.c_fc.bias", false},
+    {"visual.trunk.attn_pool.mlp.fc2.weight", "visual.attn_pool.mlp.c_proj.weight", false},
+    {"visual.trunk.attn_pool.mlp.fc2.bias", "visual.attn_pool.mlp.c_proj.bias", false},
+    {"text.text_projection.weight", "text_projection", true},
+    {"text.text_projection.bias", "text_projection_bias", false},
+};
+constexpr Rename kTimmBlock[] = {
+    {"norm1.weight", "ln_1.weight", false},
+    {"norm1.bias", "ln_1.bias", false},
+    {"norm2.weight", "ln_2.weight", false},
+    {"norm2.bias", "ln_2.bias", false},
+    {"attn.qkv.weight", "attn.in_proj_weight", false},
+    {"attn.qkv.bias", "attn.in_proj_bias", false},
+    {"attn.proj.weight", "attn.out_proj.weight", false},
+    {"attn.proj.bias", "attn.out_proj.bias", false},
+    {"mlp.fc1.weight", "mlp.c_fc.weight", false},
+    {"mlp.fc1.bias", "mlp.c_fc.bias", false},
+    {"mlp.fc2.weight", "mlp.c_proj.weight", false},
+    {"mlp.fc2.bias", "mlp.c_proj.bias", false},
+};
+
 }  // namespace
 
 bool has_hf_clip_names(const TensorMap& sd) {
@@ -70,6 +115,63 @@ bool has_hf_clip_names(const TensorMap& sd) {
     if (kv.first.rfind("text_model.", 0) == 0 || kv.first.rfind("vision_model.", 0) == 0) return true;
   }
   return false;
+}
+
+bool has_open_clip_timm_names(const TensorMap& sd) {
+  for (const auto& kv : sd) {
+    if (kv.first.rfind("visual.trunk.", 0) == 0) return true;
+  }
+  return false;
+}
+
+TensorMap open_clip_timm_to_openai_names(const TensorMap& sd) {
+  static const std::regex block_re(R"(^visual\.trunk\.blocks\.(\d+)\.(.+)$)");
+  TensorMap out;
+  torch::Tensor pool_q[2], pool_kv[2];  // the attention pool's q and kv projections: weight, bias
+  for (const auto& [name, tensor] : sd) {
+    bool done = false;
+    for (const auto& r : kTimmTopLevel) {
+      if (name == r.hf) {
+        out[r.openai] = r.transpose ? tensor.t().contiguous() : tensor;
+        done = true;
+      }
+    }
+    std::smatch m;
+    if (!done && std::regex_match(name, m, block_re)) {
+      for (const auto& r : kTimmBlock) {
+        if (m[2] == r.hf) {
+          out[cat("visual.transformer.resblocks.", m[1].str(), ".", r.openai)] = tensor;
+          done = true;
+        }
+      }
+    }
+    if (done) continue;
+    if (name == "visual.trunk.pos_embed" && tensor.dim() == 3 && tensor.size(0) == 1) {
+      out["visual.positional_embedding"] = tensor[0];  // [1, N, D] -> [N, D]
+    } else if (name == "visual.trunk.attn_pool.q.weight" || name == "visual.trunk.attn_pool.q.bias") {
+      pool_q[name.back() == 't' ? 0 : 1] = tensor;
+    } else if (name == "visual.trunk.attn_pool.kv.weight" || name == "visual.trunk.attn_pool.kv.bias") {
+      pool_kv[name.back() == 't' ? 0 : 1] = tensor;
+    } else if (name.rfind("text.", 0) == 0) {
+      out[name.substr(5)] = tensor;  // open_clip's TextTransformer already uses OpenAI's names
+    } else {
+      out[name] = tensor;
+    }
+  }
+  const char* const parts[] = {"weight", "bias"};
+  for (int i = 0; i < 2; ++i) {
+    if (pool_q[i].defined() != pool_kv[i].defined())
+      fail("open_clip weights: visual.trunk.attn_pool has only one of q.", parts[i], " and kv.", parts[i]);
+    if (!pool_q[i].defined()) continue;
+    if (pool_q[i].dim() < 1 || pool_kv[i].dim() != pool_q[i].dim() ||
+        pool_kv[i].size(0) != 2 * pool_q[i].size(0))
+      fail("open_clip weights: visual.trunk.attn_pool.kv.", parts[i], " is ", pool_kv[i].sizes(),
+           ", not twice q.", parts[i], " ", pool_q[i].sizes());
+    // [D, ...] and [2D, ...] -> [3D, ...]: MultiheadAttention's in_proj order, q then k then v
+    out[cat("visual.attn_pool.attn.in_proj_", parts[i])] = torch::cat({pool_q[i], pool_kv[i]}, 0);
+  }
+  scalar_logit_parameters(out);
+  return out;
 }
 
 TensorMap hf_to_openai_names(const TensorMap& hf) {
@@ -107,12 +209,7 @@ TensorMap hf_to_openai_names(const TensorMap& hf) {
     }
     if (!done) out[name] = tensor;
   }
-  // SiglipModel keeps its logit scale and bias as [1]; ours are scalars.
-  for (const char* scalar : {"logit_scale", "logit_bias"}) {
-    auto it = out.find(scalar);
-    if (it != out.end() && it->second.dim() == 1 && it->second.numel() == 1)
-      it->second = it->second.reshape({});
-  }
+  scalar_logit_parameters(out);
   for (auto& [name, parts] : qkv) {
     for (int i = 0; i < 3; ++i) {
       if (!parts[i].defined()) fail("Hugging Face weights for '", name, "' lack ", kQkv[i]);

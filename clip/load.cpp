@@ -5,13 +5,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <nlohmann/json.hpp>
-#include <type_traits>
 
 #include "clip/hf_names.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/json_fields.h"
 #include "core/random.h"
 #include "io/checkpoint.h"
 #include "io/state_dict.h"
@@ -69,47 +68,6 @@ std::string find_vocab(const std::string& explicit_vocab, const fs::path& model_
 
 namespace {
 
-nlohmann::json parse_config(const std::string& text, const std::string& source, const std::string& file) {
-  try {
-    nlohmann::json j = nlohmann::json::parse(text);
-    if (!j.is_object()) fail(source, ": ", file, " is not a JSON object");
-    return j;
-  } catch (const nlohmann::json::exception& e) {
-    fail(source, ": ", file, " is not valid JSON (", e.what(), ")");
-  }
-}
-
-// Reads j[key] into `out` when present; a value of another type, or a number `out` cannot hold, is an Error
-// naming the file and the field. (nlohmann's own conversions of 1e30 to an int, or of 1e300 to a float, are
-// undefined behaviour: the type and range are checked first.)
-template <typename T>
-void read_field(const nlohmann::json& j, const char* key, T& out, const std::string& where) {
-  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return;
-  const nlohmann::json& v = j[key];
-  bool fits = false;
-  if constexpr (std::is_same_v<T, bool>) {
-    fits = v.is_boolean();
-  } else if constexpr (std::is_integral_v<T>) {
-    fits = v.is_number_integer() &&
-           (v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
-                                   : v.get<int64_t>() >= std::numeric_limits<T>::min() &&
-                                         v.get<int64_t>() <= std::numeric_limits<T>::max());
-  } else if constexpr (std::is_floating_point_v<T>) {
-    fits = v.is_number() && std::abs(v.get<double>()) <= std::numeric_limits<T>::max();
-  } else {
-    fits = v.is_string();
-  }
-  if (!fits) fail(where, ".", key, " has the wrong type or is out of range (", v.dump(), ")");
-  out = v.get<T>();
-}
-
-const nlohmann::json& object_field(const nlohmann::json& j, const char* key, const std::string& where) {
-  static const nlohmann::json empty = nlohmann::json::object();
-  if (!j.contains(key) || j[key].is_null()) return empty;
-  if (!j[key].is_object()) fail(where, ".", key, " is not a JSON object");
-  return j[key];
-}
-
 // A Hugging Face hidden_act or open_clip activation name -> one of kActivations.
 std::string activation_name(const std::string& name, const std::string& where) {
   if (name == "quick_gelu" || name == "gelu") return name;
@@ -161,6 +119,58 @@ void apply_hf_preprocessor(const nlohmann::json& j, const std::string& source, P
   p.resize = crop ? ResizeMode::Shortest : ResizeMode::Squash;
 }
 
+// timm's SigLIP image towers, as open_clip names them in vision_cfg.timm_model_name: the heads and activation
+// the weights cannot tell (Ref: timm 1.0 models/vision_transformer.py, the *_siglip_* models with the 'map'
+// attention-pool head).
+struct TimmSiglipTrunk {
+  const char* name;
+  int64_t heads;
+  const char* activation;
+};
+constexpr TimmSiglipTrunk kTimmSiglipTrunks[] = {
+    {"vit_base_patch32_siglip_256", 12, "gelu_tanh"},
+    {"vit_base_patch16_siglip_224", 12, "gelu"},
+    {"vit_base_patch16_siglip_256", 12, "gelu"},
+    {"vit_base_patch16_siglip_384", 12, "gelu"},
+    {"vit_base_patch16_siglip_512", 12, "gelu"},
+    {"vit_large_patch16_siglip_256", 16, "gelu"},
+    {"vit_large_patch16_siglip_384", 16, "gelu"},
+    {"vit_large_patch16_siglip_512", 16, "gelu_tanh"},
+    {"vit_so400m_patch14_siglip_224", 16, "gelu"},
+    {"vit_so400m_patch14_siglip_378", 16, "gelu"},
+    {"vit_so400m_patch14_siglip_384", 16, "gelu"},
+    {"vit_so400m_patch16_siglip_256", 16, "gelu_tanh"},
+    {"vit_so400m_patch16_siglip_384", 16, "gelu_tanh"},
+    {"vit_so400m_patch16_siglip_512", 16, "gelu_tanh"},
+    {"vit_giantopt_patch16_siglip_256", 16, "gelu_tanh"},
+    {"vit_giantopt_patch16_siglip_384", 16, "gelu_tanh"},
+};
+
+// A timm image tower: SigLIP's attention-pool ViT only, without a projection after it (timm_pool "map",
+// timm_proj "none"). A name not in the table takes the heads from vision_cfg.head_width (open_clip's field,
+// 64 by default) and timm's default exact GELU, and says so.
+void apply_timm_trunk(const nlohmann::json& vision, const std::string& name, const std::string& where,
+                      ClipConfig& c) {
+  std::string pool = "avg", proj = "linear";  // open_clip's CLIPVisionCfg defaults
+  read_field(vision, "timm_pool", pool, where);
+  read_field(vision, "timm_proj", proj, where);
+  if (!c.siglip() || pool != "map" || (proj != "none" && !proj.empty())) {
+    fail(where, ": the timm image tower '", name, "' (timm_pool '", pool, "', timm_proj '", proj,
+         "') is not supported; supported: timm's SigLIP ViTs with timm_pool 'map' and timm_proj 'none'");
+  }
+  for (const auto& t : kTimmSiglipTrunks) {
+    if (name == t.name) {
+      c.vision_heads = t.heads;
+      c.vision_activation = t.activation;
+      return;
+    }
+  }
+  c.vision_activation = "gelu";
+  warn(where, ".timm_model_name '", name, "' is not a timm SigLIP model known here: assuming ",
+       c.vision_heads,
+       " heads (width / head_width) and exact GELU; --vision-heads and --activation override");
+}
+
 // open_clip_config.json: model_cfg (as open_clip's CLIP(**model_cfg) takes it) and preprocess_cfg.
 void apply_open_clip_config(const nlohmann::json& j, const std::string& source, ClipConfig& c) {
   const std::string file = cat(source, ": open_clip_config.json");
@@ -168,10 +178,6 @@ void apply_open_clip_config(const nlohmann::json& j, const std::string& source, 
   const std::string where = file + " model_cfg";
   const nlohmann::json& vision = object_field(model, "vision_cfg", where);
   const nlohmann::json& text = object_field(model, "text_cfg", where);
-  if (vision.contains("timm_model_name") && !vision["timm_model_name"].is_null()) {
-    fail(where, ".vision_cfg.timm_model_name: open_clip models with a timm image tower (",
-         vision["timm_model_name"].dump(), ") are not supported; their Hugging Face form is (SiglipModel)");
-  }
   bool quick_gelu = false;  // open_clip's default is exact GELU; the OpenAI-trained models set quick_gelu
   read_field(model, "quick_gelu", quick_gelu, where);
   c.vision_activation = c.text_activation = quick_gelu ? "quick_gelu" : "gelu";
@@ -187,17 +193,30 @@ void apply_open_clip_config(const nlohmann::json& j, const std::string& source, 
   read_field(vision, "head_width", head_width, where + ".vision_cfg");
   if (head_width <= 0) fail(where, ".vision_cfg.head_width must be positive");
   c.vision_heads = (c.vision_resnet ? c.vision_width * 32 : c.vision_width) / head_width;
+  c.vision_layer_norm_eps = c.text_layer_norm_eps =
+      1e-5;  // torch's LayerNorm default, as open_clip builds it
+  std::string timm_name;
+  read_field(vision, "timm_model_name", timm_name, where + ".vision_cfg");
+  if (!timm_name.empty()) {
+    c.vision_layer_norm_eps = 1e-6;  // timm's LayerNorm default
+    apply_timm_trunk(vision, timm_name, where + ".vision_cfg", c);
+  }
   c.transformer_heads = 8;  // open_clip's CLIPTextCfg default
   read_field(text, "heads", c.transformer_heads, where + ".text_cfg");
   const nlohmann::json& norm = object_field(text, "norm_kwargs", where + ".text_cfg");
   read_field(norm, "eps", c.text_layer_norm_eps, where + ".text_cfg.norm_kwargs");
+  // The text tower's pooling must be the one the weights' family computes: CLIP's end token behind a causal
+  // mask, or SigLIP's last token without one.
   std::string pool = "argmax";
   read_field(text, "pool_type", pool, where + ".text_cfg");
   bool no_causal_mask = false;
   read_field(text, "no_causal_mask", no_causal_mask, where + ".text_cfg");
-  if (pool != "argmax" || no_causal_mask) {
+  const bool siglip_text = pool == "last" && no_causal_mask;
+  if (siglip_text != c.siglip() || (!c.siglip() && pool != "argmax")) {
     fail(where, ".text_cfg: a text tower pooled by '", pool, no_causal_mask ? "' without a causal mask" : "'",
-         " is not supported with CLIP's weights");
+         " is not supported with ", c.siglip() ? "SigLIP" : "CLIP", "'s weights (",
+         c.siglip() ? "SigLIP" : "CLIP", " pools ",
+         c.siglip() ? "the last token without a causal mask)" : "the end token behind a causal mask)");
   }
   const nlohmann::json& pre = object_field(j, "preprocess_cfg", file);
   const std::string pre_where = file + " preprocess_cfg";
@@ -220,7 +239,7 @@ void apply_open_clip_config(const nlohmann::json& j, const std::string& source, 
 
 void apply_model_config(const ModelConfigFiles& configs, const std::string& source, ClipConfig& config) {
   if (!configs.config_json.empty()) {
-    const nlohmann::json j = parse_config(configs.config_json, source, configs.config_name);
+    const nlohmann::json j = parse_json_object(configs.config_json, source, configs.config_name);
     if (configs.config_name == "open_clip_config.json") {
       apply_open_clip_config(j, source, config);
     } else {
@@ -228,7 +247,7 @@ void apply_model_config(const ModelConfigFiles& configs, const std::string& sour
     }
   }
   if (!configs.preprocessor_json.empty()) {
-    const nlohmann::json j = parse_config(configs.preprocessor_json, source, "preprocessor_config.json");
+    const nlohmann::json j = parse_json_object(configs.preprocessor_json, source, "preprocessor_config.json");
     const nlohmann::json& image =
         j.contains("image_processor") ? object_field(j, "image_processor", source) : j;
     apply_hf_preprocessor(image, source, config.preprocess);
@@ -358,7 +377,11 @@ std::string resolve_model_path(const std::string& name_given, const std::string&
 
 std::shared_ptr<ClipModel> clip_model_from_tensors(TensorMap sd, const ModelConfigFiles& configs,
                                                    const std::string& source, const LoadOptions& options) {
-  if (has_hf_clip_names(sd)) sd = hf_to_openai_names(sd);
+  if (has_hf_clip_names(sd)) {
+    sd = hf_to_openai_names(sd);
+  } else if (has_open_clip_timm_names(sd)) {
+    sd = open_clip_timm_to_openai_names(sd);
+  }
   ClipConfig config;
   try {
     config = ClipConfig::from_state_dict(sd);
@@ -437,6 +460,7 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
   for (const auto& kv : ckpt.tensors)
     ++out.checkpoint_dtypes[std::string(c10::toString(kv.second.scalar_type()))];
   if (has_hf_clip_names(ckpt.tensors)) out.format += " (Hugging Face names)";
+  if (has_open_clip_timm_names(ckpt.tensors)) out.format += " (open_clip names, timm image tower)";
   const std::string file_name = fs::path(ckpt.path).filename().string();
   if (file_name.rfind("open_clip_", 0) == 0 && ckpt.configs.config_json.empty() &&
       options.activation.empty()) {

@@ -97,55 +97,50 @@ class MultiheadAttention : public torch::nn::Module {
   // x: [B, L, D] -> [B, queries, D], the attention output for the first `queries` tokens (which attend to all
   // L).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, int64_t queries) {
-    const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = D / heads_, Lq = queries;
-#if CLIPGUIDE_HAS_SDPA
-    // The fused kernel (flash attention on CPU and CUDA): the same softmax(q k^T / sqrt(Dh) + mask) v.
+    const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
     const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)  // [B, L, 3D]
-                                  .view({B, L, 3, heads_, Dh})
+                                  .view({B, L, 3, heads_, D / heads_})
                                   .permute({2, 0, 3, 1, 4});  // -> [3, B, H, L, Dh]
-    const auto attn_mask = mask.defined()
-                               ? compat::optional<torch::Tensor>(mask.narrow(0, 0, Lq).to(qkv.scalar_type()))
-                               : compat::optional<torch::Tensor>();
-    const torch::Tensor out =
-        at::scaled_dot_product_attention(qkv[0].narrow(2, 0, Lq), qkv[1], qkv[2], attn_mask)
-            .transpose(1, 2)  // [B, H, Lq, Dh] -> [B, Lq, H, Dh]
-            .reshape({B, Lq, D});
-#else
-    const torch::Tensor qkv = dense(x, in_proj_weight, in_proj_bias)  // [B, L, 3D]
-                                  .view({B, L, 3, heads_, Dh})
-                                  .permute({2, 0, 3, 1, 4})  // -> [3, B, H, L, Dh]
-                                  .contiguous()
-                                  .view({3, B * heads_, L, Dh});
-    const torch::Tensor q = qkv[0].narrow(1, 0, Lq) * (1.0 / std::sqrt(static_cast<double>(Dh)));
-    torch::Tensor attn = torch::bmm(q, qkv[1].transpose(1, 2));  // [BH, Lq, L]
-    if (mask.defined()) attn = attn + mask.narrow(0, 0, Lq);
-    attn = torch::softmax(attn, -1);
-    const torch::Tensor out = torch::bmm(attn, qkv[2])  // [BH, Lq, Dh]
-                                  .view({B, heads_, Lq, Dh})
-                                  .permute({0, 2, 1, 3})  // -> [B, Lq, H, Dh]
-                                  .contiguous()
-                                  .view({B, Lq, D});
-#endif
-    return dense(out, out_proj->weight, out_proj->bias);
+    return attend(qkv[0].narrow(2, 0, queries), qkv[1], qkv[2],
+                  mask.defined() ? mask.narrow(0, 0, queries) : mask);
   }
   // Cross-attention, as nn.MultiheadAttention(query, x, x): query [B, Lq, D] attends to x [B, L, D].
   torch::Tensor cross(const torch::Tensor& query, const torch::Tensor& x) {
-    const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = D / heads_, Lq = query.size(1);
+    const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Lq = query.size(1);
     const torch::Tensor q = dense(query, in_proj_weight.narrow(0, 0, D), in_proj_bias.narrow(0, 0, D))
-                                .view({B, Lq, heads_, Dh})
-                                .transpose(1, 2);  // [B, H, Lq, Dh]
+                                .view({B, Lq, heads_, D / heads_})
+                                .transpose(1, 2);  // [B, Lq, H, Dh] -> [B, H, Lq, Dh]
     const torch::Tensor kv = dense(x, in_proj_weight.narrow(0, D, 2 * D), in_proj_bias.narrow(0, D, 2 * D))
-                                 .view({B, L, 2, heads_, Dh})
-                                 .permute({2, 0, 3, 1, 4});  // [2, B, H, L, Dh]
-    const torch::Tensor attn = torch::softmax(
-        torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(Dh))), kv[0].transpose(-2, -1)), -1);
-    const torch::Tensor out = torch::matmul(attn, kv[1]).transpose(1, 2).reshape({B, Lq, D});
-    return dense(out, out_proj->weight, out_proj->bias);
+                                 .view({B, L, 2, heads_, D / heads_})
+                                 .permute({2, 0, 3, 1, 4});  // [B, L, 2, H, Dh] -> [2, B, H, L, Dh]
+    return attend(q, kv[0], kv[1], {});
   }
   torch::Tensor in_proj_weight, in_proj_bias;
   torch::nn::Linear out_proj{nullptr};
 
  private:
+  // softmax(q k^T / sqrt(Dh) + mask) v, then out_proj: q [B, H, Lq, Dh], k and v [B, H, L, Dh], mask additive
+  // [Lq, L] or undefined -> [B, Lq, D].
+  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       const torch::Tensor& mask) {
+    const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), L = k.size(2), Dh = q.size(3);
+#if CLIPGUIDE_HAS_SDPA
+    // The fused kernel (flash attention on CPU and CUDA): the same math.
+    const auto attn_mask = mask.defined() ? compat::optional<torch::Tensor>(mask.to(q.scalar_type()))
+                                          : compat::optional<torch::Tensor>();
+    const torch::Tensor out = at::scaled_dot_product_attention(q, k, v, attn_mask);  // [B, H, Lq, Dh]
+#else
+    // Batched matmuls over [B*H, ., Dh], laid out as PyTorch's own implementation does.
+    const torch::Tensor q3 = (q * (1.0 / std::sqrt(static_cast<double>(Dh)))).reshape({B * H, Lq, Dh});
+    torch::Tensor attn = torch::bmm(q3, k.reshape({B * H, L, Dh}).transpose(1, 2));  // [BH, Lq, L]
+    if (mask.defined()) attn = attn + mask;
+    const torch::Tensor out =
+        torch::bmm(torch::softmax(attn, -1), v.reshape({B * H, L, Dh})).view({B, H, Lq, Dh});
+#endif
+    return dense(out.transpose(1, 2).reshape({B, Lq, H * Dh}),  // [B, H, Lq, Dh] -> [B, Lq, D]
+                 out_proj->weight, out_proj->bias);
+  }
+
   int64_t heads_;
 };
 

@@ -273,14 +273,15 @@ bool is_cased(char32_t c) {
   return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT;
 }
 
-// Python str.lower: full lower-case mapping, including U+0130 -> "i\u0307" and the final sigma rule.
-std::u32string python_lower(const std::u32string& text) {
+// Full lower-case mapping, including U+0130 -> "i\u0307"; Python's str.lower also applies the final sigma
+// rule, Hugging Face tokenizers' Lowercase normalizer (one code point at a time) does not.
+std::u32string full_lower(const std::u32string& text, bool final_sigma) {
   std::u32string out;
   for (size_t i = 0; i < text.size(); ++i) {
     const char32_t c = text[i];
     if (c == 0x0130) {
       out += U"i\u0307";
-    } else if (c == 0x03A3) {
+    } else if (c == 0x03A3 && final_sigma) {
       const bool after_cased = i > 0 && is_cased(text[i - 1]);
       const bool before_cased = i + 1 < text.size() && is_cased(text[i + 1]);
       out.push_back(after_cased && !before_cased ? 0x03C2 : 0x03C3);
@@ -290,6 +291,8 @@ std::u32string python_lower(const std::u32string& text) {
   }
   return out;
 }
+
+std::u32string python_lower(const std::u32string& text) { return full_lower(text, true); }
 
 std::u32string strip(const std::u32string& s) {
   size_t b = 0, e = s.size();
@@ -415,9 +418,15 @@ bool is_number(char32_t c) {
   }
 }
 
-std::u32string clip_clean_text(const std::string& utf8, const std::string& what) {
-  std::u32string text = ftfy_fix_text(utf8_to_u32(utf8, what));
-  text = strip(html_unescape(html_unescape(text)));
+namespace {
+
+// ftfy.fix_text, html.unescape twice, strip: open_clip's basic_clean (and the start of CLIP's cleaning).
+std::u32string basic_clean(const std::string& utf8, const std::string& what) {
+  return strip(html_unescape(html_unescape(ftfy_fix_text(utf8_to_u32(utf8, what)))));
+}
+
+// " ".join(text.split()): runs of whitespace become one space, none at either end.
+std::u32string collapse_whitespace(const std::u32string& text) {
   std::u32string collapsed;
   for (char32_t c : text) {
     if (is_space(c)) {
@@ -426,22 +435,51 @@ std::u32string clip_clean_text(const std::string& utf8, const std::string& what)
       collapsed.push_back(c);
     }
   }
-  return python_lower(strip(collapsed));
+  return strip(collapsed);
 }
 
-std::u32string siglip_clean_text(const std::string& utf8, const std::string& what) {
+bool is_ascii_punctuation(char32_t c) {
   static const std::u32string punctuation =
       U"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";  // Python's string.punctuation
-  std::u32string collapsed;
-  for (char32_t c : python_lower(utf8_to_u32(utf8, what))) {
-    if (punctuation.find(c) != std::u32string::npos) continue;
-    if (is_space(c)) {
-      if (collapsed.empty() || collapsed.back() != ' ') collapsed.push_back(' ');
-    } else {
-      collapsed.push_back(c);
+  return punctuation.find(c) != std::u32string::npos;
+}
+
+}  // namespace
+
+std::u32string clip_clean_text(const std::string& utf8, const std::string& what) {
+  return python_lower(collapse_whitespace(basic_clean(utf8, what)));
+}
+
+std::u32string open_clip_clean_text(const std::string& utf8, OpenClipClean how, const std::string& what) {
+  switch (how) {
+    case OpenClipClean::Whitespace:
+      return collapse_whitespace(basic_clean(utf8, what));
+    case OpenClipClean::Lower:
+      return python_lower(collapse_whitespace(basic_clean(utf8, what)));
+    case OpenClipClean::Canonicalize: {
+      // canonicalize_text: "_" -> " ", punctuation removed, lower-cased, whitespace collapsed.
+      std::u32string kept;
+      for (char32_t c : basic_clean(utf8, what)) {
+        if (c == '_') {
+          kept.push_back(' ');
+        } else if (!is_ascii_punctuation(c)) {
+          kept.push_back(c);
+        }
+      }
+      return collapse_whitespace(python_lower(kept));
     }
   }
-  return strip(collapsed);
+  return utf8_to_u32(utf8, what);
+}
+
+std::u32string hf_lower(const std::u32string& text) { return full_lower(text, false); }
+
+std::u32string siglip_clean_text(const std::string& utf8, const std::string& what) {
+  std::u32string kept;
+  for (char32_t c : python_lower(utf8_to_u32(utf8, what))) {
+    if (!is_ascii_punctuation(c)) kept.push_back(c);
+  }
+  return collapse_whitespace(kept);
 }
 
 namespace {

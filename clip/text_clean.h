@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/names.h"
+
 namespace clipguide {
 
 // Decodes UTF-8 to code points; throws Error naming `what` on invalid UTF-8.
@@ -33,6 +35,19 @@ std::string fit_width_middle(std::string_view utf8, size_t width);
 
 // ftfy + unescape twice + strip + whitespace collapse + lower-case: what the BPE sees.
 std::u32string clip_clean_text(const std::string& utf8, const std::string& what);
+
+// open_clip's clean functions (open_clip_config.json text_cfg.tokenizer_kwargs.clean), which it runs before
+// its Hugging Face tokenizer: all start with ftfy + unescape twice + strip and collapse whitespace; "lower"
+// then lower-cases; "canonicalize" turns "_" into spaces, removes ASCII punctuation and lower-cases.
+enum class OpenClipClean { Whitespace, Lower, Canonicalize };
+inline constexpr Named<OpenClipClean> kOpenClipCleans[] = {{OpenClipClean::Whitespace, "whitespace"},
+                                                           {OpenClipClean::Lower, "lower"},
+                                                           {OpenClipClean::Canonicalize, "canonicalize"}};
+std::u32string open_clip_clean_text(const std::string& utf8, OpenClipClean how, const std::string& what);
+
+// Lower-case as Hugging Face tokenizers' Lowercase normalizer does it: each code point's full mapping
+// (U+0130 -> "i\u0307"), without Python's final-sigma rule.
+std::u32string hf_lower(const std::u32string& text);
 
 // SigLIP's canonical text (big_vision's, as transformers' SiglipTokenizer and open_clip's "canonicalize"
 // clean it): lower-case, ASCII punctuation removed, whitespace collapsed, stripped.

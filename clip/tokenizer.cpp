@@ -14,6 +14,7 @@
 #include "clip/text_clean.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/json_fields.h"
 
 namespace clipguide {
 namespace fs = std::filesystem;
@@ -226,17 +227,149 @@ Tokenizer Tokenizer::from_hf_files(const std::string& vocab_json, const std::str
                    parse_merges(text, first, std::numeric_limits<size_t>::max(), merges_txt), vocab_json);
 }
 
-Tokenizer Tokenizer::from_sentencepiece(const std::string& model_file) {
+namespace {
+
+// A special token as tokenizer_config.json writes it: "<pad>" or {"content": "<pad>", ...}.
+void read_token(const nlohmann::json& config, const char* key, std::string& out, const std::string& where) {
+  if (config.contains(key) && config[key].is_object()) {
+    read_field(config[key], "content", out, cat(where, ".", key));
+  } else {
+    read_field(config, key, out, where);
+  }
+}
+
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+std::optional<nlohmann::json> json_file_in(const fs::path& dir, const char* name, const std::string& source) {
+  std::error_code ec;
+  if (!fs::exists(dir / name, ec)) return std::nullopt;
+  return parse_json_object(read_small_file((dir / name).string(), kMaxVocabBytes), source, name);
+}
+
+// True when a tokenizer.json normalizer (or one inside a Sequence) is of type `type`.
+bool has_normalizer(const nlohmann::json& normalizer, const char* type) {
+  if (!normalizer.is_object()) return false;
+  if (normalizer.value("type", "") == type) return true;
+  if (normalizer.contains("normalizers") && normalizer["normalizers"].is_array()) {
+    for (const auto& n : normalizer["normalizers"])
+      if (has_normalizer(n, type)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+SentencePieceRules SentencePieceRules::in_folder(const std::string& folder) {
+  SentencePieceRules rules;
+  const fs::path dir(folder);
+  const std::optional<nlohmann::json> config = json_file_in(dir, "tokenizer_config.json", folder);
+  if (config) {
+    const std::string where = cat(folder, ": tokenizer_config.json");
+    std::string cls;
+    read_field(*config, "tokenizer_class", cls, where);
+    if (starts_with(cls, "Siglip2") || starts_with(cls, "Gemma")) {
+      // transformers' Gemma-backed classes: no end token and left padding unless the files say otherwise;
+      // Siglip2Tokenizer lower-cases (its tokenizer.json normalizer, below, says so too).
+      rules.text = starts_with(cls, "Siglip2") ? Text::Lower : Text::AsIs;
+      rules.add_eos = false;
+      rules.pad_left = true;
+      rules.bos_token = "<bos>";
+      rules.eos_token = "<eos>";
+      rules.pad_token = "<pad>";
+    } else if (!cls.empty() && !starts_with(cls, "Siglip")) {
+      fail(
+          where, ".tokenizer_class '", cls,
+          "' is not a SentencePiece tokenizer read here (SiglipTokenizer, Siglip2Tokenizer, GemmaTokenizer)");
+    }
+    read_field(*config, "add_bos_token", rules.add_bos, where);
+    read_field(*config, "add_eos_token", rules.add_eos, where);
+    std::string side = rules.pad_left ? "left" : "right";
+    read_field(*config, "padding_side", side, where);
+    if (side != "left" && side != "right") fail(where, ".padding_side '", side, "' is not left or right");
+    rules.pad_left = side == "left";
+    read_token(*config, "bos_token", rules.bos_token, where);
+    read_token(*config, "eos_token", rules.eos_token, where);
+    read_token(*config, "pad_token", rules.pad_token, where);
+    // A tokenizer.json is what transformers' tokenizers-backed classes run: its normalizer says whether text
+    // is lower-cased, its post-processor which special tokens frame the ids.
+    if (rules.text != Text::SiglipCanonical) {
+      if (const auto fast = json_file_in(dir, "tokenizer.json", folder)) {
+        const std::string fast_where = cat(folder, ": tokenizer.json");
+        if (fast->contains("normalizer"))
+          rules.text = has_normalizer((*fast)["normalizer"], "Lowercase") ? Text::Lower : Text::AsIs;
+        const nlohmann::json& post = object_field(*fast, "post_processor", fast_where);
+        if (post.value("type", "") == "TemplateProcessing" && post.contains("single") &&
+            post["single"].is_array()) {
+          rules.add_bos = rules.add_eos = false;
+          bool before = true;
+          for (const auto& item : post["single"]) {
+            if (item.contains("Sequence")) {
+              before = false;
+            } else if (item.contains("SpecialToken") && item["SpecialToken"].is_object()) {
+              std::string token;
+              read_field(item["SpecialToken"], "id", token, fast_where + ".post_processor.single");
+              (before ? rules.add_bos : rules.add_eos) = true;
+              (before ? rules.bos_token : rules.eos_token) = token;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (const auto open_clip = json_file_in(dir, "open_clip_config.json", folder)) {
+    const std::string where = cat(folder, ": open_clip_config.json model_cfg.text_cfg");
+    const nlohmann::json& text =
+        object_field(object_field(*open_clip, "model_cfg", folder + ": open_clip_config.json"), "text_cfg",
+                     folder + ": open_clip_config.json model_cfg");
+    if (text.contains("hf_tokenizer_name")) {
+      std::string clean = "whitespace";  // open_clip's HFTokenizer default
+      read_field(object_field(text, "tokenizer_kwargs", where), "clean", clean, where + ".tokenizer_kwargs");
+      rules.open_clip_clean = parse_name(kOpenClipCleans, clean, (where + ".tokenizer_kwargs.clean").c_str());
+    }
+  }
+  return rules;
+}
+
+Tokenizer Tokenizer::from_sentencepiece(const std::string& model_file, const SentencePieceRules& rules) {
   auto sp = std::make_shared<const SentencePiece>(
       parse_sentencepiece_model(read_small_file(model_file, kMaxVocabBytes), model_file), model_file);
-  const int64_t eos = sp->eos_id();
-  if (eos < 0) fail(model_file, ": the SentencePiece model has no end-of-sequence piece");
+  auto id = [&](const std::string& token, const char* what) {
+    const int64_t i = token.empty() ? sp->eos_id() : sp->id_of(token);
+    if (i < 0) {
+      fail(model_file, ": the SentencePiece model has no ", what, " piece",
+           token.empty() ? "" : cat(" '", token, "'"));
+    }
+    return i;
+  };
   Tokenizer t;
-  t.sot_ = -1;
-  t.eot_ = t.pad_ = eos;
+  t.sot_ = rules.add_bos ? id(rules.bos_token, "start") : -1;
+  t.eot_ = rules.add_eos ? id(rules.eos_token, "end-of-sequence") : -1;
+  t.pad_ = id(rules.pad_token, "padding");
+  t.pad_left_ = rules.pad_left;
   t.max_id_ = sp->size() - 1;
+  t.rules_ = rules;
   t.sp_ = std::move(sp);
   return t;
+}
+
+std::string Tokenizer::describe() const {
+  if (!sp_) return kind();
+  std::string out = "SentencePiece (";
+  if (rules_.open_clip_clean)
+    out += cat("open_clip '", name_of(kOpenClipCleans, *rules_.open_clip_clean), "' clean, ");
+  switch (rules_.text) {
+    case SentencePieceRules::Text::SiglipCanonical:
+      out += "canonical text, ";
+      break;
+    case SentencePieceRules::Text::Lower:
+      out += "lower-cased, ";
+      break;
+    case SentencePieceRules::Text::AsIs:
+      break;
+  }
+  if (sot_ >= 0) out += cat("start id ", sot_, ", ");
+  if (eot_ >= 0) out += cat("end id ", eot_, ", ");
+  return cat(out, "padded ", pad_left_ ? "left" : "right", " with id ", pad_, ")");
 }
 
 std::string Tokenizer::vocabulary_in(const std::string& folder) {
@@ -264,7 +397,8 @@ Tokenizer Tokenizer::from_path(const std::string& path) {
   }
   const fs::path p(file);
   if (p.filename() == "vocab.json") return from_hf_files(file, (p.parent_path() / "merges.txt").string());
-  if (p.extension() == ".model") return from_sentencepiece(file);
+  if (p.extension() == ".model")
+    return from_sentencepiece(file, SentencePieceRules::in_folder(p.parent_path().string()));
   return from_openai_vocab(file);
 }
 
@@ -301,7 +435,14 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, const std::strin
   if (text.size() > kMaxTextBytes)
     fail(what, ": ", text.size(), " bytes exceeds the limit of ", kMaxTextBytes, " bytes");
   if (sp_) {
-    std::vector<int64_t> ids = sp_->encode(u32_to_utf8(siglip_clean_text(text, what)));
+    std::u32string clean = rules_.open_clip_clean ? open_clip_clean_text(text, *rules_.open_clip_clean, what)
+                                                  : utf8_to_u32(text, what);
+    if (rules_.text == SentencePieceRules::Text::SiglipCanonical) {
+      clean = siglip_clean_text(u32_to_utf8(clean), what);
+    } else if (rules_.text == SentencePieceRules::Text::Lower) {
+      clean = hf_lower(clean);
+    }
+    std::vector<int64_t> ids = sp_->encode(u32_to_utf8(clean));
     if (ids.size() > max_tokens) ids.resize(max_tokens);
     return ids;
   }
@@ -336,18 +477,22 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
     const size_t limit = static_cast<size_t>(context_length) + (truncate ? 0 : kCountBeyondContext);
     std::vector<int64_t> ids = encode(texts[n], what, limit);
     const bool counted_all = ids.size() < limit;
-    if (sot_ >= 0) ids.insert(ids.begin(), sot_);
-    ids.push_back(eot_);
-    if (static_cast<int64_t>(ids.size()) > context_length) {
+    const size_t specials = (sot_ >= 0 ? 1 : 0) + (eot_ >= 0 ? 1 : 0);
+    if (ids.size() + specials > static_cast<size_t>(context_length)) {
       if (!truncate) {
-        fail(what, " is ", counted_all ? "" : "more than ", counted_all ? ids.size() : limit,
+        fail(what, " is ", counted_all ? "" : "more than ", counted_all ? ids.size() + specials : limit,
              " tokens, longer than the context length ", context_length, " (shorten it or use --truncate)");
       }
-      ids.resize(context_length);
-      ids.back() = eot_;
+      ids.resize(static_cast<size_t>(context_length) -
+                 specials);  // as transformers' truncation: specials kept
     }
-    for (size_t i = 0; i < ids.size(); ++i) acc[n][i] = ids[i];
-    for (auto i = static_cast<int64_t>(ids.size()); i < context_length; ++i) acc[n][i] = pad_;
+    if (sot_ >= 0) ids.insert(ids.begin(), sot_);
+    if (eot_ >= 0) ids.push_back(eot_);
+    const int64_t pads = context_length - static_cast<int64_t>(ids.size());
+    for (int64_t i = 0; i < context_length; ++i) {
+      const int64_t k = pad_left_ ? i - pads : i;  // the id at column i, or padding
+      acc[n][i] = k >= 0 && k < static_cast<int64_t>(ids.size()) ? ids[static_cast<size_t>(k)] : pad_;
+    }
   }
   return out;
 }

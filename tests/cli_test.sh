@@ -154,6 +154,22 @@ for name in hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K laion/CLIP-ViT-H-14-lai
     && grep -q "snapshots/abc" "$tmp/hub.json" && ok || bad "hub name $name: $(cat "$tmp/err")"
 done
 expect_fail unknown-pretrained env HF_HUB_CACHE="$tmp/hub" "$bin" info ViT-H-14 --pretrained nope
+# SigLIP 2: the Hugging Face folder (Siglip2Tokenizer's rules) and open_clip's timm layout, by its hub names.
+"$bin" info "$fam/siglip2" --json >"$tmp/s2.json" 2>"$tmp/err" \
+  && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['family']=='siglip' and 'lower-cased' in d['tokenizer_rules'], d" "$tmp/s2.json" \
+  && ok || bad "info siglip2: $(cat "$tmp/err")"
+mkdir -p "$tmp/hub/models--timm--ViT-B-16-SigLIP2/snapshots/def" "$tmp/hub/models--timm--ViT-B-16-SigLIP2/refs"
+echo def >"$tmp/hub/models--timm--ViT-B-16-SigLIP2/refs/main"
+cp "$fam"/openclip-siglip2/* "$tmp/hub/models--timm--ViT-B-16-SigLIP2/snapshots/def/"
+for name in timm/ViT-B-16-SigLIP2 "ViT-B-16-SigLIP2 --pretrained webli"; do
+  # shellcheck disable=SC2086
+  HF_HUB_CACHE="$tmp/hub" "$bin" info $name --json >"$tmp/hub.json" 2>"$tmp/err" \
+    && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['family']=='siglip' and 'timm' in d['format'] and 'canonicalize' in d['tokenizer_rules'], d" "$tmp/hub.json" \
+    && ok || bad "open_clip SigLIP 2 $name: $(cat "$tmp/err")"
+done
+HF_HUB_CACHE="$tmp/hub" "$bin" score -m timm/ViT-B-16-SigLIP2 -p "a red circle" "$fimg" --metric sigmoid --format jsonl >"$tmp/sg2.jsonl" 2>"$tmp/err" \
+  && python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; r=[x for x in r if 'score' in x]; assert len(r)==1 and 0<r[0]['score']<1, r" "$tmp/sg2.jsonl" \
+  && ok || bad "score open_clip SigLIP 2: $(cat "$tmp/err")"
 mkdir -p "$tmp/bare" && cp "$oc"/open_clip_* "$tmp/bare/" && rm "$tmp/bare/open_clip_config.json"
 expect_fail open-clip-without-config "$bin" info "$tmp/bare/$(ls "$tmp/bare" | head -1)" --vocab "$vocab"
 grep -q -- "--activation" "$tmp/err" && ok || bad "open_clip without config names --activation: $(cat "$tmp/err")"

@@ -6,14 +6,20 @@ what the peers compute from them.
     .venv/bin/python tools/make_family_fixtures.py [--out DIR] [--seed N] [--scale K]
 
 --seed and --scale change every weight and width; the tests read all shapes from the files, so they pass on
-any set this makes. The layout follows ../shared/fixtures/clip: families-manifest.json names each model, its
-files, config, preprocessing and tokenizer; <model>.reference.safetensors holds, in fp32:
+any set this makes. The models: open_clip's ViT-B-32-quickgelu and ViT-H-14 structures (CLIP), transformers'
+SiglipModel as SigLIP (spiece.model, SiglipTokenizer) and as SigLIP 2 fixed-resolution (a Gemma-convention
+tokenizer.model, Siglip2Tokenizer), and open_clip's SigLIP 2 layout (CustomTextCLIP on a timm SigLIP trunk, Gemma's
+tokenizer files, clean "canonicalize"). The layout follows ../shared/fixtures/clip: families-manifest.json names each
+model (family clip|siglip, format open_clip|hf), its files, config, preprocessing and tokenizer;
+<model>.reference.safetensors holds, in fp32:
   pixels [4,3,R,R] (normalized, random), image_features [4,E], tokens [P,L] int64 (the manifest prompts, as the
   peer's tokenizer makes them), text_features [P,E], logits_per_image [4,P] (scale * cos, plus the bias for SigLIP),
   grad_weights [4,P] and pixels_grad (d/d pixels of sum(grad_weights * cos)), photo_pixels and photo_features
   (images/photo-*.png through the peer's own preprocessing), and for SigLIP sigmoid_per_image.
-preprocess.reference.safetensors holds open_clip's image_transform of every photo for each resize mode and
-interpolation ("<mode>-<interpolation>-<size>@<file>", [3,N,N]); the manifest lists the cases.
+tokenizer_cases hold more texts through each SentencePiece model's own tokenizer (and Siglip2Tokenizer as
+transformers saves it by default: no end token, left padding). preprocess.reference.safetensors holds open_clip's
+image_transform of every photo for each resize mode and interpolation ("<mode>-<interpolation>-<size>@<file>",
+[3,N,N]); the manifest lists the cases.
 """
 import argparse
 import io
@@ -28,10 +34,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import open_clip
+import timm
 from open_clip.transform import image_transform
 import sentencepiece as spm
 import transformers
-from transformers import SiglipConfig, SiglipModel, SiglipTokenizer
+from transformers import GemmaTokenizer, SiglipConfig, SiglipModel, SiglipTokenizer, Siglip2Tokenizer
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 PROMPTS = [
@@ -114,7 +121,8 @@ def open_clip_model(out, name, cfg, preprocess_cfg, weights_file, photos, rng, s
     save_file(ref, os.path.join(out, f"{name}.reference.safetensors"))
     v, t = cfg["vision_cfg"], cfg["text_cfg"]
     return {
-        "family": "open_clip",
+        "family": "clip",
+        "format": "open_clip",
         "files": [f"{name}/{weights_file}"],
         "folder": name,
         "tokenizer": {"kind": "clip_bpe", "context_length": t["context_length"]},
@@ -130,33 +138,75 @@ def open_clip_model(out, name, cfg, preprocess_cfg, weights_file, photos, rng, s
     }
 
 
-def train_spiece(words_seed):
-    """A small unigram SentencePiece vocabulary in the T5/SigLIP convention (pad 0, eos 1, unk 2, no bos)."""
+WORDS = ("a an the red green blue yellow circle square triangle photo of on in background two cats dog "
+         "sleeping sofa small large picture drawing painting sunset beach crowded city night").split()
+
+# Gemma's SentencePiece conventions (SigLIP 2's vocabulary): BPE with byte fallback, no dummy prefix, no
+# normalization, <pad> 0, <eos> 1, <bos> 2, <unk> 3, <mask> 4.
+GEMMA_LIKE = dict(model_type="bpe", byte_fallback=True, add_dummy_prefix=False, normalization_rule_name="identity",
+                  remove_extra_whitespaces=False, user_defined_symbols=["<mask>"], pad_id=0, eos_id=1, bos_id=2,
+                  unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>")
+
+
+def train_spiece(words_seed, **kwargs):
+    """A small SentencePiece vocabulary over the fixture words; by default a unigram one in the T5/SigLIP
+    convention (pad 0, eos 1, unk 2, no bos)."""
     rng = np.random.default_rng(words_seed)
-    words = ("a an the red green blue yellow circle square triangle photo of on in background two cats dog "
-             "sleeping sofa small large picture drawing painting sunset beach crowded city night").split()
-    corpus = [" ".join(rng.choice(words, size=rng.integers(3, 9))) for _ in range(3000)]
+    corpus = [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(3000)]
     corpus += [p.lower() for p in PROMPTS]
+    options = dict(vocab_size=120, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+    options.update(kwargs)
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model, vocab_size=120,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model, character_coverage=1.0,
+                                   hard_vocab_limit=False, minloglevel=2, **options)
     return model.getvalue()
 
 
-def siglip_model(out, name, scale, photos, rng, seed):
+def save_hf_tokenizer(tokenizer, folder):
+    """save_pretrained, less the generating machine's paths (tokenizer.model stays beside it, as in the hub's
+    folders)."""
+    tokenizer.save_pretrained(folder)
+    path = os.path.join(folder, "tokenizer_config.json")
+    with open(path) as f:
+        config = json.load(f)
+    for key in ("vocab_file", "is_local", "local_files_only", "name_or_path"):
+        config.pop(key, None)
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+
+
+def gemma_tokenizer_folder(folder, seed, cls, **kwargs):
+    """A Gemma-convention tokenizer.model, and the transformers tokenizer `cls` made from it and saved beside
+    it (tokenizer.json, tokenizer_config.json)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tokenizer.model"), "wb") as f:
+        f.write(train_spiece(seed, vocab_size=300, **GEMMA_LIKE))
+    tokenizer = cls.from_pretrained(folder, **kwargs)
+    save_hf_tokenizer(tokenizer, folder)
+    return cls.from_pretrained(folder)
+
+
+def siglip_model(out, name, scale, photos, rng, seed, siglip2=False):
+    """SiglipModel in a Hugging Face folder: SigLIP's (a T5-style spiece.model, SiglipTokenizer) or, with
+    siglip2, SigLIP 2's fixed-resolution form (a Gemma-convention tokenizer.model and Siglip2Tokenizer, which
+    lower-cases; end token appended and right padding, as open_clip's SigLIP 2 tokenizer sets them)."""
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
-    spiece = os.path.join(folder, "spiece.model")
-    with open(spiece, "wb") as f:
-        f.write(train_spiece(seed))
-    tokenizer = SiglipTokenizer(vocab_file=spiece, model_max_length=16)
+    if siglip2:
+        tokenizer = gemma_tokenizer_folder(folder, seed, Siglip2Tokenizer, add_eos_token=True,
+                                           padding_side="right")
+        vocab_file, special = "tokenizer.model", dict(pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    else:
+        vocab_file, special = "spiece.model", dict(pad_token_id=1, bos_token_id=None, eos_token_id=1)
+        with open(os.path.join(folder, vocab_file), "wb") as f:
+            f.write(train_spiece(seed))
+        tokenizer = SiglipTokenizer(vocab_file=os.path.join(folder, vocab_file), model_max_length=16)
     width = 32 * scale
     context = 16
     config = SiglipConfig(
-        text_config=dict(vocab_size=tokenizer.vocab_size, hidden_size=width, intermediate_size=width * 3,
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=width * 3,
                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=context,
-                         projection_size=48 * scale, pad_token_id=1, bos_token_id=None, eos_token_id=1),
+                         projection_size=48 * scale, **special),
         vision_config=dict(hidden_size=48 * scale, intermediate_size=width * 2 + 8, num_hidden_layers=2,
                            num_attention_heads=3, image_size=32, patch_size=8),
     )
@@ -168,7 +218,10 @@ def siglip_model(out, name, scale, photos, rng, seed):
     model.eval()
     model.save_pretrained(folder)
     image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
-    transformers.SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    if siglip2:
+        image_processor.save_pretrained(folder)
+    else:
+        transformers.SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     model = SiglipModel.from_pretrained(folder)
     model.eval()
     tokens = tokenizer(PROMPTS, padding="max_length", max_length=context, truncation=True,
@@ -189,9 +242,10 @@ def siglip_model(out, name, scale, photos, rng, seed):
     t, v = config.text_config, config.vision_config
     return {
         "family": "siglip",
+        "format": "hf",
         "files": [name],
         "folder": name,
-        "tokenizer": {"kind": "sentencepiece", "file": f"{name}/spiece.model", "context_length": context},
+        "tokenizer": {"kind": "sentencepiece", "file": f"{name}/{vocab_file}", "context_length": context},
         "config": {
             "embed_dim": t.projection_size, "image_resolution": v.image_size, "vision_width": v.hidden_size,
             "vision_layers": v.num_hidden_layers, "vision_patch_size": v.patch_size,
@@ -201,6 +255,74 @@ def siglip_model(out, name, scale, photos, rng, seed):
         },
         "preprocess": {"mean": list(image_processor.image_mean), "std": list(image_processor.image_std),
                        "resize_mode": "squash", "interpolation": "bicubic"},
+    }
+
+
+def register_tiny_siglip_trunk(scale):
+    """A timm ViT with SigLIP's structure (no class token, 'map' attention-pool head, exact GELU, eps 1e-6)
+    at fixture widths, under a name of its own: open_clip builds its SigLIP image towers from timm names."""
+    from timm.models import register_model
+    from timm.models.vision_transformer import _create_vision_transformer
+    name = f"vit_fixture_siglip_x{scale}"
+    if name not in timm.list_models(name):
+        def tiny(pretrained=False, **kwargs):
+            args = dict(img_size=32, patch_size=8, embed_dim=48 * scale, depth=2, num_heads=3, mlp_ratio=2.5,
+                        class_token=False, global_pool="map")
+            return _create_vision_transformer(name, pretrained=False, **dict(args, **kwargs))
+        tiny.__name__ = name
+        register_model(tiny)
+    return name
+
+
+def open_clip_siglip_model(out, name, scale, photos, rng, seed):
+    """open_clip's SigLIP 2 layout (CustomTextCLIP: a timm trunk under visual.trunk.*, text.*, logit_bias) with
+    its open_clip_config.json and the Gemma tokenizer files open_clip's SigLIP 2 repos carry."""
+    folder = os.path.join(out, name)
+    tokenizer = gemma_tokenizer_folder(folder, seed, GemmaTokenizer, add_bos_token=False, add_eos_token=True,
+                                       padding_side="right")
+    context = 16
+    cfg = {
+        "embed_dim": 48 * scale, "init_logit_bias": -10.0,
+        "vision_cfg": {"image_size": 32, "timm_model_name": register_tiny_siglip_trunk(scale),
+                       "timm_model_pretrained": False, "timm_pool": "map", "timm_proj": "none",
+                       "head_width": 16 * scale},
+        "text_cfg": {"context_length": context, "vocab_size": len(tokenizer), "hf_tokenizer_name": name,
+                     "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 32 * scale, "heads": 2, "layers": 2,
+                     "no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6},
+                     "act_kwargs": {"approximate": "tanh"}},
+    }
+    preprocess_cfg = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
+                      "resize_mode": "squash"}
+    torch.manual_seed(seed)
+    model = open_clip.model.CustomTextCLIP(**cfg)
+    model.eval()
+    round_to_fp16(model)
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": dict(cfg, custom_text=True), "preprocess_cfg": preprocess_cfg}, f, indent=2)
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()},
+              os.path.join(folder, "open_clip_model.safetensors"))
+    model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + folder)
+    model.eval()
+    tokens = open_clip.get_tokenizer("local-dir:" + folder)(PROMPTS)
+    pixels = torch.from_numpy(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+    photo_pixels = torch.stack([preprocess(Image.open(os.path.join(out, p))) for p in photos])
+    ref = common_references(model.encode_image, model.encode_text, tokens, pixels, photo_pixels,
+                            model.logit_scale.exp().item(), model.logit_bias.item(), rng)
+    save_file(ref, os.path.join(out, f"{name}.reference.safetensors"))
+    t = cfg["text_cfg"]
+    return {
+        "family": "siglip",
+        "format": "open_clip",
+        "files": [f"{name}/open_clip_model.safetensors"],
+        "folder": name,
+        "tokenizer": {"kind": "sentencepiece", "file": f"{name}/tokenizer.model", "context_length": context},
+        "config": {
+            "embed_dim": cfg["embed_dim"], "image_resolution": 32, "vision_width": 48 * scale, "vision_layers": 2,
+            "vision_patch_size": 8, "vision_heads": 3, "context_length": context, "vocab_size": t["vocab_size"],
+            "transformer_width": t["width"], "transformer_heads": t["heads"], "transformer_layers": t["layers"],
+            "activation": "gelu_tanh",
+        },
+        "preprocess": preprocess_cfg,
     }
 
 
@@ -249,6 +371,8 @@ def main():
     }, {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bilinear", "resize_mode": "squash"},
         "open_clip_model.safetensors", photos, rng, args.seed + 2)
     models["siglip"] = siglip_model(out, "siglip", s, photos, rng, args.seed + 3)
+    models["siglip2"] = siglip_model(out, "siglip2", s, photos, rng, args.seed + 4, siglip2=True)
+    models["openclip-siglip2"] = open_clip_siglip_model(out, "openclip-siglip2", s, photos, rng, args.seed + 5)
     manifest = {
         "generator": "tools/make_family_fixtures.py",
         "peers": {"open_clip_torch": open_clip.__version__, "transformers": transformers.__version__,
@@ -256,26 +380,35 @@ def main():
         "seed": args.seed, "scale": args.scale,
         "prompts": PROMPTS, "photos": photos, "models": models,
         "preprocess_cases": preprocess_cases(out, photos),
-        "tokenizer_cases": tokenizer_cases(out, models),
+        "tokenizer_cases": tokenizer_cases(out, models, args.seed),
         "sentencepiece_cases": sentencepiece_cases(out, models, args.seed),
     }
     with open(os.path.join(out, "families-manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
 
 
-def tokenizer_cases(out, models):
-    """More texts through the SigLIP tokenizer (punctuation, case, whitespace, unknown characters, too long)."""
-    texts = ["Hello, World!", "  spaced\tout\n text  ", "UPPER lower MiXeD", "café déjà vu", "emoji 🙂 here",
-             "under_score and-dash", "a " * 30, "", "!!!"]
-    cases = []
+def tokenizer_cases(out, models, seed):
+    """More texts through each SentencePiece model's own tokenizer (punctuation, case, whitespace, unknown
+    characters, too long), and through Siglip2Tokenizer as transformers saves it by default (no end token, left
+    padding)."""
+    texts = ["Hello, World!", "  spaced\tout\n text  ", "UPPER lower MiXeD", "café DÉJÀ vu", "emoji 🙂 here",
+             "under_score and-dash", "a " * 30, "", "!!!", "İstanbul ÀÉÎ ＡＢＣ", "&amp; <mask> x", "ﬁne"]
+    folder = os.path.join(out, "siglip2-tokenizer-defaults")
+    gemma_tokenizer_folder(folder, seed + 11, Siglip2Tokenizer)
+    files = {"siglip2-tokenizer-defaults/tokenizer.model": ("transformers", folder)}
     for name, m in models.items():
-        if m["tokenizer"]["kind"] != "sentencepiece":
-            continue
-        tok = SiglipTokenizer(vocab_file=os.path.join(out, m["tokenizer"]["file"]))
-        length = m["tokenizer"]["context_length"]
+        if m["tokenizer"]["kind"] == "sentencepiece":
+            files[m["tokenizer"]["file"]] = (m["format"], os.path.join(out, m["folder"]))
+    cases = []
+    for file, (peer, folder) in files.items():
+        if peer == "open_clip":
+            tok = open_clip.get_tokenizer("local-dir:" + folder)
+            encode = lambda text: tok([text], context_length=16)[0].tolist()
+        else:
+            tok = transformers.AutoTokenizer.from_pretrained(folder)
+            encode = lambda text: tok(text, padding="max_length", max_length=16, truncation=True)["input_ids"]
         for text in texts:
-            ids = tok(text, padding="max_length", max_length=length, truncation=True)["input_ids"]
-            cases.append({"model": name, "text": text, "ids": ids})
+            cases.append({"file": file, "text": text, "ids": encode(text)})
     return cases
 
 
