@@ -63,6 +63,20 @@ constexpr Rename kLayer[] = {
 
 const char* const kQkv[] = {"q_proj", "k_proj", "v_proj"};
 
+// Looks `name` up in `table`; when it is there, stores `tensor` in `out` under `prefix` + its OpenAI name
+// (transposed where the table says) and returns true.
+template <size_t N>
+bool rename_by(const Rename (&table)[N], const std::string& name, const torch::Tensor& tensor,
+               const std::string& prefix, TensorMap& out) {
+  for (const auto& r : table) {
+    if (name == r.hf) {
+      out[prefix + r.openai] = r.transpose ? tensor.t().contiguous() : tensor;
+      return true;
+    }
+  }
+  return false;
+}
+
 // SiglipModel (and some open_clip files) keep the logit scale and bias as [1]; ours are scalars.
 void scalar_logit_parameters(TensorMap& sd) {
   for (const char* scalar : {"logit_scale", "logit_bias"}) {
@@ -129,23 +143,12 @@ TensorMap open_clip_timm_to_openai_names(const TensorMap& sd) {
   TensorMap out;
   torch::Tensor pool_q[2], pool_kv[2];  // the attention pool's q and kv projections: weight, bias
   for (const auto& [name, tensor] : sd) {
-    bool done = false;
-    for (const auto& r : kTimmTopLevel) {
-      if (name == r.hf) {
-        out[r.openai] = r.transpose ? tensor.t().contiguous() : tensor;
-        done = true;
-      }
-    }
     std::smatch m;
-    if (!done && std::regex_match(name, m, block_re)) {
-      for (const auto& r : kTimmBlock) {
-        if (m[2] == r.hf) {
-          out[cat("visual.transformer.resblocks.", m[1].str(), ".", r.openai)] = tensor;
-          done = true;
-        }
-      }
-    }
-    if (done) continue;
+    if (rename_by(kTimmTopLevel, name, tensor, "", out) ||
+        (std::regex_match(name, m, block_re) &&
+         rename_by(kTimmBlock, m[2].str(), tensor, cat("visual.transformer.resblocks.", m[1].str(), "."),
+                   out)))
+      continue;
     if (name == "visual.trunk.pos_embed" && tensor.dim() == 3 && tensor.size(0) == 1) {
       out["visual.positional_embedding"] = tensor[0];  // [1, N, D] -> [N, D]
     } else if (name == "visual.trunk.attn_pool.q.weight" || name == "visual.trunk.attn_pool.q.bias") {
@@ -180,24 +183,13 @@ TensorMap hf_to_openai_names(const TensorMap& hf) {
   // q/k/v pieces per (layer prefix, weight|bias), merged once all three are present.
   std::map<std::string, std::array<torch::Tensor, 3>> qkv;
   for (const auto& [name, tensor] : hf) {
-    bool done = false;
-    for (const auto& r : kTopLevel) {
-      if (name == r.hf) {
-        out[r.openai] = r.transpose ? tensor.t().contiguous() : tensor;
-        done = true;
-      }
-    }
+    bool done = rename_by(kTopLevel, name, tensor, "", out);
     std::smatch m;
     if (!done && std::regex_match(name, m, layer_re)) {
       const std::string prefix =
           cat(m[1] == "vision" ? "visual." : "", "transformer.resblocks.", m[2].str(), ".");
       const std::string rest = m[3];
-      for (const auto& r : kLayer) {
-        if (rest == r.hf) {
-          out[prefix + r.openai] = tensor;
-          done = true;
-        }
-      }
+      done = rename_by(kLayer, rest, tensor, prefix, out);
       for (int i = 0; i < 3 && !done; ++i) {
         for (const char* part : {"weight", "bias"}) {
           if (rest == cat("self_attn.", kQkv[i], ".", part)) {
