@@ -461,8 +461,7 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
     ++out.checkpoint_dtypes[std::string(c10::toString(kv.second.scalar_type()))];
   if (has_hf_clip_names(ckpt.tensors)) out.format += " (Hugging Face names)";
   if (has_open_clip_timm_names(ckpt.tensors)) out.format += " (open_clip names, timm image tower)";
-  const std::string file_name = fs::path(ckpt.path).filename().string();
-  if (file_name.rfind("open_clip_", 0) == 0 && ckpt.configs.config_json.empty() &&
+  if (is_open_clip_weights_file(ckpt.path) && ckpt.configs.config_json.empty() &&
       options.activation.empty()) {
     fail(
         ckpt.path,

@@ -345,7 +345,6 @@ Tokenizer Tokenizer::from_sentencepiece(const std::string& model_file, const Sen
   t.sot_ = rules.add_bos ? id(rules.bos_token, "start") : -1;
   t.eot_ = rules.add_eos ? id(rules.eos_token, "end-of-sequence") : -1;
   t.pad_ = id(rules.pad_token, "padding");
-  t.pad_left_ = rules.pad_left;
   t.max_id_ = sp->size() - 1;
   t.rules_ = rules;
   t.sp_ = std::move(sp);
@@ -369,7 +368,7 @@ std::string Tokenizer::describe() const {
   }
   if (sot_ >= 0) out += cat("start id ", sot_, ", ");
   if (eot_ >= 0) out += cat("end id ", eot_, ", ");
-  return cat(out, "padded ", pad_left_ ? "left" : "right", " with id ", pad_, ")");
+  return cat(out, "padded ", rules_.pad_left ? "left" : "right", " with id ", pad_, ")");
 }
 
 std::string Tokenizer::vocabulary_in(const std::string& folder) {
@@ -483,14 +482,14 @@ torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t
         fail(what, " is ", counted_all ? "" : "more than ", counted_all ? ids.size() + specials : limit,
              " tokens, longer than the context length ", context_length, " (shorten it or use --truncate)");
       }
-      ids.resize(static_cast<size_t>(context_length) -
-                 specials);  // as transformers' truncation: specials kept
+      // As transformers truncates: the text is cut, the start and end tokens kept.
+      ids.resize(static_cast<size_t>(context_length) - specials);
     }
     if (sot_ >= 0) ids.insert(ids.begin(), sot_);
     if (eot_ >= 0) ids.push_back(eot_);
     const int64_t pads = context_length - static_cast<int64_t>(ids.size());
     for (int64_t i = 0; i < context_length; ++i) {
-      const int64_t k = pad_left_ ? i - pads : i;  // the id at column i, or padding
+      const int64_t k = rules_.pad_left ? i - pads : i;  // the id at column i, or padding
       acc[n][i] = k >= 0 && k < static_cast<int64_t>(ids.size()) ? ids[static_cast<size_t>(k)] : pad_;
     }
   }

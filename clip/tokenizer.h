@@ -89,9 +89,8 @@ class Tokenizer {
   };
   std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();  // bpe() results; safe to share across threads
   std::shared_ptr<const SentencePiece> sp_;                   // set for a SentencePiece vocabulary
-  SentencePieceRules rules_;                                  // its rules
+  SentencePieceRules rules_;                                  // its rules (CLIP BPE: pads on the right)
   int64_t pad_ = 0;
-  bool pad_left_ = false;
 };
 
 // Learns merges from a corpus, most frequent pair first, until `max_merges` or no pair is seen `min_count`

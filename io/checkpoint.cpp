@@ -40,6 +40,10 @@ Checkpoint read_weights_file(const std::string& path) {
 
 }  // namespace
 
+bool is_open_clip_weights_file(const std::string& path) {
+  return fs::path(path).filename().string().rfind("open_clip_", 0) == 0;
+}
+
 Checkpoint read_checkpoint(const std::string& path) {
   std::error_code ec;
   const bool is_dir = fs::is_directory(path, ec);
@@ -62,8 +66,7 @@ Checkpoint read_checkpoint(const std::string& path) {
   }
   Checkpoint c = read_weights_file(weights);
   // The config files that describe these weights: a directory's own, or open_clip's beside its file.
-  const std::string file_name = fs::path(weights).filename().string();
-  const bool open_clip_file = file_name.rfind("open_clip_", 0) == 0;
+  const bool open_clip_file = is_open_clip_weights_file(weights);
   std::vector<std::string> configs;
   if (is_dir && !open_clip_file) configs = {"config.json", "open_clip_config.json"};
   if (open_clip_file) configs = {"open_clip_config.json"};

@@ -30,4 +30,8 @@ struct Checkpoint {
 // A weights file, or a model directory; `path` may name a directory's weights file too.
 Checkpoint read_checkpoint(const std::string& path);
 
+// True for open_clip's own weights files (open_clip_model.safetensors, open_clip_pytorch_model.bin: named
+// open_clip_*), whose config is the open_clip_config.json beside them.
+bool is_open_clip_weights_file(const std::string& path);
+
 }  // namespace clipguide
