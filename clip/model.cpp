@@ -653,6 +653,10 @@ bool ClipModel::is_known_extra(const std::string& key) {
 
 double ClipModel::logit_bias() const { return logit_bias_.defined() ? logit_bias_.item<double>() : 0.0; }
 
+torch::Tensor ClipModel::logit_bias_tensor() const {
+  return logit_bias_.defined() ? logit_bias_ : torch::zeros({}, logit_scale_.options());
+}
+
 void ClipModel::load_weights(const TensorMap& sd, const std::string& source) {
   StrictLoad how;
   how.source = source;

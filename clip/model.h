@@ -85,6 +85,9 @@ class ClipModel : public torch::nn::Module {
   torch::Tensor logit_scale_exp() const { return logit_scale_.exp(); }
   // SigLIP's learned logit bias (a scalar); 0 for CLIP.
   double logit_bias() const;
+  // The same as a 0-d tensor on the model's device, for math that stays there (no read-back to the host, as
+  // inside a captured CUDA graph).
+  torch::Tensor logit_bias_tensor() const;
 
   // Copies `sd` (OpenAI names, any float dtype) into the model, strictly: missing, unexpected and mis-shaped
   // keys are all reported by name, then it throws. `source` names the file in the error.

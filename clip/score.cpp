@@ -94,6 +94,12 @@ const char* metric_definition(Metric metric) {
 
 torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric,
                            double logit_scale, double logit_bias) {
+  return apply_metric(image, text, metric, torch::scalar_tensor(logit_scale),
+                      torch::scalar_tensor(logit_bias));
+}
+
+torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric,
+                           const torch::Tensor& logit_scale, const torch::Tensor& logit_bias) {
   const torch::Tensor cos = torch::matmul(image.to(torch::kFloat), text.to(torch::kFloat).t());  // [I, P]
   switch (metric) {
     case Metric::Cosine:

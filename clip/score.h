@@ -32,6 +32,10 @@ const char* metric_definition(Metric metric);
 // exp(logit_scale), `logit_bias` SigLIP's (0 for CLIP).
 torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric,
                            double logit_scale, double logit_bias = 0.0);
+// The same with exp(logit_scale) and the bias as 0-d tensors on the embeddings' device (ClipModel's
+// logit_scale_exp() and logit_bias_tensor()), so nothing is read back to the host.
+torch::Tensor apply_metric(const torch::Tensor& image, const torch::Tensor& text, Metric metric,
+                           const torch::Tensor& logit_scale, const torch::Tensor& logit_bias);
 
 // Normalized text embeddings [P, E]. With templates ("a photo of {}"), each prompt's embedding is the
 // renormalized mean of its normalized template embeddings (CLIP's prompt-engineering notebook).

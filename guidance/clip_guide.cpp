@@ -25,7 +25,7 @@ torch::Tensor distance(const ClipModel& clip, const torch::Tensor& f, const torc
   if (kind == GuideLoss::Cosine) return 1 - torch::matmul(e, f.t());
   if (kind == GuideLoss::Sigmoid && clip.config().siglip()) {
     const torch::Tensor logits =
-        apply_metric(e, f, Metric::Logit, clip.logit_scale_exp().item<double>(), clip.logit_bias());
+        apply_metric(e, f, Metric::Logit, clip.logit_scale_exp(), clip.logit_bias_tensor());
     return torch::softplus(-logits);  // -log sigmoid(logit)
   }
   return (f.unsqueeze(0) - e.unsqueeze(1)).norm(2, -1).div(2).arcsin().pow(2).mul(2);  // 2 arcsin(|a - b| /
