@@ -42,12 +42,13 @@ Loaded load(const std::string& model, const ModelSettings& settings, const Image
   if (!stream.cache.empty()) {
     const ClipConfig& c = out.clip.model->config();
     // What the embeddings depend on besides the file: the family, heads, activations and preprocessing.
-    const std::string compute = cat(
-        settings.precision, "|", c.transformer_heads, "|", c.vision_heads, "|",
-        name_of(kModelFamilies, c.family), "|", c.vision_activation, "|", c.text_activation, "|",
-        name_of(kResizeModes, c.preprocess.resize), "|", name_of(kInterpolations, c.preprocess.interpolation),
-        "|", c.preprocess.mean[0], ",", c.preprocess.mean[1], ",", c.preprocess.mean[2], "|",
-        c.preprocess.std[0], ",", c.preprocess.std[1], ",", c.preprocess.std[2]);
+    const std::string compute =
+        cat(settings.precision, "|", c.transformer_heads, "|", c.vision_heads, "|",
+            name_of(kModelFamilies, c.family), "|", c.vision_activation, "|", c.text_activation, "|",
+            name_of(kResizeModes, c.preprocess.resize), "|",
+            name_of(kInterpolations, c.preprocess.interpolation), "|", c.preprocess.mean[0], ",",
+            c.preprocess.mean[1], ",", c.preprocess.mean[2], "|", c.preprocess.std[0], ",",
+            c.preprocess.std[1], ",", c.preprocess.std[2], "|fill ", static_cast<int>(c.preprocess.fill));
     out.cache.emplace(stream.cache, model_cache_key(stream.cache, out.clip.path, compute));
   }
   if (callbacks.on_loaded) callbacks.on_loaded(out.clip);
