@@ -9,6 +9,7 @@
 #include "clip/tokenizer.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "io/npy.h"
 #include "io/safetensors.h"
 #include "io/sha256.h"
 #include "jobs/score.h"
@@ -27,30 +28,13 @@ const char* const kUsage =
     "  rerank     rank images by how well they fit a prompt\n"
     "  generate   make an image that fits a prompt (VQGAN or pixels, guided by CLIP)\n"
     "  embed      embed images and texts with a CLIP model\n"
+    "  index      embed a collection of images into clip-retrieval's layout and a faiss index\n"
+    "  search     find the images of an indexed collection that best fit prompts or images\n"
+    "  filter     flag images close to denied concepts or by Stable Diffusion's safety checker\n"
     "  tokenize   print CLIP token ids\n"
     "  info       describe a CLIP checkpoint\n"
     "\n"
     "Run `clipguide <command> --help` for a command's options.\n";
-
-// NumPy .npy v1.0 for a float32 C-order matrix.
-std::string to_npy(const torch::Tensor& t) {
-  const torch::Tensor c = t.to(torch::kFloat).contiguous();
-  std::string shape = "(";
-  for (int64_t d : c.sizes()) shape += std::to_string(d) + ",";
-  if (c.dim() > 1) shape.pop_back();
-  shape += ")";
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
-  header.append(64 - (10 + header.size() + 1) % 64, ' ');
-  header += '\n';
-  std::string out = "\x93NUMPY";
-  out += '\x01';
-  out += '\x00';
-  out += static_cast<char>(header.size() & 0xff);
-  out += static_cast<char>(header.size() >> 8);
-  out += header;
-  out.append(static_cast<const char*>(c.data_ptr()), c.numel() * sizeof(float));
-  return out;
-}
 
 json row_json(const torch::Tensor& row) {
   const float* p = row.data_ptr<float>();
@@ -104,7 +88,7 @@ int run_embed(int argc, char** argv) {
   const torch::Tensor images = cg::embed_image_files(clip, p.images, p.options);
   const torch::Tensor texts = cg::embed_texts(clip, p.texts, p.options);
   if (p.format == "npy") {
-    emit(p.out, to_npy(torch::cat({images, texts})));
+    emit(p.out, cg::npy_bytes(torch::cat({images, texts})));
   } else if (p.format == "safetensors") {
     const json inputs = {{"images", p.images}, {"texts", p.texts}};
     emit(p.out, cg::serialize_safetensors({{"image_embeddings", images}, {"text_embeddings", texts}},
@@ -279,10 +263,13 @@ int main(int argc, char** argv) {
     if (command == "rerank") return run_rerank(argc - 1, argv + 1);
     if (command == "generate") return run_generate(argc - 1, argv + 1);
     if (command == "embed") return run_embed(argc - 1, argv + 1);
+    if (command == "index") return run_index(argc - 1, argv + 1);
+    if (command == "search") return run_search(argc - 1, argv + 1);
+    if (command == "filter") return run_filter(argc - 1, argv + 1);
     if (command == "tokenize") return run_tokenize(argc - 1, argv + 1);
     if (command == "info") return run_info(argc - 1, argv + 1);
     cg::warn("clipguide: unknown command '", command,
-             "'; choose score, rerank, generate, embed, tokenize or info");
+             "'; choose score, rerank, generate, embed, index, search, filter, tokenize or info");
     return 2;
   } catch (const Interrupted&) {
     return interrupted(command);

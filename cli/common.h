@@ -24,6 +24,9 @@ namespace cg = clipguide;
 int run_score(int argc, char** argv);
 int run_rerank(int argc, char** argv);
 int run_generate(int argc, char** argv);
+int run_index(int argc, char** argv);
+int run_search(int argc, char** argv);
+int run_filter(int argc, char** argv);
 
 // Ctrl-C or SIGTERM: the handler only sets this flag (signal handlers can do no more); long loops check it
 // between batches and throw Interrupted, so every row already finished has been written and nothing is left

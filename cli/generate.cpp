@@ -39,7 +39,14 @@ void add_options(cxxopts::Options& opts, Flags& f) {
       cxxopts::value(r.prompt_blend))("image-prompt", "an image to aim at, FILE[:weight[:stop]] (repeatable)",
                                       cxxopts::value(r.image_prompts))(
       "truncate", "truncate prompts longer than the CLIP context instead of failing",
-      cxxopts::value(r.truncate));
+      cxxopts::value(r.truncate))(
+      "deny",
+      "a concept to keep away from (repeatable): a negative prompt in every segment, and an image "
+      "closer to it than --deny-threshold at the end is reported, not written (exit 3)",
+      cxxopts::value(r.deny))("deny-weight", "the weight of each --deny concept's negative prompt",
+                              cxxopts::value(r.deny_weight)->default_value("1"))(
+      "deny-threshold", "the cosine to a --deny concept above which an image is flagged",
+      cxxopts::value(r.deny_threshold)->default_value("0.25"));
   opts.add_options("guidance")(
       "clip-model", "CLIP checkpoint guiding the run, FILE[:weight[:cutn]] (repeat for an ensemble)",
       cxxopts::value(f.clip_models))("cutn", "cutouts per step and model",
@@ -268,12 +275,20 @@ int run_generate(int argc, char** argv) {
              " and its state; continue with: clipguide generate --resume ", result.sidecar);
     throw Interrupted();
   }
+  bool flagged = false;
   for (const cg::GeneratedImage& image : result.images) {
+    if (image.flagged) {
+      flagged = true;
+      cg::warn("clipguide generate: candidate ", image.candidate, " (seed ", image.seed, ") is flagged: cos ",
+               image.denied_cos, " to the denied concept ", image.denied, " is above ", r.deny_threshold,
+               "; it was not written");
+      continue;
+    }
     if (r.steps == 0) {
       std::cout << image.path << "\n";
     } else {
       std::cout << image.path << "\t" << image.score << "\n";
     }
   }
-  return 0;
+  return flagged ? 3 : 0;
 }

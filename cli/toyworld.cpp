@@ -10,8 +10,9 @@
 //   clipguide_toyworld train-diffusion --out models/toyworld/diffusion [--minutes 60] [--state FILE] ...
 //                                  [--from DIR] [--clip DIR] [--cond-lr F]   (a CLIP-conditioned fine-tune)
 //   clipguide_toyworld eval [--model DIR] [--images 1000] [--seed S] [--blur-size 32]
-//   clipguide_toyworld render --out DIR [--count N] [--seed S] [--classes]
+//   clipguide_toyworld render --out DIR [--count N] [--seed S] [--classes | --only "COLOUR SHAPE BACKGROUND"]
 //   clipguide_toyworld judge IMAGE.png...
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -24,6 +25,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/names.h"
 #include "generators/vqgan.h"
 #include "guidance/clip_guide.h"
 #include "io/image.h"
@@ -223,7 +225,7 @@ int eval(int argc, char** argv) {
 // `count` random scenes with their captions in captions.txt.
 int render(int argc, char** argv) {
   cxxopts::Options opts("clipguide_toyworld render", "render toy-world scenes to PNG files");
-  std::string out;
+  std::string out, only;
   int64_t count = 0, seed = 0;
   bool classes = false, backgrounds = false;
   // clang-format off: one option a line
@@ -232,7 +234,8 @@ int render(int argc, char** argv) {
       cxxopts::value(backgrounds))("count", "random scenes to render",
                                    cxxopts::value(count)->default_value("8"))(
       "classes", "one single-object render per colour+shape class instead", cxxopts::value(classes))(
-      "seed", "seed", cxxopts::value(seed)->default_value("7"));
+      "only", "\"COLOUR SHAPE BACKGROUND\": every random scene one such object (size, place and tint random)",
+      cxxopts::value(only))("seed", "seed", cxxopts::value(seed)->default_value("7"));
   // clang-format on
   if (!parse_or_help(opts, argc, argv)) return 0;
   if (out.empty()) cg::fail("--out DIR is required");
@@ -246,7 +249,30 @@ int render(int argc, char** argv) {
                                   .contiguous();  // [3, H, W] -> [H, W, 3]
     cg::write_file_atomic((fs::path(out) / name).string(), cg::encode_png(img, {}));
   };
-  std::string captions;
+  // The renderer's truth beside the captions: each scene's background and objects.
+  std::string captions, truth;
+  auto record = [&](const tw::Scene& scene, const std::string& name) {
+    nlohmann::json objects = nlohmann::json::array();
+    for (const tw::Object& o : scene.objects)
+      objects.push_back({{"colour", tw::name(o.colour)}, {"shape", tw::name(o.shape)}});
+    truth += nlohmann::json{{"file", name}, {"background", tw::name(scene.background)}, {"objects", objects}}
+                 .dump() +
+             "\n";
+  };
+  std::optional<std::array<int, 3>> fixed;  // colour, shape, background
+  if (!only.empty()) {
+    const std::vector<std::string> words = cg::split(only, ' ');
+    auto find = [&](const std::string& word, int n, auto type) {
+      for (int i = 0; i < n; ++i)
+        if (tw::name(static_cast<decltype(type)>(i)) == word) return i;
+      cg::fail("--only ", only, ": ", word, " is not a toy-world ", n == tw::kShapes ? "shape" : "colour");
+    };
+    if (words.size() != 3) cg::fail("--only takes \"COLOUR SHAPE BACKGROUND\", got ", only);
+    fixed = {find(words[0], tw::kColours, tw::Colour{}), find(words[1], tw::kShapes, tw::Shape{}),
+             find(words[2], tw::kColours, tw::Colour{})};
+    if ((*fixed)[0] == (*fixed)[2])
+      cg::fail("--only ", only, ": an object cannot have the background's colour");
+  }
   if (backgrounds) {
     for (int c = 0; c < tw::kColours; ++c) {
       tw::Scene plain;
@@ -263,6 +289,7 @@ int render(int argc, char** argv) {
         const std::string name =
             cg::cat(tw::name(static_cast<tw::Colour>(c)), "-", tw::name(static_cast<tw::Shape>(s)), ".png");
         write(scene, name);
+        record(scene, name);
         captions += name + "\t" + tw::describe(scene, 0, rng).text + "\n";
       }
     }
@@ -270,13 +297,23 @@ int render(int argc, char** argv) {
     tw::SceneOptions options;
     options.allow_held_out = true;
     for (int64_t i = 0; i < count; ++i) {
-      const tw::Scene scene = tw::sample_scene(rng, options);
+      const tw::Scene scene =
+          fixed
+              ? tw::single_object_scene(
+                    static_cast<tw::Colour>((*fixed)[2]), static_cast<tw::Colour>((*fixed)[0]),
+                    static_cast<tw::Shape>((*fixed)[1]),
+                    static_cast<tw::Size>(std::uniform_int_distribution<int>(0, tw::kSizes - 1)(rng)),
+                    static_cast<tw::Position>(std::uniform_int_distribution<int>(0, tw::kPositions - 1)(rng)),
+                    rng)
+              : tw::sample_scene(rng, options);
       const std::string name = cg::cat("scene-", i, ".png");
       write(scene, name);
+      record(scene, name);
       captions += name + "\t" + tw::describe(scene, -1, rng).text + "\n";
     }
   }
   cg::write_file_atomic((fs::path(out) / "captions.txt").string(), captions);
+  cg::write_file_atomic((fs::path(out) / "scenes.jsonl").string(), truth);
   return 0;
 }
 

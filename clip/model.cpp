@@ -476,6 +476,14 @@ ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
     c.image_resolution = grid * 32;
   }
   c.vision_heads = c.vision_resnet ? c.vision_width * 32 / 64 : c.vision_width / 64;
+  if (c.vision_heads < 1) c.vision_heads = 1;
+  c.text_tower = sd.count("text_projection") != 0 || sd.count("token_embedding.weight") != 0;
+  if (!c.text_tower) {  // an image tower alone: its embedding width from its own projection
+    if (c.siglip()) fail("a SigLIP image tower without its text tower is not supported");
+    c.embed_dim = c.vision_resnet ? require(sd, "visual.attnpool.c_proj.weight").size(0)
+                                  : require(sd, "visual.proj").size(1);
+    return c;
+  }
   const torch::Tensor& text_projection = require(sd, "text_projection");
   TORCH_CHECK(text_projection.dim() == 2, "text_projection must be 2-D");
   c.embed_dim = text_projection.size(1);
@@ -491,7 +499,6 @@ ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
     c.preprocess.mean = c.preprocess.std = {0.5f, 0.5f, 0.5f};
     c.preprocess.resize = ResizeMode::Squash;
   }
-  if (c.vision_heads < 1) c.vision_heads = 1;
   if (c.transformer_heads < 1) c.transformer_heads = 1;
   return c;
 }
@@ -540,6 +547,10 @@ ClipModel::ClipModel(const ClipConfig& config) : config_(config) {
     visual_ = register_module("visual", std::make_shared<ModifiedResNet>(config));
   } else {
     visual_ = register_module("visual", std::make_shared<VisionTransformer>(config));
+  }
+  if (!config.text_tower) {
+    eval();
+    return;
   }
   transformer_ = register_module(
       "transformer", std::make_shared<Transformer>(config.transformer_width, config.transformer_layers,
@@ -608,6 +619,7 @@ double ClipModel::parameter_elements(const ClipConfig& c) {
                transformer(w, layers, c.vision_mlp_width);
     }
   }
+  if (!c.text_tower) return visual;
   const double tw = static_cast<double>(c.transformer_width), ctx = static_cast<double>(c.context_length);
   const double text = transformer(tw, static_cast<double>(c.transformer_layers), c.text_mlp_width) +
                       static_cast<double>(c.vocab_size) * tw + ctx * tw + n::norm(tw) + tw * e + 1 +
@@ -626,6 +638,8 @@ torch::Tensor ClipModel::encode_image(const torch::Tensor& pixels) {
 }
 
 torch::Tensor ClipModel::encode_text(const torch::Tensor& tokens) {
+  if (!config_.text_tower)
+    fail("this ", config_.architecture(), " is an image tower alone: it has no text tower");
   TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) == config_.context_length, "encode_text expects [B, ",
               config_.context_length, "] tokens, got ", tokens.sizes());
   TORCH_CHECK(tokens.scalar_type() == torch::kLong, "encode_text expects int64 tokens");

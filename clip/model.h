@@ -51,6 +51,7 @@ struct ClipConfig {
   double vision_layer_norm_eps = 1e-5;
   double text_layer_norm_eps = 1e-5;
   Preprocessing preprocess;  // how images become this model's input
+  bool text_tower = true;  // false: an image tower alone (Stable Diffusion's safety checker); no text fields
 
   // Shapes-only inference from OpenAI-named weights (the family too: SigLIP's attention-pool head); throws
   // Error naming the key that is missing.
@@ -82,7 +83,10 @@ class ClipModel : public torch::nn::Module {
   // Token ids [B, context_length] (int64) -> unnormalized text features [B, E].
   torch::Tensor encode_text(const torch::Tensor& tokens);
   // exp(logit_scale), the temperature that turns cosine similarity into logits.
-  torch::Tensor logit_scale_exp() const { return logit_scale_.exp(); }
+  torch::Tensor logit_scale_exp() const {
+    TORCH_CHECK(logit_scale_.defined(), "an image tower alone has no logit scale");
+    return logit_scale_.exp();
+  }
   // SigLIP's learned logit bias (a scalar); 0 for CLIP.
   double logit_bias() const;
   // The same as a 0-d tensor on the model's device, for math that stays there (no read-back to the host, as

@@ -48,13 +48,8 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-namespace {
-
-// The temporary an atomic write of `path` goes through: the same folder, so the rename cannot cross
-// filesystems.
 std::string temp_beside(const std::string& path) { return cat(path, ".tmp.", ::getpid()); }
 
-// Renames the finished temporary over `path` in one step; on failure removes it and throws.
 void rename_into_place(const std::string& tmp, const std::string& path) {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
@@ -62,6 +57,8 @@ void rename_into_place(const std::string& tmp, const std::string& path) {
     fail(path, ": cannot replace: ", std::strerror(err));
   }
 }
+
+namespace {
 
 // Creates `dir` if missing, then creates and removes `probe` in it; `what` names the output in errors.
 void check_writable(const std::string& what, const std::filesystem::path& dir, const std::string& probe) {
@@ -110,6 +107,36 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 void copy_file_atomic(const std::string& from, const std::string& to) {
   MappedFile file(from);
   write_file_atomic(to, std::string(reinterpret_cast<const char*>(file.bytes().data), file.size()));
+}
+
+std::string move_file_into(const std::string& file, const std::string& dir) {
+  const std::filesystem::path name = std::filesystem::path(file).filename();
+  if (name.empty() || name == "." || name == "..") fail("cannot name a moved copy of ", file);
+  const std::string stem = name.stem().string(), ext = name.extension().string();
+  std::string staged;  // across filesystems: a whole copy in `dir`, linked to its final name
+  for (int k = 0;; ++k) {
+    const std::string dest =
+        (std::filesystem::path(dir) / (k == 0 ? name.string() : cat(stem, "-", k, ext))).string();
+    const std::string& from = staged.empty() ? file : staged;
+    if (::link(from.c_str(), dest.c_str()) == 0) {
+      if (!staged.empty()) ::unlink(staged.c_str());
+      if (::unlink(file.c_str()) != 0)
+        fail(file, ": moved a copy to ", dest, " but cannot remove it: ", std::strerror(errno));
+      return dest;
+    }
+    const int err = errno;
+    if (err == EEXIST) continue;
+    if (staged.empty() && (err == EXDEV || err == EPERM)) {
+      staged = temp_beside(dest);
+      MappedFile source(file);
+      write_file_atomic(staged,
+                        std::string(reinterpret_cast<const char*>(source.bytes().data), source.size()));
+      --k;  // retry this name from the staged copy
+      continue;
+    }
+    if (!staged.empty()) ::unlink(staged.c_str());
+    fail(file, ": cannot move it to ", dest, ": ", std::strerror(err));
+  }
 }
 
 void symlink_atomic(const std::string& target, const std::string& link) {

@@ -41,11 +41,22 @@ void prepare_output_file(const std::string& path);
 // The same for a folder that will receive files.
 void prepare_output_dir(const std::string& dir);
 
+// The temporary an atomic write of `path` goes through: in the same folder, so the rename cannot cross
+// filesystems.
+std::string temp_beside(const std::string& path);
+// Renames the finished temporary over `path` in one step; on failure removes it and throws.
+void rename_into_place(const std::string& tmp, const std::string& path);
+
 // Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
 // Copies `from` to `to` through write_file_atomic: `to` is the old file or a whole copy, never a partial one.
 void copy_file_atomic(const std::string& from, const std::string& to);
+
+// Moves `file` into the folder `dir` under its own file name, or NAME-1.EXT, NAME-2.EXT, ... where that is
+// taken: never replacing a file (the new name is claimed with link(2), which fails rather than overwrite),
+// never outside `dir`. Across filesystems the bytes are copied first. Returns the new path.
+std::string move_file_into(const std::string& file, const std::string& dir);
 
 // Makes `link` a symlink to `target`, replacing whatever `link` was in one rename.
 void symlink_atomic(const std::string& target, const std::string& link);

@@ -68,6 +68,9 @@ void visit_fields(Request& r, Visit&& f) {
   f("prompt_blend", r.prompt_blend);
   f("truncate", r.truncate);
   f("image_prompts", r.image_prompts);
+  f("deny", r.deny);
+  f("deny_weight", r.deny_weight);
+  f("deny_threshold", r.deny_threshold);
   f("cutn", r.cutn);
   f("cut_pow", r.cut_pow);
   f("overview", r.overview);
@@ -219,6 +222,11 @@ void GenerateRequest::validate() const {
     if (m.cutn != 0) check_cutn(m.cutn, message(m.path, ": cutn"));
   }
   if (prompt_every < 0) fail("prompt_every must be zero or positive (got ", prompt_every, ")");
+  for (const std::string& concept : deny)
+    if (concept.empty()) fail("a denied concept is empty");
+  check_finite(deny_weight, "deny_weight");
+  if (!(deny_threshold > -1 && deny_threshold < 1))
+    fail("deny_threshold must be a cosine in (-1, 1) (got ", deny_threshold, ")");
   if (seed < 0) fail("seed must be zero or positive (got ", seed, ")");
   if (n < 1 || keep < 1 || keep > n)
     fail("n must be at least 1 and keep between 1 and n (got n ", n, ", keep ", keep, ")");
@@ -396,6 +404,16 @@ class GenerateJob {
     return r_.keep == 1 ? r_.output : cat(stem(r_.output), "-", rank, ".png");
   }
   void write_image(const std::string& path, const torch::Tensor& image, const json& meta) const;
+  // Per image of `images` [B, 3, H, W]: closer than deny_threshold to a denied concept.
+  std::vector<bool> denied(const torch::Tensor& images, int64_t step) const {
+    std::vector<bool> out(images.size(0), false);
+    for (const auto& guide : deny_) {
+      const torch::Tensor cos = guide->scores(images, step).cpu();
+      for (int64_t b = 0; b < images.size(0); ++b)
+        out[b] = out[b] || cos[b].item<double>() > r_.deny_threshold;
+    }
+    return out;
+  }
   GenerateResult save_state(size_t index);
 
   GenerateRequest r_;  // batch resolved once the device is known, as the sidecars record it
@@ -409,6 +427,7 @@ class GenerateJob {
   std::optional<LoadedUNet> unet_;
   std::optional<DiffusionSchedule> schedule_;
   std::shared_ptr<ClipGuide> guide_;
+  std::vector<std::shared_ptr<ClipGuide>> deny_;  // one guide a denied concept: its scores() are the cosines
   std::vector<std::unique_ptr<Run>> runs_;  // one per candidate, or one per batch of diffusion candidates
   std::vector<Candidate> candidates_;
   std::vector<size_t> kept_;  // candidate indices in rank order, once reranked
@@ -480,7 +499,15 @@ void GenerateJob::load_models() {
   for (const auto& spec : r_.image_prompts) image_prompts.push_back(parse_image_prompt(spec));
   PromptSchedule schedule;
   if (!r_.prompt.empty()) schedule = PromptSchedule::parse(r_.prompt, r_.prompt_every, r_.prompt_blend);
+  if (schedule.segments.empty() && !r_.deny.empty()) schedule.segments.emplace_back();
+  for (auto& segment : schedule.segments)
+    for (const std::string& concept : r_.deny) segment.push_back({concept, -r_.deny_weight});
   ClipGuideOptions options = guide_options(r_);
+  for (const std::string& concept : r_.deny) {
+    PromptSchedule one;
+    one.segments = {{{concept, 1.0}}};
+    deny_.push_back(std::make_shared<ClipGuide>(models, std::move(one), std::vector<Prompt>{}, options));
+  }
   const bool pixel_init =
       init_ && (r_.init_loss == "pixel" || (r_.init_loss == "auto" && r_.generator == "pixels"));
   if (pixel_init) options.init_weight = r_.init_weight;
@@ -675,7 +702,7 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
     candidates_.push_back({seed, make_generator(seed), 0, 0, 0, {}});
     torch::NoGradGuard no_grad;
     write_image(r_.output, candidates_[0].generator->image(), metadata(0, 1));
-    result.images.push_back({r_.output, 0, seed, 0});
+    result.images.push_back({r_.output, 0, seed, 0, false, "", 0});
     return result;
   }
   // Candidates i, i + 1, ... of a batch share a run and its seed, seed + i; alone, candidate i has seed + i.
@@ -713,8 +740,12 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
         order[i] = i;
         candidates_[i].score = scores[static_cast<int64_t>(i)].item<double>();
       }
-      std::stable_sort(order.begin(), order.end(),
-                       [&](size_t a, size_t b) { return candidates_[a].score > candidates_[b].score; });
+      // Candidates too close to a denied concept rank after the clean ones.
+      const std::vector<bool> flagged = denied(torch::cat(images), explore);
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        if (flagged[a] != flagged[b]) return !flagged[a];
+        return candidates_[a].score > candidates_[b].score;
+      });
       kept_.assign(order.begin(), order.begin() + r_.keep);
     }
     for (size_t k : kept_) advance(k, steps_);
@@ -725,9 +756,20 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
     Candidate& c = candidates_[kept_[rank]];
     const torch::Tensor image = image_of(kept_[rank]);
     c.score = guide_->score(image, steps_);
-    const std::string path = output_path(static_cast<int>(rank + 1));
-    write_image(path, image, metadata(kept_[rank], static_cast<int>(rank + 1)));
-    result.images.push_back({path, kept_[rank], c.seed, c.score});
+    GeneratedImage out{"", kept_[rank], c.seed, c.score, false, "", 0};
+    for (size_t d = 0; d < deny_.size(); ++d) {
+      const double cos = deny_[d]->score(image);
+      if (out.denied.empty() || cos > out.denied_cos) {
+        out.denied = r_.deny[d];
+        out.denied_cos = cos;
+      }
+    }
+    out.flagged = !out.denied.empty() && out.denied_cos > r_.deny_threshold;
+    if (!out.flagged) {
+      out.path = output_path(static_cast<int>(rank + 1));
+      write_image(out.path, image, metadata(kept_[rank], static_cast<int>(rank + 1)));
+    }
+    result.images.push_back(out);
   }
   fs::remove(stem(r_.output) + ".state.safetensors");
   if (r_.keep > 1) {

@@ -52,6 +52,11 @@ struct GenerateRequest {
   bool prompt_blend = false;
   bool truncate = false;  // cut prompts longer than the CLIP context instead of failing
   std::vector<std::string> image_prompts;
+  // Concepts to keep away from: each a negative prompt (weight -deny_weight) in every segment, and a last
+  // check of every kept image (cos above deny_threshold, in the mean over the guide's models): such an image
+  // is ranked after the clean candidates and, if kept, reported flagged and not written.
+  std::vector<std::string> deny;
+  double deny_weight = 1.0, deny_threshold = 0.25;
 
   // The guide.
   int64_t cutn = 32;
@@ -152,10 +157,13 @@ struct ResumePoint {
 };
 
 struct GeneratedImage {
-  std::string path;  // the PNG written
+  std::string path;  // the PNG written; empty when flagged
   size_t candidate = 0;
   uint64_t seed = 0;
-  double score = 0;  // the guide's CLIP score at the last step
+  double score = 0;       // the guide's CLIP score at the last step
+  bool flagged = false;   // closer than deny_threshold to a denied concept: not written
+  std::string denied;     // the denied concept it came closest to (with any)
+  double denied_cos = 0;  // its cosine to that concept
 };
 
 struct GenerateResult {

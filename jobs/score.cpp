@@ -24,21 +24,18 @@ void ImageStream::validate() const {
   if (workers < 0) fail("workers must be zero (one per CPU) or positive (got ", workers, ")");
 }
 
-namespace {
-
 void check_prompts(const std::vector<std::string>& prompts) {
   for (const auto& p : prompts) utf8_to_u32(p, "prompt");
 }
 
-// The model, loaded once for the job, and the embedding cache for it and its compute setup.
-struct Loaded {
-  LoadedClip clip;
-  std::optional<EmbeddingCache> cache;
-};
+StreamModel load_stream_model(const std::string& model, const ModelSettings& settings,
+                              const ImageStream& stream, const StreamCallbacks& callbacks) {
+  return stream_model_for(load_clip(model, settings.resolve(true)), settings, stream, callbacks);
+}
 
-Loaded load(const std::string& model, const ModelSettings& settings, const ImageStream& stream,
-            const StreamCallbacks& callbacks) {
-  Loaded out{load_clip(model, settings.resolve(true)), std::nullopt};
+StreamModel stream_model_for(LoadedClip clip, const ModelSettings& settings, const ImageStream& stream,
+                             const StreamCallbacks& callbacks) {
+  StreamModel out{std::move(clip), std::nullopt};
   if (!stream.cache.empty()) {
     const ClipConfig& c = out.clip.model->config();
     // What the embeddings depend on besides the file: the family, heads, activations and preprocessing.
@@ -55,17 +52,20 @@ Loaded load(const std::string& model, const ModelSettings& settings, const Image
   return out;
 }
 
+namespace {
+
 int workers_of(const ImageStream& stream) {
   return stream.workers > 0 ? stream.workers
                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-// The images of `paths` in batches; unreadable ones go to on_skipped (or fail), progress and stop after each.
-void stream_images(Loaded& loaded, const std::vector<std::string>& paths, const ImageStream& stream,
-                   const StreamCallbacks& callbacks, size_t& done, size_t total,
+}  // namespace
+
+void stream_images(StreamModel& loaded, const std::vector<std::string>& paths, const ImageStream& stream,
+                   const StreamCallbacks& callbacks, size_t& done, size_t total, bool normalize,
                    const std::function<void(const ImageBatch&)>& on_batch) {
   stream_image_features(
-      loaded.clip, paths, stream.batch_size, workers_of(stream), true,
+      loaded.clip, paths, stream.batch_size, workers_of(stream), normalize,
       [&](const ImageBatch& batch) {
         for (const auto& [path, message] : batch.errors) {
           if (!stream.skip_unreadable) throw Error(message);
@@ -78,8 +78,6 @@ void stream_images(Loaded& loaded, const std::vector<std::string>& paths, const 
       },
       loaded.cache ? &*loaded.cache : nullptr);
 }
-
-}  // namespace
 
 // ---- score ----
 
@@ -110,7 +108,7 @@ ScoreSummary score(const ScoreRequest& request,
     images.push_back(image);
     if (std::find(prompts.begin(), prompts.end(), prompt) == prompts.end()) prompts.push_back(prompt);
   }
-  Loaded loaded = load(request.model, request.clip, request.stream, callbacks);
+  StreamModel loaded = load_stream_model(request.model, request.clip, request.stream, callbacks);
   const torch::Tensor text =
       embed_prompts(loaded.clip, prompts, request.templates, request.truncate);  // [P, E]
   ScoreSummary summary;
@@ -124,30 +122,31 @@ ScoreSummary score(const ScoreRequest& request,
   const auto started = std::chrono::steady_clock::now();
   double cos_sum = 0, clipscore_sum = 0;
   size_t index = 0, done = 0;
-  stream_images(loaded, images, request.stream, callbacks, done, images.size(), [&](const ImageBatch& batch) {
-    const torch::Tensor scores = apply_metric(batch.features, text, request.metric, summary.logit_scale,
-                                              summary.logit_bias);  // [B, P]
-    const torch::Tensor cos = apply_metric(batch.features, text, Metric::Cosine, 0.0);
-    const torch::Tensor clipscore = apply_metric(batch.features, text, Metric::ClipScore, 0.0);
-    std::vector<ScoreRow> rows;
-    for (size_t b = 0; b < batch.paths.size(); ++b) {
-      if (request.pairs.empty()) {
-        for (size_t p = 0; p < prompts.size(); ++p)
-          rows.push_back({batch.paths[b], prompts[p], scores[b][p].item<double>()});
-        continue;
-      }
-      // Pairs: the batch keeps input order minus failures; find this image's pair from the running index.
-      while (index < request.pairs.size() && request.pairs[index].first != batch.paths[b]) ++index;
-      const auto& [image, prompt] = request.pairs.at(index++);
-      const int64_t p = std::find(prompts.begin(), prompts.end(), prompt) - prompts.begin();
-      cos_sum += cos[b][p].item<double>();
-      clipscore_sum += clipscore[b][p].item<double>();
-      ++summary.pairs;
-      rows.push_back({image, prompt, scores[b][p].item<double>()});
-    }
-    summary.images += batch.paths.size();
-    on_rows(rows);
-  });
+  stream_images(
+      loaded, images, request.stream, callbacks, done, images.size(), true, [&](const ImageBatch& batch) {
+        const torch::Tensor scores = apply_metric(batch.features, text, request.metric, summary.logit_scale,
+                                                  summary.logit_bias);  // [B, P]
+        const torch::Tensor cos = apply_metric(batch.features, text, Metric::Cosine, 0.0);
+        const torch::Tensor clipscore = apply_metric(batch.features, text, Metric::ClipScore, 0.0);
+        std::vector<ScoreRow> rows;
+        for (size_t b = 0; b < batch.paths.size(); ++b) {
+          if (request.pairs.empty()) {
+            for (size_t p = 0; p < prompts.size(); ++p)
+              rows.push_back({batch.paths[b], prompts[p], scores[b][p].item<double>()});
+            continue;
+          }
+          // Pairs: the batch keeps input order minus failures; find this image's pair from the running index.
+          while (index < request.pairs.size() && request.pairs[index].first != batch.paths[b]) ++index;
+          const auto& [image, prompt] = request.pairs.at(index++);
+          const int64_t p = std::find(prompts.begin(), prompts.end(), prompt) - prompts.begin();
+          cos_sum += cos[b][p].item<double>();
+          clipscore_sum += clipscore[b][p].item<double>();
+          ++summary.pairs;
+          rows.push_back({image, prompt, scores[b][p].item<double>()});
+        }
+        summary.images += batch.paths.size();
+        on_rows(rows);
+      });
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (summary.pairs > 0) {
     summary.mean_torchmetrics = 100.0 * std::max(cos_sum / summary.pairs, 0.0);
@@ -182,7 +181,7 @@ void rerank(
   const std::string target = request.copy_to.empty() ? request.link_to : request.copy_to;
   if (!target.empty()) prepare_output_dir(target);
   if (!request.html.empty()) prepare_output_file(request.html);
-  Loaded loaded = load(request.model, request.clip, request.stream, callbacks);
+  StreamModel loaded = load_stream_model(request.model, request.clip, request.stream, callbacks);
   const torch::Tensor neg = request.negatives.empty() ? torch::Tensor()
                                                       : embed_prompts(loaded.clip, request.negatives,
                                                                       request.templates, request.truncate);
@@ -198,18 +197,19 @@ void rerank(
         loaded.clip, group.prompt.empty() ? request.prompts : std::vector<std::string>{group.prompt},
         request.templates, request.truncate);
     std::vector<std::pair<double, std::string>> ranked;
-    stream_images(loaded, group.images, request.stream, callbacks, done, total, [&](const ImageBatch& batch) {
-      torch::Tensor score = apply_metric(batch.features, text, Metric::Cosine, 0.0).mean(1);  // [B]
-      if (neg.defined()) score = score - apply_metric(batch.features, neg, Metric::Cosine, 0.0).mean(1);
-      for (size_t b = 0; b < batch.paths.size(); ++b)
-        ranked.emplace_back(score[b].item<double>(), batch.paths[b]);
-      // With top, memory stays flat over any number of images: only the best so far are kept. Stable sorting
-      // of input-ordered arrivals gives the same ties as one sort at the end.
-      if (top > 0 && ranked.size() >= 2 * top + 1024) {
-        std::stable_sort(ranked.begin(), ranked.end(), best_first);
-        ranked.resize(top);
-      }
-    });
+    stream_images(
+        loaded, group.images, request.stream, callbacks, done, total, true, [&](const ImageBatch& batch) {
+          torch::Tensor score = apply_metric(batch.features, text, Metric::Cosine, 0.0).mean(1);  // [B]
+          if (neg.defined()) score = score - apply_metric(batch.features, neg, Metric::Cosine, 0.0).mean(1);
+          for (size_t b = 0; b < batch.paths.size(); ++b)
+            ranked.emplace_back(score[b].item<double>(), batch.paths[b]);
+          // With top, memory stays flat over any number of images: only the best so far are kept. Stable
+          // sorting of input-ordered arrivals gives the same ties as one sort at the end.
+          if (top > 0 && ranked.size() >= 2 * top + 1024) {
+            std::stable_sort(ranked.begin(), ranked.end(), best_first);
+            ranked.resize(top);
+          }
+        });
     std::stable_sort(ranked.begin(), ranked.end(), best_first);
     const size_t keep = top > 0 ? std::min(ranked.size(), top) : ranked.size();
     const int width = static_cast<int>(std::to_string(std::max<size_t>(keep, 1)).size());

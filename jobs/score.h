@@ -8,12 +8,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "clip/load.h"
 #include "clip/score.h"
+#include "io/embedding_cache.h"
 
 namespace clipguide {
 
@@ -37,6 +39,27 @@ struct StreamCallbacks {
 
 // Thrown when should_stop asked: every row reported before it is complete.
 struct JobStopped {};
+
+// An Error for a prompt that is not valid UTF-8.
+void check_prompts(const std::vector<std::string>& prompts);
+
+// The model a streaming job loads once, and the embedding cache for it and its compute setup
+// (ImageStream::cache).
+struct StreamModel {
+  LoadedClip clip;
+  std::optional<EmbeddingCache> cache;
+};
+StreamModel load_stream_model(const std::string& model, const ModelSettings& settings,
+                              const ImageStream& stream, const StreamCallbacks& callbacks);
+// The same for a model already loaded (on_loaded is called here too).
+StreamModel stream_model_for(LoadedClip clip, const ModelSettings& settings, const ImageStream& stream,
+                             const StreamCallbacks& callbacks);
+
+// The images of `paths` in batches through the model (features L2-normalized if asked): unreadable ones go to
+// on_skipped (or fail the job), then progress (`done` of `total`) and should_stop after each batch.
+void stream_images(StreamModel& model, const std::vector<std::string>& paths, const ImageStream& stream,
+                   const StreamCallbacks& callbacks, size_t& done, size_t total, bool normalize,
+                   const std::function<void(const ImageBatch&)>& on_batch);
 
 struct ScoreRequest {
   std::string model;   // a checkpoint file or folder, a name, a hub id

@@ -174,5 +174,50 @@ mkdir -p "$tmp/bare" && cp "$oc"/open_clip_* "$tmp/bare/" && rm "$tmp/bare/open_
 expect_fail open-clip-without-config "$bin" info "$tmp/bare/$(ls "$tmp/bare" | head -1)" --vocab "$vocab"
 grep -q -- "--activation" "$tmp/err" && ok || bad "open_clip without config names --activation: $(cat "$tmp/err")"
 
+# index, search and filter: a collection in clip-retrieval's layout, searched; concepts flagged, with the exit status.
+imgs=$(ls "$fx"/clip/*.images/exact-*.png | head -4)
+# shellcheck disable=SC2086
+"$bin" index -m "$fx/clip/$first" --vocab "$vocab" $imgs --out "$tmp/coll" --output-partition-count 2 >"$tmp/ix.jsonl" 2>"$tmp/err" \
+  && [ -f "$tmp/coll/img_emb/img_emb_0.npy" ] && [ -f "$tmp/coll/metadata/metadata_1.parquet" ] && [ -f "$tmp/coll/image.index" ] \
+  && grep -q '"index_built":true' "$tmp/ix.jsonl" && ok || bad "index: $(cat "$tmp/err")"
+one=$(echo "$imgs" | head -1)
+"$bin" search --index "$tmp/coll" --vocab "$vocab" --image "$one" --top 2 --format jsonl >"$tmp/hits.jsonl" 2>"$tmp/err" \
+  && [ "$(wc -l <"$tmp/hits.jsonl")" -eq 2 ] && head -1 "$tmp/hits.jsonl" | grep -qF "\"image\":\"$one\"" \
+  && ok || bad "search --image: $(cat "$tmp/err") $(cat "$tmp/hits.jsonl")"
+"$bin" search --index "$tmp/coll" --vocab "$vocab" -p "a dog" --negative "a cat" --format table --html "$tmp/s.html" >"$tmp/hits.txt" 2>"$tmp/err" \
+  && grep -q "rank" "$tmp/hits.txt" && grep -q "<img" "$tmp/s.html" && ok || bad "search table/html: $(cat "$tmp/err")"
+# shellcheck disable=SC2086
+"$bin" filter -m "$fx/clip/$first" --vocab "$vocab" $imgs --deny "a dog:-0.99" --format jsonl >"$tmp/f.jsonl" 2>"$tmp/err"
+[ $? -eq 3 ] && [ "$(grep -c '"flagged":true' "$tmp/f.jsonl")" -eq 4 ] && ok || bad "filter, all flagged: exit 3 $(cat "$tmp/err")"
+# shellcheck disable=SC2086
+"$bin" filter -m "$fx/clip/$first" --vocab "$vocab" $imgs --deny "a dog:0.999" --format jsonl >"$tmp/f.jsonl" 2>"$tmp/err" \
+  && [ "$(grep -c '"flagged":false' "$tmp/f.jsonl")" -eq 4 ] && ok || bad "filter, none flagged: exit 0 $(cat "$tmp/err")"
+saf=tests/data/safety
+"$bin" filter --safety-checker "$saf/pipeline/safety_checker" "$saf/images" --format jsonl >"$tmp/sf.jsonl" 2>"$tmp/err"
+[ $? -eq 3 ] && python3 -c "
+import json,sys
+m=json.load(open(sys.argv[1])); rows={r['image'].split('/')[-1]: r for r in map(json.loads, open(sys.argv[2])) if 'image' in r}
+bad=[p['file'] for p in m['pictures'] if rows[p['file'].split('/')[-1]]['flagged'] != p['has_nsfw_concept']]
+assert not bad and len(rows)==len(m['pictures']), bad" "$saf/safety-manifest.json" "$tmp/sf.jsonl" && ok || bad "filter --safety-checker: $(cat "$tmp/err")"
+mkdir -p "$tmp/q" && cp $imgs "$tmp/q/" && mkdir -p "$tmp/moved" && cp "$one" "$tmp/moved/"
+"$bin" filter -m "$fx/clip/$first" --vocab "$vocab" "$tmp/q" --deny "a dog:-0.99" --move-to "$tmp/moved" --format jsonl >/dev/null 2>"$tmp/err"
+[ "$(ls "$tmp/q" | wc -l)" -eq 0 ] && [ "$(ls "$tmp/moved" | wc -l)" -eq 5 ] && cmp -s "$one" "$tmp/moved/$(basename "$one")" \
+  && ok || bad "filter --move-to: $(ls "$tmp/moved") $(cat "$tmp/err")"
+# generate --deny: a concept the image cannot avoid (threshold -0.99) is reported and the image not written.
+"$bin" generate -p "a red circle" --deny "a red circle" --deny-threshold -0.99 --generator pixels --steps 2 --size 32x32 \
+  -o "$tmp/denied.png" >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 3 ] && [ ! -e "$tmp/denied.png" ] && grep -q "flagged" "$tmp/err" && ok || bad "generate --deny: $(cat "$tmp/err")"
+"$bin" generate -p "a red circle" --deny "a blue star" --deny-threshold 0.99 --generator pixels --steps 2 --size 32x32 \
+  -o "$tmp/kept.png" >"$tmp/out" 2>"$tmp/err" && [ -s "$tmp/kept.png" ] && ok || bad "generate --deny, not flagged: $(cat "$tmp/err")"
+expect_fail index-no-out "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one"
+expect_fail index-bad-task "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/c2" --output-partition-count 2 --tasks 0,5
+expect_fail index-bad-memory "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/c3" --max-index-memory lots
+expect_fail index-other-count "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/coll" --output-partition-count 3
+expect_fail search-not-a-collection "$bin" search --index "$tmp/q" -p x
+expect_fail search-nothing "$bin" search --index "$tmp/coll"
+expect_fail filter-nothing-denied "$bin" filter -m "$fx/clip/$first" --vocab "$vocab" "$one"
+expect_fail filter-bad-threshold "$bin" filter -m "$fx/clip/$first" --vocab "$vocab" "$one" --deny "a dog:2"
+expect_fail filter-bad-checker "$bin" filter --safety-checker "$fx/clip/$first" "$one"
+
 echo "cli: $pass passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -14,6 +14,10 @@ torch==2.15.0
 torchvision==0.29.2
 open_clip_torch==3.3.0
 transformers==5.23.0
+diffusers==0.42.1
+pyarrow==26.0.1
+pandas==3.1.1
+faiss-cpu==1.15.1
 sentencepiece
 protobuf
 numpy

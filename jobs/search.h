@@ -1,0 +1,123 @@
+// Semantic search and content filtering over image collections, as library calls on the pattern of
+// jobs/score.h:
+// - index: images (and captions) -> clip-retrieval's layout (img_emb/img_emb_N.npy float16 L2-normalized,
+//   text_emb/text_emb_N.npy, metadata/metadata_N.parquet), partition i holding the inputs whose index mod P
+//   is i, each partition written whole or not at all; then the faiss index over them (jobs/vector_index.h);
+// - search: text and image queries (minus negative prompts) against that index;
+// - filter: images against denied concepts (text, each with a threshold) and Stable Diffusion's safety
+// checker.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "clip/load.h"
+#include "jobs/score.h"
+#include "jobs/vector_index.h"
+
+namespace clipguide {
+
+// ---- index ----
+
+struct IndexRequest {
+  std::string model;
+  ModelSettings clip;
+  std::vector<std::string> images;    // in input order: row order within each partition
+  std::vector<std::string> captions;  // empty, or one per image: text_emb/ and a caption column
+  bool truncate = false;              // captions longer than the context are cut, not an Error
+  std::string out;                    // the collection's folder
+  int64_t partitions = 1;             // clip-retrieval's output_partition_count
+  std::vector<int64_t> tasks;         // the partitions this run makes; empty: all
+  bool build_index = true;            // after the partitions, once all of them exist
+  VectorIndexOptions index;
+  ImageStream stream;
+
+  void validate() const;
+};
+
+struct IndexSummary {
+  int64_t partitions_written = 0, partitions_present = 0;  // made now; already there (skipped)
+  int64_t images = 0, skipped = 0;                         // rows written; unreadable images skipped
+  double seconds = 0;
+  bool index_built = false;
+  std::optional<VectorIndexInfo> image_index, text_index;
+};
+
+// The collection's files, as clip-retrieval names them: N zero-padded to the digits of P.
+std::string partition_name(int64_t partition, int64_t partitions);
+
+// Writes the request's partitions (on_partition(i, rows) as each lands), then, if asked and every partition
+// is there, the index. A folder made with another model, partition count or caption setting is an Error.
+IndexSummary index_collection(const IndexRequest& request,
+                              const std::function<void(int64_t partition, int64_t rows)>& on_partition,
+                              const StreamCallbacks& callbacks = {});
+
+// The index over an existing collection's partitions (image.index, text.index when there are captions, and
+// index.json). Every partition must be present.
+IndexSummary build_collection_index(const std::string& dir, const VectorIndexOptions& options);
+
+// ---- search ----
+
+struct SearchRequest {
+  std::string index;  // a collection folder with its index
+  std::string model;  // empty: the model that made the collection
+  ModelSettings clip;
+  std::vector<std::string> prompts, images, negatives;  // score = mean cos(queries) - mean cos(negatives)
+  bool truncate = false;
+  int64_t top = 10;
+  double dedup = 0;  // > 0: near-duplicates (cos above it) among the results are folded into the best of them
+  std::string html;  // the rerank report of the results
+
+  void validate() const;
+};
+
+struct SearchHit {
+  int64_t rank = 0;
+  std::string image, caption;
+  double score = 0;
+  std::vector<std::string> duplicates;  // with dedup: the near-duplicates folded into this result
+};
+
+std::vector<SearchHit> search_collection(const SearchRequest& request, const StreamCallbacks& callbacks = {});
+
+// ---- filter ----
+
+struct DeniedConcept {
+  std::string text;
+  double threshold = 0;  // flagged when cos(image, text) exceeds it
+};
+
+struct FilterRequest {
+  std::string model;  // the CLIP for the denied concepts
+  ModelSettings clip;
+  std::vector<DeniedConcept> deny;
+  std::string safety_checker;  // a diffusers safety_checker folder; empty: none
+  std::vector<std::string> images;
+  bool truncate = false;
+  std::string move_to;  // flagged images are moved into this folder (never overwriting, never outside it)
+  ImageStream stream;
+
+  void validate() const;
+};
+
+struct FilterRow {
+  std::string image;
+  bool flagged = false;
+  std::string concept;  // the concept nearest its threshold (the safety checker's as "safety:concept N")
+  double margin = 0;    // its score minus its threshold: above 0 is flagged
+  std::string moved_to;
+};
+
+struct FilterSummary {
+  int64_t images = 0, flagged = 0;
+};
+
+// Rows go to on_rows batch by batch, in input order.
+FilterSummary filter_images(const FilterRequest& request,
+                            const std::function<void(const std::vector<FilterRow>&)>& on_rows,
+                            const StreamCallbacks& callbacks = {});
+
+}  // namespace clipguide
