@@ -2,6 +2,7 @@
 
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFPQ.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_factory.h>
@@ -175,6 +176,9 @@ VectorIndexInfo build_vector_index(const std::vector<std::string>& npy_parts, co
   std::unique_ptr<faiss::Index> index(faiss_call(index_path, [&] {
     return faiss::index_factory(static_cast<int>(info.dim), c.factory.c_str(), faiss::METRIC_INNER_PRODUCT);
   }));
+  // index_factory turns on polysemous training for IVF-PQ: a simulated annealing of the codes (minutes) that
+  // only polysemous (Hamming-filtered) search uses, which this index does not.
+  if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(index.get())) ivfpq->do_polysemous_training = false;
   if (c.kind != "exact") {
     // Training on a sample: 64 points per centroid is more than faiss's k-means asks (39), and PQ's 256
     // centroids per sub-vector need far fewer.
