@@ -248,8 +248,10 @@ int run_filter(int argc, char** argv) {
       [&](const std::vector<cg::FilterRow>& rows) {
         make_writer();
         for (const cg::FilterRow& r : rows) {
-          json row = {
-              {"image", r.image}, {"flagged", r.flagged}, {"concept", r.concept}, {"margin", r.margin}};
+          json row = {{"image", r.image},
+                      {"flagged", r.flagged},
+                      {"concept", r.nearest_concept},
+                      {"margin", r.margin}};
           if (!r.moved_to.empty()) row["moved_to"] = r.moved_to;
           out->row(row);
         }

@@ -87,9 +87,9 @@ std::vector<SafetyVerdict> safety_verdicts(const SafetyChecker& checker, const t
   const torch::Tensor image = unit_rows(image_embeds.to(torch::kCPU, torch::kFloat));
   const torch::Tensor special =
       torch::mm(image, unit_rows(checker.special_embeds).t()).contiguous();  // [B, S]
-  const torch::Tensor concept =
+  const torch::Tensor concepts =
       torch::mm(image, unit_rows(checker.concept_embeds).t()).contiguous();  // [B, C]
-  const int64_t S = special.size(1), C = concept.size(1);
+  const int64_t S = special.size(1), C = concepts.size(1);
   std::vector<SafetyVerdict> out(image.size(0));
   for (int64_t b = 0; b < image.size(0); ++b) {
     SafetyVerdict& v = out[b];
@@ -108,7 +108,7 @@ std::vector<SafetyVerdict> safety_verdicts(const SafetyChecker& checker, const t
     }
     for (int64_t c = 0; c < C; ++c) {
       const float raw =
-          (concept[b][c].item<float>() - checker.concept_thresholds[c].item<float>()) + adjustment;
+          (concepts[b][c].item<float>() - checker.concept_thresholds[c].item<float>()) + adjustment;
       v.raw_concept_scores.push_back(raw);
       v.concept_scores.push_back(round3(raw));
       if (v.concept_scores.back() > 0) v.flagged = true;

@@ -222,8 +222,8 @@ void GenerateRequest::validate() const {
     if (m.cutn != 0) check_cutn(m.cutn, message(m.path, ": cutn"));
   }
   if (prompt_every < 0) fail("prompt_every must be zero or positive (got ", prompt_every, ")");
-  for (const std::string& concept : deny)
-    if (concept.empty()) fail("a denied concept is empty");
+  for (const std::string& text : deny)
+    if (text.empty()) fail("a denied concept is empty");
   check_finite(deny_weight, "deny_weight");
   if (!(deny_threshold > -1 && deny_threshold < 1))
     fail("deny_threshold must be a cosine in (-1, 1) (got ", deny_threshold, ")");
@@ -501,11 +501,11 @@ void GenerateJob::load_models() {
   if (!r_.prompt.empty()) schedule = PromptSchedule::parse(r_.prompt, r_.prompt_every, r_.prompt_blend);
   if (schedule.segments.empty() && !r_.deny.empty()) schedule.segments.emplace_back();
   for (auto& segment : schedule.segments)
-    for (const std::string& concept : r_.deny) segment.push_back({concept, -r_.deny_weight});
+    for (const std::string& text : r_.deny) segment.push_back({text, -r_.deny_weight});
   ClipGuideOptions options = guide_options(r_);
-  for (const std::string& concept : r_.deny) {
+  for (const std::string& text : r_.deny) {
     PromptSchedule one;
-    one.segments = {{{concept, 1.0}}};
+    one.segments = {{{text, 1.0}}};
     deny_.push_back(std::make_shared<ClipGuide>(models, std::move(one), std::vector<Prompt>{}, options));
   }
   const bool pixel_init =

@@ -135,11 +135,11 @@ IndexSummary index_collection(const IndexRequest& request,
                               const StreamCallbacks& callbacks) {
   request.validate();
   if (!parquet_available()) write_parquet_strings("", {});  // the Error saying how to get Parquet
-  const auto started = std::chrono::steady_clock::now();
   for (const char* sub : {"img_emb", "metadata"}) prepare_output_dir((fs::path(request.out) / sub).string());
   const bool captions = !request.captions.empty();
   if (captions) prepare_output_dir((fs::path(request.out) / "text_emb").string());
   StreamModel loaded = load_stream_model(request.model, request.clip, request.stream, callbacks);
+  const auto started = std::chrono::steady_clock::now();  // the image pipeline; loading excluded
   const ClipConfig& config = loaded.clip.model->config();
   Collection mine{loaded.clip.path, config.architecture(), config.embed_dim, request.partitions, captions};
   const std::string described = (fs::path(request.out) / kCollectionFile).string();
@@ -418,7 +418,7 @@ FilterSummary filter_images(const FilterRequest& request,
       const SafetyVerdict v = safety_verdicts(checker, features.unsqueeze(0)).at(0);
       FilterRow& row = rows[i];
       row.flagged = v.flagged;
-      row.concept = cat("safety:concept ", v.nearest);
+      row.nearest_concept = cat("safety:concept ", v.nearest);
       row.margin = v.concept_scores.at(static_cast<size_t>(v.nearest));
     });
   }
@@ -439,7 +439,7 @@ FilterSummary filter_images(const FilterRequest& request,
       FilterRow& row = rows[i];
       row.flagged = (!first && row.flagged) || margin > 0;
       if (first || margin > row.margin) {  // the concept nearest its threshold, over both models
-        row.concept = request.deny[static_cast<size_t>(nearest)].text;
+        row.nearest_concept = request.deny[static_cast<size_t>(nearest)].text;
         row.margin = margin;
       }
     });

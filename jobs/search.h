@@ -41,7 +41,7 @@ struct IndexRequest {
 struct IndexSummary {
   int64_t partitions_written = 0, partitions_present = 0;  // made now; already there (skipped)
   int64_t images = 0, skipped = 0;                         // rows written; unreadable images skipped
-  double seconds = 0;
+  double seconds = 0;  // writing the partitions: decode, preprocess, encode, write (loading excluded)
   bool index_built = false;
   std::optional<VectorIndexInfo> image_index, text_index;
 };
@@ -106,7 +106,8 @@ struct FilterRequest {
 struct FilterRow {
   std::string image;
   bool flagged = false;
-  std::string concept;  // the concept nearest its threshold (the safety checker's as "safety:concept N")
+  std::string
+      nearest_concept;  // the concept nearest its threshold (the safety checker's as "safety:concept N")
   double margin = 0;    // its score minus its threshold: above 0 is flagged
   std::string moved_to;
 };

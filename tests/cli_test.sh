@@ -2,11 +2,6 @@
 # End-to-end checks of the clipguide binary: every fixture format through info/embed/tokenize, and bad input
 # giving one line on stderr, a non-zero exit and no output file.
 source "$(dirname "$0")/common.sh"
-pass=0
-failed=0
-
-ok() { pass=$((pass + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
 
 # expect_fail NAME CMD...: non-zero exit, exactly one line on stderr, nothing on stdout.
 expect_fail() {

@@ -2,10 +2,6 @@
 # End-to-end checks of `clipguide generate` on the fixture models: outputs and metadata, bit-identical replay,
 # SIGINT then --resume giving the uninterrupted image, reconstruction, candidates, and bad input.
 source "$(dirname "$0")/common.sh"
-pass=0
-failed=0
-ok() { pass=$((pass + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
 
 # The first ViT CLIP of the manifest and its text heads; the VQGAN files.
 source "$(dirname "$0")/fixture_models.sh"

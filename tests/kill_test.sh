@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Nothing lost: `generate` (PNG, sidecar, resume state, frames, JSONL log) and `rerank` (copies, links, HTML
-# report, embedding cache) killed with SIGKILL at random moments. Every output that exists afterwards must be
+# Nothing lost: `generate` (PNG, sidecar, resume state, frames, JSONL log), `rerank` (copies, links, HTML
+# report, embedding cache) and `index` (partitions) killed with SIGKILL at random moments. Every output that exists afterwards must be
 # whole: PNGs pass their CRCs and decompress to the full image, JSON parses, every log line parses, copies equal
 # their sources, the report ends with </html>, and the cache gives back what a cold run computes.
 source "$(dirname "$0")/common.sh"
@@ -103,5 +103,18 @@ assert all(w["image"] == c["image"] or abs(score[w["image"]] - score[c["image"]]
 PY
 check "the cache survives the kills: same ranking as a cold run" "python3 '$tmp/same_ranking.py' '$tmp/cold.csv' '$tmp/warm.csv'"
 check "no cache entry reported corrupt" "! grep -q corrupt '$tmp/warm.err'"
+
+# index: killed at random, then run again to the end: every partition the same bytes as an uninterrupted run's (a
+# partition is renamed into place whole, metadata last, and a re-run skips those that are there).
+for round in $(seq "$rounds"); do
+  kill_randomly "$bin" index -m "$fx/clip/$clip" "${model[@]}" "$tmp/imgs" --out "$tmp/ix" --output-partition-count 8 \
+    --batch-size 4 --no-index
+done
+"$bin" index -m "$fx/clip/$clip" "${model[@]}" "$tmp/imgs" --out "$tmp/ix" --output-partition-count 8 --batch-size 4 \
+  >/dev/null 2>&1
+"$bin" index -m "$fx/clip/$clip" "${model[@]}" "$tmp/imgs" --out "$tmp/ix-clean" --output-partition-count 8 \
+  --batch-size 4 >/dev/null 2>&1
+check "index, killed $rounds times and run again: the partitions of an uninterrupted run" \
+  "for f in img_emb/img_emb_{0..7}.npy metadata/metadata_{0..7}.parquet; do cmp -s '$tmp/ix/'\$f '$tmp/ix-clean/'\$f || exit 1; done"
 echo "kill: $pass passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -7,10 +7,6 @@
 # renderer's own record). $1: clipguide, $2: clipguide_toyworld.
 source "$(dirname "$0")/common.sh"
 tw=$2
-pass=0
-failed=0
-ok() { pass=$((pass + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
 # The toy CLIP's cosine to "a red object" above which a render holds a red object: on these 1,980 scenes (288 with a
 # red object) 0.215 gave precision 0.972 and recall 0.965, and both stay above 0.95 for thresholds from 0.20 to 0.23.
 threshold=${RED_THRESHOLD:-0.215}

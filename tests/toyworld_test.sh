@@ -4,10 +4,6 @@
 # bench/toyworld's full measurement. $1: clipguide, $2: clipguide_toyworld.
 source "$(dirname "$0")/common.sh"
 tw=$2
-pass=0
-failed=0
-ok() { pass=$((pass + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
 
 "$tw" render --classes --out "$tmp/classes" --seed 31 || bad "render"
 [ "$(ls "$tmp/classes"/*.png | wc -l)" -eq 48 ] && ok || bad "render --classes: 48 PNGs"
