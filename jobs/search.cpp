@@ -158,20 +158,22 @@ IndexSummary index_collection(const IndexRequest& request,
   if (tasks.empty())
     for (int64_t i = 0; i < request.partitions; ++i) tasks.push_back(i);
   const auto P = static_cast<size_t>(request.partitions);
+  // Partition t holds the inputs t, t + P, t + 2P, ...
+  const auto inputs_of = [&](int64_t t) {
+    return request.images.size() / P + (static_cast<size_t>(t) < request.images.size() % P);
+  };
   IndexSummary summary;
   size_t total = 0, done = 0;
-  for (int64_t t : tasks)
-    total += request.images.size() / P + (static_cast<size_t>(t) < request.images.size() % P);
+  for (int64_t t : tasks) total += inputs_of(t);
   for (int64_t t : tasks) {
     const PartitionFiles files = partition_files(request.out, t, request.partitions);
     if (exists(files.metadata)) {  // written whole by an earlier run: its metadata lands last
       ++summary.partitions_present;
-      const size_t n = request.images.size() / P + (static_cast<size_t>(t) < request.images.size() % P);
-      done += n;
+      done += inputs_of(t);
       if (callbacks.on_progress) callbacks.on_progress(done, total);
       continue;
     }
-    std::vector<std::string> images, texts;
+    std::vector<std::string> images;
     for (size_t j = static_cast<size_t>(t); j < request.images.size(); j += P)
       images.push_back(request.images[j]);
     std::vector<torch::Tensor> rows;

@@ -41,20 +41,16 @@ struct Candidate {
   int64_t nlist = 0, pq_bytes = 0, memory = 0;
 };
 
-// The partitions' shapes, from each file in turn (each is read whole once here, once to add).
+// The partitions' row counts and their common width, from the files' headers.
 std::vector<int64_t> partition_rows(const std::vector<std::string>& parts, int64_t& dim) {
   std::vector<int64_t> rows;
   dim = 0;
   for (const std::string& part : parts) {
-    const torch::Tensor m = read_npy_matrix(part);
-    if (m.size(0) == 0) {
-      rows.push_back(0);
-      continue;
-    }
-    if (dim == 0) dim = m.size(1);
-    if (m.size(1) != dim)
-      fail(part, " has rows of ", m.size(1), " values; the partitions before it have ", dim);
-    rows.push_back(m.size(0));
+    rows.push_back(npy_matrix_rows(part));
+    if (rows.back() == 0) continue;
+    const int64_t width = read_npy_rows(part, {}).size(1);
+    if (dim == 0) dim = width;
+    if (width != dim) fail(part, " has rows of ", width, " values; the partitions before it have ", dim);
   }
   return rows;
 }
