@@ -37,6 +37,7 @@ bool is_image_file(const fs::path& p) {
 // One input image after the worker stage: cached features, preprocessed pixels, or an error.
 struct Item {
   std::string path, sha256, error;
+  size_t position = 0;  // in the input list
   torch::Tensor cached, pixels;
 };
 
@@ -49,6 +50,7 @@ std::vector<Item> decode_range(const std::vector<std::string>& paths, size_t beg
     for (size_t i = first; i < items.size(); i += static_cast<size_t>(workers)) {
       Item& item = items[i];
       item.path = paths[begin + i];
+      item.position = begin + i;
       try {
         const MappedFile file(item.path);
         if (cache != nullptr) {
@@ -226,6 +228,7 @@ void stream_image_features(LoadedClip& clip, const std::vector<std::string>& pat
       torch::Tensor row = item.cached.defined() ? item.cached : encoded[next_encoded++];
       if (cache != nullptr && !item.cached.defined()) cache->store(item.sha256, row);
       batch.paths.push_back(item.path);
+      batch.positions.push_back(item.position);
       rows.push_back(row);
     }
     batch.features = rows.empty() ? torch::empty({0, dim}) : torch::stack(rows);

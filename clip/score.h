@@ -48,6 +48,7 @@ std::vector<std::string> collect_image_files(const std::vector<std::string>& inp
 
 struct ImageBatch {
   std::vector<std::string> paths;  // images that decoded, in input order
+  std::vector<size_t> positions;   // each of those images' index in the input list
   torch::Tensor features;          // [paths.size(), E], float32 on the CPU, L2-normalized if asked
   std::vector<std::pair<std::string, std::string>> errors;  // (path, message) for images that did not decode
 };

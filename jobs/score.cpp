@@ -121,7 +121,7 @@ ScoreSummary score(const ScoreRequest& request,
   }
   const auto started = std::chrono::steady_clock::now();
   double cos_sum = 0, clipscore_sum = 0;
-  size_t index = 0, done = 0;
+  size_t done = 0;
   stream_images(
       loaded, images, request.stream, callbacks, done, images.size(), true, [&](const ImageBatch& batch) {
         const torch::Tensor scores = apply_metric(batch.features, text, request.metric, summary.logit_scale,
@@ -135,9 +135,8 @@ ScoreSummary score(const ScoreRequest& request,
               rows.push_back({batch.paths[b], prompts[p], scores[b][p].item<double>()});
             continue;
           }
-          // Pairs: the batch keeps input order minus failures; find this image's pair from the running index.
-          while (index < request.pairs.size() && request.pairs[index].first != batch.paths[b]) ++index;
-          const auto& [image, prompt] = request.pairs.at(index++);
+          // Pairs: the pairs' images follow request.images in the input list.
+          const auto& [image, prompt] = request.pairs.at(batch.positions[b] - request.images.size());
           const int64_t p = std::find(prompts.begin(), prompts.end(), prompt) - prompts.begin();
           cos_sum += cos[b][p].item<double>();
           clipscore_sum += clipscore[b][p].item<double>();

@@ -178,15 +178,12 @@ IndexSummary index_collection(const IndexRequest& request,
       images.push_back(request.images[j]);
     std::vector<torch::Tensor> rows;
     std::vector<std::string> paths, kept_captions;
-    size_t next = 0;  // the position in `images` of the next decoded image (batches keep input order)
     stream_images(loaded, images, request.stream, callbacks, done, total, true, [&](const ImageBatch& batch) {
       rows.push_back(batch.features);
-      for (const std::string& path : batch.paths) {
-        while (images[next] != path) ++next;
-        paths.push_back(path);
-        if (captions) kept_captions.push_back(request.captions[static_cast<size_t>(t) + next * P]);
-        ++next;
-      }
+      paths.insert(paths.end(), batch.paths.begin(), batch.paths.end());
+      if (captions)
+        for (size_t position : batch.positions)
+          kept_captions.push_back(request.captions[static_cast<size_t>(t) + position * P]);
       summary.skipped += static_cast<int64_t>(batch.errors.size());
     });
     const torch::Tensor image_emb = rows.empty() ? torch::empty({0, config.embed_dim}) : torch::cat(rows);
@@ -398,18 +395,20 @@ FilterSummary filter_images(const FilterRequest& request,
   // Runs `paths` through `model`, calling verdict(position, features row) for each decoded image.
   auto pass = [&](StreamModel& model, bool last, bool normalize,
                   const std::function<void(size_t, const torch::Tensor&)>& verdict) {
-    size_t next = 0;
+    size_t next = 0;  // the first input not yet finished
     stream_images(model, request.images, request.stream, callbacks, done, total, normalize,
                   [&](const ImageBatch& batch) {
-                    const size_t begin = next;
                     for (size_t b = 0; b < batch.paths.size(); ++b) {
-                      while (request.images[next] != batch.paths[b]) ++next;
-                      decoded[next] = true;
-                      rows[next].image = batch.paths[b];
-                      verdict(next, batch.features[static_cast<int64_t>(b)]);
-                      ++next;
+                      const size_t i = batch.positions[b];
+                      decoded[i] = true;
+                      rows[i].image = batch.paths[b];
+                      verdict(i, batch.features[static_cast<int64_t>(b)]);
                     }
-                    if (last) finish(begin, next);
+                    // A batch's failed images, after its last decoded one, finish with the next batch.
+                    if (last && !batch.positions.empty()) {
+                      finish(next, batch.positions.back() + 1);
+                      next = batch.positions.back() + 1;
+                    }
                   });
     if (last) finish(next, request.images.size());
   };

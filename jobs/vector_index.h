@@ -2,7 +2,10 @@
 // up to a size that still answers interactively, else an inverted-file index chosen to fit a memory budget,
 // trained on a sample and tuned to a recall target, as autofaiss chooses (Ref: criteo/autofaiss, its index
 // keys and nprobe tuning; faiss wiki "Guidelines to choose an index"). Built from clip-retrieval's npy
-// partitions, one at a time.
+// partitions, one at a time. faiss builds, trains and stores the index; exact and inverted-file-of-vectors
+// searches run on our own kernel over faiss's storage, on torch's CPU threads (Debian's faiss is built for
+// the x86-64 baseline, one float at a time; the kernel is compiled for AVX-512, AVX2 and the baseline and
+// picks by CPU). Product-quantized indexes are searched by faiss.
 #pragma once
 
 #include <torch/types.h>

@@ -127,6 +127,43 @@ TEST(VectorIndex, ExactBelowTheLimitApproximateAboveWithTheMeasuredRecall) {
   EXPECT_EQ(static_cast<int64_t>(range[0].size()), above);
 }
 
+// Below faiss's BLAS threshold (20 queries) and for every inverted-file search, our own kernel scans the
+// rows: at a width and row count that are no multiple of its vector width or blocks, it finds exact search's
+// rows with exact search's scores, and an inverted-file index finds each collection row as its own best hit.
+TEST(VectorIndex, OurScanFindsWhatExactSearchFinds) {
+  TempDir dir;
+  const int64_t n = 1001, d = 37;
+  const torch::Tensor all = clustered(n, d, 9, 3);
+  const std::string part = (dir / "p.npy").string();
+  write_file_atomic(part, npy_bytes(all, torch::kFloat));
+  const torch::Tensor queries = clustered(7, d, 9, 4);
+  const auto exact = torch::matmul(queries, all.t()).topk(10, 1);
+
+  VectorIndexOptions options;
+  build_vector_index({part}, (dir / "flat.index").string(), options);
+  const VectorIndex flat((dir / "flat.index").string());
+  const auto hits = flat.search(queries, 10);
+  for (int64_t q = 0; q < queries.size(0); ++q)
+    for (int64_t j = 0; j < 10; ++j) {
+      EXPECT_EQ(hits[q][j].id, std::get<1>(exact)[q][j].item<int64_t>());
+      EXPECT_NEAR(hits[q][j].score, std::get<0>(exact)[q][j].item<float>(), 1e-5);
+    }
+  EXPECT_TRUE(flat.search(queries, 0)[0].empty());
+  EXPECT_EQ(flat.search(queries.narrow(0, 0, 1), 5000)[0].size(), static_cast<size_t>(n));
+
+  options.exact_max_rows = 100;
+  options.recall_queries = 100;
+  const VectorIndexInfo info = build_vector_index({part}, (dir / "ivf.index").string(), options);
+  ASSERT_EQ(info.kind, "ivf_flat");
+  const VectorIndex ivf((dir / "ivf.index").string());
+  const auto own = ivf.search(all.narrow(0, 0, 40), 3);
+  for (int64_t r = 0; r < 40; ++r) {
+    ASSERT_FALSE(own[r].empty());
+    EXPECT_EQ(own[r][0].id, r);
+    EXPECT_NEAR(own[r][0].score, 1.0, 1e-5);
+  }
+}
+
 TEST(VectorIndex, NearDuplicatesGroupIntoConnectedComponents) {
   // a ~ b ~ c in a chain (a and c not close), d alone.
   const double t = 0.5;
