@@ -153,29 +153,25 @@ template <int W>
 struct Register;
 template <>
 struct Register<16> {
-  typedef float Aligned __attribute__((vector_size(64)));
-  typedef float Unaligned __attribute__((vector_size(64), aligned(4), may_alias));
+  typedef float Floats __attribute__((vector_size(64)));
 };
 template <>
 struct Register<8> {
-  typedef float Aligned __attribute__((vector_size(32)));
-  typedef float Unaligned __attribute__((vector_size(32), aligned(4), may_alias));
+  typedef float Floats __attribute__((vector_size(32)));
 };
 template <>
 struct Register<4> {
-  typedef float Aligned __attribute__((vector_size(16)));
-  typedef float Unaligned __attribute__((vector_size(16), aligned(4), may_alias));
+  typedef float Floats __attribute__((vector_size(16)));
 };
 template <int W>
-using Floats = typename Register<W>::Aligned;
-template <int W>
-using UnalignedFloats = typename Register<W>::Unaligned;
+using Floats = typename Register<W>::Floats;
 
-// W floats at p, unaligned. (Vectors pass by reference here: one wider than the baseline's registers, passed
-// by value, changes the calling convention.)
+// v = the W floats at p, unaligned. (A copy, which compiles to one unaligned load: Clang keeps a vector
+// type's full alignment even where the type says less. Vectors pass by reference here: one wider than the
+// baseline's registers, passed by value, changes the calling convention.)
 template <int W>
-inline __attribute__((always_inline)) const UnalignedFloats<W>& at(const float* p) {
-  return *reinterpret_cast<const UnalignedFloats<W>*>(p);
+inline __attribute__((always_inline)) void load(Floats<W>& v, const float* p) {
+  __builtin_memcpy(&v, p, sizeof v);
 }
 
 template <int W>
@@ -203,17 +199,19 @@ inline __attribute__((always_inline)) void inner_products_body(const float* rows
       const float* y = r + 1 < n ? x + d : x;  // an odd last row is computed twice, stored once
       V x0 = {}, x1 = {}, x2 = {}, x3 = {}, y0 = {}, y1 = {}, y2 = {}, y3 = {};
       for (int64_t s = 0; s < vectorized; s += W) {
-        const V a = at<W>(x + s), b = at<W>(y + s);
-        V c = at<W>(q0 + s);
+        V a, b, c;
+        load<W>(a, x + s);
+        load<W>(b, y + s);
+        load<W>(c, q0 + s);
         x0 += a * c;
         y0 += b * c;
-        c = at<W>(q1 + s);
+        load<W>(c, q1 + s);
         x1 += a * c;
         y1 += b * c;
-        c = at<W>(q2 + s);
+        load<W>(c, q2 + s);
         x2 += a * c;
         y2 += b * c;
-        c = at<W>(q3 + s);
+        load<W>(c, q3 + s);
         x3 += a * c;
         y3 += b * c;
       }
