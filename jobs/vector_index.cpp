@@ -182,9 +182,8 @@ inline __attribute__((always_inline)) float lane_sum(const Floats<W>& v) {
 }
 
 // out[r * m + j] = rows[r] · queries[j], for n rows and m queries (m a multiple of 4) of d floats: two rows
-// by four queries at a time, eight accumulators of W floats, which stay in registers (about a third of an
-// AVX2 core's peak, and half of what OpenBLAS reaches on the same product). Inlined into one function per
-// instruction set below.
+// by four queries at a time, eight accumulators of W floats, which stay in registers once the loop over the
+// four queries is unrolled. Inlined into one function per instruction set below.
 template <int W>
 inline __attribute__((always_inline)) void inner_products_body(const float* rows, int64_t n,
                                                                const float* queries, int64_t m, int64_t d,
@@ -192,39 +191,31 @@ inline __attribute__((always_inline)) void inner_products_body(const float* rows
   using V = Floats<W>;
   const int64_t vectorized = d / W * W;
   for (int64_t j = 0; j < m; j += 4) {  // four queries stay in the L1 cache while the rows stream past
-    const float* q0 = queries + j * d;
-    const float *q1 = q0 + d, *q2 = q1 + d, *q3 = q2 + d;
+    const float* q = queries + j * d;
     for (int64_t r = 0; r < n; r += 2) {
       const float* x = rows + r * d;
       const float* y = r + 1 < n ? x + d : x;  // an odd last row is computed twice, stored once
-      V x0 = {}, x1 = {}, x2 = {}, x3 = {}, y0 = {}, y1 = {}, y2 = {}, y3 = {};
+      V xs[4] = {}, ys[4] = {};
       for (int64_t s = 0; s < vectorized; s += W) {
-        V a, b, c;
+        V a, b;
         load<W>(a, x + s);
         load<W>(b, y + s);
-        load<W>(c, q0 + s);
-        x0 += a * c;
-        y0 += b * c;
-        load<W>(c, q1 + s);
-        x1 += a * c;
-        y1 += b * c;
-        load<W>(c, q2 + s);
-        x2 += a * c;
-        y2 += b * c;
-        load<W>(c, q3 + s);
-        x3 += a * c;
-        y3 += b * c;
-      }
-      float dx[4] = {lane_sum<W>(x0), lane_sum<W>(x1), lane_sum<W>(x2), lane_sum<W>(x3)};
-      float dy[4] = {lane_sum<W>(y0), lane_sum<W>(y1), lane_sum<W>(y2), lane_sum<W>(y3)};
-      for (int64_t i = vectorized; i < d; ++i)
+#pragma GCC unroll 4
         for (int t = 0; t < 4; ++t) {
-          dx[t] += x[i] * q0[t * d + i];
-          dy[t] += y[i] * q0[t * d + i];
+          V c;
+          load<W>(c, q + t * d + s);
+          xs[t] += a * c;
+          ys[t] += b * c;
         }
+      }
       for (int t = 0; t < 4; ++t) {
-        out[r * m + j + t] = dx[t];
-        if (r + 1 < n) out[(r + 1) * m + j + t] = dy[t];
+        float dx = lane_sum<W>(xs[t]), dy = lane_sum<W>(ys[t]);
+        for (int64_t i = vectorized; i < d; ++i) {
+          dx += x[i] * q[t * d + i];
+          dy += y[i] * q[t * d + i];
+        }
+        out[r * m + j + t] = dx;
+        if (r + 1 < n) out[(r + 1) * m + j + t] = dy;
       }
     }
   }
@@ -288,8 +279,17 @@ struct RowBlock {
   int64_t query_count = 0;
 };
 
-// Rows of a flat matrix (the exact index, the centroids) are scanned in blocks of 256 (512 KB at d = 512).
-constexpr int64_t kBlockRows = 256;
+// A flat matrix of n rows (the exact index, the centroids; ids = row numbers) as blocks of 256 rows (512 KB
+// at d = 512), each scanned against all of `queries`.
+std::vector<RowBlock> flat_blocks(const float* rows, int64_t n, int64_t d,
+                                  const std::vector<int32_t>& queries) {
+  constexpr int64_t kBlockRows = 256;
+  std::vector<RowBlock> blocks;
+  for (int64_t first = 0; first < n; first += kBlockRows)
+    blocks.push_back({rows + first * d, nullptr, first, std::min(kBlockRows, n - first), queries.data(),
+                      static_cast<int64_t>(queries.size())});
+  return blocks;
+}
 
 // Each query's k best rows over the blocks that list it, best first.
 std::vector<std::vector<VectorHit>> scan(const std::vector<RowBlock>& blocks, const torch::Tensor& q,
@@ -297,8 +297,8 @@ std::vector<std::vector<VectorHit>> scan(const std::vector<RowBlock>& blocks, co
   const int64_t nq = q.size(0), d = q.size(1);
   if (k <= 0) return std::vector<std::vector<VectorHit>>(nq);
   const float* qdata = q.data_ptr<float>();
-  constexpr int64_t kQueryChunk =
-      32;  // queries per kernel call: 32 rows of 512 floats stay in the L1/L2 caches
+  // Queries per kernel call: 32 rows of 512 floats stay in the L1/L2 caches.
+  constexpr int64_t kQueryChunk = 32;
   // torch's CPU thread count (set_cpu_threads), on this file's OpenMP threads: each keeps its own heaps,
   // merged below; blocks are dealt out dynamically, since lists differ in size and in queries.
   const int threads = std::max(1, std::min<int>(at::get_num_threads(), static_cast<int>(blocks.size())));
@@ -347,12 +347,10 @@ std::optional<std::vector<std::vector<VectorHit>>> scan_search(const faiss::Inde
   std::vector<RowBlock> blocks;
   std::vector<int32_t> probing;  // the queries of each block, block after block
   std::vector<int64_t> offsets;
+  std::vector<int32_t> everyone(nq);
+  std::iota(everyone.begin(), everyone.end(), 0);
   if (const auto* flat = dynamic_cast<const faiss::IndexFlat*>(&index)) {
-    probing.resize(nq);
-    std::iota(probing.begin(), probing.end(), 0);
-    for (int64_t first = 0; first < index.ntotal; first += kBlockRows)
-      blocks.push_back({flat->get_xb() + first * d, nullptr, first,
-                        std::min(kBlockRows, index.ntotal - first), probing.data(), nq});
+    blocks = flat_blocks(flat->get_xb(), index.ntotal, d, everyone);
   } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVFFlat*>(&index)) {
     const auto* quantizer = dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer);
     if (!quantizer || ivf->code_size != static_cast<size_t>(d) * sizeof(float)) return std::nullopt;
@@ -360,13 +358,8 @@ std::optional<std::vector<std::vector<VectorHit>>> scan_search(const faiss::Inde
     nprobe = std::clamp<int64_t>(nprobe, 1, nlist);
     // The coarse step, itself a scan: each query's nprobe nearest centroids (the quantizer's rows, ids = list
     // numbers). Then, per list, the queries that probe it.
-    std::vector<int32_t> everyone(nq);
-    std::iota(everyone.begin(), everyone.end(), 0);
-    std::vector<RowBlock> centroid_blocks;
-    for (int64_t first = 0; first < nlist; first += kBlockRows)
-      centroid_blocks.push_back({quantizer->get_xb() + first * d, nullptr, first,
-                                 std::min(kBlockRows, nlist - first), everyone.data(), nq});
-    const std::vector<std::vector<VectorHit>> probes = scan(centroid_blocks, q, nprobe);
+    const std::vector<std::vector<VectorHit>> probes =
+        scan(flat_blocks(quantizer->get_xb(), nlist, d, everyone), q, nprobe);
     offsets.assign(nlist + 1, 0);
     for (const auto& lists : probes)
       for (const VectorHit& list : lists) ++offsets[list.id + 1];

@@ -127,9 +127,9 @@ TEST(VectorIndex, ExactBelowTheLimitApproximateAboveWithTheMeasuredRecall) {
   EXPECT_EQ(static_cast<int64_t>(range[0].size()), above);
 }
 
-// Below faiss's BLAS threshold (20 queries) and for every inverted-file search, our own kernel scans the
-// rows: at a width and row count that are no multiple of its vector width or blocks, it finds exact search's
-// rows with exact search's scores, and an inverted-file index finds each collection row as its own best hit.
+// Exact and inverted-file searches run on our own kernel: at a width and row count that are no multiple of
+// its vector width or blocks, it finds exact search's rows with exact search's scores, and an inverted-file
+// index finds each collection row as its own best hit.
 TEST(VectorIndex, OurScanFindsWhatExactSearchFinds) {
   TempDir dir;
   const int64_t n = 1001, d = 37;
