@@ -166,12 +166,20 @@ struct Register<4> {
 template <int W>
 using Floats = typename Register<W>::Floats;
 
-// v = the W floats at p, unaligned. (A copy, which compiles to one unaligned load: Clang keeps a vector
-// type's full alignment even where the type says less. Vectors pass by reference here: one wider than the
-// baseline's registers, passed by value, changes the calling convention.)
-template <int W>
-inline __attribute__((always_inline)) void load(Floats<W>& v, const float* p) {
+// v = the value at p, which may be unaligned: an index read memory-mapped keeps its inverted lists (floats,
+// then 64-bit ids) at whatever byte offset the file gives them. (A copy, which compiles to one unaligned
+// load: Clang keeps a vector type's full alignment even where the type says less. Vectors pass by reference
+// here: one wider than the baseline's registers, passed by value, changes the calling convention.)
+template <typename T, typename P>
+inline __attribute__((always_inline)) void load(T& v, const P* p) {
   __builtin_memcpy(&v, p, sizeof v);
+}
+
+template <typename T>
+inline T unaligned(const T* p) {
+  T v;
+  load(v, p);
+  return v;
 }
 
 template <int W>
@@ -198,12 +206,12 @@ inline __attribute__((always_inline)) void inner_products_body(const float* rows
       V xs[4] = {}, ys[4] = {};
       for (int64_t s = 0; s < vectorized; s += W) {
         V a, b;
-        load<W>(a, x + s);
-        load<W>(b, y + s);
+        load(a, x + s);
+        load(b, y + s);
 #pragma GCC unroll 4
         for (int t = 0; t < 4; ++t) {
           V c;
-          load<W>(c, q + t * d + s);
+          load(c, q + t * d + s);
           xs[t] += a * c;
           ys[t] += b * c;
         }
@@ -211,8 +219,8 @@ inline __attribute__((always_inline)) void inner_products_body(const float* rows
       for (int t = 0; t < 4; ++t) {
         float dx = lane_sum<W>(xs[t]), dy = lane_sum<W>(ys[t]);
         for (int64_t i = vectorized; i < d; ++i) {
-          dx += x[i] * q[t * d + i];
-          dy += y[i] * q[t * d + i];
+          dx += unaligned(x + i) * q[t * d + i];
+          dy += unaligned(y + i) * q[t * d + i];
         }
         out[r * m + j + t] = dx;
         if (r + 1 < n) out[(r + 1) * m + j + t] = dy;
@@ -319,7 +327,7 @@ std::vector<std::vector<VectorHit>> scan(const std::vector<RowBlock>& blocks, co
         scores.resize(block.n * padded);
         inner_products()(block.rows, block.n, chunk.data(), padded, d, scores.data());
         for (int64_t r = 0; r < block.n; ++r) {
-          const int64_t id = block.ids ? block.ids[r] : block.first_id + r;
+          const int64_t id = block.ids ? unaligned(block.ids + r) : block.first_id + r;
           for (int64_t j = 0; j < m; ++j)
             keep(mine[block.queries[first + j]], k, {scores[r * padded + j], id});
         }
