@@ -48,12 +48,12 @@ int run_score(int argc, char** argv) {
   request.metric = cg::parse_metric(metric_name);
   in.fill(request, model, "score");
   if (!in.pairs_file.empty()) {
-    if (!request.prompts.empty() || !in.inputs.empty())
+    if (!request.prompts.empty() || in.has_images())
       cg::fail("score: --pairs takes its images and prompts from the file; drop -p and inputs");
     request.pairs = read_pairs(in.pairs_file);
   } else {
     if (request.prompts.empty()) cg::fail("score: give prompts with -p or --prompts-file (or --pairs)");
-    request.images = cg::collect_image_files(in.inputs);
+    request.images = in.image_files();
   }
   const std::string metric = cg::metric_name(request.metric);
   std::unique_ptr<RowWriter> out;
@@ -129,7 +129,7 @@ int run_rerank(int argc, char** argv) {
   in.fill(request, model, "rerank");
   // Groups: each a prompt and its images. Without --group-by, one group of all images against -p.
   if (!group_by.empty()) {
-    if (!request.prompts.empty() || !in.inputs.empty())
+    if (!request.prompts.empty() || in.has_images())
       cg::fail("rerank: --group-by takes images and prompts from the file; drop -p and inputs");
     for (const auto& [image, prompt] : read_pairs(group_by)) {
       auto it = std::find_if(
@@ -141,7 +141,7 @@ int run_rerank(int argc, char** argv) {
   } else {
     if (request.prompts.empty())
       cg::fail("rerank: give the prompt with -p (or --prompts-file, or --group-by)");
-    request.groups.push_back({"", cg::collect_image_files(in.inputs)});
+    request.groups.push_back({"", in.image_files()});
   }
   std::unique_ptr<RowWriter> out;
   StreamUi ui;

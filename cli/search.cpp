@@ -58,7 +58,7 @@ int run_index(int argc, char** argv) {
   InputArgs in;
   cg::IndexRequest request;
   std::string captions, tasks, max_memory = "16G";
-  bool no_index = false, build_only = false;
+  bool no_index = false, build_only = false, worker = false;
   cxxopts::Options opts(
       "clipguide index",
       "Embed images (and captions) into clip-retrieval's layout in --out (img_emb/, text_emb/, "
@@ -81,7 +81,11 @@ int run_index(int argc, char** argv) {
       cxxopts::value(request.index.exact_max_rows)->default_value("200000"))(
       "no-index", "write the partitions only", cxxopts::value(no_index))(
       "build-index-only", "build the index over the partitions already in --out (no images)",
-      cxxopts::value(build_only));
+      cxxopts::value(build_only))(
+      "worker",
+      "a long-lived worker: read partition numbers on stdin, one a line, and make each (the model loads "
+      "once), printing a JSON line as each is done; no index",
+      cxxopts::value(worker));
   // clang-format on
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
@@ -101,7 +105,7 @@ int run_index(int argc, char** argv) {
               << "\n";
   };
   if (build_only) {
-    if (!in.inputs.empty() || !captions.empty()) cg::fail("index: --build-index-only takes no images");
+    if (in.has_images() || !captions.empty()) cg::fail("index: --build-index-only takes no images");
     const cg::IndexSummary s = cg::build_collection_index(request.out, request.index);
     print_index("image", s.image_index);
     print_index("text", s.text_index);
@@ -113,23 +117,40 @@ int run_index(int argc, char** argv) {
   request.clip = model;
   request.truncate = in.truncate;
   request.stream = in.stream();
-  request.build_index = !no_index;
+  request.build_index = !no_index && !worker;
   if (!tasks.empty()) request.tasks = parse_tasks(tasks);
+  if (worker) {
+    if (!tasks.empty()) cg::fail("index: --worker reads its tasks on stdin; drop --tasks");
+    request.next_task = []() -> std::optional<int64_t> {
+      for (std::string line; std::getline(std::cin, line);) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        const std::vector<int64_t> task = parse_tasks(line.substr(0, line.find_last_not_of(" \t\r") + 1));
+        if (task.size() != 1) cg::fail("index --worker: ", line, " is not one partition number");
+        return task[0];
+      }
+      return std::nullopt;
+    };
+  }
   if (!captions.empty()) {
-    if (!in.inputs.empty()) cg::fail("index: --captions names the images; drop the image arguments");
+    if (in.has_images()) cg::fail("index: --captions names the images; drop the image arguments");
     for (const auto& [image, caption] : read_pairs(captions)) {
       request.images.push_back(image);
       request.captions.push_back(caption);
     }
   } else {
-    request.images = cg::collect_image_files(in.inputs);
+    request.images = in.image_files();
   }
   StreamUi ui;
   const cg::StreamCallbacks callbacks = ui.callbacks([](const cg::LoadedClip&) {});
   const cg::IndexSummary s = cg::index_collection(
       request,
       [&](int64_t partition, int64_t rows) {
-        std::cout << json{{"partition", partition}, {"rows", rows}}.dump() << "\n" << std::flush;
+        json line = {{"partition", partition}};
+        if (rows < 0)
+          line["present"] = true;
+        else
+          line["rows"] = rows;
+        std::cout << line.dump() << "\n" << std::flush;
       },
       callbacks);
   ui.progress.reset();
@@ -232,7 +253,7 @@ int run_filter(int argc, char** argv) {
   request.clip = model;
   request.truncate = in.truncate;
   request.stream = in.stream();
-  request.images = cg::collect_image_files(in.inputs);
+  request.images = in.image_files();
   std::unique_ptr<RowWriter> out;
   const auto make_writer = [&] {
     if (out) return;

@@ -25,7 +25,7 @@ inline constexpr size_t kMaxListBytes = 256u << 20;
 // Options shared by score and rerank.
 struct InputArgs {
   std::vector<std::string> inputs, prompts, templates;
-  std::string prompts_file, pairs_file, format, on_error = "fail", cache_dir;
+  std::string prompts_file, pairs_file, images_from, format, on_error = "fail", cache_dir;
   int64_t batch_size = 32;
   int workers = 0;
   bool truncate = false;
@@ -49,7 +49,11 @@ struct InputArgs {
         "cache",
         "keep image embeddings in this folder, keyed by image content and model, so later runs on "
         "the same images do not re-encode them",
-        cxxopts::value(cache_dir))("inputs", "image files and folders", cxxopts::value(inputs));
+        cxxopts::value(cache_dir))(
+        "images-from",
+        "a text file of image files and folders, one a line (relative to the file's folder), after the "
+        "arguments",
+        cxxopts::value(images_from))("inputs", "image files and folders", cxxopts::value(inputs));
     // clang-format on
     opts.parse_positional({"inputs"});
   }
@@ -80,6 +84,19 @@ struct InputArgs {
     out.skip_unreadable = on_error == "skip";
     out.cache = cache_dir;
     return out;
+  }
+  bool has_images() const { return !inputs.empty() || !images_from.empty(); }
+  // The images of the arguments and --images-from, folders expanded, in order.
+  std::vector<std::string> image_files() const {
+    std::vector<std::string> all = inputs;
+    if (!images_from.empty()) {
+      const fs::path base = fs::path(images_from).parent_path();
+      for (const std::string& line : read_lines(images_from, kMaxListBytes)) {
+        if (line.find_first_not_of(" \t") == std::string::npos) continue;
+        all.push_back(fs::path(line).is_absolute() ? line : (base / line).string());
+      }
+    }
+    return cg::collect_image_files(all);
   }
   std::vector<std::string> all_prompts() const {
     std::vector<std::string> out = prompts;

@@ -48,7 +48,16 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-std::string temp_beside(const std::string& path) { return cat(path, ".tmp.", ::getpid()); }
+std::string temp_beside(const std::string& path) {
+  // The host too: on a shared file system, two machines' processes (a retried or speculative task) may have
+  // the same pid.
+  static const std::string host = [] {
+    char name[256] = {};
+    return ::gethostname(name, sizeof name - 1) == 0 && name[0] != '\0' ? std::string(name)
+                                                                        : std::string("host");
+  }();
+  return cat(path, ".tmp.", host, ".", ::getpid());
+}
 
 void rename_into_place(const std::string& tmp, const std::string& path) {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

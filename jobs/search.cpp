@@ -114,6 +114,14 @@ std::string partition_name(int64_t partition, int64_t partitions) {
 
 // ---- index ----
 
+namespace {
+
+void check_task(int64_t t, int64_t partitions) {
+  if (t < 0 || t >= partitions) fail("task ", t, " is not a partition of 0..", partitions - 1);
+}
+
+}  // namespace
+
 void IndexRequest::validate() const {
   if (model.empty()) fail("no CLIP model to index with");
   clip.check(true);
@@ -124,8 +132,8 @@ void IndexRequest::validate() const {
     fail(captions.size(), " captions for ", images.size(), " images; give one caption per image or none");
   check_prompts(captions);
   if (partitions < 1) fail("partitions must be at least 1 (got ", partitions, ")");
-  for (int64_t t : tasks)
-    if (t < 0 || t >= partitions) fail("task ", t, " is not a partition of 0..", partitions - 1);
+  for (int64_t t : tasks) check_task(t, partitions);
+  if (next_task && !tasks.empty()) fail("a worker takes its tasks one at a time, not as a list");
   if (index.max_memory_bytes < 1) fail("max index memory must be positive");
   if (index.target_recall <= 0 || index.target_recall > 1) fail("target recall must be in (0, 1]");
 }
@@ -155,7 +163,7 @@ IndexSummary index_collection(const IndexRequest& request,
     write_file_atomic(described, mine.to_json().dump(2) + "\n");
   }
   std::vector<int64_t> tasks = request.tasks;
-  if (tasks.empty())
+  if (tasks.empty() && !request.next_task)
     for (int64_t i = 0; i < request.partitions; ++i) tasks.push_back(i);
   const auto P = static_cast<size_t>(request.partitions);
   // Partition t holds the inputs t, t + P, t + 2P, ...
@@ -163,15 +171,17 @@ IndexSummary index_collection(const IndexRequest& request,
     return request.images.size() / P + (static_cast<size_t>(t) < request.images.size() % P);
   };
   IndexSummary summary;
+  // Progress runs over the listed tasks; a worker's over the task at hand.
   size_t total = 0, done = 0;
   for (int64_t t : tasks) total += inputs_of(t);
-  for (int64_t t : tasks) {
+  const auto make = [&](int64_t t) {
     const PartitionFiles files = partition_files(request.out, t, request.partitions);
     if (exists(files.metadata)) {  // written whole by an earlier run: its metadata lands last
       ++summary.partitions_present;
       done += inputs_of(t);
       if (callbacks.on_progress) callbacks.on_progress(done, total);
-      continue;
+      if (on_partition) on_partition(t, -1);
+      return;
     }
     std::vector<std::string> images;
     for (size_t j = static_cast<size_t>(t); j < request.images.size(); j += P)
@@ -209,6 +219,15 @@ IndexSummary index_collection(const IndexRequest& request,
     ++summary.partitions_written;
     summary.images += static_cast<int64_t>(paths.size());
     if (on_partition) on_partition(t, static_cast<int64_t>(paths.size()));
+  };
+  for (int64_t t : tasks) make(t);
+  if (request.next_task) {
+    while (const std::optional<int64_t> t = request.next_task()) {
+      check_task(*t, request.partitions);
+      done = 0;
+      total = inputs_of(*t);
+      make(*t);
+    }
   }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (request.build_index) {

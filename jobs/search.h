@@ -31,7 +31,11 @@ struct IndexRequest {
   std::string out;                    // the collection's folder
   int64_t partitions = 1;             // clip-retrieval's output_partition_count
   std::vector<int64_t> tasks;         // the partitions this run makes; empty: all
-  bool build_index = true;            // after the partitions, once all of them exist
+  // The worker mode (a long-lived process that an engine such as Spark feeds): when set, the partitions come
+  // from here one at a time, each made (or skipped, if there) before the next is asked for, until it returns
+  // nullopt; `tasks` must be empty. The model loads once for all of them.
+  std::function<std::optional<int64_t>()> next_task;
+  bool build_index = true;  // after the partitions, once all of them exist
   VectorIndexOptions index;
   ImageStream stream;
 
@@ -49,7 +53,8 @@ struct IndexSummary {
 // The collection's files, as clip-retrieval names them: N zero-padded to the digits of P.
 std::string partition_name(int64_t partition, int64_t partitions);
 
-// Writes the request's partitions (on_partition(i, rows) as each lands), then, if asked and every partition
+// Writes the request's partitions (on_partition(i, rows) as each lands; rows = -1 for one that was already
+// there), then, if asked and every partition
 // is there, the index. A folder made with another model, partition count or caption setting is an Error.
 IndexSummary index_collection(const IndexRequest& request,
                               const std::function<void(int64_t partition, int64_t rows)>& on_partition,

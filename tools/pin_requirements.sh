@@ -18,6 +18,7 @@ diffusers==0.42.1
 pyarrow==26.0.1
 pandas==3.1.1
 faiss-cpu==1.15.1
+pyspark==4.3.0
 sentencepiece
 protobuf
 numpy

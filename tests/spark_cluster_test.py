@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""clipguide-spark on a real Spark standalone cluster that this test starts on the loopback address (a master
+and two workers of one core each) and always stops: 2,000 images indexed across the cluster, one worker killed
+mid-run, and the collection must equal a single-machine `clipguide index` of the same input (the same npy bytes,
+the same metadata rows, every image exactly once).
+
+    tests/spark_cluster_test.py CLIPGUIDE_BINARY
+
+Runs under .venv/bin/python; without .venv/ (pyspark) or Java it says so and exits 77 (ctest: skipped).
+IMAGES (default 2000) and PARTITIONS (default 40) size the run.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+venv_python = os.path.join(root, ".venv", "bin", "python")
+if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(root, ".venv")):
+    if not os.path.exists(venv_python):
+        print("SKIP: no .venv/ with pyspark (make it with scripts/venv)")
+        sys.exit(77)
+    os.execv(venv_python, [venv_python] + sys.argv)
+if shutil.which("java") is None:
+    print("SKIP: no Java (Debian's openjdk-17-jre-headless; scripts/setup installs it)")
+    sys.exit(77)
+
+import importlib.machinery  # noqa: E402
+import json  # noqa: E402
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+sys.path.insert(0, os.path.join(root, "spark"))
+from local_cluster import LocalCluster, wait_for  # noqa: E402
+
+binary = os.path.abspath(sys.argv[1])
+images = int(os.environ.get("IMAGES", "2000"))
+partitions = int(os.environ.get("PARTITIONS", "40"))
+
+
+def check_gpu_pinning():
+    """The GPU Spark assigned a task reaches its worker's command line (a fake TaskContext: no GPU here)."""
+    driver = importlib.machinery.SourceFileLoader("clipguide_spark",
+                                                  os.path.join(root, "spark", "clipguide-spark")).load_module()
+
+    def context(resources):
+        return types.SimpleNamespace(cpus=lambda: 3, resources=lambda: resources)
+
+    gpu = {"gpu": types.SimpleNamespace(name="gpu", addresses=["5"])}
+    assert driver.worker_command(["clipguide", "index"], context(gpu)) == \
+        ["clipguide", "index", "--threads", "3", "--device", "cuda:5"]
+    assert driver.worker_command(["clipguide", "index"], context({})) == ["clipguide", "index", "--threads", "3"]
+    assert driver.worker_command(["clipguide", "index", "--device", "cpu"], context(gpu)) == \
+        ["clipguide", "index", "--device", "cpu", "--threads", "3"]
+    print("GPU pinning: a task assigned GPU 5 runs its worker with --device cuda:5")
+
+
+def make_images(folder):
+    """Coloured shapes on coloured grounds, 96 to 160 px JPEGs and PNGs."""
+    rng = np.random.default_rng(5)
+    os.makedirs(folder)
+    for i in range(images):
+        size = int(rng.integers(96, 161))
+        img = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 256, 3)))
+        box = sorted(rng.integers(0, size, 2)), sorted(rng.integers(0, size, 2))
+        ImageDraw.Draw(img).ellipse([box[0][0], box[1][0], box[0][1] + 1, box[1][1] + 1],
+                                    fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        img.save(os.path.join(folder, f"{i:05d}.{'jpg' if i % 3 else 'png'}"))
+
+
+def read_collection(folder):
+    rows, names = [], []
+    for p in range(partitions):
+        name = f"{p:0{len(str(partitions - 1))}d}" if partitions > 1 else "0"
+        with open(os.path.join(folder, "img_emb", f"img_emb_{name}.npy"), "rb") as f:
+            rows.append(f.read())
+        names.append(pq.read_table(os.path.join(folder, "metadata", f"metadata_{name}.parquet")).to_pydict())
+    return rows, names
+
+
+check_gpu_pinning()
+tmp = tempfile.mkdtemp(prefix="clipguide-spark-test-")
+try:
+    folder = os.path.join(tmp, "images")
+    make_images(folder)
+    single = os.path.join(tmp, "single")
+    subprocess.run([binary, "index", folder, "--out", single, "--output-partition-count", str(partitions),
+                    "--no-index", "--threads", "1"], check=True, stdout=subprocess.DEVNULL)
+    cluster_out = os.path.join(tmp, "cluster")
+    with LocalCluster(workers=2, cores=1, folder=tmp) as cluster, open(cluster.log, "a") as logs:
+        print(f"cluster up: {cluster.url}, 2 workers of 1 core")
+        started = time.monotonic()
+        driver = subprocess.Popen(
+            [sys.executable, os.path.join(root, "spark", "clipguide-spark"), "index", folder, "--out", cluster_out,
+             "--master", cluster.url, "--output-partition-count", str(partitions), "--clipguide", binary,
+             "--conf", "spark.executor.memory=512m", "--conf", "spark.task.maxFailures=8"],
+            env=cluster.env, stdout=subprocess.PIPE, stderr=logs, text=True)
+        metadata = os.path.join(cluster_out, "metadata")
+        landed = lambda: sum(f.endswith(".parquet") for f in os.listdir(metadata)) \
+            if os.path.isdir(metadata) else 0  # noqa: E731
+        wait_for("the first partitions", lambda: landed() >= 2 or driver.poll() is not None, 300)
+        at_kill = landed()
+        assert at_kill < partitions, f"all {partitions} partitions landed before a worker could be killed"
+        cluster.kill_worker(0)
+        print(f"killed worker 0 with {at_kill} of {partitions} partitions landed")
+        out, _ = driver.communicate(timeout=600)
+        seconds = time.monotonic() - started
+        assert driver.returncode == 0, f"the driver failed (exit {driver.returncode}); log: {cluster.log}"
+    summary = json.loads(out.strip().splitlines()[-1])["summary"]
+    assert summary["index_built"], summary
+
+    ours_rows, ours_names = read_collection(cluster_out)
+    their_rows, their_names = read_collection(single)
+    for p in range(partitions):
+        assert ours_rows[p] == their_rows[p], f"partition {p}: npy bytes differ from the single-machine run"
+        assert ours_names[p] == their_names[p], f"partition {p}: metadata rows differ"
+    paths = [path for names in ours_names for path in names["image_path"]]
+    assert len(paths) == images and len(set(paths)) == images, (len(paths), len(set(paths)))
+    assert sorted(paths) == sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    print(f"spark_cluster: {images} images, {partitions} partitions in {seconds:.1f} s with a worker killed; "
+          "npy bytes and metadata rows equal to the single-machine run, every image once; cluster stopped")
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+print("PASS")
