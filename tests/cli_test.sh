@@ -175,6 +175,15 @@ imgs=$(ls "$fx"/clip/*.images/exact-*.png | head -4)
 "$bin" index -m "$fx/clip/$first" --vocab "$vocab" $imgs --out "$tmp/coll" --output-partition-count 2 >"$tmp/ix.jsonl" 2>"$tmp/err" \
   && [ -f "$tmp/coll/img_emb/img_emb_0.npy" ] && [ -f "$tmp/coll/metadata/metadata_1.parquet" ] && [ -f "$tmp/coll/image.index" ] \
   && grep -q '"index_built":true' "$tmp/ix.jsonl" && ok || bad "index: $(cat "$tmp/err")"
+# index --worker (clipguide-spark's executors): partition numbers on stdin, one model load, the same rows as above;
+# --images-from lists the images (relative to its folder).
+for i in $imgs; do realpath "$i"; done >"$tmp/list.txt"
+printf '1\n\n0\n1\n' | "$bin" index -m "$fx/clip/$first" --vocab "$vocab" --images-from "$tmp/list.txt" --out "$tmp/wcoll" \
+  --output-partition-count 2 --worker >"$tmp/w.jsonl" 2>"$tmp/err" \
+  && cmp -s "$tmp/coll/img_emb/img_emb_0.npy" "$tmp/wcoll/img_emb/img_emb_0.npy" \
+  && cmp -s "$tmp/coll/img_emb/img_emb_1.npy" "$tmp/wcoll/img_emb/img_emb_1.npy" \
+  && grep -q '"partition":1,"present":true' "$tmp/w.jsonl" && [ ! -e "$tmp/wcoll/image.index" ] \
+  && ok || bad "index --worker: $(cat "$tmp/err") $(cat "$tmp/w.jsonl")"
 one=$(echo "$imgs" | head -1)
 "$bin" search --index "$tmp/coll" --vocab "$vocab" --image "$one" --top 2 --format jsonl >"$tmp/hits.jsonl" 2>"$tmp/err" \
   && [ "$(wc -l <"$tmp/hits.jsonl")" -eq 2 ] && head -1 "$tmp/hits.jsonl" | grep -qF "\"image\":\"$one\"" \
@@ -206,6 +215,10 @@ mkdir -p "$tmp/q" && cp $imgs "$tmp/q/" && mkdir -p "$tmp/moved" && cp "$one" "$
   -o "$tmp/kept.png" >"$tmp/out" 2>"$tmp/err" && [ -s "$tmp/kept.png" ] && ok || bad "generate --deny, not flagged: $(cat "$tmp/err")"
 expect_fail index-no-out "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one"
 expect_fail index-bad-task "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/c2" --output-partition-count 2 --tasks 0,5
+expect_fail index-worker-bad-task bash -c 'echo 7 | "$@"' _ "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" \
+  --out "$tmp/c4" --output-partition-count 2 --worker
+expect_fail index-worker-and-tasks "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/c5" --worker --tasks 0
+expect_fail index-missing-list "$bin" index -m "$fx/clip/$first" --vocab "$vocab" --images-from "$tmp/none.txt" --out "$tmp/c6"
 expect_fail index-bad-memory "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/c3" --max-index-memory lots
 expect_fail index-other-count "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/coll" --output-partition-count 3
 expect_fail search-not-a-collection "$bin" search --index "$tmp/q" -p x

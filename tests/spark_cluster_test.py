@@ -27,7 +27,6 @@ if shutil.which("java") is None:
     print("SKIP: no Java (Debian's openjdk-17-jre-headless; scripts/setup installs it)")
     sys.exit(77)
 
-import importlib.machinery  # noqa: E402
 import json  # noqa: E402
 import types  # noqa: E402
 
@@ -45,8 +44,7 @@ partitions = int(os.environ.get("PARTITIONS", "40"))
 
 def check_gpu_pinning():
     """The GPU Spark assigned a task reaches its worker's command line (a fake TaskContext: no GPU here)."""
-    driver = importlib.machinery.SourceFileLoader("clipguide_spark",
-                                                  os.path.join(root, "spark", "clipguide-spark")).load_module()
+    import clipguide_spark_worker as driver
 
     def context(resources):
         return types.SimpleNamespace(cpus=lambda: 3, resources=lambda: resources)
