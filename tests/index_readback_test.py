@@ -12,13 +12,9 @@ import subprocess
 import sys
 import tempfile
 
-root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-venv_python = os.path.join(root, ".venv", "bin", "python")
-if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(root, ".venv")):
-    if not os.path.exists(venv_python):
-        print("SKIP: no .venv/ with pyarrow, pandas and numpy (make it with scripts/venv)")
-        sys.exit(77)
-    os.execv(venv_python, [venv_python] + sys.argv)
+from venv_or_skip import rerun_in_venv, root  # tests/, beside this script
+
+rerun_in_venv("pyarrow, pandas and numpy")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -16,13 +16,9 @@ import sys
 import tempfile
 import time
 
-root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-venv_python = os.path.join(root, ".venv", "bin", "python")
-if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(root, ".venv")):
-    if not os.path.exists(venv_python):
-        print("SKIP: no .venv/ with pyspark (make it with scripts/venv)")
-        sys.exit(77)
-    os.execv(venv_python, [venv_python] + sys.argv)
+from venv_or_skip import rerun_in_venv, root  # tests/, beside this script
+
+rerun_in_venv("pyspark")
 if shutil.which("java") is None:
     print("SKIP: no Java (Debian's openjdk-17-jre-headless; scripts/setup installs it)")
     sys.exit(77)
