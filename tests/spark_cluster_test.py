@@ -40,16 +40,16 @@ partitions = int(os.environ.get("PARTITIONS", "40"))
 
 def check_gpu_pinning():
     """The GPU Spark assigned a task reaches its worker's command line (a fake TaskContext: no GPU here)."""
-    import clipguide_spark_worker as driver
+    import clipguide_spark_worker as worker
 
     def context(resources):
         return types.SimpleNamespace(cpus=lambda: 3, resources=lambda: resources)
 
     gpu = {"gpu": types.SimpleNamespace(name="gpu", addresses=["5"])}
-    assert driver.worker_command(["clipguide", "index"], context(gpu)) == \
+    assert worker.worker_command(["clipguide", "index"], context(gpu)) == \
         ["clipguide", "index", "--threads", "3", "--device", "cuda:5"]
-    assert driver.worker_command(["clipguide", "index"], context({})) == ["clipguide", "index", "--threads", "3"]
-    assert driver.worker_command(["clipguide", "index", "--device", "cpu"], context(gpu)) == \
+    assert worker.worker_command(["clipguide", "index"], context({})) == ["clipguide", "index", "--threads", "3"]
+    assert worker.worker_command(["clipguide", "index", "--device", "cpu"], context(gpu)) == \
         ["clipguide", "index", "--device", "cpu", "--threads", "3"]
     print("GPU pinning: a task assigned GPU 5 runs its worker with --device cuda:5")
 
