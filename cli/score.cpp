@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 
 #include "cli/common.h"
 #include "cli/stream_args.h"
@@ -102,11 +103,60 @@ int run_score(int argc, char** argv) {
   return 0;
 }
 
+namespace {
+
+// rerank --worker: each partition read on stdin ranked as a group of its own against the prompts.
+int rerank_worker(cg::RerankRequest& request, const InputArgs& in, const std::string& group_by,
+                  int64_t partitions) {
+  if (!group_by.empty()) cg::fail("rerank: --worker ranks partitions of the inputs; drop --group-by");
+  if (partitions < 1) cg::fail("rerank: --output-partition-count must be at least 1");
+  if (request.prompts.empty()) cg::fail("rerank: give the prompt with -p (or --prompts-file)");
+  const std::vector<std::string> images = in.image_files();
+  const auto P = static_cast<size_t>(partitions);
+  int64_t current = -1;
+  std::unordered_map<std::string, size_t> position;  // of each image of the current partition in the inputs
+  request.next_group = [&]() -> std::optional<cg::RerankRequest::Group> {
+    const std::optional<int64_t> t = next_stdin_task("rerank");
+    if (!t) return std::nullopt;
+    if (*t < 0 || *t >= partitions)
+      cg::fail("rerank --worker: task ", *t, " is not a partition of 0..", partitions - 1);
+    current = *t;
+    cg::RerankRequest::Group group;
+    position.clear();
+    for (size_t j = static_cast<size_t>(*t); j < images.size(); j += P) {
+      group.images.push_back(images[j]);
+      position.emplace(images[j], j);
+    }
+    return group;
+  };
+  StreamUi ui;
+  cg::rerank(
+      request,
+      [&](size_t, const cg::RerankRequest::Group& group, const std::vector<cg::RankedImage>& ranked) {
+        for (const cg::RankedImage& r : ranked)
+          std::cout << json{{"partition", current},
+                            {"position", position.at(r.image)},
+                            {"rank", r.rank},
+                            {"image", r.image},
+                            {"score", r.score}}
+                           .dump()
+                    << "\n";
+        std::cout << json{{"partition", current}, {"images", group.images.size()}}.dump() << "\n"
+                  << std::flush;
+      },
+      ui.callbacks([](const cg::LoadedClip&) {}));
+  return 0;
+}
+
+}  // namespace
+
 int run_rerank(int argc, char** argv) {
   ModelArgs model;
   InputArgs in;
   cg::RerankRequest request;
   std::string group_by;
+  bool worker = false;
+  int64_t partitions = 1;
   cxxopts::Options opts("clipguide rerank",
                         "Rank images best first by how well they fit the prompt(s): score = mean "
                         "cos over the prompts - mean cos over the negative prompts.");
@@ -122,11 +172,19 @@ int run_rerank(int argc, char** argv) {
       "group-by", "a pairs file (CSV image,prompt or JSONL): rank best-of-N within each prompt's images",
       cxxopts::value(group_by))(
       "html", "write a self-contained HTML report (thumbnails, scores as bars, prompts, model, metric)",
-      cxxopts::value(request.html));
+      cxxopts::value(request.html))(
+      "worker",
+      "a long-lived worker (clipguide-spark rerank): read partition numbers on stdin, one a line, and rank "
+      "each partition's images (the model loads once), printing its kept rows as JSON lines with their "
+      "input positions, then {\"partition\", \"images\"}",
+      cxxopts::value(worker))("output-partition-count",
+                              "with --worker: partition i holds the inputs whose index mod P is i",
+                              cxxopts::value(partitions)->default_value("1"));
   // clang-format on
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
   in.fill(request, model, "rerank");
+  if (worker) return rerank_worker(request, in, group_by, partitions);
   // Groups: each a prompt and its images. Without --group-by, one group of all images against -p.
   if (!group_by.empty()) {
     if (!request.prompts.empty() || in.has_images())

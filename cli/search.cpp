@@ -34,23 +34,6 @@ int64_t parse_bytes(const std::string& text, const char* flag) {
   return static_cast<int64_t>(value * scale);
 }
 
-std::vector<int64_t> parse_tasks(const std::string& text) {
-  std::vector<int64_t> out;
-  for (const std::string& piece : cg::split(text, ',')) {
-    size_t used = 0;
-    int64_t t = -1;
-    try {
-      t = std::stoll(piece, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (piece.empty() || used != piece.size())
-      cg::fail("--tasks ", text, ": ", piece, " is not a partition number");
-    out.push_back(t);
-  }
-  return out;
-}
-
 }  // namespace
 
 int run_index(int argc, char** argv) {
@@ -121,15 +104,7 @@ int run_index(int argc, char** argv) {
   if (!tasks.empty()) request.tasks = parse_tasks(tasks);
   if (worker) {
     if (!tasks.empty()) cg::fail("index: --worker reads its tasks on stdin; drop --tasks");
-    request.next_task = []() -> std::optional<int64_t> {
-      for (std::string line; std::getline(std::cin, line);) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        const std::vector<int64_t> task = parse_tasks(line.substr(0, line.find_last_not_of(" \t\r") + 1));
-        if (task.size() != 1) cg::fail("index --worker: ", line, " is not one partition number");
-        return task[0];
-      }
-      return std::nullopt;
-    };
+    request.next_task = [] { return next_stdin_task("index"); };
   }
   if (!captions.empty()) {
     if (in.has_images()) cg::fail("index: --captions names the images; drop the image arguments");

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -107,6 +109,36 @@ struct InputArgs {
     return out;
   }
 };
+
+// Partition numbers, comma-separated (--tasks 3,7,11).
+inline std::vector<int64_t> parse_tasks(const std::string& text) {
+  std::vector<int64_t> out;
+  for (const std::string& piece : cg::split(text, ',')) {
+    size_t used = 0;
+    int64_t t = -1;
+    try {
+      t = std::stoll(piece, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (piece.empty() || used != piece.size())
+      cg::fail("--tasks ", text, ": ", piece, " is not a partition number");
+    out.push_back(t);
+  }
+  return out;
+}
+
+// A worker's next task (index --worker, rerank --worker): the next non-blank line of stdin, one partition
+// number; nullopt at the end of input.
+inline std::optional<int64_t> next_stdin_task(const char* command) {
+  for (std::string line; std::getline(std::cin, line);) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::vector<int64_t> task = parse_tasks(line.substr(0, line.find_last_not_of(" \t\r") + 1));
+    if (task.size() != 1) cg::fail(command, " --worker: ", line, " is not one partition number");
+    return task[0];
+  }
+  return std::nullopt;
+}
 
 // (image, prompt) pairs from a CSV (image,prompt; an "image,prompt" header is skipped; RFC 4180 quoting) or a
 // JSONL file ({"image": ..., "prompt": ...} per line). Relative image paths are taken from the file's folder.

@@ -162,7 +162,10 @@ void RerankRequest::validate() const {
   stream.validate();
   if (top < 0) fail("top must be zero (all) or positive (got ", top, ")");
   if (!copy_to.empty() && !link_to.empty()) fail("give copy_to or link_to, not both");
-  if (groups.empty()) fail("no images to rank");
+  if (groups.empty() && !next_group) fail("no images to rank");
+  if (next_group && (!copy_to.empty() || !link_to.empty() || !html.empty()))
+    fail("a worker ranks only: no copy_to, link_to or html");
+  if (next_group && prompts.empty()) fail("no prompt to rank against");
   for (const Group& g : groups) {
     if (g.images.empty()) fail("a group has no images to rank");
     if (g.prompt.empty() && prompts.empty()) fail("no prompt to rank against");
@@ -190,8 +193,7 @@ void rerank(
   const auto best_first = [](const std::pair<double, std::string>& a,
                              const std::pair<double, std::string>& b) { return a.first > b.first; };
   const auto top = static_cast<size_t>(request.top);
-  for (size_t g = 0; g < request.groups.size(); ++g) {
-    const RerankRequest::Group& group = request.groups[g];
+  const auto rank_group = [&](size_t g, const RerankRequest::Group& group) {
     const torch::Tensor text = embed_prompts(
         loaded.clip, group.prompt.empty() ? request.prompts : std::vector<std::string>{group.prompt},
         request.templates, request.truncate);
@@ -236,6 +238,15 @@ void rerank(
       rows.push_back(std::move(row));
     }
     on_group(g, group, rows);
+  };
+  for (size_t g = 0; g < request.groups.size(); ++g) rank_group(g, request.groups[g]);
+  if (request.next_group) {
+    size_t g = request.groups.size();
+    while (const std::optional<RerankRequest::Group> group = request.next_group()) {
+      done = 0;
+      total = group->images.size();
+      rank_group(g++, *group);
+    }
   }
   if (!request.html.empty()) {
     ReportInfo info;

@@ -108,6 +108,10 @@ struct RerankRequest {
     std::vector<std::string> images;
   };
   std::vector<Group> groups;
+  // The worker mode (as IndexRequest::next_task): when set, more groups come from here after `groups`, one at
+  // a time, each ranked before the next is asked for, until it returns nullopt; the model loads once. Such a
+  // group may be empty. No copies and no report in this mode.
+  std::function<std::optional<Group>()> next_group;
   int64_t top = 0;  // keep the best `top` per group; 0: all
   // The kept images copied (or symlinked) into this folder as RANK-NAME (g001-RANK-NAME with several groups).
   std::string copy_to, link_to;

@@ -58,22 +58,28 @@ def worker_command(base, context):
 
 def run_partitions(base, cwd, partitions):
     """Makes the partitions this task holds, in the folder `cwd` (the driver's: relative paths in the options are
-    read from there); yields (partition, rows, or None where it was already there)."""
+    read from there). Yields (partition, the worker's last line for it, the ranked rows before that line): for
+    index the last line says its rows (or that it was there), for rerank the rows are its kept images."""
     from pyspark import TaskContext
 
     process, errors = _worker_for(worker_command(base, TaskContext.get()), cwd)
     for partition in partitions:
         process.stdin.write(f"{partition}\n")
         process.stdin.flush()
-        line = process.stdout.readline()
-        if not line:
-            process.wait()
-            errors.seek(0)
-            said = errors.read().strip().splitlines()
-            _stop()
-            raise RuntimeError(f"clipguide index --worker ended (exit {process.returncode}) on partition "
-                               f"{partition}: {said[-1] if said else 'no message'}")
-        answer = json.loads(line)
-        if answer.get("partition") != partition:
-            raise RuntimeError(f"clipguide index --worker answered {line.strip()} for partition {partition}")
-        yield partition, answer.get("rows")
+        rows = []
+        while True:
+            line = process.stdout.readline()
+            if not line:
+                process.wait()
+                errors.seek(0)
+                said = errors.read().strip().splitlines()
+                _stop()
+                raise RuntimeError(f"clipguide {base[1]} --worker ended (exit {process.returncode}) on partition "
+                                   f"{partition}: {said[-1] if said else 'no message'}")
+            answer = json.loads(line)
+            if answer.get("partition") != partition:
+                raise RuntimeError(f"clipguide --worker answered {line.strip()} for partition {partition}")
+            if "rank" not in answer:
+                break
+            rows.append(answer)
+        yield partition, answer, rows

@@ -184,6 +184,12 @@ printf '1\n\n0\n1\n' | "$bin" index -m "$fx/clip/$first" --vocab "$vocab" --imag
   && cmp -s "$tmp/coll/img_emb/img_emb_1.npy" "$tmp/wcoll/img_emb/img_emb_1.npy" \
   && grep -q '"partition":1,"present":true' "$tmp/w.jsonl" && [ ! -e "$tmp/wcoll/image.index" ] \
   && ok || bad "index --worker: $(cat "$tmp/err") $(cat "$tmp/w.jsonl")"
+# rerank --worker (clipguide-spark rerank): each partition's best with its input positions, then its count.
+# shellcheck disable=SC2086
+printf '0\n1\n' | "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" $imgs -p "a dog" --top 2 --worker \
+  --output-partition-count 2 >"$tmp/rw.jsonl" 2>"$tmp/err" \
+  && [ "$(grep -c '"rank"' "$tmp/rw.jsonl")" -eq 4 ] && grep -q '"images":2,"partition":1' "$tmp/rw.jsonl" \
+  && grep -q '"position":3' "$tmp/rw.jsonl" && ok || bad "rerank --worker: $(cat "$tmp/err") $(cat "$tmp/rw.jsonl")"
 one=$(echo "$imgs" | head -1)
 "$bin" search --index "$tmp/coll" --vocab "$vocab" --image "$one" --top 2 --format jsonl >"$tmp/hits.jsonl" 2>"$tmp/err" \
   && [ "$(wc -l <"$tmp/hits.jsonl")" -eq 2 ] && head -1 "$tmp/hits.jsonl" | grep -qF "\"image\":\"$one\"" \
@@ -219,6 +225,8 @@ expect_fail index-worker-bad-task bash -c 'echo 7 | "$@"' _ "$bin" index -m "$fx
   --out "$tmp/c4" --output-partition-count 2 --worker
 expect_fail index-worker-and-tasks "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/c5" --worker --tasks 0
 expect_fail index-missing-list "$bin" index -m "$fx/clip/$first" --vocab "$vocab" --images-from "$tmp/none.txt" --out "$tmp/c6"
+expect_fail rerank-worker-html bash -c 'echo 0 | "$@"' _ "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" "$one" -p x \
+  --worker --html "$tmp/w.html"
 expect_fail index-bad-memory "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/c3" --max-index-memory lots
 expect_fail index-other-count "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/coll" --output-partition-count 3
 expect_fail search-not-a-collection "$bin" search --index "$tmp/q" -p x

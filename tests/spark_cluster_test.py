@@ -67,6 +67,26 @@ def make_images(folder):
         img.save(os.path.join(folder, f"{i:05d}.{'jpg' if i % 3 else 'png'}"))
 
 
+prompt = "a red circle on a blue background"
+
+
+def check_rerank(ours):
+    """The cluster's top 10 against one `clipguide rerank --top 10`: the same images in the same order, and scores
+    within 1e-5 (a partition's batches differ from one process's, so scores may differ in their last bits, and
+    images whose scores are that close may trade places)."""
+    single = subprocess.run([binary, "rerank", os.path.join(tmp, "images"), "-p", prompt, "--top", "10", "--threads",
+                             "1", "--format", "jsonl"], check=True, stdout=subprocess.PIPE, text=True).stdout
+    theirs = [json.loads(line) for line in single.splitlines() if '"rank"' in line]
+    assert len(ours) == len(theirs) == 10, (ours, theirs)
+    their_score = {r["image"]: r["score"] for r in theirs}
+    for a, b in zip(ours, theirs):
+        assert abs(a["score"] - b["score"]) < 1e-5, (a, b)
+        if a["image"] != b["image"]:  # a near-tie: the image is theirs too at the same score, or ties the 10th
+            assert abs(their_score.get(a["image"], -9) - a["score"]) < 1e-5 or \
+                abs(a["score"] - theirs[-1]["score"]) < 1e-5, (a, b)
+    print("rerank --top 10 over the cluster: the single process's top 10")
+
+
 def read_collection(folder):
     rows, names = [], []
     for p in range(partitions):
@@ -105,6 +125,13 @@ try:
         out, _ = driver.communicate(timeout=600)
         seconds = time.monotonic() - started
         assert driver.returncode == 0, f"the driver failed (exit {driver.returncode}); log: {cluster.log}"
+        # rerank --top over the cluster (the worker left): per-partition best, merged on the driver.
+        ranked = subprocess.run(
+            [sys.executable, os.path.join(root, "spark", "clipguide-spark"), "rerank", folder, "-p", prompt,
+             "--top", "10", "--master", cluster.url, "--output-partition-count", "8", "--clipguide", binary,
+             "--work", os.path.join(tmp, "work")], env=cluster.env, stdout=subprocess.PIPE, stderr=logs, text=True)
+        assert ranked.returncode == 0, f"clipguide-spark rerank failed; log: {cluster.log}"
+    check_rerank([json.loads(line) for line in ranked.stdout.splitlines() if '"rank"' in line])
     summary = json.loads(out.strip().splitlines()[-1])["summary"]
     assert summary["index_built"], summary
 
