@@ -87,6 +87,42 @@ def check_rerank(ours):
     print("rerank --top 10 over the cluster: the single process's top 10")
 
 
+def check_input_lists(folder):
+    """The driver's inputs: a text list and a Parquet column, relative paths taken from their own folders."""
+    import clipguide_spark as driver
+    import pyarrow as pa
+
+    names = sorted(os.listdir(folder))[:5]
+    lists = os.path.join(tmp, "lists")
+    os.makedirs(lists)
+    with open(os.path.join(lists, "some.txt"), "w") as f:
+        f.write("".join(f"../images/{n}\n" for n in names[:3]) + "\n")
+    pq.write_table(pa.table({"image_path": [f"../images/{n}" for n in names[3:]]}), os.path.join(lists, "p.parquet"))
+    staging = os.path.join(tmp, "staging")
+    os.makedirs(staging)
+    args, count = driver.image_inputs([os.path.join(lists, "some.txt"), os.path.join(lists, "p.parquet"), folder],
+                                      "image_path", staging)
+    assert count == 5 + images, count
+    listed = [open(args[i + 1]).read().split() for i, a in enumerate(args) if a == "--images-from"]
+    assert [[os.path.realpath(p) for p in paths] for paths in listed] == \
+        [[os.path.join(os.path.realpath(folder), n) for n in part] for part in (names[:3], names[3:])], listed
+    assert args[-1] == os.path.abspath(folder)
+    print("driver inputs: a text list and a Parquet column, relative to their folders")
+
+
+def check_spark_reads_metadata(folder):
+    """Spark reads the collection's metadata (pyarrow and pandas: index_readback)."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.master("local[1]").appName("read metadata").getOrCreate()
+    try:
+        frame = spark.read.parquet(os.path.join(folder, "metadata"))
+        assert frame.count() == images and frame.select("image_path").distinct().count() == images
+    finally:
+        spark.stop()
+    print(f"Spark reads the metadata: {images} distinct image paths")
+
+
 def read_collection(folder):
     rows, names = [], []
     for p in range(partitions):
@@ -102,6 +138,7 @@ tmp = tempfile.mkdtemp(prefix="clipguide-spark-test-")
 try:
     folder = os.path.join(tmp, "images")
     make_images(folder)
+    check_input_lists(folder)
     single = os.path.join(tmp, "single")
     subprocess.run([binary, "index", folder, "--out", single, "--output-partition-count", str(partitions),
                     "--no-index", "--threads", "1"], check=True, stdout=subprocess.DEVNULL)
@@ -135,6 +172,7 @@ try:
     summary = json.loads(out.strip().splitlines()[-1])["summary"]
     assert summary["index_built"], summary
 
+    check_spark_reads_metadata(cluster_out)
     ours_rows, ours_names = read_collection(cluster_out)
     their_rows, their_names = read_collection(single)
     for p in range(partitions):
