@@ -116,7 +116,7 @@ int rerank_worker(cg::RerankRequest& request, const InputArgs& in, const std::st
   int64_t current = -1;
   std::unordered_map<std::string, size_t> position;  // of each image of the current partition in the inputs
   request.next_group = [&]() -> std::optional<cg::RerankRequest::Group> {
-    const std::optional<int64_t> t = next_stdin_task("rerank");
+    const std::optional<int64_t> t = next_stdin_task();
     if (!t) return std::nullopt;
     if (*t < 0 || *t >= partitions)
       cg::fail("rerank --worker: task ", *t, " is not a partition of 0..", partitions - 1);

@@ -104,7 +104,7 @@ int run_index(int argc, char** argv) {
   if (!tasks.empty()) request.tasks = parse_tasks(tasks);
   if (worker) {
     if (!tasks.empty()) cg::fail("index: --worker reads its tasks on stdin; drop --tasks");
-    request.next_task = [] { return next_stdin_task("index"); };
+    request.next_task = [] { return next_stdin_task(); };
   }
   if (!captions.empty()) {
     if (in.has_images()) cg::fail("index: --captions names the images; drop the image arguments");

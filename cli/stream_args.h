@@ -130,12 +130,20 @@ inline std::vector<int64_t> parse_tasks(const std::string& text) {
 
 // A worker's next task (index --worker, rerank --worker): the next non-blank line of stdin, one partition
 // number; nullopt at the end of input.
-inline std::optional<int64_t> next_stdin_task(const char* command) {
+inline std::optional<int64_t> next_stdin_task() {
   for (std::string line; std::getline(std::cin, line);) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::vector<int64_t> task = parse_tasks(line.substr(0, line.find_last_not_of(" \t\r") + 1));
-    if (task.size() != 1) cg::fail(command, " --worker: ", line, " is not one partition number");
-    return task[0];
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    const std::string text = line.substr(first, line.find_last_not_of(" \t\r") + 1 - first);
+    size_t used = 0;
+    int64_t task = -1;
+    try {
+      task = std::stoll(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != text.size()) cg::fail("--worker: ", text, " on stdin is not one partition number");
+    return task;
   }
   return std::nullopt;
 }
