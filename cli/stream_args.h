@@ -110,20 +110,26 @@ struct InputArgs {
   }
 };
 
+// A partition number: the whole of `text`, or nullopt.
+inline std::optional<int64_t> parse_partition(const std::string& text) {
+  size_t used = 0;
+  int64_t t = -1;
+  try {
+    t = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != text.size()) return std::nullopt;
+  return t;
+}
+
 // Partition numbers, comma-separated (--tasks 3,7,11).
 inline std::vector<int64_t> parse_tasks(const std::string& text) {
   std::vector<int64_t> out;
   for (const std::string& piece : cg::split(text, ',')) {
-    size_t used = 0;
-    int64_t t = -1;
-    try {
-      t = std::stoll(piece, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (piece.empty() || used != piece.size())
-      cg::fail("--tasks ", text, ": ", piece, " is not a partition number");
-    out.push_back(t);
+    const std::optional<int64_t> t = parse_partition(piece);
+    if (!t) cg::fail("--tasks ", text, ": ", piece, " is not a partition number");
+    out.push_back(*t);
   }
   return out;
 }
@@ -135,14 +141,8 @@ inline std::optional<int64_t> next_stdin_task() {
     const size_t first = line.find_first_not_of(" \t\r");
     if (first == std::string::npos) continue;
     const std::string text = line.substr(first, line.find_last_not_of(" \t\r") + 1 - first);
-    size_t used = 0;
-    int64_t task = -1;
-    try {
-      task = std::stoll(text, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != text.size()) cg::fail("--worker: ", text, " on stdin is not one partition number");
+    const std::optional<int64_t> task = parse_partition(text);
+    if (!task) cg::fail("--worker: ", text, " on stdin is not one partition number");
     return task;
   }
   return std::nullopt;

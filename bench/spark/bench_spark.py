@@ -14,8 +14,7 @@ sys.path.insert(0, os.path.join(root, "spark"))
 from local_cluster import LocalCluster  # noqa: E402
 
 binary, model, vocab, folder, work = (os.path.abspath(a) for a in sys.argv[1:6])
-partitions = sys.argv[6]
-partitions = int(partitions)
+partitions = int(sys.argv[6])
 images = len([f for f in os.listdir(folder) if f.endswith(".jpg")])
 model_args = ["-m", model, "--vocab", vocab]
 
