@@ -193,10 +193,14 @@ void rerank(
   const auto best_first = [](const std::pair<double, std::string>& a,
                              const std::pair<double, std::string>& b) { return a.first > b.first; };
   const auto top = static_cast<size_t>(request.top);
+  // The request's prompts, embedded once for every group that ranks against them (a worker's partitions).
+  torch::Tensor shared_text;
   const auto rank_group = [&](size_t g, const RerankRequest::Group& group) {
-    const torch::Tensor text = embed_prompts(
-        loaded.clip, group.prompt.empty() ? request.prompts : std::vector<std::string>{group.prompt},
-        request.templates, request.truncate);
+    if (group.prompt.empty() && !shared_text.defined())
+      shared_text = embed_prompts(loaded.clip, request.prompts, request.templates, request.truncate);
+    const torch::Tensor text = group.prompt.empty() ? shared_text
+                                                    : embed_prompts(loaded.clip, {group.prompt},
+                                                                    request.templates, request.truncate);
     std::vector<std::pair<double, std::string>> ranked;
     stream_images(
         loaded, group.images, request.stream, callbacks, done, total, true, [&](const ImageBatch& batch) {
