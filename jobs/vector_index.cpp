@@ -299,6 +299,15 @@ std::vector<RowBlock> flat_blocks(const float* rows, int64_t n, int64_t d,
   return blocks;
 }
 
+// A query's kept hits, best first.
+std::vector<VectorHit> best_first(std::vector<Hit> hits, size_t k) {
+  std::sort(hits.begin(), hits.end(), better);
+  hits.resize(std::min(hits.size(), k));
+  std::vector<VectorHit> out;
+  for (const Hit& h : hits) out.push_back({h.second, h.first});
+  return out;
+}
+
 // Each query's k best rows over the blocks that list it, best first.
 std::vector<std::vector<VectorHit>> scan(const std::vector<RowBlock>& blocks, const torch::Tensor& q,
                                          int64_t k) {
@@ -339,52 +348,87 @@ std::vector<std::vector<VectorHit>> scan(const std::vector<RowBlock>& blocks, co
     std::vector<Hit> all;
     for (int t = 0; t < threads; ++t)
       all.insert(all.end(), heaps[t * nq + i].begin(), heaps[t * nq + i].end());
-    std::sort(all.begin(), all.end(), better);
-    all.resize(std::min<size_t>(all.size(), k));
-    for (const Hit& h : all) out[i].push_back({h.second, h.first});
+    out[i] = best_first(std::move(all), k);
   }
   return out;
 }
 
-// The k best rows of each query [Q, d] (float, contiguous) by our scan, for an exact (IndexFlatIP) or an
-// inverted-file-of-vectors (IndexIVFFlat) index probing `nprobe` lists; nullopt for other kinds.
+// From this many queries on, a flat matrix is scored by GEMM on torch's BLAS, not by the kernel. The kernel
+// sums each row-query pair across its vector lanes at the end, and at d = 512 that costs about as much as the
+// products; a GEMM tiles the same work so it runs at the BLAS's rate (faiss switches to BLAS from 20
+// queries). One query at a time, the kernel is faster (bench/search).
+constexpr int64_t kGemmQueries = 16;
+
+// Each query's k best rows of the flat matrix `rows` [n, d] (ids = row numbers), best first: a tile of rows
+// against a chunk of queries in one GEMM, then each query's heap takes its row of scores, queries in
+// parallel on torch's threads.
+std::vector<std::vector<VectorHit>> flat_top_by_gemm(const float* rows, int64_t n, const torch::Tensor& q,
+                                                     int64_t k) {
+  const int64_t nq = q.size(0), d = q.size(1);
+  // 8,192 rows of 512 floats (16 MB) against 512 queries: each GEMM is large enough for the BLAS's blocking,
+  // and its [512, 8192] scores (16 MB) are read once, right after.
+  constexpr int64_t kTileRows = 8192, kChunkQueries = 512;
+  std::vector<std::vector<Hit>> heaps(nq);
+  for (int64_t first = 0; first < n; first += kTileRows) {
+    const int64_t t = std::min(kTileRows, n - first);
+    // faiss's storage, read only
+    const torch::Tensor tile = torch::from_blob(const_cast<float*>(rows + first * d), {t, d});
+    for (int64_t q0 = 0; q0 < nq; q0 += kChunkQueries) {
+      const int64_t m = std::min(kChunkQueries, nq - q0);
+      const torch::Tensor scores = torch::mm(q.narrow(0, q0, m), tile.t()).contiguous();  // [m, t]
+      const float* s = scores.data_ptr<float>();
+      at::parallel_for(0, m, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j)
+          for (int64_t r = 0; r < t; ++r) keep(heaps[q0 + j], k, {s[j * t + r], first + r});
+      });
+    }
+  }
+  std::vector<std::vector<VectorHit>> out(nq);
+  for (int64_t i = 0; i < nq; ++i) out[i] = best_first(std::move(heaps[i]), k);
+  return out;
+}
+
+// Each query's k best rows of a flat matrix [n, d], by GEMM for a batch of queries, else by the kernel.
+std::vector<std::vector<VectorHit>> flat_top(const float* rows, int64_t n, const torch::Tensor& q,
+                                             int64_t k) {
+  if (k <= 0) return std::vector<std::vector<VectorHit>>(q.size(0));
+  if (q.size(0) >= kGemmQueries) return flat_top_by_gemm(rows, n, q, k);
+  std::vector<int32_t> everyone(q.size(0));
+  std::iota(everyone.begin(), everyone.end(), 0);
+  return scan(flat_blocks(rows, n, q.size(1), everyone), q, k);
+}
+
+// The k best rows of each query [Q, d] (float, contiguous) by our scan (or a GEMM), for an exact
+// (IndexFlatIP) or an inverted-file-of-vectors (IndexIVFFlat) index probing `nprobe` lists; nullopt for other
+// kinds.
 std::optional<std::vector<std::vector<VectorHit>>> scan_search(const faiss::Index& index,
                                                                const torch::Tensor& q, int64_t k,
                                                                int64_t nprobe) {
+  if (const auto* flat = dynamic_cast<const faiss::IndexFlat*>(&index))
+    return flat_top(flat->get_xb(), index.ntotal, q, std::min<int64_t>(k, index.ntotal));
+  const auto* ivf = dynamic_cast<const faiss::IndexIVFFlat*>(&index);
+  const auto* quantizer = ivf ? dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer) : nullptr;
   const int64_t nq = q.size(0), d = index.d;
+  if (!quantizer || ivf->code_size != static_cast<size_t>(d) * sizeof(float)) return std::nullopt;
+  const int64_t nlist = static_cast<int64_t>(ivf->nlist);
+  nprobe = std::clamp<int64_t>(nprobe, 1, nlist);
+  // The coarse step, itself a flat search: each query's nprobe nearest centroids (the quantizer's rows, ids =
+  // list numbers). Then, per list, the queries that probe it.
+  const std::vector<std::vector<VectorHit>> probes = flat_top(quantizer->get_xb(), nlist, q, nprobe);
+  std::vector<int64_t> offsets(nlist + 1, 0);
+  for (const auto& lists : probes)
+    for (const VectorHit& list : lists) ++offsets[list.id + 1];
+  std::partial_sum(offsets.begin(), offsets.end(), offsets.begin());
+  std::vector<int32_t> probing(offsets.back());  // the queries of each list, list after list
+  std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
+  for (int64_t i = 0; i < nq; ++i)
+    for (const VectorHit& list : probes[i]) probing[fill[list.id]++] = static_cast<int32_t>(i);
   std::vector<RowBlock> blocks;
-  std::vector<int32_t> probing;  // the queries of each block, block after block
-  std::vector<int64_t> offsets;
-  std::vector<int32_t> everyone(nq);
-  std::iota(everyone.begin(), everyone.end(), 0);
-  if (const auto* flat = dynamic_cast<const faiss::IndexFlat*>(&index)) {
-    blocks = flat_blocks(flat->get_xb(), index.ntotal, d, everyone);
-  } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVFFlat*>(&index)) {
-    const auto* quantizer = dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer);
-    if (!quantizer || ivf->code_size != static_cast<size_t>(d) * sizeof(float)) return std::nullopt;
-    const int64_t nlist = static_cast<int64_t>(ivf->nlist);
-    nprobe = std::clamp<int64_t>(nprobe, 1, nlist);
-    // The coarse step, itself a scan: each query's nprobe nearest centroids (the quantizer's rows, ids = list
-    // numbers). Then, per list, the queries that probe it.
-    const std::vector<std::vector<VectorHit>> probes =
-        scan(flat_blocks(quantizer->get_xb(), nlist, d, everyone), q, nprobe);
-    offsets.assign(nlist + 1, 0);
-    for (const auto& lists : probes)
-      for (const VectorHit& list : lists) ++offsets[list.id + 1];
-    std::partial_sum(offsets.begin(), offsets.end(), offsets.begin());
-    probing.resize(offsets.back());
-    std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
-    for (int64_t i = 0; i < nq; ++i)
-      for (const VectorHit& list : probes[i]) probing[fill[list.id]++] = static_cast<int32_t>(i);
-    for (int64_t l = 0; l < nlist; ++l) {
-      const int64_t size = static_cast<int64_t>(ivf->invlists->list_size(l));
-      if (size == 0 || offsets[l + 1] == offsets[l]) continue;
-      blocks.push_back({reinterpret_cast<const float*>(ivf->invlists->get_codes(l)),
-                        ivf->invlists->get_ids(l), 0, size, probing.data() + offsets[l],
-                        offsets[l + 1] - offsets[l]});
-    }
-  } else {
-    return std::nullopt;
+  for (int64_t l = 0; l < nlist; ++l) {
+    const int64_t size = static_cast<int64_t>(ivf->invlists->list_size(l));
+    if (size == 0 || offsets[l + 1] == offsets[l]) continue;
+    blocks.push_back({reinterpret_cast<const float*>(ivf->invlists->get_codes(l)), ivf->invlists->get_ids(l),
+                      0, size, probing.data() + offsets[l], offsets[l + 1] - offsets[l]});
   }
   return scan(blocks, q, std::min<int64_t>(k, index.ntotal));
 }

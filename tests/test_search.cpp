@@ -60,18 +60,26 @@ TEST(Npy, Float16AndFloat32RoundTripAndBadFilesAreNamed) {
   EXPECT_THROW(read_npy_rows((dir / "m.npy").string(), {5}), Error);
 }
 
-TEST(Parquet, StringColumnsRoundTrip) {
+TEST(Parquet, ColumnsRoundTrip) {
   if (!parquet_available()) GTEST_SKIP() << "built without Parquet (no pyarrow in .venv/)";
   TempDir dir;
   const std::string path = (dir / "m.parquet").string();
   const std::vector<std::string> paths = {"a.png", "dir/b, c.png", "\xc3\xa9t\xc3\xa9.jpg"},
                                  caps = {"x", "", "z"};
-  write_parquet_strings(path, {{"image_path", paths}, {"caption", caps}});
+  write_parquet(path, {{"image_path", paths}, {"caption", caps}});
   EXPECT_EQ(read_parquet_strings(path, "image_path"), paths);
   EXPECT_EQ(read_parquet_strings(path, "caption"), caps);
   EXPECT_THROW(read_parquet_strings(path, "nope"), Error);
   write_bytes(dir / "junk.parquet", "PAR1 not really PAR1");
   EXPECT_THROW(read_parquet_strings((dir / "junk.parquet").string(), "image_path"), Error);
+  // Typed columns (a score worker's partitions): strings read back; a number column is not taken for one.
+  const std::string typed = (dir / "t.parquet").string();
+  write_parquet(typed, {{"image_path", paths},
+                        {"score", std::vector<double>{0.5, -1.25, 3}},
+                        {"position", std::vector<int64_t>{0, 7, 14}}});
+  EXPECT_EQ(read_parquet_strings(typed, "image_path"), paths);
+  EXPECT_THROW(read_parquet_strings(typed, "score"), Error);
+  EXPECT_THROW(write_parquet(typed, {{"image_path", paths}, {"score", std::vector<double>{1}}}), Error);
 }
 
 TEST(PartitionNames, PadAsClipRetrievalDoes) {
@@ -136,18 +144,21 @@ TEST(VectorIndex, OurScanFindsWhatExactSearchFinds) {
   const torch::Tensor all = clustered(n, d, 9, 3);
   const std::string part = (dir / "p.npy").string();
   write_file_atomic(part, npy_bytes(all, torch::kFloat));
-  const torch::Tensor queries = clustered(7, d, 9, 4);
+  // 40 queries are searched as a batch (a GEMM); 7 of them by the kernel, a few at a time.
+  const torch::Tensor queries = clustered(40, d, 9, 4);
   const auto exact = torch::matmul(queries, all.t()).topk(10, 1);
 
   VectorIndexOptions options;
   build_vector_index({part}, (dir / "flat.index").string(), options);
   const VectorIndex flat((dir / "flat.index").string());
-  const auto hits = flat.search(queries, 10);
-  for (int64_t q = 0; q < queries.size(0); ++q)
-    for (int64_t j = 0; j < 10; ++j) {
-      EXPECT_EQ(hits[q][j].id, std::get<1>(exact)[q][j].item<int64_t>());
-      EXPECT_NEAR(hits[q][j].score, std::get<0>(exact)[q][j].item<float>(), 1e-5);
-    }
+  for (const int64_t batch : {int64_t(40), int64_t(7)}) {
+    const auto hits = flat.search(queries.narrow(0, 0, batch), 10);
+    for (int64_t q = 0; q < batch; ++q)
+      for (int64_t j = 0; j < 10; ++j) {
+        EXPECT_EQ(hits[q][j].id, std::get<1>(exact)[q][j].item<int64_t>()) << batch << " queries";
+        EXPECT_NEAR(hits[q][j].score, std::get<0>(exact)[q][j].item<float>(), 1e-5);
+      }
+  }
   EXPECT_TRUE(flat.search(queries, 0)[0].empty());
   EXPECT_EQ(flat.search(queries.narrow(0, 0, 1), 5000)[0].size(), static_cast<size_t>(n));
 
