@@ -14,12 +14,14 @@
 #include "cli/common.h"
 #include "cli/stream_args.h"
 #include "clip/text_clean.h"
+#include "jobs/search.h"
 
 int run_score(int argc, char** argv) {
   ModelArgs model;
   InputArgs in;
-  std::string metric_name = "cosine";
-  bool stats = false;
+  std::string metric_name = "cosine", out_dir;
+  bool stats = false, worker = false;
+  int64_t partitions = 1;
   cxxopts::Options opts("clipguide score",
                         "Score every image against every prompt, or each image against its own "
                         "prompt with --pairs.");
@@ -41,13 +43,36 @@ int run_score(int argc, char** argv) {
       "stats",
       "print one JSON line on stderr: images scored, seconds and images/s of the image pipeline "
       "(decode, preprocess, encode, score; model loading excluded)",
-      cxxopts::value(stats));
+      cxxopts::value(stats))(
+      "worker",
+      "a long-lived worker (clipguide-spark score): read partition numbers on stdin, one a line, score each "
+      "partition's images against every prompt (the model loads once) and write them whole to "
+      "OUT/scores/scores_N.parquet (image_path, prompt, score, metric, position in the inputs), printing "
+      "{\"partition\", \"rows\", \"images\"} as each lands",
+      cxxopts::value(worker))("output-partition-count",
+                              "with --worker: partition i holds the inputs whose index mod P is i",
+                              cxxopts::value(partitions)->default_value("1"))(
+      "out", "with --worker: the folder for the partitions' scores", cxxopts::value(out_dir));
   // clang-format on
   opts.positional_help("IMAGE_OR_DIR...");
   if (!parse_or_help(opts, argc, argv)) return 0;
   cg::ScoreRequest request;
   request.metric = cg::parse_metric(metric_name);
   in.fill(request, model, "score");
+  if (worker != !out_dir.empty()) cg::fail("score: --worker writes to --out; give both or neither");
+  if (worker) {
+    if (!in.pairs_file.empty()) cg::fail("score: --worker scores partitions of the inputs; drop --pairs");
+    request.images = in.image_files();
+    StreamUi ui;
+    cg::score_partitions(
+        request, out_dir, partitions, next_stdin_task,
+        [](int64_t partition, size_t rows, size_t images) {
+          std::cout << json{{"partition", partition}, {"rows", rows}, {"images", images}}.dump() << "\n"
+                    << std::flush;
+        },
+        ui.callbacks([](const cg::LoadedClip&) {}));
+    return 0;
+  }
   if (!in.pairs_file.empty()) {
     if (!request.prompts.empty() || in.has_images())
       cg::fail("score: --pairs takes its images and prompts from the file; drop -p and inputs");

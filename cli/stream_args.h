@@ -134,7 +134,7 @@ inline std::vector<int64_t> parse_tasks(const std::string& text) {
   return out;
 }
 
-// A worker's next task (index --worker, rerank --worker): the next non-blank line of stdin, one partition
+// A worker's next task (index, score and rerank --worker): the next non-blank line of stdin, one partition
 // number; nullopt at the end of input.
 inline std::optional<int64_t> next_stdin_task() {
   for (std::string line; std::getline(std::cin, line);) {

@@ -31,20 +31,30 @@ T value_or_fail(arrow::Result<T> result, const std::string& path) {
 
 bool parquet_available() { return true; }
 
-void write_parquet_strings(const std::string& path,
-                           const std::vector<std::pair<std::string, std::vector<std::string>>>& columns) {
+void write_parquet(const std::string& path, const std::vector<ParquetColumn>& columns) {
   if (columns.empty()) fail("a Parquet table needs at least one column (", path, ")");
   std::vector<std::shared_ptr<arrow::Field>> fields;
   std::vector<std::shared_ptr<arrow::Array>> arrays;
-  for (const auto& [name, values] : columns) {
-    if (values.size() != columns[0].second.size())
-      fail("Parquet column ", name, " has ", values.size(), " rows, the first has ",
-           columns[0].second.size());
-    arrow::StringBuilder builder;
-    check(builder.AppendValues(values), path);
+  const auto length = [](const ParquetColumn& c) {
+    return std::visit([](const auto& values) { return values.size(); }, c.values);
+  };
+  for (const ParquetColumn& column : columns) {
+    if (length(column) != length(columns[0]))
+      fail("Parquet column ", column.name, " has ", length(column), " rows, the first has ",
+           length(columns[0]));
     std::shared_ptr<arrow::Array> array;
-    check(builder.Finish(&array), path);
-    fields.push_back(arrow::field(name, arrow::utf8()));
+    std::visit(
+        [&](const auto& values) {
+          using T = typename std::decay_t<decltype(values)>::value_type;
+          using Builder = std::conditional_t<
+              std::is_same_v<T, std::string>, arrow::StringBuilder,
+              std::conditional_t<std::is_same_v<T, double>, arrow::DoubleBuilder, arrow::Int64Builder>>;
+          Builder builder;
+          check(builder.AppendValues(values), path);
+          check(builder.Finish(&array), path);
+        },
+        column.values);
+    fields.push_back(arrow::field(column.name, array->type()));
     arrays.push_back(std::move(array));
   }
   const auto table = arrow::Table::Make(arrow::schema(fields), arrays);
@@ -97,10 +107,7 @@ namespace {
 }
 }  // namespace
 
-void write_parquet_strings(const std::string&,
-                           const std::vector<std::pair<std::string, std::vector<std::string>>>&) {
-  no_parquet();
-}
+void write_parquet(const std::string&, const std::vector<ParquetColumn>&) { no_parquet(); }
 std::vector<std::string> read_parquet_strings(const std::string&, const std::string&) { no_parquet(); }
 
 #endif

@@ -86,14 +86,14 @@ void ScoreRequest::validate() const {
   clip.check(true);
   stream.validate();
   if (!pairs.empty()) {
-    if (!prompts.empty() || !images.empty())
+    if (!prompts.empty() || !images.empty() || next_images)
       fail("pairs bring their own images and prompts; give pairs, or images and prompts, not both");
     if (metric == Metric::Probs)
       fail("metric probs needs a set of prompts to choose from; it does not apply to pairs");
     for (const auto& [image, prompt] : pairs) check_prompts({prompt});
   } else {
     if (prompts.empty()) fail("no prompts to score against");
-    if (images.empty()) fail("no images to score");
+    if (images.empty() && !next_images) fail("no images to score");
     check_prompts(prompts);
   }
 }
@@ -121,31 +121,39 @@ ScoreSummary score(const ScoreRequest& request,
   }
   const auto started = std::chrono::steady_clock::now();
   double cos_sum = 0, clipscore_sum = 0;
+  const auto score_batch = [&](const ImageBatch& batch) {
+    const torch::Tensor scores = apply_metric(batch.features, text, request.metric, summary.logit_scale,
+                                              summary.logit_bias);  // [B, P]
+    const torch::Tensor cos = apply_metric(batch.features, text, Metric::Cosine, 0.0);
+    const torch::Tensor clipscore = apply_metric(batch.features, text, Metric::ClipScore, 0.0);
+    std::vector<ScoreRow> rows;
+    for (size_t b = 0; b < batch.paths.size(); ++b) {
+      if (request.pairs.empty()) {
+        for (size_t p = 0; p < prompts.size(); ++p)
+          rows.push_back({batch.paths[b], prompts[p], scores[b][p].item<double>(), batch.positions[b]});
+        continue;
+      }
+      // Pairs: the pairs' images follow request.images in the input list.
+      const size_t pair = batch.positions[b] - request.images.size();
+      const auto& [image, prompt] = request.pairs.at(pair);
+      const int64_t p = std::find(prompts.begin(), prompts.end(), prompt) - prompts.begin();
+      cos_sum += cos[b][p].item<double>();
+      clipscore_sum += clipscore[b][p].item<double>();
+      ++summary.pairs;
+      rows.push_back({image, prompt, scores[b][p].item<double>(), pair});
+    }
+    summary.images += batch.paths.size();
+    on_rows(rows);
+  };
   size_t done = 0;
-  stream_images(
-      loaded, images, request.stream, callbacks, done, images.size(), true, [&](const ImageBatch& batch) {
-        const torch::Tensor scores = apply_metric(batch.features, text, request.metric, summary.logit_scale,
-                                                  summary.logit_bias);  // [B, P]
-        const torch::Tensor cos = apply_metric(batch.features, text, Metric::Cosine, 0.0);
-        const torch::Tensor clipscore = apply_metric(batch.features, text, Metric::ClipScore, 0.0);
-        std::vector<ScoreRow> rows;
-        for (size_t b = 0; b < batch.paths.size(); ++b) {
-          if (request.pairs.empty()) {
-            for (size_t p = 0; p < prompts.size(); ++p)
-              rows.push_back({batch.paths[b], prompts[p], scores[b][p].item<double>()});
-            continue;
-          }
-          // Pairs: the pairs' images follow request.images in the input list.
-          const auto& [image, prompt] = request.pairs.at(batch.positions[b] - request.images.size());
-          const int64_t p = std::find(prompts.begin(), prompts.end(), prompt) - prompts.begin();
-          cos_sum += cos[b][p].item<double>();
-          clipscore_sum += clipscore[b][p].item<double>();
-          ++summary.pairs;
-          rows.push_back({image, prompt, scores[b][p].item<double>()});
-        }
-        summary.images += batch.paths.size();
-        on_rows(rows);
-      });
+  if (!images.empty())
+    stream_images(loaded, images, request.stream, callbacks, done, images.size(), true, score_batch);
+  if (request.next_images) {
+    while (const std::optional<std::vector<std::string>> set = request.next_images()) {
+      done = 0;
+      stream_images(loaded, *set, request.stream, callbacks, done, set->size(), true, score_batch);
+    }
+  }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (summary.pairs > 0) {
     summary.mean_torchmetrics = 100.0 * std::max(cos_sum / summary.pairs, 0.0);

@@ -71,6 +71,10 @@ struct ScoreRequest {
   // Either images, each scored against every prompt, or (image, prompt) pairs, each image against its own.
   std::vector<std::string> images;
   std::vector<std::pair<std::string, std::string>> pairs;
+  // The worker mode (as IndexRequest::next_task): when set, more images come from here after `images`, a set
+  // at a time, each scored (every row reported) before the next is asked for, until it returns nullopt; the
+  // model and the prompts' embeddings are made once. Not with pairs.
+  std::function<std::optional<std::vector<std::string>>()> next_images;
   ImageStream stream;
 
   void validate() const;
@@ -79,6 +83,8 @@ struct ScoreRequest {
 struct ScoreRow {
   std::string image, prompt;
   double score = 0;
+  size_t position =
+      0;  // the image's place in `images` (in the worker's current set), or its pair's in `pairs`
 };
 
 struct ScoreSummary {

@@ -142,7 +142,7 @@ IndexSummary index_collection(const IndexRequest& request,
                               const std::function<void(int64_t partition, int64_t rows)>& on_partition,
                               const StreamCallbacks& callbacks) {
   request.validate();
-  if (!parquet_available()) write_parquet_strings("", {});  // the Error saying how to get Parquet
+  if (!parquet_available()) write_parquet("", {});  // the Error saying how to get Parquet
   for (const char* sub : {"img_emb", "metadata"}) prepare_output_dir((fs::path(request.out) / sub).string());
   const bool captions = !request.captions.empty();
   if (captions) prepare_output_dir((fs::path(request.out) / "text_emb").string());
@@ -205,16 +205,16 @@ IndexSummary index_collection(const IndexRequest& request,
       write_file_atomic(staged.back().first, bytes);
     };
     stage(files.image, npy_bytes(image_emb, torch::kHalf));
-    std::vector<std::pair<std::string, std::vector<std::string>>> columns = {{"image_path", paths}};
+    std::vector<ParquetColumn> columns = {{"image_path", paths}};
     if (captions) {
       const torch::Tensor text_emb = kept_captions.empty()
                                          ? torch::empty({0, config.embed_dim})
                                          : embed_prompts(loaded.clip, kept_captions, {}, request.truncate);
       stage(files.text, npy_bytes(text_emb, torch::kHalf));
-      columns.emplace_back("caption", kept_captions);
+      columns.push_back({"caption", kept_captions});
     }
     staged.emplace_back(temp_beside(files.metadata), files.metadata);
-    write_parquet_strings(staged.back().first, columns);
+    write_parquet(staged.back().first, columns);
     for (const auto& [tmp, final_path] : staged) rename_into_place(tmp, final_path);
     ++summary.partitions_written;
     summary.images += static_cast<int64_t>(paths.size());
@@ -263,6 +263,67 @@ IndexSummary build_collection_index(const std::string& dir, const VectorIndexOpt
   write_file_atomic((fs::path(dir) / kIndexFile).string(), record.dump(2) + "\n");
   summary.index_built = true;
   return summary;
+}
+
+// ---- score partitions ----
+
+void score_partitions(const ScoreRequest& request, const std::string& out, int64_t partitions,
+                      const std::function<std::optional<int64_t>()>& next_task,
+                      const std::function<void(int64_t partition, size_t rows, size_t images)>& on_partition,
+                      const StreamCallbacks& callbacks) {
+  if (out.empty()) fail("no output folder for the scores");
+  if (partitions < 1) fail("partitions must be at least 1 (got ", partitions, ")");
+  if (!request.pairs.empty()) fail("score partitions split images scored against prompts, not pairs");
+  if (!next_task) fail("score partitions need their tasks");
+  if (!parquet_available()) write_parquet("", {});  // the Error saying how to get Parquet
+  const fs::path folder = fs::path(out) / "scores";
+  fs::create_directories(folder);
+  const std::string metric = metric_name(request.metric);
+  const auto P = static_cast<size_t>(partitions);
+  std::optional<int64_t> current;
+  std::vector<std::string> images, prompts;
+  std::vector<double> scores;
+  std::vector<int64_t> positions;
+  const auto write_current = [&] {
+    const std::string path =
+        (folder / ("scores_" + partition_name(*current, partitions) + ".parquet")).string();
+    const std::string tmp = temp_beside(path);
+    write_parquet(tmp, {{"image_path", images},
+                        {"prompt", prompts},
+                        {"score", scores},
+                        {"metric", std::vector<std::string>(scores.size(), metric)},
+                        {"position", positions}});
+    rename_into_place(tmp, path);
+    // Each image scored has a row per prompt.
+    if (on_partition) on_partition(*current, scores.size(), scores.size() / request.prompts.size());
+    images.clear();
+    prompts.clear();
+    scores.clear();
+    positions.clear();
+  };
+  ScoreRequest worker = request;
+  worker.images.clear();
+  worker.next_images = [&]() -> std::optional<std::vector<std::string>> {
+    if (current) write_current();  // every row of the partition has been reported
+    current = next_task();
+    if (!current) return std::nullopt;
+    check_task(*current, partitions);
+    std::vector<std::string> set;
+    for (size_t j = static_cast<size_t>(*current); j < request.images.size(); j += P)
+      set.push_back(request.images[j]);
+    return set;
+  };
+  score(
+      worker,
+      [&](const std::vector<ScoreRow>& rows) {
+        for (const ScoreRow& r : rows) {
+          images.push_back(r.image);
+          prompts.push_back(r.prompt);
+          scores.push_back(r.score);
+          positions.push_back(static_cast<int64_t>(static_cast<size_t>(*current) + r.position * P));
+        }
+      },
+      callbacks);
 }
 
 // ---- search ----

@@ -64,6 +64,20 @@ IndexSummary index_collection(const IndexRequest& request,
 // index.json). Every partition must be present.
 IndexSummary build_collection_index(const std::string& dir, const VectorIndexOptions& options);
 
+// ---- score partitions ----
+
+// The worker mode of score, for an engine such as Spark (clipguide-spark score): partitions come from
+// `next_task` one at a time until it returns nullopt. Partition t, the request's images whose index mod
+// `partitions` is t, is scored against every prompt and written whole (under a temporary name, then renamed)
+// to out/scores/scores_N.parquet, N padded as partition_name pads it: columns image_path, prompt, score,
+// metric and position (the image's index in request.images), an image's rows in prompt order, images in input
+// order. Then on_partition(t, rows, images scored). A retried partition writes the same rows again. The model
+// and the prompts' embeddings are made once for all the partitions.
+void score_partitions(const ScoreRequest& request, const std::string& out, int64_t partitions,
+                      const std::function<std::optional<int64_t>()>& next_task,
+                      const std::function<void(int64_t partition, size_t rows, size_t images)>& on_partition,
+                      const StreamCallbacks& callbacks = {});
+
 // ---- search ----
 
 struct SearchRequest {

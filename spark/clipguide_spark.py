@@ -1,16 +1,21 @@
-"""clipguide-spark: `clipguide index` and `clipguide rerank` on an Apache Spark cluster.
+"""clipguide-spark: `clipguide index`, `score` and `rerank` on an Apache Spark cluster.
 
     spark/clipguide-spark index INPUT... --out DIR [--master URL] [--output-partition-count P | --partition-size N]
                                [--clipguide BINARY] [--parquet-column COLUMN] [--no-index] [-- INDEX_OPTIONS...]
+    spark/clipguide-spark score INPUT... -p PROMPT... --out DIR [--master URL] [...] [-- OPTIONS]
     spark/clipguide-spark rerank INPUT... -p PROMPT [--negative PROMPT]... --top K [--master URL] [...] [-- OPTIONS]
 
 INPUT is a folder of images, an image, a text file of image paths (*.txt, one a line) or a Parquet file whose
 --parquet-column (default image_path) names them. The heavy work stays in C++: every Spark task hands its partition
-numbers to a long-lived `clipguide index --worker` process, one per Python worker, so each executor loads the model
-once for all of its tasks. Partition i holds the inputs whose index mod P is i, exactly as a single `clipguide index`
+numbers to a long-lived `clipguide index --worker` process, one per Python worker; given spark.executor.cores, a
+task takes a whole CPU executor (spark.task.cpus), so each executor has one such process and loads the model once
+for all of its tasks. Partition i holds the inputs whose index mod P is i, exactly as a single `clipguide index`
 with --output-partition-count P makes it, and each partition lands whole or not at all: a retried or speculative
 task rewrites the same bytes, so no row is lost or doubled. When every partition is there, the driver builds the
-faiss index over them (`clipguide index --build-index-only`). `rerank` ranks each partition with a long-lived
+faiss index over them (`clipguide index --build-index-only`). `score` has long-lived `clipguide score --worker`
+processes score each partition against every prompt into DIR/scores/scores_N.parquet (image_path, prompt, score,
+metric, position: the image's index in the inputs, to restore input order), each file whole or absent, and prints a
+line per partition and a summary. `rerank` ranks each partition with a long-lived
 `clipguide rerank --worker` that keeps its best K, and the driver merges them: best score first, ties in input
 order, printed as JSON lines {"rank", "image", "score"} (each score as the partition's own batches computed it).
 
@@ -89,6 +94,18 @@ def image_inputs(inputs, parquet_column, staging):
     return args, count
 
 
+def one_task_per_executor(conf):
+    """With CPU executors of a known size (spark.executor.cores) and no spark.task.cpus of the user's, each task
+    takes a whole executor: its one Python worker, and so its one clipguide worker and model load, serves every
+    task the executor runs, with all its cores as --threads. (A clipguide worker runs its partitions one after
+    another, so tasks sharing an executor would queue on it anyway.) Executors with GPU tasks keep one task, and
+    one model, per GPU."""
+    cores = conf.get("spark.executor.cores")
+    if cores and not conf.contains("spark.task.cpus") and not conf.contains("spark.task.resource.gpu.amount"):
+        conf.set("spark.task.cpus", cores)
+    return conf
+
+
 def run_on_spark(opts, base, partitions, name):
     """Runs the workers over partitions 0..P-1 on the cluster: {partition: (last line, rows)}."""
     from pyspark import SparkConf
@@ -102,7 +119,7 @@ def run_on_spark(opts, base, partitions, name):
         if not eq:
             fail(f"--conf {setting}: expected KEY=VALUE")
         conf.set(key, value)
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark = SparkSession.builder.config(conf=one_task_per_executor(conf)).getOrCreate()
     try:
         # One Spark partition per collection partition: a failure retries only that one.
         tasks = spark.sparkContext.parallelize(range(partitions), partitions)
@@ -124,18 +141,23 @@ def main(argv):
         argv, passed = argv[:cut], argv[cut + 1:]
     else:
         passed = []
-    parser = argparse.ArgumentParser(prog="clipguide-spark", description="clipguide index and rerank on Apache Spark")
+    parser = argparse.ArgumentParser(prog="clipguide-spark",
+                                     description="clipguide index, score and rerank on Apache Spark")
     sub = parser.add_subparsers(dest="command", required=True)
     index = sub.add_parser("index", help="embed images into clip-retrieval's layout, then build the index")
     index.add_argument("--out", required=True, help="the collection folder, on a file system every node sees")
     index.add_argument("--no-index", action="store_true", help="write the partitions only")
+    score = sub.add_parser("score", help="every image against every prompt, into Parquet partitions")
+    score.add_argument("--out", required=True,
+                       help="the folder for scores/scores_N.parquet, on a file system every node sees")
+    score.add_argument("-p", "--prompt", action="append", required=True, help="a prompt; repeatable")
     rerank = sub.add_parser("rerank", help="the best images for the prompts: per-partition top K, merged here")
     rerank.add_argument("-p", "--prompt", action="append", required=True, help="a prompt; repeatable")
     rerank.add_argument("--negative", action="append", default=[], help="a prompt to avoid; repeatable")
     rerank.add_argument("--top", type=int, required=True, help="how many to keep")
     rerank.add_argument("--work", default=".clipguide-spark",
                         help="a folder every node sees, for the input lists made from Parquet inputs")
-    for command in (index, rerank):
+    for command in (index, score, rerank):
         command.add_argument("inputs", nargs="+", help="folders, images, *.txt lists or *.parquet files")
         command.add_argument("--master", default=os.environ.get("MASTER", "local[*]"), help="Spark master URL")
         command.add_argument("--output-partition-count", type=int,
@@ -153,11 +175,11 @@ def main(argv):
     if opts.partition_size < 1 or (opts.output_partition_count is not None and opts.output_partition_count < 1):
         fail("partition counts and sizes must be at least 1")
     for banned in ("--worker", "--tasks", "--output-partition-count", "--out", "-o", "--build-index-only", "--top",
-                   "-p", "--prompt", "--negative", "--copy-to", "--link-to", "--html", "--group-by"):
+                   "-p", "--prompt", "--negative", "--copy-to", "--link-to", "--html", "--group-by", "--pairs"):
         if banned in passed:
             fail(f"{banned} is the driver's to set; drop it after --")
-    staging = os.path.join(os.path.abspath(opts.out), ".clipguide-spark") if opts.command == "index" \
-        else os.path.abspath(opts.work)
+    staging = os.path.abspath(opts.work) if opts.command == "rerank" \
+        else os.path.join(os.path.abspath(opts.out), ".clipguide-spark")
     os.makedirs(staging, exist_ok=True)
     inputs, images = image_inputs(opts.inputs, opts.parquet_column, staging)
     partitions = opts.output_partition_count or max(1, math.ceil(images / opts.partition_size))
@@ -179,6 +201,16 @@ def main(argv):
         print(json.dumps({"summary": summary}), flush=True)
         return
     out = os.path.abspath(opts.out)
+    if opts.command == "score":
+        base += [f"--prompt={p}" for p in opts.prompt] + ["--out", out] + inputs + passed
+        done = {p: last for p, (last, _) in run_on_spark(opts, base, partitions, "score").items()}
+        for partition, last in sorted(done.items()):
+            print(json.dumps({"partition": partition, "rows": last["rows"], "images": last["images"]}))
+        summary = {"partitions": partitions, "images": sum(last["images"] for last in done.values()),
+                   "rows": sum(last["rows"] for last in done.values()), "scores": os.path.join(out, "scores"),
+                   "seconds": time.perf_counter() - started}
+        print(json.dumps({"summary": summary}), flush=True)
+        return
     base += ["--out", out] + inputs + passed
     done = {p: last.get("rows") for p, (last, _) in run_on_spark(opts, base, partitions, "index").items()}
     embed_seconds = time.perf_counter() - started

@@ -1,6 +1,7 @@
-"""The executors' side of clipguide-spark: one long-lived `clipguide index --worker` per Spark Python worker process,
-kept across the tasks that process runs (Spark reuses its Python workers; this module's state lives as long as
-one), so an executor loads the model once. The driver ships this file with SparkContext.addPyFile.
+"""The executors' side of clipguide-spark: one long-lived `clipguide index|score|rerank --worker` per Spark Python
+worker process, kept across the tasks that process runs (Spark reuses its Python workers; this module's state lives
+as long as one), so the model loads once per Python worker: once per executor when a task takes the whole executor
+(clipguide_spark.one_task_per_executor). The driver ships this file with SparkContext.addPyFile.
 """
 import ctypes
 import json

@@ -190,6 +190,13 @@ printf '0\n1\n' | "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" $imgs -p "
   --output-partition-count 2 >"$tmp/rw.jsonl" 2>"$tmp/err" \
   && [ "$(grep -c '"rank"' "$tmp/rw.jsonl")" -eq 4 ] && grep -q '"images":2,"partition":1' "$tmp/rw.jsonl" \
   && grep -q '"position":3' "$tmp/rw.jsonl" && ok || bad "rerank --worker: $(cat "$tmp/err") $(cat "$tmp/rw.jsonl")"
+# score --worker (clipguide-spark score): each partition's rows written whole to OUT/scores/scores_N.parquet.
+# shellcheck disable=SC2086
+printf '1\n0\n' | "$bin" score -m "$fx/clip/$first" --vocab "$vocab" $imgs -p "a dog" -p "a cat" --worker \
+  --output-partition-count 2 --out "$tmp/sw" >"$tmp/sw.jsonl" 2>"$tmp/err" \
+  && [ -s "$tmp/sw/scores/scores_0.parquet" ] && [ -s "$tmp/sw/scores/scores_1.parquet" ] \
+  && [ "$(ls "$tmp/sw/scores" | wc -l)" -eq 2 ] && head -1 "$tmp/sw.jsonl" | grep -q '"images":2,"partition":1,"rows":4' \
+  && ok || bad "score --worker: $(cat "$tmp/err") $(cat "$tmp/sw.jsonl")"
 one=$(echo "$imgs" | head -1)
 "$bin" search --index "$tmp/coll" --vocab "$vocab" --image "$one" --top 2 --format jsonl >"$tmp/hits.jsonl" 2>"$tmp/err" \
   && [ "$(wc -l <"$tmp/hits.jsonl")" -eq 2 ] && head -1 "$tmp/hits.jsonl" | grep -qF "\"image\":\"$one\"" \
@@ -227,6 +234,10 @@ expect_fail index-worker-and-tasks "$bin" index -m "$fx/clip/$first" --vocab "$v
 expect_fail index-missing-list "$bin" index -m "$fx/clip/$first" --vocab "$vocab" --images-from "$tmp/none.txt" --out "$tmp/c6"
 expect_fail rerank-worker-html bash -c 'echo 0 | "$@"' _ "$bin" rerank -m "$fx/clip/$first" --vocab "$vocab" "$one" -p x \
   --worker --html "$tmp/w.html"
+expect_fail score-worker-no-out bash -c 'echo 0 | "$@"' _ "$bin" score -m "$fx/clip/$first" --vocab "$vocab" "$one" -p x --worker
+expect_fail score-out-no-worker "$bin" score -m "$fx/clip/$first" --vocab "$vocab" "$one" -p x --out "$tmp/sw2"
+expect_fail score-worker-bad-task bash -c 'echo 2 | "$@"' _ "$bin" score -m "$fx/clip/$first" --vocab "$vocab" "$one" -p x \
+  --worker --out "$tmp/sw3" --output-partition-count 2
 expect_fail index-bad-memory "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/c3" --max-index-memory lots
 expect_fail index-other-count "$bin" index -m "$fx/clip/$first" --vocab "$vocab" "$one" --out "$tmp/coll" --output-partition-count 3
 expect_fail search-not-a-collection "$bin" search --index "$tmp/q" -p x

@@ -2,7 +2,7 @@
 """clipguide-spark on a real Spark standalone cluster that this test starts on the loopback address (a master
 and two workers of one core each) and always stops: 2,000 images indexed across the cluster, one worker killed
 mid-run, and the collection must equal a single-machine `clipguide index` of the same input (the same npy bytes,
-the same metadata rows, every image exactly once).
+the same metadata rows, every image exactly once). Then score and rerank over the cluster, against one process.
 
     tests/spark_cluster_test.py CLIPGUIDE_BINARY
 
@@ -54,6 +54,44 @@ def check_gpu_pinning():
     print("GPU pinning: a task assigned GPU 5 runs its worker with --device cuda:5")
 
 
+def check_one_task_per_executor():
+    """Given the executors' size, a CPU task takes a whole executor, so one worker (one model load) serves it."""
+    import clipguide_spark as driver
+    from pyspark import SparkConf
+
+    def planned(**settings):
+        conf = SparkConf(loadDefaults=False)
+        for key, value in settings.items():
+            conf.set(key.replace("_", "."), value)
+        return driver.one_task_per_executor(conf).get("spark.task.cpus")
+
+    assert planned(spark_executor_cores="8") == "8"
+    assert planned(spark_executor_cores="8", spark_task_cpus="2") == "2"  # the user's own setting stands
+    assert planned() is None
+    assert planned(spark_executor_cores="64", spark_task_resource_gpu_amount="1") is None  # a task per GPU
+    print("one task per CPU executor: spark.task.cpus = spark.executor.cores unless set, or GPUs split it")
+
+
+def check_score(out):
+    """The cluster's score partitions hold exactly one `clipguide score`'s rows: every image against every prompt,
+    input order restored from the position column, scores within 1e-5 (partitions batch differently)."""
+    single = subprocess.run([binary, "score", os.path.join(tmp, "images"), "-p", prompt, "-p", other_prompt,
+                             "--threads", "1", "--format", "jsonl"], check=True, stdout=subprocess.PIPE,
+                            text=True).stdout
+    theirs = [r for r in map(json.loads, single.splitlines()) if "prompt" in r]
+    files = sorted(os.listdir(os.path.join(out, "scores")))
+    assert files == [f"scores_{p}.parquet" for p in range(8)], files
+    table = pq.read_table(os.path.join(out, "scores")).to_pydict()
+    assert set(table) == {"image_path", "prompt", "score", "metric", "position"}, table.keys()
+    order = sorted(range(len(table["score"])),
+                   key=lambda i: (table["position"][i], [prompt, other_prompt].index(table["prompt"][i])))
+    assert len(order) == len(theirs) == 2 * images, (len(order), len(theirs))
+    for i, row in zip(order, theirs):
+        assert (table["image_path"][i], table["prompt"][i]) == (row["image"], row["prompt"]), (i, row)
+        assert abs(table["score"][i] - row["score"]) < 1e-5 and table["metric"][i] == "cosine", (i, row)
+    print(f"score over the cluster: 8 Parquet partitions, the single process's {len(theirs)} rows")
+
+
 def make_images(folder):
     """Coloured shapes on coloured grounds, 96 to 160 px JPEGs and PNGs."""
     rng = np.random.default_rng(5)
@@ -68,6 +106,7 @@ def make_images(folder):
 
 
 prompt = "a red circle on a blue background"
+other_prompt = "a green square"
 
 
 def check_rerank(ours):
@@ -134,6 +173,7 @@ def read_collection(folder):
 
 
 check_gpu_pinning()
+check_one_task_per_executor()
 tmp = tempfile.mkdtemp(prefix="clipguide-spark-test-")
 try:
     folder = os.path.join(tmp, "images")
@@ -168,6 +208,13 @@ try:
              "--top", "10", "--master", cluster.url, "--output-partition-count", "8", "--clipguide", binary,
              "--work", os.path.join(tmp, "work")], env=cluster.env, stdout=subprocess.PIPE, stderr=logs, text=True)
         assert ranked.returncode == 0, f"clipguide-spark rerank failed; log: {cluster.log}"
+        scored = subprocess.run(
+            [sys.executable, os.path.join(root, "spark", "clipguide-spark"), "score", folder, "-p", prompt, "-p",
+             other_prompt, "--out", os.path.join(tmp, "scored"), "--master", cluster.url,
+             "--output-partition-count", "8", "--clipguide", binary], env=cluster.env, stdout=subprocess.PIPE,
+            stderr=logs, text=True)
+        assert scored.returncode == 0, f"clipguide-spark score failed; log: {cluster.log}"
+    check_score(os.path.join(tmp, "scored"))
     check_rerank([json.loads(line) for line in ranked.stdout.splitlines() if '"rank"' in line])
     summary = json.loads(out.strip().splitlines()[-1])["summary"]
     assert summary["index_built"], summary

@@ -5,7 +5,10 @@ a torch DataLoader over the files (PIL decode, the model's open_clip preprocess)
 features L2-normalized and cast to float16 (its ClipMapper), np.save of the partition and pandas' to_parquet of
 image_path (its NumpyWriter / OutputSink). Prints one JSON line: images, seconds, images per second.
 
-    clip_retrieval_way.py MODEL.safetensors IMAGE_FOLDER OUT_FOLDER THREADS BATCH WORKERS
+    clip_retrieval_way.py MODEL.safetensors IMAGE_FOLDER OUT_FOLDER THREADS BATCH WORKERS [PRECISION]
+
+PRECISION is fp32 (default, as clip-retrieval runs on a CPU) or bf16: encode_image under torch's CPU autocast to
+bfloat16, the same trade as `clipguide index --precision bf16`, to compare like with like.
 """
 import json
 import os
@@ -20,6 +23,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 model_path, folder, out, threads, batch, workers = sys.argv[1:7]
+precision = sys.argv[7] if len(sys.argv) > 7 else "fp32"
+assert precision in ("fp32", "bf16"), precision
 torch.set_num_threads(int(threads))
 started = time.perf_counter()
 model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32-quickgelu", pretrained=None)
@@ -46,9 +51,9 @@ loader = torch.utils.data.DataLoader(Files(paths), batch_size=int(batch), shuffl
                                      prefetch_factor=2 if int(workers) > 0 else None)
 started = time.perf_counter()
 features, names = [], []
-with torch.no_grad():
+with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
     for pixels, batch_paths in loader:
-        f = model.encode_image(pixels)
+        f = model.encode_image(pixels).float()
         f /= f.norm(dim=-1, keepdim=True)
         features.append(f.cpu().to(torch.float16).numpy())
         names.extend(batch_paths)
@@ -58,4 +63,4 @@ np.save(os.path.join(out, "img_emb", "img_emb_0.npy"), np.concatenate(features))
 pd.DataFrame({"image_path": names}).to_parquet(os.path.join(out, "metadata", "metadata_0.parquet"))
 seconds = time.perf_counter() - started
 print(json.dumps(dict(images=len(names), seconds=seconds, images_per_second=len(names) / seconds,
-                      load_seconds=load_seconds, torch=torch.__version__)))
+                      load_seconds=load_seconds, torch=torch.__version__, precision=precision)))
