@@ -6,9 +6,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/json_fields.h"
 #include "io/checkpoint.h"
 #include "io/state_dict.h"
 
@@ -204,8 +206,9 @@ class VqganDecoder : public torch::nn::Module {
 
 namespace {
 
-int64_t shape_at(const TensorMap& sd, const std::string& key, int64_t dim) {
-  return size_of(sd, key, dim, "not a taming VQGAN");
+int64_t shape_at(const TensorMap& sd, const std::string& key, int64_t dim,
+                 const char* what = "not a taming VQGAN") {
+  return size_of(sd, key, dim, what);
 }
 
 // How many of prefix.0., prefix.1., ... the state dict holds.
@@ -213,6 +216,28 @@ int64_t count_indexed(const TensorMap& sd, const std::string& prefix) {
   int64_t n = 0;
   while (has_prefix(sd, cat(prefix, n, "."))) ++n;
   return n;
+}
+
+// The encoder's and decoder's layout from weight names and shapes (taming's and latent diffusion's names);
+// `what` starts the error for weights that are not such an autoencoder.
+VqganConfig autoencoder_layout(const TensorMap& sd, const char* what) {
+  VqganConfig c;
+  c.ch = shape_at(sd, "encoder.conv_in.weight", 0, what);
+  c.in_channels = shape_at(sd, "encoder.conv_in.weight", 1, what);
+  c.z_channels = shape_at(sd, "decoder.conv_in.weight", 1, what);
+  c.out_ch = shape_at(sd, "decoder.conv_out.weight", 0, what);
+  c.double_z = shape_at(sd, "encoder.conv_out.weight", 0, what) == 2 * c.z_channels;
+  const int64_t levels = count_indexed(sd, "encoder.down.");
+  if (levels == 0 || levels > 16) fail(what, ": ", levels, " encoder.down.N levels (1 to 16 expected)");
+  c.num_res_blocks = count_indexed(sd, "encoder.down.0.block.");
+  for (int64_t i = 0; i < levels; ++i) {
+    const int64_t out = shape_at(sd, cat("encoder.down.", i, ".block.0.conv2.weight"), 0, what);
+    if (out % c.ch != 0)
+      fail(what, ": encoder.down.", i, " has ", out, " channels, not a multiple of ", c.ch);
+    c.ch_mult.push_back(out / c.ch);
+    c.attn_levels.push_back(sd.count(cat("encoder.down.", i, ".attn.0.q.weight")) != 0);
+  }
+  return c;
 }
 
 }  // namespace
@@ -223,24 +248,9 @@ VqganConfig VqganConfig::from_state_dict(const TensorMap& sd) {
         "this is a Gumbel-quantized VQGAN (quantize.proj/quantize.embed); only VectorQuantizer models are "
         "supported");
   }
-  VqganConfig c;
+  VqganConfig c = autoencoder_layout(sd, "not a taming VQGAN");
   c.n_embed = shape_at(sd, "quantize.embedding.weight", 0);
   c.embed_dim = shape_at(sd, "quantize.embedding.weight", 1);
-  c.ch = shape_at(sd, "encoder.conv_in.weight", 0);
-  c.in_channels = shape_at(sd, "encoder.conv_in.weight", 1);
-  c.z_channels = shape_at(sd, "decoder.conv_in.weight", 1);
-  c.out_ch = shape_at(sd, "decoder.conv_out.weight", 0);
-  c.double_z = shape_at(sd, "encoder.conv_out.weight", 0) == 2 * c.z_channels;
-  const int64_t levels = count_indexed(sd, "encoder.down.");
-  if (levels == 0) fail("not a taming VQGAN: no encoder.down.N weights");
-  c.num_res_blocks = count_indexed(sd, "encoder.down.0.block.");
-  for (int64_t i = 0; i < levels; ++i) {
-    const int64_t out = shape_at(sd, cat("encoder.down.", i, ".block.0.conv2.weight"), 0);
-    if (out % c.ch != 0)
-      fail("not a taming VQGAN: encoder.down.", i, " has ", out, " channels, not a multiple of ", c.ch);
-    c.ch_mult.push_back(out / c.ch);
-    c.attn_levels.push_back(sd.count(cat("encoder.down.", i, ".attn.0.q.weight")) != 0);
-  }
   return c;
 }
 
@@ -319,7 +329,10 @@ Vqgan::Vqgan(const VqganConfig& config) : config_(config) {
       quantize_->register_module("embedding", torch::nn::Embedding(config.n_embed, config.embed_dim))->weight;
 }
 
-double Vqgan::parameter_elements(const VqganConfig& c) {
+namespace {
+
+// The encoder's and decoder's parameters, in elements.
+double encoder_decoder_elements(const VqganConfig& c) {
   namespace n = elements;
   auto resnet = [](double in, double out) {
     return n::norm(in) + n::conv(in, out, 3) + n::norm(out) + n::conv(out, out, 3) +
@@ -351,9 +364,16 @@ double Vqgan::parameter_elements(const VqganConfig& c) {
     }
     if (i != 0) total += n::conv(block_in, block_in, 3);
   }
-  const double e = static_cast<double>(c.embed_dim);
-  total += n::norm(block_in) + n::conv(block_in, static_cast<double>(c.out_ch), 3);
-  return total + n::conv(z, e, 1) + n::conv(e, z, 1) + static_cast<double>(c.n_embed) * e;  // + quantizer
+  return total + n::norm(block_in) + n::conv(block_in, static_cast<double>(c.out_ch), 3);
+}
+
+}  // namespace
+
+double Vqgan::parameter_elements(const VqganConfig& c) {
+  namespace n = elements;
+  const double e = static_cast<double>(c.embed_dim), z = static_cast<double>(c.z_channels);
+  return encoder_decoder_elements(c) + n::conv(z, e, 1) + n::conv(e, z, 1) +
+         static_cast<double>(c.n_embed) * e;  // + quantizer
 }
 
 torch::Tensor Vqgan::encode(const torch::Tensor& x) {
@@ -388,6 +408,136 @@ void Vqgan::load_weights(const TensorMap& sd, const std::string& source) {
     return key.rfind("loss.", 0) == 0 || is_batchnorm_counter(key);
   };
   load_strict(*this, sd, how);
+}
+
+// ---- Stable Diffusion's VAE ----
+
+AutoencoderKL::AutoencoderKL(const VqganConfig& config) : config_(config) {
+  TORCH_CHECK(
+      !config.ch_mult.empty() && config.attn_levels.size() == config.ch_mult.size() && config.double_z,
+      "bad AutoencoderKL config");
+  encoder_ = register_module("encoder", std::make_shared<VqganEncoder>(config));
+  decoder_ = register_module("decoder", std::make_shared<VqganDecoder>(config));
+  quant_conv_ = register_module("quant_conv", conv(2 * config.z_channels, 2 * config.embed_dim, 1));
+  post_quant_conv_ = register_module("post_quant_conv", conv(config.embed_dim, config.z_channels, 1));
+}
+
+double AutoencoderKL::parameter_elements(const VqganConfig& c) {
+  namespace n = elements;
+  const double e = static_cast<double>(c.embed_dim), z = static_cast<double>(c.z_channels);
+  return encoder_decoder_elements(c) + n::conv(2 * z, 2 * e, 1) + n::conv(e, z, 1);
+}
+
+VqganConfig AutoencoderKL::config_from_state_dict(const TensorMap& sd) {
+  const char* what = "not Stable Diffusion's VAE (latent diffusion's AutoencoderKL)";
+  VqganConfig c = autoencoder_layout(sd, what);
+  if (!c.double_z) fail(what, ": its encoder does not give a mean and a variance (encoder.conv_out)");
+  const int64_t moments = shape_at(sd, "quant_conv.weight", 0, what);
+  if (moments % 2 != 0) fail(what, ": quant_conv gives ", moments, " channels, not a mean and a variance");
+  c.embed_dim = moments / 2;
+  return c;
+}
+
+AutoencoderKL::Posterior AutoencoderKL::encode(const torch::Tensor& x) {
+  const torch::Tensor moments = quant_conv_(encoder_->forward(x));
+  return {moments.narrow(1, 0, config_.embed_dim),
+          moments.narrow(1, config_.embed_dim, config_.embed_dim).clamp(-30.0, 20.0)};
+}
+
+torch::Tensor AutoencoderKL::decode(const torch::Tensor& z) { return decoder_->forward(post_quant_conv_(z)); }
+
+void AutoencoderKL::load_weights(const TensorMap& sd, const std::string& source) {
+  StrictLoad how;
+  how.source = source;
+  how.what = cat("a Stable Diffusion VAE (latent diffusion's AutoencoderKL, f", config_.factor(), ", ",
+                 config_.embed_dim, " latent channels)");
+  // A training checkpoint's LPIPS and discriminator.
+  how.is_known_extra = [](const std::string& key) { return key.rfind("loss.", 0) == 0; };
+  load_strict(*this, sd, how);
+}
+
+TensorMap vae_weights_from_diffusers(const TensorMap& sd) {
+  if (!has_prefix(sd, "encoder.down_blocks.") && !has_prefix(sd, "decoder.up_blocks.")) return sd;
+  int64_t up_levels = 0;
+  while (has_prefix(sd, cat("decoder.up_blocks.", up_levels, "."))) ++up_levels;
+  // Literal renames within a name, in order; the first of each pair found is replaced.
+  static const std::pair<const char*, const char*> kParts[] = {
+      {"mid_block.resnets.0", "mid.block_1"},
+      {"mid_block.resnets.1", "mid.block_2"},
+      {"mid_block.attentions.0.group_norm", "mid.attn_1.norm"},
+      {"mid_block.attentions.0.to_q", "mid.attn_1.q"},
+      {"mid_block.attentions.0.to_k", "mid.attn_1.k"},
+      {"mid_block.attentions.0.to_v", "mid.attn_1.v"},
+      {"mid_block.attentions.0.to_out.0", "mid.attn_1.proj_out"},
+      // diffusers before 0.14 named the attention projections so
+      {"mid_block.attentions.0.query", "mid.attn_1.q"},
+      {"mid_block.attentions.0.key", "mid.attn_1.k"},
+      {"mid_block.attentions.0.value", "mid.attn_1.v"},
+      {"mid_block.attentions.0.proj_attn", "mid.attn_1.proj_out"},
+      {"resnets.", "block."},
+      {"conv_shortcut", "nin_shortcut"},
+      {"downsamplers.0", "downsample"},
+      {"upsamplers.0", "upsample"},
+      {"conv_norm_out", "norm_out"}};
+  TensorMap out;
+  for (const auto& [key, value] : sd) {
+    std::string name = key;
+    torch::Tensor tensor = value;
+    // Levels: down_blocks.i -> down.i; up_blocks.i -> up.(levels - 1 - i), ldm counting from the bottom.
+    for (const char* blocks : {"encoder.down_blocks.", "decoder.up_blocks."}) {
+      if (name.rfind(blocks, 0) != 0) continue;
+      const size_t start = std::strlen(blocks), dot = name.find('.', start);
+      const int64_t i = std::stoll(name.substr(start, dot - start));
+      const bool up = blocks[0] == 'd';
+      name = cat(up ? "decoder.up." : "encoder.down.", up ? up_levels - 1 - i : i, name.substr(dot));
+    }
+    for (const auto& [from, to] : kParts) {
+      const size_t at = name.find(from);
+      if (at != std::string::npos) name.replace(at, std::strlen(from), to);
+    }
+    if (name.find(".mid.attn_1.") != std::string::npos && name.find(".norm.") == std::string::npos &&
+        tensor.dim() == 2)
+      tensor = tensor.reshape({tensor.size(0), tensor.size(1), 1, 1});
+    out.emplace(std::move(name), std::move(tensor));
+  }
+  return out;
+}
+
+LoadedVae load_vae(const std::string& path, torch::Device device) {
+  Checkpoint ckpt = read_checkpoint(path);
+  LoadedVae out;
+  // A whole single-file Stable Diffusion checkpoint: its first_stage_model.
+  const std::string prefix = "first_stage_model.";
+  if (has_prefix(ckpt.tensors, prefix)) {
+    TensorMap vae;
+    for (auto it = ckpt.tensors.lower_bound(prefix);
+         it != ckpt.tensors.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
+      vae.emplace(it->first.substr(prefix.size()), it->second);
+    ckpt.tensors = std::move(vae);
+  }
+  ckpt.tensors = vae_weights_from_diffusers(ckpt.tensors);
+  if (!ckpt.configs.config_json.empty()) {
+    const std::string where = cat(path, "/", ckpt.configs.config_name);
+    const nlohmann::json j = parse_json_object(ckpt.configs.config_json, "VAE config", where);
+    read_field(j, "scaling_factor", out.scaling_factor, where);
+    int64_t groups = 32;
+    read_field(j, "norm_num_groups", groups, where);
+    if (groups != 32)
+      fail(where, ": norm_num_groups ", groups, " is not supported (Stable Diffusion's is 32)");
+    std::string act = "silu";
+    read_field(j, "act_fn", act, where);
+    if (act != "silu") fail(where, ": act_fn ", act, " is not supported (Stable Diffusion's is silu)");
+    if (j.contains("shift_factor") && !j["shift_factor"].is_null())
+      fail(where, ": a shift_factor (SD3's and Flux's latents) is not supported");
+    if (!(out.scaling_factor > 0 && out.scaling_factor < 100))
+      fail(where, ": scaling_factor is out of range");
+  }
+  out.model = build_strict<AutoencoderKL>(AutoencoderKL::config_from_state_dict(ckpt.tensors), ckpt.tensors,
+                                          ckpt.path);
+  out.model->to(device);
+  out.model->eval();
+  out.path = ckpt.path;
+  return out;
 }
 
 LoadedVqgan load_vqgan(const std::string& checkpoint_path, const std::string& config_path,

@@ -1,7 +1,10 @@
 // taming-transformers' VQGAN (VQModel): Encoder, quant_conv, VectorQuantizer2, post_quant_conv, Decoder,
 // module for module with the checkpoint's own names (encoder.down.0.block.0.conv1, decoder.mid.attn_1.q,
 // quantize.embedding). Ref: CompVis/taming-transformers taming/modules/diffusionmodules/model.py,
-// taming/modules/vqvae/quantize.py.
+// taming/modules/vqvae/quantize.py. And Stable Diffusion's VAE, latent diffusion's AutoencoderKL, which is
+// the same Encoder and Decoder around a diagonal Gaussian instead of a codebook (Ref:
+// CompVis/latent-diffusion ldm/models/autoencoder.py; huggingface/diffusers AutoencoderKL, whose names are
+// mapped to these on load).
 #pragma once
 
 #include <torch/torch.h>
@@ -72,6 +75,50 @@ class Vqgan : public torch::nn::Module {
   std::shared_ptr<torch::nn::Module> quantize_;
   torch::Tensor embedding_;
 };
+
+// Stable Diffusion's VAE: config.embed_dim latent channels, double_z, no codebook (n_embed 0).
+class AutoencoderKL : public torch::nn::Module {
+ public:
+  explicit AutoencoderKL(const VqganConfig& config);
+  static double parameter_elements(const VqganConfig& config);
+  // From latent diffusion's weight names and shapes.
+  static VqganConfig config_from_state_dict(const TensorMap& sd);
+  const VqganConfig& config() const { return config_; }
+
+  // The encoder's diagonal Gaussian over the latents (diffusers' latent_dist): log-variance clamped to
+  // [-30, 20] as diffusers clamps it.
+  struct Posterior {
+    torch::Tensor mean, logvar;
+    torch::Tensor sample(const torch::Tensor& noise) const { return mean + (0.5 * logvar).exp() * noise; }
+  };
+  // x [B, 3, H, W] in [-1, 1] -> the posterior over [B, embed_dim, H/f, W/f].
+  Posterior encode(const torch::Tensor& x);
+  // Latents (unscaled: divide SD's scaled latents by the scaling factor first) -> image [B, 3, H, W] in about
+  // [-1, 1].
+  torch::Tensor decode(const torch::Tensor& z);
+  void load_weights(const TensorMap& sd, const std::string& source);
+
+ private:
+  VqganConfig config_;
+  std::shared_ptr<VqganEncoder> encoder_;
+  std::shared_ptr<VqganDecoder> decoder_;
+  torch::nn::Conv2d quant_conv_{nullptr}, post_quant_conv_{nullptr};
+};
+
+struct LoadedVae {
+  std::shared_ptr<AutoencoderKL> model;
+  double scaling_factor = 0.18215;  // SD 1.x and 2.x; a diffusers folder's config.json says its own
+  std::string path;
+};
+
+// A diffusers vae/ folder (config.json + diffusion_pytorch_model.safetensors or .bin), a single-file Stable
+// Diffusion checkpoint (its first_stage_model.* weights), or a VAE file alone (latent diffusion's or
+// diffusers' names).
+LoadedVae load_vae(const std::string& path, torch::Device device);
+// `sd` with diffusers' AutoencoderKL names (encoder.down_blocks.0.resnets.0.conv1,
+// ...mid_block.attentions.0.to_q) renamed to latent diffusion's, attention projections reshaped to 1x1
+// convolutions; other maps unchanged.
+TensorMap vae_weights_from_diffusers(const TensorMap& sd);
 
 struct LoadedVqgan {
   std::shared_ptr<Vqgan> model;

@@ -52,7 +52,8 @@ Checkpoint read_checkpoint(const std::string& path) {
   std::string weights = is_dir ? "" : path;
   if (is_dir) {
     for (const char* name : {"model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
-                             "open_clip_pytorch_model.bin"}) {
+                             "open_clip_pytorch_model.bin", "diffusion_pytorch_model.safetensors",
+                             "diffusion_pytorch_model.bin"}) {
       if (fs::exists(dir / name, ec)) {
         weights = (dir / name).string();
         break;
@@ -60,8 +61,8 @@ Checkpoint read_checkpoint(const std::string& path) {
     }
     if (weights.empty()) {
       fail(path,
-           ": directory has no weights (model.safetensors, pytorch_model.bin, open_clip_model.safetensors "
-           "or open_clip_pytorch_model.bin)");
+           ": directory has no weights (model.safetensors, pytorch_model.bin, open_clip_model.safetensors, "
+           "open_clip_pytorch_model.bin or diffusers' diffusion_pytorch_model.safetensors or .bin)");
     }
   }
   Checkpoint c = read_weights_file(weights);

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "fixtures.h"
 #include "generators/sd_scheduler.h"
+#include "generators/vqgan.h"
 
 namespace clipguide::test {
 namespace {
@@ -100,6 +101,43 @@ TEST(SdSchedulerConfig, ClassDefaultsAndOneLineErrors) {
   const torch::Tensor x = torch::zeros({1, 4, 2, 2});
   EXPECT_THROW(s.step(x, 0, x), Error);  // ancestral steps need their noise
   EXPECT_THROW(s.step(x, 4, x, 0, x), Error);
+}
+
+class SdVae : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SdVae, EncodesAndDecodesAsDiffusers) {
+  const nlohmann::json& m = sd_manifest();
+  const std::string path = GetParam() == "folder"
+                               ? (sd_fixtures() / m["pipeline"].get<std::string>() / "vae").string()
+                               : (sd_fixtures() / m["single_file"].get<std::string>()).string();
+  const TensorMap ref = reference(sd_fixtures() / m["reference"].get<std::string>());
+  const LoadedVae vae = load_vae(path, torch::kCPU);
+  EXPECT_NEAR(vae.scaling_factor, m["vae"]["scaling_factor"].get<double>(), 1e-9);
+  torch::NoGradGuard no_grad;
+  const AutoencoderKL::Posterior posterior = vae.model->encode(ref.at("vae/x"));
+  EXPECT_LT(rel_error(posterior.mean, ref.at("vae/mean")), 1e-5);
+  EXPECT_LT(rel_error(posterior.logvar, ref.at("vae/logvar")), 1e-5);
+  EXPECT_LT(rel_error(vae.model->decode(ref.at("vae/z")), ref.at("vae/decoded")), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, SdVae, ::testing::Values("folder", "single_file"),
+                         [](const auto& info) { return info.param; });
+
+TEST(SdVae, RefusesWhatItCannotRun) {
+  TempDir dir;
+  const std::filesystem::path folder = sd_fixtures() / sd_manifest()["pipeline"].get<std::string>() / "vae";
+  std::filesystem::copy(folder, dir / "vae");
+  nlohmann::json config = read_json(folder / "config.json");
+  config["norm_num_groups"] = 16;
+  write_bytes(dir / "vae" / "config.json", config.dump());
+  EXPECT_THROW(load_vae((dir / "vae").string(), torch::kCPU), Error);
+  // A CLIP's weights are not a VAE: one line naming what is missing.
+  try {
+    load_vae((sd_fixtures() / "schedulers.safetensors").string(), torch::kCPU);
+    ADD_FAILURE() << "loaded a file of scheduler tensors as a VAE";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("VAE"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

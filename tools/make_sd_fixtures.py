@@ -13,6 +13,12 @@ starting latents `sample` (standard normal times init_noise_sigma), and for step
 `model_output_i` (random, so the test needs no UNet), the noise the step drew `noise_i` (zeros where it drew
 none), the scaled model input `scaled_i` and the step's result `prev_i`. --seed, --steps and --size change every
 value and shape; the tests read them from the files.
+
+pipeline/ is a diffusers pipeline folder as far as it is made so far: vae/ (an AutoencoderKL at the widths diffusers'
+tests use, config.json and diffusion_pytorch_model.safetensors). sd-single.safetensors holds the same weights under
+latent diffusion's names (first_stage_model.*, in fp16), as a CompVis single-file checkpoint does; the script checks
+that diffusers' own convert_ldm_vae_checkpoint reads them back to the folder's weights. sd-reference.safetensors:
+vae/x (an image in [-1, 1]), the posterior's vae/mean and vae/logvar, vae/z (latents) and vae/decoded.
 """
 import argparse
 import json
@@ -92,12 +98,75 @@ def run_case(name, cls, overrides, eta, steps, shape, seed, tensors):
     return len(scheduler.timesteps)
 
 
+def vae_to_ldm(state):
+    """diffusers' AutoencoderKL names -> latent diffusion's first_stage_model names (the inverse of diffusers'
+    convert_ldm_vae_checkpoint): up_blocks count down from the top, attention projections are 1x1 convolutions."""
+    levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("decoder.up_blocks."))
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[1] in ("down_blocks", "up_blocks"):
+            i = int(parts[2]) if parts[1] == "down_blocks" else levels - 1 - int(parts[2])
+            rest = ".".join(parts[3:])
+            rest = rest.replace("resnets.", "block.").replace("conv_shortcut", "nin_shortcut")
+            rest = rest.replace("downsamplers.0", "downsample").replace("upsamplers.0", "upsample")
+            key = f"{parts[0]}.{'down' if parts[1] == 'down_blocks' else 'up'}.{i}.{rest}"
+        elif parts[1] == "mid_block":
+            rest = ".".join(parts[2:])
+            rest = rest.replace("resnets.0", "block_1").replace("resnets.1", "block_2")
+            rest = rest.replace("attentions.0.group_norm", "attn_1.norm").replace("attentions.0.to_q", "attn_1.q")
+            rest = rest.replace("attentions.0.to_k", "attn_1.k").replace("attentions.0.to_v", "attn_1.v")
+            rest = rest.replace("attentions.0.to_out.0", "attn_1.proj_out").replace("conv_shortcut", "nin_shortcut")
+            key = f"{parts[0]}.mid.{rest}"
+            if ".attn_1." in key and value.dim() == 2:
+                value = value[:, :, None, None]
+        else:
+            key = key.replace("conv_norm_out", "norm_out")
+        out[key] = value
+    return out
+
+
+def make_vae(out, seed, size, tensors):
+    """A tiny AutoencoderKL as diffusers' tests size theirs, its weights rounded to fp16 (the single file keeps them
+    so, as many released checkpoints do), saved as a diffusers vae/ folder and under first_stage_model.* in a single
+    file; its posterior on a random image and its decoding of random latents."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+                        up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], layers_per_block=1,
+                        latent_channels=4, norm_num_groups=32, sample_size=size)
+    with torch.no_grad():
+        for p in vae.parameters():  # norms and biases away from 1 and 0, so a misplaced one shows
+            p.add_(torch.randn_like(p) * 0.05)
+            p.copy_(p.half().float())
+    vae.eval()
+    vae.save_pretrained(os.path.join(out, "pipeline", "vae"))
+    ldm = {f"first_stage_model.{k}": v.half() for k, v in vae_to_ldm(vae.state_dict()).items()}
+    back = convert_ldm_vae_checkpoint(ldm, vae.config)
+    assert set(back) == set(vae.state_dict()), set(back) ^ set(vae.state_dict())
+    for k, v in vae.state_dict().items():
+        assert torch.equal(back[k].float(), v), k
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand(1, 3, size, size, generator=g) * 2 - 1
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    z = torch.randn(1, vae.config.latent_channels, size // factor, size // factor, generator=g)
+    with torch.no_grad():
+        posterior = vae.encode(x).latent_dist
+        decoded = vae.decode(z).sample
+    tensors.update({"vae/x": x, "vae/mean": posterior.mean, "vae/logvar": posterior.logvar, "vae/z": z,
+                    "vae/decoded": decoded})
+    return ldm, {"scaling_factor": vae.config.scaling_factor, "image_size": size, "latent_size": size // factor}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data", "sd"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--size", type=int, default=8, help="latent height and width")
+    ap.add_argument("--size", type=int, default=8, help="the schedulers' latent height and width")
+    ap.add_argument("--vae-size", type=int, default=16, help="the VAE's image height and width")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -111,9 +180,15 @@ def main():
         cases[name] = {"scheduler": ours, "diffusers_class": cls.__name__, "overrides": overrides,
                        "steps": args.steps, "eta": eta, "unet_calls": calls}
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "schedulers.safetensors"))
+    reference = {}
+    single, vae = make_vae(out, args.seed + 7, args.vae_size, reference)
+    save_file(single, os.path.join(out, "sd-single.safetensors"))
+    save_file({k: v.contiguous() for k, v in reference.items()}, os.path.join(out, "sd-reference.safetensors"))
     import diffusers
     manifest = {"diffusers": diffusers.__version__, "torch": torch.__version__, "seed": args.seed,
-                "scheduler_config": "scheduler/scheduler_config.json", "cases": cases}
+                "scheduler_config": "scheduler/scheduler_config.json", "cases": cases,
+                "pipeline": "pipeline", "single_file": "sd-single.safetensors",
+                "reference": "sd-reference.safetensors", "vae": vae}
     with open(os.path.join(out, "sd-manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     print(f"wrote {out}: {len(cases)} scheduler cases, {len(tensors)} tensors")
