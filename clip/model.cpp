@@ -123,7 +123,7 @@ class MultiheadAttention : public torch::nn::Module {
   // [Lq, L] or undefined -> [B, Lq, D].
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                        const torch::Tensor& mask) {
-    const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), L = k.size(2), Dh = q.size(3);
+    const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Dh = q.size(3);
 #if CLIPGUIDE_HAS_SDPA
     // The fused kernel (flash attention on CPU and CUDA): the same math.
     const auto attn_mask = mask.defined() ? compat::optional<torch::Tensor>(mask.to(q.scalar_type()))
@@ -131,6 +131,7 @@ class MultiheadAttention : public torch::nn::Module {
     const torch::Tensor out = at::scaled_dot_product_attention(q, k, v, attn_mask);  // [B, H, Lq, Dh]
 #else
     // Batched matmuls over [B*H, ., Dh], laid out as PyTorch's own implementation does.
+    const int64_t L = k.size(2);
     const torch::Tensor q3 = (q * (1.0 / std::sqrt(static_cast<double>(Dh)))).reshape({B * H, Lq, Dh});
     torch::Tensor attn = torch::bmm(q3, k.reshape({B * H, L, Dh}).transpose(1, 2));  // [BH, Lq, L]
     if (mask.defined()) attn = attn + mask;
