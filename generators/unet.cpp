@@ -2,12 +2,15 @@
 // QKVAttentionLegacy, QKVAttention, Upsample, Downsample), nn.py (timestep_embedding, GroupNorm32).
 #include "generators/unet.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/json_fields.h"
 #include "core/torch_compat.h"
 #include "io/checkpoint.h"
 #include "io/state_dict.h"
@@ -26,10 +29,11 @@ torch::nn::Conv2d conv3(int64_t in, int64_t out, int64_t stride = 1) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1));
 }
 
-// A layer of a TimestepEmbedSequential: takes the embedding or not.
+// A layer of a TimestepEmbedSequential: takes the timestep embedding, or the text context, or neither.
 class Layer : public torch::nn::Module {
  public:
-  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb) = 0;
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb,
+                                const torch::Tensor& context) = 0;
 };
 
 class ConvLayer : public Layer {  // input_blocks.0.0
@@ -38,7 +42,9 @@ class ConvLayer : public Layer {  // input_blocks.0.0
     register_parameter("weight", conv_->weight);
     register_parameter("bias", conv_->bias);
   }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&) override { return conv_(x); }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const torch::Tensor&) override {
+    return conv_(x);
+  }
 
  private:
   torch::nn::Conv2d conv_;
@@ -47,14 +53,16 @@ class ConvLayer : public Layer {  // input_blocks.0.0
 class Downsample : public Layer {  // op: 3x3 stride-2 conv
  public:
   explicit Downsample(int64_t ch) { op = register_module("op", conv3(ch, ch, 2)); }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&) override { return op(x); }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const torch::Tensor&) override {
+    return op(x);
+  }
   torch::nn::Conv2d op{nullptr};
 };
 
 class Upsample : public Layer {  // nearest x2, then conv
  public:
   explicit Upsample(int64_t ch) { conv = register_module("conv", conv3(ch, ch)); }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&) override {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const torch::Tensor&) override {
     return conv(F::interpolate(
         x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest)));
   }
@@ -78,7 +86,7 @@ class ResBlock : public Layer {
       skip_connection =
           register_module("skip_connection", torch::nn::Conv2d(torch::nn::Conv2dOptions(ch, out, 1)));
   }
-  torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& emb) override {
+  torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& emb, const torch::Tensor&) override {
     torch::Tensor x = x_in, h;
     if (resample_ != 0) {
       h = in_layers[1]->as<torch::nn::SiLU>()->forward(in_layers[0]->as<torch::nn::GroupNorm>()->forward(x));
@@ -121,7 +129,7 @@ class AttentionBlock : public Layer {
     qkv = register_module("qkv", torch::nn::Conv1d(torch::nn::Conv1dOptions(ch, 3 * ch, 1)));
     proj_out = register_module("proj_out", torch::nn::Conv1d(torch::nn::Conv1dOptions(ch, ch, 1)));
   }
-  torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor&) override {
+  torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor&, const torch::Tensor&) override {
     const int64_t B = x_in.size(0), C = x_in.size(1), T = x_in.size(2) * x_in.size(3), Ch = C / heads_;
     const torch::Tensor x = x_in.reshape({B, C, T});  // [B, C, H, W] -> [B, C, T]
     const torch::Tensor qkv_out = qkv(norm(x));       // [B, 3C, T]
@@ -157,14 +165,120 @@ class AttentionBlock : public Layer {
   bool new_order_;
 };
 
+// latent diffusion's CrossAttention (diffusers' Attention): q from x, k and v from the context (x itself for
+// self-attention), heads of `head_dim`, then to_out.0.
+class CrossAttention : public torch::nn::Module {
+ public:
+  CrossAttention(int64_t dim, int64_t context_dim, int64_t heads) : heads_(heads) {
+    to_q = register_module("to_q", torch::nn::Linear(torch::nn::LinearOptions(dim, dim).bias(false)));
+    to_k = register_module("to_k", torch::nn::Linear(torch::nn::LinearOptions(context_dim, dim).bias(false)));
+    to_v = register_module("to_v", torch::nn::Linear(torch::nn::LinearOptions(context_dim, dim).bias(false)));
+    to_out = register_module("to_out", torch::nn::ModuleList(torch::nn::Linear(dim, dim)));
+  }
+  // x [B, T, dim], context [B, S, context_dim] -> [B, T, dim]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context) {
+    const int64_t B = x.size(0), T = x.size(1), D = x.size(2), Dh = D / heads_;
+    const auto split = [&](const torch::Tensor& t) {  // [B, L, D] -> [B, H, L, Dh]
+      return t.reshape({B, t.size(1), heads_, Dh}).transpose(1, 2);
+    };
+    const torch::Tensor q = split(to_q(x)), k = split(to_k(context)), v = split(to_v(context));
+#if CLIPGUIDE_HAS_SDPA
+    const torch::Tensor a = at::scaled_dot_product_attention(q, k, v);
+#else
+    const torch::Tensor w =
+        torch::softmax(torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(Dh)), -1);
+    const torch::Tensor a = torch::matmul(w, v);
+#endif
+    return to_out[0]->as<torch::nn::Linear>()->forward(a.transpose(1, 2).reshape({B, T, D}));
+  }
+  torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
+  torch::nn::ModuleList to_out{nullptr};
+
+ private:
+  int64_t heads_;
+};
+
+// latent diffusion's BasicTransformerBlock: self-attention, cross-attention on the context, a GEGLU
+// feed-forward (ff.net.0.proj to twice the inner width, x * gelu(gate), ff.net.2), each after a LayerNorm and
+// added to its input.
+class TransformerBlock : public torch::nn::Module {
+ public:
+  TransformerBlock(int64_t dim, int64_t context_dim, int64_t heads) {
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+    attn1 = register_module("attn1", std::make_shared<CrossAttention>(dim, dim, heads));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+    attn2 = register_module("attn2", std::make_shared<CrossAttention>(dim, context_dim, heads));
+    norm3 = register_module("norm3", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+    auto geglu = std::make_shared<torch::nn::Module>();
+    proj = geglu->register_module("proj", torch::nn::Linear(dim, 8 * dim));
+    auto net = torch::nn::ModuleList();
+    net->push_back(geglu);
+    net->push_back(torch::nn::Dropout(0.0));
+    out = torch::nn::Linear(4 * dim, dim);
+    net->push_back(out);
+    auto ff = std::make_shared<torch::nn::Module>();
+    ff->register_module("net", net);
+    register_module("ff", ff);
+  }
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& context) {
+    torch::Tensor h = norm1(x);
+    x = attn1->forward(h, h) + x;
+    x = attn2->forward(norm2(x), context) + x;
+    const auto parts = proj(norm3(x)).chunk(2, -1);  // value, gate
+    return out(parts[0] * torch::gelu(parts[1])) + x;
+  }
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
+  std::shared_ptr<CrossAttention> attn1, attn2;
+  torch::nn::Linear proj{nullptr}, out{nullptr};
+};
+
+// latent diffusion's SpatialTransformer (diffusers' Transformer2DModel): GroupNorm, proj_in (a 1x1
+// convolution, or a Linear in SD 2.x), one transformer block over the positions, proj_out, added to the
+// input.
+class SpatialTransformer : public Layer {
+ public:
+  SpatialTransformer(int64_t ch, int64_t context_dim, int64_t heads, bool linear) : linear_(linear) {
+    TORCH_CHECK(heads > 0 && ch % heads == 0, "attention channels ", ch, " are not divisible by ", heads,
+                " heads");
+    norm = register_module("norm", torch::nn::GroupNorm(torch::nn::GroupNormOptions(32, ch).eps(1e-6)));
+    if (linear) {
+      proj_in_linear = register_module("proj_in", torch::nn::Linear(ch, ch));
+      proj_out_linear = register_module("proj_out", torch::nn::Linear(ch, ch));
+    } else {
+      proj_in_conv = register_module("proj_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(ch, ch, 1)));
+      proj_out_conv = register_module("proj_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(ch, ch, 1)));
+    }
+    blocks = register_module("transformer_blocks", torch::nn::ModuleList());
+    blocks->push_back(std::make_shared<TransformerBlock>(ch, context_dim, heads));
+  }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const torch::Tensor& context) override {
+    TORCH_CHECK(context.defined(), "this UNet attends to text: it needs the text embeddings");
+    const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+    const auto tokens = [&](const torch::Tensor& t) { return t.reshape({B, C, H * W}).transpose(1, 2); };
+    const auto image = [&](const torch::Tensor& t) { return t.transpose(1, 2).reshape({B, C, H, W}); };
+    torch::Tensor h = norm(x);
+    h = linear_ ? proj_in_linear(tokens(h)) : tokens(proj_in_conv(h));  // [B, HW, C]
+    h = blocks[0]->as<TransformerBlock>()->forward(h, context.to(h.scalar_type()));
+    h = linear_ ? image(proj_out_linear(h)) : proj_out_conv(image(h));
+    return h + x;
+  }
+  torch::nn::GroupNorm norm{nullptr};
+  torch::nn::Linear proj_in_linear{nullptr}, proj_out_linear{nullptr};
+  torch::nn::Conv2d proj_in_conv{nullptr}, proj_out_conv{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+
+ private:
+  bool linear_;
+};
+
 // TimestepEmbedSequential: children named "0", "1", ...
 class EmbedSequential : public torch::nn::Module {
  public:
   void add(std::shared_ptr<Layer> layer) {
     layers_.push_back(register_module(std::to_string(layers_.size()), std::move(layer)));
   }
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb) {
-    for (auto& l : layers_) x = l->forward(x, emb);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb, const torch::Tensor& context) {
+    for (auto& l : layers_) x = l->forward(x, emb, context);
     return x;
   }
 
@@ -181,7 +295,19 @@ int64_t heads_for(const UNetConfig& c, int64_t ch) {
   return c.num_heads;
 }
 
+// guided-diffusion's self-attention, or latent diffusion's cross-attention where the UNet reads text.
+std::shared_ptr<Layer> attention(const UNetConfig& c, int64_t ch) {
+  if (c.context_dim > 0)
+    return std::make_shared<SpatialTransformer>(ch, c.context_dim, heads_for(c, ch), c.linear_projection);
+  return std::make_shared<AttentionBlock>(ch, heads_for(c, ch), c.use_new_attention_order);
+}
+
 bool has(const TensorMap& sd, const std::string& key) { return sd.count(key) != 0; }
+
+// Whether prefix (output_blocks.k.j.) holds an attention block, guided-diffusion's or latent diffusion's.
+bool is_attention(const TensorMap& sd, const std::string& prefix) {
+  return has(sd, prefix + "qkv.weight") || has(sd, prefix + "proj_in.weight");
+}
 
 int64_t dim_of(const TensorMap& sd, const std::string& key, int64_t dim) {
   return size_of(sd, key, dim, "not a guided-diffusion UNet");
@@ -214,7 +340,7 @@ void UNetConfig::infer_from_state_dict(const TensorMap& sd) {
   for (int64_t k = 0; k < n_out; ++k) {
     for (int j = 1; j <= 2; ++j) {
       const std::string p = cat("output_blocks.", k, ".", j, ".");
-      if (has_prefix(sd, p) && !has(sd, p + "qkv.weight")) {
+      if (has_prefix(sd, p) && !is_attention(sd, p)) {
         resblock_updown = has(sd, p + "in_layers.0.weight");
         if (per_level == n_out) per_level = k + 1;
       }
@@ -232,8 +358,12 @@ void UNetConfig::infer_from_state_dict(const TensorMap& sd) {
     if (out % model_channels != 0)
       fail("not a guided-diffusion UNet: output_blocks.", k, " has ", out, " channels");
     channel_mult[level] = out / model_channels;
-    if (has(sd, cat("output_blocks.", k, ".1.qkv.weight"))) attention_levels[level] = true;
+    if (is_attention(sd, cat("output_blocks.", k, ".1."))) attention_levels[level] = true;
   }
+  const std::string text_attention = "middle_block.1.transformer_blocks.0.attn2.to_k.weight";
+  context_dim = has(sd, text_attention) ? dim_of(sd, text_attention, 1) : 0;
+  linear_projection =
+      has(sd, "middle_block.1.proj_in.weight") && sd.at("middle_block.1.proj_in.weight").dim() == 2;
   use_scale_shift_norm = dim_of(sd, "input_blocks.1.0.emb_layers.1.weight", 0) ==
                          2 * dim_of(sd, "input_blocks.1.0.out_layers.3.weight", 0);
 }
@@ -244,10 +374,11 @@ std::string UNetConfig::describe() const {
     mult += cat(i ? "," : "", channel_mult[i]);
     if (attention_levels[i]) attn += cat(attn.empty() ? "" : ",", i);
   }
-  return cat("guided-diffusion UNet (", model_channels, " channels, mult ", mult, ", ", num_res_blocks,
-             " res blocks, attention at levels [", attn, "]", learn_sigma() ? ", learned sigma" : "",
-             num_classes ? cat(", ", num_classes, " classes") : "",
-             clip_dim ? cat(", conditioned on ", clip_dim, "-d CLIP embeddings") : "", ")");
+  return cat(context_dim ? "latent diffusion UNet (" : "guided-diffusion UNet (", model_channels,
+             " channels, mult ", mult, ", ", num_res_blocks, " res blocks, attention at levels [", attn, "]",
+             learn_sigma() ? ", learned sigma" : "", num_classes ? cat(", ", num_classes, " classes") : "",
+             clip_dim ? cat(", conditioned on ", clip_dim, "-d CLIP embeddings") : "",
+             context_dim ? cat(", cross-attention on ", context_dim, "-d text embeddings") : "", ")");
 }
 
 UNetModel::UNetModel(const UNetConfig& c) : config_(c) {
@@ -272,8 +403,7 @@ UNetModel::UNetModel(const UNetConfig& c) : config_(c) {
       block->add(
           std::make_shared<ResBlock>(ch, emb_ch, c.channel_mult[level] * mc, c.use_scale_shift_norm, 0));
       ch = c.channel_mult[level] * mc;
-      if (c.attention_levels[level])
-        block->add(std::make_shared<AttentionBlock>(ch, heads_for(c, ch), c.use_new_attention_order));
+      if (c.attention_levels[level]) block->add(attention(c, ch));
       input_blocks_->push_back(block);
       chans.push_back(ch);
     }
@@ -290,7 +420,7 @@ UNetModel::UNetModel(const UNetConfig& c) : config_(c) {
   }
   auto middle = std::make_shared<EmbedSequential>();
   middle->add(std::make_shared<ResBlock>(ch, emb_ch, ch, c.use_scale_shift_norm, 0));
-  middle->add(std::make_shared<AttentionBlock>(ch, heads_for(c, ch), c.use_new_attention_order));
+  middle->add(attention(c, ch));
   middle->add(std::make_shared<ResBlock>(ch, emb_ch, ch, c.use_scale_shift_norm, 0));
   middle_block_ = register_module("middle_block", middle);
   output_blocks_ = register_module("output_blocks", torch::nn::ModuleList());
@@ -302,8 +432,7 @@ UNetModel::UNetModel(const UNetConfig& c) : config_(c) {
       block->add(std::make_shared<ResBlock>(ch + skip, emb_ch, mc * c.channel_mult[level],
                                             c.use_scale_shift_norm, 0));
       ch = mc * c.channel_mult[level];
-      if (c.attention_levels[level])
-        block->add(std::make_shared<AttentionBlock>(ch, heads_for(c, ch), c.use_new_attention_order));
+      if (c.attention_levels[level]) block->add(attention(c, ch));
       if (level != 0 && i == c.num_res_blocks) {
         if (c.resblock_updown) {
           block->add(std::make_shared<ResBlock>(ch, emb_ch, ch, c.use_scale_shift_norm, 1));
@@ -325,7 +454,16 @@ double UNetModel::parameter_elements(const UNetConfig& c) {
     return n::norm(in) + n::conv(in, out, 3) + n::linear(emb, c.use_scale_shift_norm ? 2 * out : out) +
            n::norm(out) + n::conv(out, out, 3) + (in != out ? n::conv(in, out, 1) : 0);
   };
-  auto attn = [](double ch) { return n::norm(ch) + n::conv(ch, 3 * ch, 1) + n::conv(ch, ch, 1); };
+  const double ctx = static_cast<double>(c.context_dim);
+  auto attn = [&](double ch) {
+    if (c.context_dim == 0) return n::norm(ch) + n::conv(ch, 3 * ch, 1) + n::conv(ch, ch, 1);
+    // SpatialTransformer: norm, proj_in and proj_out (same count as 1x1 convolutions or Linear), one block
+    const double block = 3 * n::norm(ch) + 3 * n::linear(ch, ch, false) + n::linear(ch, ch) +  // attn1
+                         n::linear(ch, ch, false) + 2 * n::linear(ctx, ch, false) +
+                         n::linear(ch, ch) +                             // attn2
+                         n::linear(ch, 8 * ch) + n::linear(4 * ch, ch);  // GEGLU feed-forward
+    return n::norm(ch) + 2 * n::linear(ch, ch) + block;
+  };
   auto attends = [&](size_t level) { return level < c.attention_levels.size() && c.attention_levels[level]; };
   double total = n::linear(mc, emb) + n::linear(emb, emb) + static_cast<double>(c.num_classes) * emb +
                  (c.clip_dim > 0 ? n::linear(static_cast<double>(c.clip_dim), emb) : 0) +
@@ -359,7 +497,8 @@ double UNetModel::parameter_elements(const UNetConfig& c) {
 }
 
 torch::Tensor UNetModel::forward(const torch::Tensor& x, const torch::Tensor& timesteps,
-                                 const torch::Tensor& y, const torch::Tensor& clip_embed) {
+                                 const torch::Tensor& y, const torch::Tensor& clip_embed,
+                                 const torch::Tensor& context) {
   torch::Tensor emb = time_embed_->forward(timestep_embedding(timesteps, config_.model_channels));
   if (config_.num_classes > 0) {
     TORCH_CHECK(y.defined(), "this UNet is class-conditional: it needs class labels");
@@ -373,14 +512,14 @@ torch::Tensor UNetModel::forward(const torch::Tensor& x, const torch::Tensor& ti
   std::vector<torch::Tensor> hs;
   torch::Tensor h = x;
   for (const auto& m : *input_blocks_) {
-    h = std::dynamic_pointer_cast<EmbedSequential>(m)->forward(h, emb);
+    h = std::dynamic_pointer_cast<EmbedSequential>(m)->forward(h, emb, context);
     hs.push_back(h);
   }
-  h = std::dynamic_pointer_cast<EmbedSequential>(middle_block_)->forward(h, emb);
+  h = std::dynamic_pointer_cast<EmbedSequential>(middle_block_)->forward(h, emb, context);
   for (const auto& m : *output_blocks_) {
     h = torch::cat({h, hs.back()}, 1);
     hs.pop_back();
-    h = std::dynamic_pointer_cast<EmbedSequential>(m)->forward(h, emb);
+    h = std::dynamic_pointer_cast<EmbedSequential>(m)->forward(h, emb, context);
   }
   return out_->forward(h);
 }
@@ -464,6 +603,198 @@ void apply_unet_flags(const std::string& flags_json, const std::string& flags_pa
   } catch (const nlohmann::json::exception& e) {
     fail(flags_path, ": bad flag value (", e.what(), ")");
   }
+}
+
+TensorMap unet_weights_from_diffusers(const TensorMap& sd) {
+  if (!has(sd, "conv_in.weight") || !has_prefix(sd, "down_blocks.")) return sd;
+  int64_t L = 0;  // resnets per down block
+  while (has_prefix(sd, cat("down_blocks.0.resnets.", L, "."))) ++L;
+  static const std::pair<const char*, const char*> kResnet[] = {
+      {"norm1", "in_layers.0"},  {"conv1", "in_layers.2"},  {"time_emb_proj", "emb_layers.1"},
+      {"norm2", "out_layers.0"}, {"conv2", "out_layers.3"}, {"conv_shortcut", "skip_connection"}};
+  const auto resnet_part = [](const std::string& rest) {  // "norm1.weight" -> "in_layers.0.weight"
+    const size_t dot = rest.find('.');
+    for (const auto& [from, to] : kResnet)
+      if (rest.compare(0, dot, from) == 0) return cat(to, rest.substr(dot));
+    return rest;
+  };
+  // "down_blocks.1.resnets.0.norm1.weight" -> {"down_blocks", 1, "resnets", 0, "norm1.weight"}
+  struct Parsed {
+    std::string blocks;
+    int64_t i = -1;
+    std::string kind;
+    int64_t j = -1;
+    std::string rest;
+  };
+  const auto parse = [](const std::string& key) {
+    Parsed p;
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (int n = 0; n < 4; ++n) {
+      const size_t dot = key.find('.', start);
+      if (dot == std::string::npos) return Parsed{};
+      parts.push_back(key.substr(start, dot - start));
+      start = dot + 1;
+    }
+    p.blocks = parts[0];
+    p.kind = parts[2];
+    p.rest = key.substr(start);
+    try {
+      p.i = std::stoll(parts[1]);
+      p.j = std::stoll(parts[3]);
+    } catch (const std::exception&) {
+      return Parsed{};
+    }
+    return p;
+  };
+  TensorMap out;
+  for (const auto& [key, value] : sd) {
+    std::string name = key;
+    const auto starts = [&](const char* prefix) { return key.rfind(prefix, 0) == 0; };
+    if (starts("conv_in.")) {
+      name = "input_blocks.0.0." + key.substr(8);
+    } else if (starts("time_embedding.linear_1.")) {
+      name = "time_embed.0." + key.substr(24);
+    } else if (starts("time_embedding.linear_2.")) {
+      name = "time_embed.2." + key.substr(24);
+    } else if (starts("conv_norm_out.")) {
+      name = "out.0." + key.substr(14);
+    } else if (starts("conv_out.")) {
+      name = "out.2." + key.substr(9);
+    } else if (starts("mid_block.resnets.")) {
+      const std::string rest = key.substr(18);  // "0.norm1.weight"
+      name = cat("middle_block.", rest[0] == '0' ? 0 : 2, ".", resnet_part(rest.substr(2)));
+    } else if (starts("mid_block.attentions.0.")) {
+      name = "middle_block.1." + key.substr(23);
+    } else if (starts("down_blocks.") || starts("up_blocks.")) {
+      const Parsed p = parse(key);
+      const bool down = p.blocks == "down_blocks";
+      if (p.i >= 0) {
+        const int64_t first = down ? 1 + p.i * (L + 1) : p.i * (L + 1);
+        if (p.kind == "resnets") {
+          name = cat(down ? "input_blocks." : "output_blocks.", first + p.j, ".0.", resnet_part(p.rest));
+        } else if (p.kind == "attentions") {
+          name = cat(down ? "input_blocks." : "output_blocks.", first + p.j, ".1.", p.rest);
+        } else if (p.kind == "downsamplers" && p.rest.rfind("conv.", 0) == 0) {
+          name = cat("input_blocks.", first + L, ".0.op.", p.rest.substr(5));
+        } else if (p.kind == "upsamplers") {
+          const bool attends = has_prefix(sd, cat("up_blocks.", p.i, ".attentions."));
+          name = cat("output_blocks.", first + L, attends ? ".2." : ".1.", p.rest);
+        }
+      }
+    }
+    out.emplace(std::move(name), value);
+  }
+  return out;
+}
+
+LoadedUNet load_sd_unet(const std::string& path, const std::string& original_config, torch::Device device) {
+  Checkpoint ckpt = read_checkpoint(path);
+  const std::string prefix = "model.diffusion_model.";
+  if (has_prefix(ckpt.tensors, prefix)) {
+    TensorMap unet;
+    for (auto it = ckpt.tensors.lower_bound(prefix);
+         it != ckpt.tensors.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
+      unet.emplace(it->first.substr(prefix.size()), it->second);
+    ckpt.tensors = std::move(unet);
+  }
+  ckpt.tensors = unet_weights_from_diffusers(ckpt.tensors);
+  UNetConfig config;
+  config.infer_from_state_dict(ckpt.tensors);
+  if (config.context_dim == 0)
+    fail(path,
+         " is not a Stable Diffusion UNet: its attention does not read text (no attn2 in middle_block.1)");
+  // Stable Diffusion's own rule, then what the files say.
+  config.num_heads = 8;
+  config.num_head_channels = config.context_dim == 768 ? -1 : 64;
+  // Each attention level's width, to turn a per-level head count into one head width.
+  const auto head_width = [&](const std::vector<int64_t>& heads, const std::string& where) {
+    std::vector<int64_t> widths;
+    for (size_t i = 0; i < config.channel_mult.size(); ++i)
+      widths.push_back(config.model_channels * config.channel_mult[i]);
+    int64_t width = 0;
+    for (size_t i = 0; i < heads.size() && i < widths.size(); ++i) {
+      if (!config.attention_levels[i]) continue;
+      if (heads[i] <= 0 || widths[i] % heads[i] != 0 || (width != 0 && widths[i] / heads[i] != width))
+        fail(where, ": heads per level that are not one head width (", widths[i], " channels, ", heads[i],
+             " heads) are not supported");
+      width = widths[i] / heads[i];
+    }
+    return width;
+  };
+  if (!ckpt.configs.config_json.empty()) {
+    const std::string where = cat(path, "/", ckpt.configs.config_name);
+    const nlohmann::json j = parse_json_object(ckpt.configs.config_json, "UNet config", where);
+    for (const char* key : {"addition_embed_type", "class_embed_type", "encoder_hid_dim"})
+      if (j.contains(key) && !j[key].is_null())
+        fail(where, ": ", key, " (SDXL's and other models' added conditioning) is not supported");
+    const auto expect = [&](const char* key, const nlohmann::json& wanted) {
+      if (j.contains(key) && !j[key].is_null() && j[key] != wanted)
+        fail(where, ": ", key, " ", j[key].dump(), " is not supported (Stable Diffusion's is ", wanted.dump(),
+             ")");
+    };
+    expect("transformer_layers_per_block", 1);
+    expect("only_cross_attention", false);
+    expect("resnet_time_scale_shift", "default");
+    expect("time_embedding_type", "positional");
+    expect("flip_sin_to_cos", true);
+    expect("freq_shift", 0);
+    expect("norm_num_groups", 32);
+    expect("act_fn", "silu");
+    expect("norm_eps", 1e-5);
+    expect("downsample_padding", 1);
+    expect("mid_block_scale_factor", 1);
+    // diffusers calls the head count attention_head_dim (num_attention_heads when given): one for every
+    // level, or one per level.
+    const nlohmann::json& heads = j.contains("num_attention_heads") && !j["num_attention_heads"].is_null()
+                                      ? j["num_attention_heads"]
+                                      : j.value("attention_head_dim", nlohmann::json());
+    if (heads.is_number_integer()) {
+      config.num_heads = heads.get<int64_t>();
+      config.num_head_channels = -1;
+      if (config.num_heads <= 0 || config.num_heads > 4096)
+        fail(where, ": ", heads.dump(), " heads is out of range");
+    } else if (heads.is_array()) {
+      std::vector<int64_t> list;
+      for (const auto& h : heads) {
+        if (!h.is_number_integer())
+          fail(where, ": attention_head_dim ", heads.dump(), " is not a list of head counts");
+        list.push_back(h.get<int64_t>());
+      }
+      if (list.size() != config.channel_mult.size())
+        fail(where, ": ", list.size(), " head counts for ", config.channel_mult.size(), " levels");
+      config.num_head_channels = head_width(list, where);
+    } else if (!heads.is_null()) {
+      fail(where, ": attention_head_dim ", heads.dump(), " is not a head count");
+    }
+  } else if (!original_config.empty()) {
+    const std::string text = read_small_file(original_config, kMaxConfigBytes);
+    try {
+      const YAML::Node params = YAML::Load(text)["model"]["params"]["unet_config"]["params"];
+      if (!params.IsMap())
+        fail(original_config, ": no model.params.unet_config.params (latent diffusion's config)");
+      const int64_t heads = params["num_heads"] ? params["num_heads"].as<int64_t>() : -1;
+      const int64_t width = params["num_head_channels"] ? params["num_head_channels"].as<int64_t>() : -1;
+      if (params["transformer_depth"] && params["transformer_depth"].as<int64_t>() != 1)
+        fail(original_config, ": transformer_depth other than 1 is not supported");
+      if (width > 0) {
+        config.num_head_channels = width;
+      } else if (heads > 0) {
+        config.num_heads = heads;
+        config.num_head_channels = -1;
+      } else {
+        fail(original_config, ": neither num_heads nor num_head_channels is set");
+      }
+    } catch (const YAML::Exception& e) {
+      fail(original_config, ": not a readable latent diffusion config: ", e.msg);
+    }
+  }
+  LoadedUNet out;
+  out.model = build_strict<UNetModel>(config, ckpt.tensors, ckpt.path);
+  out.model->to(device);
+  out.model->eval();
+  out.path = ckpt.path;
+  return out;
 }
 
 LoadedUNet load_unet(const std::string& checkpoint_path, const std::string& flags_path,

@@ -24,6 +24,10 @@ struct UNetConfig {
   bool resblock_updown = false;
   int64_t num_classes = 0;  // class-conditional checkpoints (label_emb)
   int64_t clip_dim = 0;     // CLIP-embedding-conditioned checkpoints (clip_emb, as unCLIP's decoder)
+  // latent diffusion's (Stable Diffusion's) UNet: SpatialTransformer blocks, cross-attending to text
+  // embeddings of this width, where guided-diffusion has self-attention; 0 for guided-diffusion's.
+  int64_t context_dim = 0;
+  bool linear_projection = false;  // SD 2.x: the SpatialTransformers' proj_in and proj_out are Linear
   // What the weights cannot tell: heads, from the flags (num_head_channels wins when set, as in unet.py).
   int64_t num_heads = 4, num_head_channels = 64;
   bool use_new_attention_order = false;
@@ -42,12 +46,12 @@ class UNetModel : public torch::nn::Module {
   // alone: build_strict compares it with the weights before allocating anything.
   static double parameter_elements(const UNetConfig& config);
   const UNetConfig& config() const { return config_; }
-  // x [B, C, H, W], raw timesteps [B] (the original schedule's indices) -> [B, out_channels, H, W]. `y`:
-  // class labels [B] for class-conditional checkpoints; `clip_embed`: [B, clip_dim] normalized CLIP
-  // embeddings (zeros: none, the unconditional prediction classifier-free guidance needs) for
-  // CLIP-conditioned ones.
+  // x [B, C, H, W], raw timesteps [B] (the original schedule's indices; fractional ones too) -> [B,
+  // out_channels, H, W]. `y`: class labels [B] for class-conditional checkpoints; `clip_embed`: [B, clip_dim]
+  // normalized CLIP embeddings (zeros: none, the unconditional prediction classifier-free guidance needs) for
+  // CLIP-conditioned ones; `context`: text embeddings [B, S, context_dim] for latent diffusion's.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& y = {},
-                        const torch::Tensor& clip_embed = {});
+                        const torch::Tensor& clip_embed = {}, const torch::Tensor& context = {});
   void load_weights(const TensorMap& sd, const std::string& source);
 
  private:
@@ -86,6 +90,18 @@ void apply_unet_flags(const std::string& flags_json, const std::string& flags_pa
 // an Error), or the documented defaults of OpenAI's 256x256_diffusion_uncond (num_head_channels 64, linear
 // schedule, 1000 steps).
 LoadedUNet load_unet(const std::string& checkpoint_path, const std::string& flags_path, torch::Device device);
+
+// Stable Diffusion's UNet (latent diffusion's, 1.x and 2.x): a diffusers unet/ folder (config.json and
+// diffusion_pytorch_model.safetensors or .bin; diffusers' names mapped to latent diffusion's), a single-file
+// checkpoint (its model.diffusion_model.*), or a UNet file alone. The structure comes from the weights; heads
+// from the folder's config.json, else `original_config` (latent diffusion's yaml:
+// model.params.unet_config.params num_heads, num_head_channels), else Stable Diffusion's own rule: 8 heads
+// where the text is 768 wide (1.x), heads 64 wide otherwise (2.x). What SD 1.x and 2.x do not use (SDXL's
+// added conditioning, deeper transformers) is an Error naming it.
+LoadedUNet load_sd_unet(const std::string& path, const std::string& original_config, torch::Device device);
+// `sd` with diffusers' UNet2DConditionModel names (down_blocks.1.attentions.0, mid_block, up_blocks) renamed
+// to latent diffusion's (input_blocks.N.M, middle_block, output_blocks); other maps unchanged.
+TensorMap unet_weights_from_diffusers(const TensorMap& sd);
 
 // guided-diffusion's timestep_embedding: [cos(t f), sin(t f)], f = exp(-ln(10000) i / half).
 torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, double max_period = 10000.0);

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "fixtures.h"
 #include "generators/sd_scheduler.h"
+#include "generators/unet.h"
 #include "generators/vqgan.h"
 
 namespace clipguide::test {
@@ -122,6 +123,37 @@ TEST_P(SdVae, EncodesAndDecodesAsDiffusers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, SdVae, ::testing::Values("folder", "single_file"),
                          [](const auto& info) { return info.param; });
+
+// Each UNet from its diffusers folder, and SD 1.x's from the single file (its heads from the yaml beside it).
+std::vector<std::string> unet_files() {
+  std::vector<std::string> out;
+  for (const auto& [name, entry] : sd_manifest()["unets"].items()) {
+    out.push_back(name + "/folder");
+    if (entry.contains("single_file")) out.push_back(name + "/single_file");
+  }
+  return out;
+}
+
+class SdUnet : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SdUnet, PredictsAsDiffusers) {
+  const std::string name = GetParam().substr(0, GetParam().find('/'));
+  const bool folder = GetParam().find("/folder") != std::string::npos;
+  const nlohmann::json& m = sd_manifest();
+  const nlohmann::json& entry = m["unets"][name];
+  const std::string path =
+      (sd_fixtures() / entry[folder ? "folder" : "single_file"].get<std::string>()).string();
+  const std::string yaml = folder ? "" : (sd_fixtures() / m["original_config"].get<std::string>()).string();
+  const LoadedUNet unet = load_sd_unet(path, yaml, torch::kCPU);
+  const TensorMap ref = reference(sd_fixtures() / m["reference"].get<std::string>());
+  const auto at = [&](const std::string& key) { return ref.at(name + "/" + key); };
+  torch::NoGradGuard no_grad;
+  const torch::Tensor out = unet.model->forward(at("x"), at("t"), {}, {}, at("context"));
+  EXPECT_LT(rel_error(out, at("out")), 1e-5) << unet.model->config().describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, SdUnet, ::testing::ValuesIn(unet_files()),
+                         [](const auto& info) { return param_name(info.param); });
 
 TEST(SdVae, RefusesWhatItCannotRun) {
   TempDir dir;

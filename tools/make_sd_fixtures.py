@@ -14,11 +14,15 @@ starting latents `sample` (standard normal times init_noise_sigma), and for step
 none), the scaled model input `scaled_i` and the step's result `prev_i`. --seed, --steps and --size change every
 value and shape; the tests read them from the files.
 
-pipeline/ is a diffusers pipeline folder as far as it is made so far: vae/ (an AutoencoderKL at the widths diffusers'
-tests use, config.json and diffusion_pytorch_model.safetensors). sd-single.safetensors holds the same weights under
-latent diffusion's names (first_stage_model.*, in fp16), as a CompVis single-file checkpoint does; the script checks
-that diffusers' own convert_ldm_vae_checkpoint reads them back to the folder's weights. sd-reference.safetensors:
-vae/x (an image in [-1, 1]), the posterior's vae/mean and vae/logvar, vae/z (latents) and vae/decoded.
+pipeline/ holds diffusers component folders (config.json and diffusion_pytorch_model.safetensors, weights in fp16
+as many published folders keep them): vae/, an AutoencoderKL at the widths diffusers' tests use, and two
+UNet2DConditionModels, unet_sd1/ (SD 1.x's shape: convolutional projections, one head count) and unet_sd2/ (SD
+2.x's: linear projections, heads per level). sd-single.safetensors holds the VAE and unet_sd1 under latent
+diffusion's names (first_stage_model.*, model.diffusion_model.*), as a CompVis single-file checkpoint does; the
+script checks that diffusers' own convert_ldm_vae_checkpoint and convert_ldm_unet_checkpoint read them back to the
+folders' weights. sd-reference.safetensors: vae/x (an image in [-1, 1]), the posterior's vae/mean and vae/logvar,
+vae/z (latents) and vae/decoded; per UNet NAME/x, NAME/t (timesteps), NAME/context (text embeddings) and NAME/out.
+Every reference is computed in fp32 from the fp16-rounded weights.
 """
 import argparse
 import json
@@ -142,7 +146,8 @@ def make_vae(out, seed, size, tensors):
             p.add_(torch.randn_like(p) * 0.05)
             p.copy_(p.half().float())
     vae.eval()
-    vae.save_pretrained(os.path.join(out, "pipeline", "vae"))
+    vae.half().save_pretrained(os.path.join(out, "pipeline", "vae"))
+    vae.float()
     ldm = {f"first_stage_model.{k}": v.half() for k, v in vae_to_ldm(vae.state_dict()).items()}
     back = convert_ldm_vae_checkpoint(ldm, vae.config)
     assert set(back) == set(vae.state_dict()), set(back) ^ set(vae.state_dict())
@@ -160,6 +165,95 @@ def make_vae(out, seed, size, tensors):
     return ldm, {"scaling_factor": vae.config.scaling_factor, "image_size": size, "latent_size": size // factor}
 
 
+# Two tiny UNet2DConditionModels at the widths diffusers' tests use: SD 1.x's shape (convolutional projections,
+# a head count for every level) and SD 2.x's (linear projections, heads per level, a wider text embedding).
+UNETS = {
+    "unet_sd1": dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+                     attention_head_dim=4, use_linear_projection=False),
+    "unet_sd2": dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=48,
+                     attention_head_dim=(2, 4), use_linear_projection=True),
+}
+
+
+def unet_to_ldm(state, config):
+    """diffusers' UNet2DConditionModel names -> latent diffusion's model.diffusion_model names (the inverse of
+    diffusers' convert_ldm_unet_checkpoint)."""
+    L = config.layers_per_block
+    resnet = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
+              "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+    attends = {i: t.startswith("CrossAttn") for i, t in enumerate(config.up_block_types)}
+    out = {}
+    for key, value in state.items():
+        p = key.split(".")
+        if p[0] == "conv_in":
+            name = f"input_blocks.0.0.{p[1]}"
+        elif p[0] == "time_embedding":
+            name = f"time_embed.{0 if p[1] == 'linear_1' else 2}.{p[2]}"
+        elif p[0] == "conv_norm_out":
+            name = f"out.0.{p[1]}"
+        elif p[0] == "conv_out":
+            name = f"out.2.{p[1]}"
+        elif p[0] == "down_blocks":
+            i, kind = int(p[1]), p[2]
+            if kind == "resnets":
+                name = f"input_blocks.{1 + i * (L + 1) + int(p[3])}.0.{resnet[p[4]]}.{p[5]}"
+            elif kind == "attentions":
+                name = f"input_blocks.{1 + i * (L + 1) + int(p[3])}.1.{'.'.join(p[4:])}"
+            else:
+                name = f"input_blocks.{1 + i * (L + 1) + L}.0.op.{p[-1]}"
+        elif p[0] == "mid_block":
+            if p[1] == "resnets":
+                name = f"middle_block.{0 if p[2] == '0' else 2}.{resnet[p[3]]}.{p[4]}"
+            else:
+                name = f"middle_block.1.{'.'.join(p[3:])}"
+        elif p[0] == "up_blocks":
+            i, kind = int(p[1]), p[2]
+            if kind == "resnets":
+                name = f"output_blocks.{i * (L + 1) + int(p[3])}.0.{resnet[p[4]]}.{p[5]}"
+            elif kind == "attentions":
+                name = f"output_blocks.{i * (L + 1) + int(p[3])}.1.{'.'.join(p[4:])}"
+            else:
+                name = f"output_blocks.{i * (L + 1) + L}.{2 if attends[i] else 1}.conv.{p[-1]}"
+        else:
+            raise KeyError(key)
+        out[name] = value
+    return out
+
+
+def make_unet(out, name, shape, seed, size, tensors):
+    """A tiny UNet2DConditionModel (diffusers' own class), saved as pipeline/NAME/ and under model.diffusion_model.*;
+    its output for random latents, timesteps and text embeddings."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    torch.manual_seed(seed)
+    attn_levels = ("CrossAttnDownBlock2D",) * (len(shape["block_out_channels"]) - 1) + ("DownBlock2D",)
+    unet = UNet2DConditionModel(sample_size=size, in_channels=4, out_channels=4, norm_num_groups=32,
+                                down_block_types=attn_levels,
+                                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(attn_levels) - 1),
+                                **shape)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+            p.copy_(p.half().float())
+    unet.eval()
+    unet.half().save_pretrained(os.path.join(out, "pipeline", name))
+    unet.float()
+    ldm = {f"model.diffusion_model.{k}": v.half() for k, v in unet_to_ldm(unet.state_dict(), unet.config).items()}
+    back = convert_ldm_unet_checkpoint(ldm, unet.config)
+    assert set(back) == set(unet.state_dict()), set(back) ^ set(unet.state_dict())
+    for k, v in unet.state_dict().items():
+        assert torch.equal(back[k].float(), v), k
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(2, 4, size, size, generator=g)
+    t = torch.tensor([981.0, 37.5])  # an integer and a fractional timestep (Euler's Karras ones are fractional)
+    context = torch.randn(2, 7, shape["cross_attention_dim"], generator=g)
+    with torch.no_grad():
+        y = unet(x, t, encoder_hidden_states=context).sample
+    tensors.update({f"{name}/x": x, f"{name}/t": t, f"{name}/context": context, f"{name}/out": y})
+    return ldm
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data", "sd"))
@@ -167,6 +261,7 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--size", type=int, default=8, help="the schedulers' latent height and width")
     ap.add_argument("--vae-size", type=int, default=16, help="the VAE's image height and width")
+    ap.add_argument("--unet-size", type=int, default=8, help="the UNets' latent height and width")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -182,13 +277,28 @@ def main():
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "schedulers.safetensors"))
     reference = {}
     single, vae = make_vae(out, args.seed + 7, args.vae_size, reference)
+    unets = {}
+    for k, (name, shape) in enumerate(UNETS.items()):
+        ldm = make_unet(out, name, shape, args.seed + 11 + k, args.unet_size, reference)
+        unets[name] = {"folder": f"pipeline/{name}", "heads": shape["attention_head_dim"]}
+        if k == 0:  # the single file holds SD 1.x's UNet beside the VAE, as a CompVis checkpoint does
+            single.update(ldm)
+            unets[name]["single_file"] = "sd-single.safetensors"
     save_file(single, os.path.join(out, "sd-single.safetensors"))
+    # The single file's latent diffusion config, as v1-inference.yaml lays it out (the heads are not in the weights).
+    sd1 = UNETS["unet_sd1"]
+    with open(os.path.join(out, "sd-single.yaml"), "w") as f:
+        f.write("model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n  params:\n    unet_config:\n"
+                "      target: ldm.modules.diffusionmodules.openaimodel.UNetModel\n      params:\n"
+                f"        num_heads: {sd1['attention_head_dim']}\n        context_dim: {sd1['cross_attention_dim']}\n"
+                f"        num_res_blocks: {sd1['layers_per_block']}\n        transformer_depth: 1\n"
+                "        use_linear_in_transformer: false\n")
     save_file({k: v.contiguous() for k, v in reference.items()}, os.path.join(out, "sd-reference.safetensors"))
     import diffusers
     manifest = {"diffusers": diffusers.__version__, "torch": torch.__version__, "seed": args.seed,
                 "scheduler_config": "scheduler/scheduler_config.json", "cases": cases,
-                "pipeline": "pipeline", "single_file": "sd-single.safetensors",
-                "reference": "sd-reference.safetensors", "vae": vae}
+                "pipeline": "pipeline", "single_file": "sd-single.safetensors", "original_config": "sd-single.yaml",
+                "reference": "sd-reference.safetensors", "vae": vae, "unets": unets}
     with open(os.path.join(out, "sd-manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     print(f"wrote {out}: {len(cases)} scheduler cases, {len(tensors)} tensors")
