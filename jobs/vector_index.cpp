@@ -360,28 +360,29 @@ std::vector<std::vector<VectorHit>> scan(const std::vector<RowBlock>& blocks, co
 constexpr int64_t kGemmQueries = 16;
 
 // Each query's k best rows of the flat matrix `rows` [n, d] (ids = row numbers), best first: a tile of rows
-// against a chunk of queries in one GEMM, then each query's heap takes its row of scores, queries in
-// parallel on torch's threads.
+// against a chunk of queries in one GEMM, then each query's heap takes its row of scores. The queries are
+// split among torch's threads, each thread running its own GEMMs and feeding only its own queries' heaps:
+// libtorch hands a matmul to one BLAS call, and set_cpu_threads keeps OpenBLAS's own pool at one thread.
 std::vector<std::vector<VectorHit>> flat_top_by_gemm(const float* rows, int64_t n, const torch::Tensor& q,
                                                      int64_t k) {
   const int64_t nq = q.size(0), d = q.size(1);
-  // 8,192 rows of 512 floats (16 MB) against 512 queries: each GEMM is large enough for the BLAS's blocking,
-  // and its [512, 8192] scores (16 MB) are read once, right after.
+  // 8,192 rows of 512 floats (16 MB) against up to 512 queries: each GEMM is large enough for the BLAS's
+  // blocking, and its scores (up to 16 MB) are read once, right after.
   constexpr int64_t kTileRows = 8192, kChunkQueries = 512;
   std::vector<std::vector<Hit>> heaps(nq);
   for (int64_t first = 0; first < n; first += kTileRows) {
     const int64_t t = std::min(kTileRows, n - first);
     // faiss's storage, read only
     const torch::Tensor tile = torch::from_blob(const_cast<float*>(rows + first * d), {t, d});
-    for (int64_t q0 = 0; q0 < nq; q0 += kChunkQueries) {
-      const int64_t m = std::min(kChunkQueries, nq - q0);
-      const torch::Tensor scores = torch::mm(q.narrow(0, q0, m), tile.t()).contiguous();  // [m, t]
-      const float* s = scores.data_ptr<float>();
-      at::parallel_for(0, m, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t j = begin; j < end; ++j)
+    at::parallel_for(0, nq, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t q0 = begin; q0 < end; q0 += kChunkQueries) {
+        const int64_t m = std::min(kChunkQueries, end - q0);
+        const torch::Tensor scores = torch::mm(q.narrow(0, q0, m), tile.t()).contiguous();  // [m, t]
+        const float* s = scores.data_ptr<float>();
+        for (int64_t j = 0; j < m; ++j)
           for (int64_t r = 0; r < t; ++r) keep(heaps[q0 + j], k, {s[j * t + r], first + r});
-      });
-    }
+      }
+    });
   }
   std::vector<std::vector<VectorHit>> out(nq);
   for (int64_t i = 0; i < nq; ++i) out[i] = best_first(std::move(heaps[i]), k);

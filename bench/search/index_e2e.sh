@@ -3,7 +3,7 @@
 # clip-retrieval's inference done the same way in Python (bench/search/clip_retrieval_way.py: its DataLoader,
 # open_clip model and writers), on IMAGES JPEG pictures (default 10,000; 320x240 to 640x480) with a full-size ViT-B/32
 # of random weights, same thread count. fp32 on both sides (as clip-retrieval runs on a CPU), then bf16 on both
-# (`--precision bf16`; torch's CPU autocast on the Python side) where the CPU has bf16 units. Prints images/s, the
+# (`--precision bf16`; torch's CPU autocast on the Python side) where the CPU has bf16 units (PRECISIONS, common.sh). Prints images/s, the
 # ratios, and how far each side's float16 rows are from the Python fp32 rows.
 source "$(dirname "$0")/../common.sh"
 setup_torch2
@@ -12,9 +12,7 @@ work=build/bench/index-e2e
 mkdir -p "$work"
 [ -s "$work/vitb32.safetensors" ] || build/bench/bench_make_clip ViT-B/32 "$work/vitb32.safetensors" >/dev/null
 "$vpy" bench/search/make_collection.py "$work/images-$n" "$n"
-precisions=fp32
-grep -q avx512_bf16 /proc/cpuinfo && precisions="fp32 bf16"
-for precision in $precisions; do
+for precision in $PRECISIONS; do
   for bin in build build-torch2; do
     [ "$bin/$precision" = build/bf16 ] && continue  # libtorch 1.13 has no fast CPU bf16 path
     rm -rf "$work/ours-$bin-$precision"
@@ -25,7 +23,8 @@ for precision in $precisions; do
   "$vpy" bench/search/clip_retrieval_way.py "$work/vitb32.safetensors" "$work/images-$n" "$work/python-$precision" \
     "$threads" 256 "$threads" "$precision" >"$work/python-$precision.json"
 done
-"$vpy" - "$work" "$threads" $precisions <<'PY'
+# shellcheck disable=SC2086
+"$vpy" - "$work" "$threads" $PRECISIONS <<'PY'
 import json, os, sys
 import numpy as np, pandas as pd
 work, threads, precisions = sys.argv[1], sys.argv[2], sys.argv[3:]
