@@ -18,6 +18,16 @@ inline bool has_prefix(const TensorMap& tensors, const std::string& prefix) {
   return it != tensors.end() && it->first.compare(0, prefix.size(), prefix) == 0;
 }
 
+// The tensors whose names start with `prefix`, named without it ("first_stage_model." of a whole Stable
+// Diffusion checkpoint, "c0." of a saved run state).
+inline TensorMap tensors_under(const TensorMap& tensors, const std::string& prefix) {
+  TensorMap out;
+  for (auto it = tensors.lower_bound(prefix);
+       it != tensors.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
+    out.emplace_hint(out.end(), it->first.substr(prefix.size()), it->second);
+  return out;
+}
+
 // The tensor under `key`, or an Error "<what>: <key> is missing".
 inline const torch::Tensor& require(const TensorMap& tensors, const std::string& key,
                                     const std::string& what) {

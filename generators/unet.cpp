@@ -614,6 +614,7 @@ TensorMap unet_weights_from_diffusers(const TensorMap& sd) {
       {"norm2", "out_layers.0"}, {"conv2", "out_layers.3"}, {"conv_shortcut", "skip_connection"}};
   const auto resnet_part = [](const std::string& rest) {  // "norm1.weight" -> "in_layers.0.weight"
     const size_t dot = rest.find('.');
+    if (dot == std::string::npos) return rest;
     for (const auto& [from, to] : kResnet)
       if (rest.compare(0, dot, from) == 0) return cat(to, rest.substr(dot));
     return rest;
@@ -639,12 +640,11 @@ TensorMap unet_weights_from_diffusers(const TensorMap& sd) {
     p.blocks = parts[0];
     p.kind = parts[2];
     p.rest = key.substr(start);
-    try {
-      p.i = std::stoll(parts[1]);
-      p.j = std::stoll(parts[3]);
-    } catch (const std::exception&) {
-      return Parsed{};
-    }
+    for (const std::string& n : {parts[1], parts[3]})  // block numbers: a few digits, or not a block
+      if (n.empty() || n.size() > 4 || n.find_first_not_of("0123456789") != std::string::npos)
+        return Parsed{};
+    p.i = std::stoll(parts[1]);
+    p.j = std::stoll(parts[3]);
     return p;
   };
   TensorMap out;
@@ -661,9 +661,9 @@ TensorMap unet_weights_from_diffusers(const TensorMap& sd) {
       name = "out.0." + key.substr(14);
     } else if (starts("conv_out.")) {
       name = "out.2." + key.substr(9);
-    } else if (starts("mid_block.resnets.")) {
-      const std::string rest = key.substr(18);  // "0.norm1.weight"
-      name = cat("middle_block.", rest[0] == '0' ? 0 : 2, ".", resnet_part(rest.substr(2)));
+    } else if (starts("mid_block.resnets.0.") || starts("mid_block.resnets.1.")) {
+      const std::string rest = key.substr(20);  // "norm1.weight"
+      name = cat("middle_block.", key[18] == '0' ? 0 : 2, ".", resnet_part(rest));
     } else if (starts("mid_block.attentions.0.")) {
       name = "middle_block.1." + key.substr(23);
     } else if (starts("down_blocks.") || starts("up_blocks.")) {
@@ -691,13 +691,7 @@ TensorMap unet_weights_from_diffusers(const TensorMap& sd) {
 LoadedUNet load_sd_unet(const std::string& path, const std::string& original_config, torch::Device device) {
   Checkpoint ckpt = read_checkpoint(path);
   const std::string prefix = "model.diffusion_model.";
-  if (has_prefix(ckpt.tensors, prefix)) {
-    TensorMap unet;
-    for (auto it = ckpt.tensors.lower_bound(prefix);
-         it != ckpt.tensors.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
-      unet.emplace(it->first.substr(prefix.size()), it->second);
-    ckpt.tensors = std::move(unet);
-  }
+  if (has_prefix(ckpt.tensors, prefix)) ckpt.tensors = tensors_under(ckpt.tensors, prefix);
   ckpt.tensors = unet_weights_from_diffusers(ckpt.tensors);
   UNetConfig config;
   config.infer_from_state_dict(ckpt.tensors);

@@ -487,7 +487,10 @@ TensorMap vae_weights_from_diffusers(const TensorMap& sd) {
     for (const char* blocks : {"encoder.down_blocks.", "decoder.up_blocks."}) {
       if (name.rfind(blocks, 0) != 0) continue;
       const size_t start = std::strlen(blocks), dot = name.find('.', start);
-      const int64_t i = std::stoll(name.substr(start, dot - start));
+      const std::string level = name.substr(start, dot == std::string::npos ? 0 : dot - start);
+      if (level.empty() || level.size() > 4 || level.find_first_not_of("0123456789") != std::string::npos)
+        continue;  // not a level: left as it is, for the strict load to name
+      const int64_t i = std::stoll(level);
       const bool up = blocks[0] == 'd';
       name = cat(up ? "decoder.up." : "encoder.down.", up ? up_levels - 1 - i : i, name.substr(dot));
     }
@@ -508,13 +511,7 @@ LoadedVae load_vae(const std::string& path, torch::Device device) {
   LoadedVae out;
   // A whole single-file Stable Diffusion checkpoint: its first_stage_model.
   const std::string prefix = "first_stage_model.";
-  if (has_prefix(ckpt.tensors, prefix)) {
-    TensorMap vae;
-    for (auto it = ckpt.tensors.lower_bound(prefix);
-         it != ckpt.tensors.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
-      vae.emplace(it->first.substr(prefix.size()), it->second);
-    ckpt.tensors = std::move(vae);
-  }
+  if (has_prefix(ckpt.tensors, prefix)) ckpt.tensors = tensors_under(ckpt.tensors, prefix);
   ckpt.tensors = vae_weights_from_diffusers(ckpt.tensors);
   if (!ckpt.configs.config_json.empty()) {
     const std::string where = cat(path, "/", ckpt.configs.config_name);

@@ -677,14 +677,7 @@ GenerateResult GenerateJob::save_state(size_t index) {
 
 void GenerateJob::resume_from(const ResumePoint& resume) {
   const TensorMap state = read_safetensors(resume.state).tensors;
-  for (size_t i = 0; i < runs_.size(); ++i) {
-    TensorMap mine;
-    const std::string prefix = cat("c", i, ".");
-    for (const auto& [key, value] : state) {
-      if (key.rfind(prefix, 0) == 0) mine[key.substr(prefix.size())] = value;
-    }
-    runs_[i]->load_state(mine);
-  }
+  for (size_t i = 0; i < runs_.size(); ++i) runs_[i]->load_state(tensors_under(state, cat("c", i, ".")));
   for (size_t k : resume.kept) {
     if (k >= candidates_.size())
       fail(resume.source, ": resume.kept names candidate ", k, ", not one of the ", candidates_.size());

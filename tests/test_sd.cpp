@@ -155,6 +155,31 @@ TEST_P(SdUnet, PredictsAsDiffusers) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, SdUnet, ::testing::ValuesIn(unet_files()),
                          [](const auto& info) { return param_name(info.param); });
 
+TEST(SdWeights, OddDiffusersNamesAreLeftForTheStrictLoadToName) {
+  const torch::Tensor t = torch::zeros({2, 2});
+  const TensorMap unet = {{"conv_in.weight", t},
+                          {"down_blocks.0.resnets.0.norm1.weight", t},
+                          {"down_blocks.x.resnets.0.norm1.weight", t},
+                          {"down_blocks.99999999999999999999.resnets.0.norm1.weight", t},
+                          {"down_blocks.0.resnets.0.norm1", t},
+                          {"mid_block.resnets.0", t},
+                          {"up_blocks.0.upsamplers.0.conv.weight", t}};
+  TensorMap mapped;
+  ASSERT_NO_THROW(mapped = unet_weights_from_diffusers(unet));
+  EXPECT_EQ(mapped.size(), unet.size());
+  EXPECT_EQ(mapped.count("input_blocks.1.0.in_layers.0.weight"), 1u);
+  EXPECT_EQ(mapped.count("down_blocks.x.resnets.0.norm1.weight"), 1u);
+  const TensorMap vae = {{"encoder.down_blocks.0.resnets.0.conv1.weight", t},
+                         {"encoder.down_blocks.x.resnets.0.conv1.weight", t},
+                         {"decoder.up_blocks.123456789.resnets.0.conv1.weight", t},
+                         {"decoder.up_blocks.", t},
+                         {"encoder.mid_block.attentions.0.to_q.weight", t}};
+  ASSERT_NO_THROW(mapped = vae_weights_from_diffusers(vae));
+  EXPECT_EQ(mapped.size(), vae.size());
+  EXPECT_EQ(mapped.count("encoder.down.0.block.0.conv1.weight"), 1u);
+  EXPECT_EQ(mapped.at("encoder.mid.attn_1.q.weight").sizes(), torch::IntArrayRef({2, 2, 1, 1}));
+}
+
 TEST(SdVae, RefusesWhatItCannotRun) {
   TempDir dir;
   const std::filesystem::path folder = sd_fixtures() / sd_manifest()["pipeline"].get<std::string>() / "vae";

@@ -61,14 +61,8 @@ std::pair<int64_t, double> load_state(const std::string& path, torch::nn::Module
   };
   load(model, "");
   if (average != nullptr) load(*average, "ema.");
-  for (size_t i = 0; i < optimizers.size(); ++i) {
-    TensorMap state;
-    const std::string prefix = cat("optimizer", i, ".");
-    for (const auto& [k, v] : c.tensors) {
-      if (k.rfind(prefix, 0) == 0) state.emplace(k.substr(prefix.size()), v);
-    }
-    optimizers[i]->load_state(state);
-  }
+  for (size_t i = 0; i < optimizers.size(); ++i)
+    optimizers[i]->load_state(tensors_under(c.tensors, cat("optimizer", i, ".")));
   return {std::stoll(c.metadata.at("step")), std::stod(c.metadata.at("minutes"))};
 }
 
