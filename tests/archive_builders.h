@@ -23,15 +23,19 @@ struct PickleBuilder {
     return *this;
   }
   PickleBuilder& str(const std::string& v) {
-    s += "X" + le_bytes(v.size(), 4) + v;
+    s += 'X';
+    s += le_bytes(v.size(), 4);
+    s += v;
     return *this;
   }
   PickleBuilder& integer(int64_t v) {
-    s += "J" + le_bytes(static_cast<uint32_t>(v), 4);
+    s += 'J';
+    s += le_bytes(static_cast<uint32_t>(v), 4);
     return *this;
   }
   PickleBuilder& global(const std::string& module, const std::string& name) {
-    s += "c" + module + "\n" + name + "\n";
+    s += 'c';
+    s += module + "\n" + name + "\n";
     return *this;
   }
   PickleBuilder& ints(const std::vector<int64_t>& v) {

@@ -404,8 +404,8 @@ std::string unet_flags_json(const UNetConfig& c, int64_t image_size, const std::
                             int64_t diffusion_steps, const std::string& timestep_respacing) {
   std::string mult, attention;
   for (size_t i = 0; i < c.channel_mult.size(); ++i) {
-    mult += (i ? "," : "") + std::to_string(c.channel_mult[i]);
-    if (c.attention_levels[i]) attention += (attention.empty() ? "" : ",") + std::to_string(image_size >> i);
+    mult += cat(i ? "," : "", c.channel_mult[i]);
+    if (c.attention_levels[i]) attention += cat(attention.empty() ? "" : ",", image_size >> i);
   }
   const nlohmann::json flags{{"model_flags",
                               {{"image_size", image_size},

@@ -159,6 +159,9 @@ elif name == "json_config":
     for path in glob.glob(f"{fx}/diffusion/*.json"):
         if "manifest" not in path:
             put(os.path.basename(path), b"u" + open(path, "rb").read())
+    sd = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "sd", "scheduler")
+    for path in glob.glob(f"{sd}/scheduler_config.json"):
+        put("sd-scheduler-config.json", b"s" + open(path, "rb").read())
 elif name == "tokenizer":
     cases = json.load(open(f"{fx}/tokenizer/tokenizer-cases.json"))
     texts = []
