@@ -648,9 +648,11 @@ TensorMap unet_weights_from_diffusers(const TensorMap& sd) {
     return p;
   };
   TensorMap out;
-  for (const auto& [key, value] : sd) {
+  for (const auto& entry : sd) {
+    const std::string& key =
+        entry.first;  // a plain reference: C++17 lambdas cannot capture structured bindings
     std::string name = key;
-    const auto starts = [&](const char* prefix) { return key.rfind(prefix, 0) == 0; };
+    const auto starts = [&key](const char* prefix) { return key.rfind(prefix, 0) == 0; };
     if (starts("conv_in.")) {
       name = "input_blocks.0.0." + key.substr(8);
     } else if (starts("time_embedding.linear_1.")) {
@@ -683,7 +685,7 @@ TensorMap unet_weights_from_diffusers(const TensorMap& sd) {
         }
       }
     }
-    out.emplace(std::move(name), value);
+    out.emplace(std::move(name), entry.second);
   }
   return out;
 }
