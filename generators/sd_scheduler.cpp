@@ -102,6 +102,31 @@ double interp(double x, const std::vector<double>& table) {
 
 float f32(double v) { return static_cast<float>(v); }
 
+// The training timesteps of `steps` calls, highest first, as diffusers spaces them for c.timestep_spacing.
+// linspace's points are rounded to integers where `round_linspace` (Euler keeps them as float32). `dpm`:
+// DPM++ spaces linspace and leading over steps + 1 points and drops the last.
+std::vector<double> spaced_timesteps(const SdSchedulerConfig& c, int64_t steps, bool round_linspace,
+                                     bool dpm) {
+  const int64_t N = c.num_train_timesteps, points = dpm ? steps + 1 : steps;
+  std::vector<double> t;
+  if (c.timestep_spacing == "trailing") {
+    for (double v :
+         arange_down(static_cast<double>(N), 0, -static_cast<double>(N) / static_cast<double>(steps)))
+      t.push_back(round_half_even(v) - 1);
+    return t;
+  }
+  if (c.timestep_spacing == "linspace") {
+    for (double v : linspace(0, static_cast<double>(N - 1), points))
+      t.push_back(round_linspace ? round_half_even(v) : f32(v));
+    std::reverse(t.begin(), t.end());
+  } else {  // leading
+    for (int64_t i = points - 1; i >= 0; --i)
+      t.push_back(static_cast<double>(i * (N / points) + c.steps_offset));
+  }
+  if (dpm) t.pop_back();
+  return t;
+}
+
 }  // namespace
 
 void SdSchedulerConfig::validate(SdSchedulerKind kind) const {
@@ -234,7 +259,6 @@ void SdScheduler::set_timesteps(int64_t steps) {
   if (steps < 1 || steps > N)
     fail("steps ", steps, " is out of range (1 to ", N, ", the training timesteps)");
   steps_ = steps;
-  const std::string& spacing = config_.timestep_spacing;
   timesteps_.clear();
   sigmas_.clear();
   ets_.clear();
@@ -243,6 +267,19 @@ void SdScheduler::set_timesteps(int64_t steps) {
   previous_x0_ = torch::Tensor();
   lower_order_steps_ = 0;
   init_noise_sigma_ = 1;
+  if (kind_ == SdSchedulerKind::Ddim) {
+    timesteps_ = spaced_timesteps(config_, steps, true, false);
+    return;
+  }
+  if (kind_ == SdSchedulerKind::Pndm) {
+    // PLMS: the second-highest timestep twice (its first step is a two-evaluation warm-up).
+    timesteps_ = spaced_timesteps(config_, steps, true, false);
+    if (timesteps_.size() >= 2) {
+      const double second = timesteps_[1];
+      timesteps_.insert(timesteps_.begin() + 1, second);
+    }
+    return;
+  }
   // The training sigmas, from float32 alpha_bar in float32, as diffusers computes them.
   std::vector<double> train_sigmas, log_sigmas;
   for (double ab : alphas_cumprod_) {
@@ -250,55 +287,8 @@ void SdScheduler::set_timesteps(int64_t steps) {
     train_sigmas.push_back(s);
     log_sigmas.push_back(std::log(s));
   }
-  if (kind_ == SdSchedulerKind::Ddim) {
-    // Integer timesteps, highest first.
-    if (spacing == "linspace") {
-      for (double t : linspace(0, static_cast<double>(N - 1), steps))
-        timesteps_.push_back(round_half_even(t));
-      std::reverse(timesteps_.begin(), timesteps_.end());
-    } else if (spacing == "leading") {
-      for (int64_t i = steps - 1; i >= 0; --i)
-        timesteps_.push_back(static_cast<double>(i * (N / steps) + config_.steps_offset));
-    } else {
-      for (double t :
-           arange_down(static_cast<double>(N), 0, -static_cast<double>(N) / static_cast<double>(steps)))
-        timesteps_.push_back(round_half_even(t) - 1);
-    }
-    return;
-  }
-  if (kind_ == SdSchedulerKind::Pndm) {
-    // PLMS: ascending timesteps, the second-highest twice (its first step is a two-evaluation warm-up).
-    std::vector<double> t;
-    if (spacing == "linspace") {
-      for (double v : linspace(0, static_cast<double>(N - 1), steps)) t.push_back(round_half_even(v));
-    } else if (spacing == "leading") {
-      for (int64_t i = 0; i < steps; ++i)
-        t.push_back(static_cast<double>(i * (N / steps) + config_.steps_offset));
-    } else {
-      for (double v :
-           arange_down(static_cast<double>(N), 0, -static_cast<double>(N) / static_cast<double>(steps)))
-        t.push_back(round_half_even(v) - 1);
-      std::reverse(t.begin(), t.end());
-    }
-    std::vector<double> plms(t.begin(), t.end() - 1);
-    if (t.size() >= 2) plms.push_back(t[t.size() - 2]);
-    plms.push_back(t.back());
-    timesteps_.assign(plms.rbegin(), plms.rend());
-    return;
-  }
   if (is_euler(kind_)) {
-    std::vector<double> t;
-    if (spacing == "linspace") {
-      for (double v : linspace(0, static_cast<double>(N - 1), steps)) t.push_back(f32(v));
-      std::reverse(t.begin(), t.end());
-    } else if (spacing == "leading") {
-      for (int64_t i = steps - 1; i >= 0; --i)
-        t.push_back(static_cast<double>(i * (N / steps) + config_.steps_offset));
-    } else {
-      for (double v :
-           arange_down(static_cast<double>(N), 0, -static_cast<double>(N) / static_cast<double>(steps)))
-        t.push_back(round_half_even(v) - 1);
-    }
+    std::vector<double> t = spaced_timesteps(config_, steps, false, false);
     std::vector<double> sig;
     for (double v : t) sig.push_back(interp(v, train_sigmas));
     if (config_.use_karras_sigmas) {
@@ -310,23 +300,11 @@ void SdScheduler::set_timesteps(int64_t steps) {
     for (double s : sig) sigmas_.push_back(f32(s));
     sigmas_.push_back(0);
     const double max_sigma = *std::max_element(sigmas_.begin(), sigmas_.end());
-    init_noise_sigma_ = spacing == "leading" ? f32(std::sqrt(max_sigma * max_sigma + 1)) : max_sigma;
+    init_noise_sigma_ =
+        config_.timestep_spacing == "leading" ? f32(std::sqrt(max_sigma * max_sigma + 1)) : max_sigma;
     return;
   }
-  // DPM++ 2M: integer timesteps over steps + 1 points, the last (0) dropped.
-  std::vector<double> t;
-  if (spacing == "linspace") {
-    for (double v : linspace(0, static_cast<double>(N - 1), steps + 1)) t.push_back(round_half_even(v));
-    std::reverse(t.begin(), t.end());
-    t.pop_back();
-  } else if (spacing == "leading") {
-    const int64_t ratio = N / (steps + 1);
-    for (int64_t i = steps; i >= 1; --i) t.push_back(static_cast<double>(i * ratio + config_.steps_offset));
-  } else {
-    for (double v :
-         arange_down(static_cast<double>(N), 0, -static_cast<double>(N) / static_cast<double>(steps)))
-      t.push_back(round_half_even(v) - 1);
-  }
+  std::vector<double> t = spaced_timesteps(config_, steps, true, true);
   std::vector<double> sig;
   if (config_.use_karras_sigmas) {
     sig = karras_sigmas(train_sigmas.front(), train_sigmas.back(), steps);

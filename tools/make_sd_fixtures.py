@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Makes tests/data/sd: what diffusers' own Stable Diffusion schedulers compute, for the parity tests of
-generators/sd_scheduler.h.
+"""Makes tests/data/sd: what diffusers' own Stable Diffusion schedulers, VAE and UNet compute, for the parity tests
+of generators/sd_scheduler.h, vqgan.h (AutoencoderKL) and unet.h (load_sd_unet).
 
-    .venv/bin/python tools/make_sd_fixtures.py [--out DIR] [--seed N] [--steps N] [--size N]
+    .venv/bin/python tools/make_sd_fixtures.py [--out DIR] [--seed N] [--steps N] [--size N] [--vae-size N]
+                                               [--unet-size N]
 
 scheduler/scheduler_config.json is Stable Diffusion 1.x's, as its diffusers folder ships it (a PNDMScheduler
 config without timestep_spacing, so each scheduler class fills in its own default, as diffusers' from_config does).
@@ -62,7 +63,12 @@ CASES = [
     ("euler_karras", "euler", EulerDiscreteScheduler, {"use_karras_sigmas": True}, 0.0),
     ("euler_a", "euler_a", EulerAncestralDiscreteScheduler, {}, 0.0),
     ("euler_a_trailing", "euler_a", EulerAncestralDiscreteScheduler, {"timestep_spacing": "trailing"}, 0.0),
+    ("ddim_linspace", "ddim", DDIMScheduler, {"timestep_spacing": "linspace"}, 0.0),
+    ("pndm_linspace", "pndm", PNDMScheduler, {"timestep_spacing": "linspace"}, 0.0),
+    ("pndm_trailing", "pndm", PNDMScheduler, {"timestep_spacing": "trailing"}, 0.0),
     ("dpmpp_2m", "dpmpp_2m", DPMSolverMultistepScheduler, {}, 0.0),
+    ("dpmpp_2m_leading", "dpmpp_2m", DPMSolverMultistepScheduler, {"timestep_spacing": "leading"}, 0.0),
+    ("dpmpp_2m_trailing", "dpmpp_2m", DPMSolverMultistepScheduler, {"timestep_spacing": "trailing"}, 0.0),
     ("dpmpp_2m_karras", "dpmpp_2m_karras", DPMSolverMultistepScheduler, {"use_karras_sigmas": True}, 0.0),
     ("dpmpp_2m_karras_v", "dpmpp_2m_karras", DPMSolverMultistepScheduler,
      {"use_karras_sigmas": True, "prediction_type": "v_prediction"}, 0.0),
