@@ -137,21 +137,16 @@ int rerank_worker(cg::RerankRequest& request, const InputArgs& in, const std::st
   if (partitions < 1) cg::fail("rerank: --output-partition-count must be at least 1");
   if (request.prompts.empty()) cg::fail("rerank: give the prompt with -p (or --prompts-file)");
   const std::vector<std::string> images = in.image_files();
-  const auto P = static_cast<size_t>(partitions);
   int64_t current = -1;
   std::unordered_map<std::string, size_t> position;  // of each image of the current partition in the inputs
   request.next_group = [&]() -> std::optional<cg::RerankRequest::Group> {
     const std::optional<int64_t> t = next_stdin_task();
     if (!t) return std::nullopt;
-    if (*t < 0 || *t >= partitions)
-      cg::fail("rerank --worker: task ", *t, " is not a partition of 0..", partitions - 1);
     current = *t;
-    cg::RerankRequest::Group group;
+    cg::RerankRequest::Group group{"", cg::partition_inputs(images, *t, partitions)};
     position.clear();
-    for (size_t j = static_cast<size_t>(*t); j < images.size(); j += P) {
-      group.images.push_back(images[j]);
-      position.emplace(images[j], j);
-    }
+    for (size_t i = 0; i < group.images.size(); ++i)
+      position.emplace(group.images[i], static_cast<size_t>(*t) + i * static_cast<size_t>(partitions));
     return group;
   };
   StreamUi ui;

@@ -104,6 +104,23 @@ json info_json(const VectorIndexInfo& i) {
 
 }  // namespace
 
+namespace {
+
+void check_task(int64_t t, int64_t partitions) {
+  if (t < 0 || t >= partitions) fail("task ", t, " is not a partition of 0..", partitions - 1);
+}
+
+}  // namespace
+
+std::vector<std::string> partition_inputs(const std::vector<std::string>& inputs, int64_t partition,
+                                          int64_t partitions) {
+  check_task(partition, partitions);
+  std::vector<std::string> out;
+  for (size_t j = static_cast<size_t>(partition); j < inputs.size(); j += static_cast<size_t>(partitions))
+    out.push_back(inputs[j]);
+  return out;
+}
+
 std::string partition_name(int64_t partition, int64_t partitions) {
   // clip-retrieval: str(i).zfill(int(log10(P)) + 1)
   const int digits = static_cast<int>(std::to_string(partitions).size());
@@ -113,14 +130,6 @@ std::string partition_name(int64_t partition, int64_t partitions) {
 }
 
 // ---- index ----
-
-namespace {
-
-void check_task(int64_t t, int64_t partitions) {
-  if (t < 0 || t >= partitions) fail("task ", t, " is not a partition of 0..", partitions - 1);
-}
-
-}  // namespace
 
 void IndexRequest::validate() const {
   if (model.empty()) fail("no CLIP model to index with");
@@ -183,9 +192,7 @@ IndexSummary index_collection(const IndexRequest& request,
       if (on_partition) on_partition(t, -1);
       return;
     }
-    std::vector<std::string> images;
-    for (size_t j = static_cast<size_t>(t); j < request.images.size(); j += P)
-      images.push_back(request.images[j]);
+    const std::vector<std::string> images = partition_inputs(request.images, t, request.partitions);
     std::vector<torch::Tensor> rows;
     std::vector<std::string> paths, kept_captions;
     stream_images(loaded, images, request.stream, callbacks, done, total, true, [&](const ImageBatch& batch) {
@@ -307,11 +314,7 @@ void score_partitions(const ScoreRequest& request, const std::string& out, int64
     if (current) write_current();  // every row of the partition has been reported
     current = next_task();
     if (!current) return std::nullopt;
-    check_task(*current, partitions);
-    std::vector<std::string> set;
-    for (size_t j = static_cast<size_t>(*current); j < request.images.size(); j += P)
-      set.push_back(request.images[j]);
-    return set;
+    return partition_inputs(request.images, *current, partitions);
   };
   score(
       worker,

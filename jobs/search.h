@@ -52,6 +52,10 @@ struct IndexSummary {
 
 // The collection's files, as clip-retrieval names them: N zero-padded to the digits of P.
 std::string partition_name(int64_t partition, int64_t partitions);
+// Partition `partition` of `partitions`: the inputs whose index mod `partitions` is `partition`, in input
+// order (the i-th of them is input partition + i * partitions). A partition out of range is an Error.
+std::vector<std::string> partition_inputs(const std::vector<std::string>& inputs, int64_t partition,
+                                          int64_t partitions);
 
 // Writes the request's partitions (on_partition(i, rows) as each lands; rows = -1 for one that was already
 // there), then, if asked and every partition
