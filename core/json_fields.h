@@ -49,6 +49,14 @@ void read_field(const nlohmann::json& j, const char* key, T& out, const std::str
   out = v.get<T>();
 }
 
+// A field the code runs at one value only: j[key], when present and not null, must be `supported`; anything
+// else is an Error naming the file, the field and its value.
+inline void require_supported(const nlohmann::json& j, const char* key, const nlohmann::json& supported,
+                              const std::string& where) {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null() || j[key] == supported) return;
+  fail(where, ": ", key, " ", j[key].dump(), " is not supported (only ", supported.dump(), " is)");
+}
+
 // j[key] when it is an object, an empty object when it is absent or null; anything else is an Error.
 inline const nlohmann::json& object_field(const nlohmann::json& j, const char* key,
                                           const std::string& where) {

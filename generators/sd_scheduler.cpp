@@ -190,9 +190,7 @@ SdSchedulerConfig read_sd_scheduler_config(const std::string& json_text, const s
     }
   }
   // What diffusers' classes can also be asked for and these are not.
-  bool flag = false;
-  read_field(j, "thresholding", flag, path);
-  if (flag) fail(path, ": thresholding (dynamic x_0 thresholding) is not supported");
+  require_supported(j, "thresholding", false, path);
   if (kind == SdSchedulerKind::Pndm) {
     bool skip_prk = false;
     read_field(j, "skip_prk_steps", skip_prk, path);
@@ -201,21 +199,11 @@ SdSchedulerConfig read_sd_scheduler_config(const std::string& json_text, const s
            "configs skip it (skip_prk_steps true)");
   }
   if (is_euler(kind) || is_dpm(kind)) {
-    for (const char* key :
-         {"use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas"}) {
-      flag = false;
-      read_field(j, key, flag, path);
-      if (flag) fail(path, ": ", key, " is not supported");
-    }
-    std::string text = "zero";
-    read_field(j, "final_sigmas_type", text, path);
-    if (text != "zero") fail(path, ": final_sigmas_type ", text, " is not supported (zero is)");
-    text = "linear";
-    read_field(j, "interpolation_type", text, path);
-    if (text != "linear") fail(path, ": interpolation_type ", text, " is not supported (linear is)");
-    text = "discrete";
-    read_field(j, "timestep_type", text, path);
-    if (text != "discrete") fail(path, ": timestep_type ", text, " is not supported (discrete is)");
+    for (const char* key : {"use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas"})
+      require_supported(j, key, false, path);
+    require_supported(j, "final_sigmas_type", "zero", path);
+    require_supported(j, "interpolation_type", "linear", path);
+    require_supported(j, "timestep_type", "discrete", path);
     for (const char* key : {"sigma_min", "sigma_max", "lambda_min_clipped"})
       if (j.contains(key) && !j[key].is_null()) {
         double v = 0;

@@ -724,22 +724,17 @@ LoadedUNet load_sd_unet(const std::string& path, const std::string& original_con
     for (const char* key : {"addition_embed_type", "class_embed_type", "encoder_hid_dim"})
       if (j.contains(key) && !j[key].is_null())
         fail(where, ": ", key, " (SDXL's and other models' added conditioning) is not supported");
-    const auto expect = [&](const char* key, const nlohmann::json& wanted) {
-      if (j.contains(key) && !j[key].is_null() && j[key] != wanted)
-        fail(where, ": ", key, " ", j[key].dump(), " is not supported (Stable Diffusion's is ", wanted.dump(),
-             ")");
-    };
-    expect("transformer_layers_per_block", 1);
-    expect("only_cross_attention", false);
-    expect("resnet_time_scale_shift", "default");
-    expect("time_embedding_type", "positional");
-    expect("flip_sin_to_cos", true);
-    expect("freq_shift", 0);
-    expect("norm_num_groups", 32);
-    expect("act_fn", "silu");
-    expect("norm_eps", 1e-5);
-    expect("downsample_padding", 1);
-    expect("mid_block_scale_factor", 1);
+    require_supported(j, "transformer_layers_per_block", 1, where);
+    require_supported(j, "only_cross_attention", false, where);
+    require_supported(j, "resnet_time_scale_shift", "default", where);
+    require_supported(j, "time_embedding_type", "positional", where);
+    require_supported(j, "flip_sin_to_cos", true, where);
+    require_supported(j, "freq_shift", 0, where);
+    require_supported(j, "norm_num_groups", 32, where);
+    require_supported(j, "act_fn", "silu", where);
+    require_supported(j, "norm_eps", 1e-5, where);
+    require_supported(j, "downsample_padding", 1, where);
+    require_supported(j, "mid_block_scale_factor", 1, where);
     // diffusers calls the head count attention_head_dim (num_attention_heads when given): one for every
     // level, or one per level.
     const nlohmann::json& heads = j.contains("num_attention_heads") && !j["num_attention_heads"].is_null()

@@ -517,13 +517,8 @@ LoadedVae load_vae(const std::string& path, torch::Device device) {
     const std::string where = cat(path, "/", ckpt.configs.config_name);
     const nlohmann::json j = parse_json_object(ckpt.configs.config_json, "VAE config", where);
     read_field(j, "scaling_factor", out.scaling_factor, where);
-    int64_t groups = 32;
-    read_field(j, "norm_num_groups", groups, where);
-    if (groups != 32)
-      fail(where, ": norm_num_groups ", groups, " is not supported (Stable Diffusion's is 32)");
-    std::string act = "silu";
-    read_field(j, "act_fn", act, where);
-    if (act != "silu") fail(where, ": act_fn ", act, " is not supported (Stable Diffusion's is silu)");
+    require_supported(j, "norm_num_groups", 32, where);  // Stable Diffusion's
+    require_supported(j, "act_fn", "silu", where);
     if (j.contains("shift_factor") && !j["shift_factor"].is_null())
       fail(where, ": a shift_factor (SD3's and Flux's latents) is not supported");
     if (!(out.scaling_factor > 0 && out.scaling_factor < 100))
