@@ -353,10 +353,9 @@ std::vector<std::vector<VectorHit>> scan(const std::vector<RowBlock>& blocks, co
   return out;
 }
 
-// From this many queries on, a flat matrix is scored by GEMM on torch's BLAS, not by the kernel. The kernel
-// sums each row-query pair across its vector lanes at the end, and at d = 512 that costs about as much as the
-// products; a GEMM tiles the same work so it runs at the BLAS's rate (faiss switches to BLAS from 20
-// queries). One query at a time, the kernel is faster (bench/search).
+// From this many queries on, a flat matrix is scored by GEMM on torch's BLAS, not by the kernel (faiss
+// switches to BLAS from 20 queries). bench/search, 2,000 queries in a batch over 10^6 rows: the kernel ran at
+// 0.43x faiss-cpu, the GEMMs at 1.03x; one query at a time, the kernel is the faster.
 constexpr int64_t kGemmQueries = 16;
 
 // Each query's k best rows of the flat matrix `rows` [n, d] (ids = row numbers), best first: a tile of rows
