@@ -124,7 +124,16 @@ constexpr Rename kTimmBlock[] = {
 
 }  // namespace
 
+namespace {
+
+// transformers 5 saves a CLIPTextModel's weights without the text_model. prefix (embeddings.*, encoder.*,
+// final_layer_norm.*), as a Stable Diffusion text_encoder/ folder it wrote holds them.
+bool bare_text_model_names(const TensorMap& sd) { return sd.count("embeddings.token_embedding.weight") != 0; }
+
+}  // namespace
+
 bool has_hf_clip_names(const TensorMap& sd) {
+  if (bare_text_model_names(sd)) return true;
   for (const auto& kv : sd) {
     if (kv.first.rfind("text_model.", 0) == 0 || kv.first.rfind("vision_model.", 0) == 0) return true;
   }
@@ -177,8 +186,13 @@ TensorMap open_clip_timm_to_openai_names(const TensorMap& sd) {
   return out;
 }
 
-TensorMap hf_to_openai_names(const TensorMap& hf) {
+TensorMap hf_to_openai_names(const TensorMap& hf_given) {
   static const std::regex layer_re(R"(^(text|vision)_model\.encoder\.layers\.(\d+)\.(.+)$)");
+  TensorMap prefixed;
+  if (bare_text_model_names(hf_given)) {
+    for (const auto& [name, tensor] : hf_given) prefixed["text_model." + name] = tensor;
+  }
+  const TensorMap& hf = prefixed.empty() ? hf_given : prefixed;
   TensorMap out;
   // q/k/v pieces per (layer prefix, weight|bias), merged once all three are present.
   std::map<std::string, std::array<torch::Tensor, 3>> qkv;

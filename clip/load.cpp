@@ -40,21 +40,25 @@ bool path_exists(const fs::path& p) {
 
 void check_heads(const ClipConfig& c, const std::string& source) {
   const int64_t vision_width = c.vision_resnet ? c.vision_width * 32 : c.vision_width;
-  if (c.vision_heads <= 0 || vision_width % c.vision_heads != 0) {
+  if (c.image_tower && (c.vision_heads <= 0 || vision_width % c.vision_heads != 0)) {
     fail(source, ": vision width ", vision_width, " is not divisible by ", c.vision_heads,
          " attention heads");
   }
-  if (c.transformer_heads <= 0 || c.transformer_width % c.transformer_heads != 0) {
+  if (c.text_tower && (c.transformer_heads <= 0 || c.transformer_width % c.transformer_heads != 0)) {
     fail(source, ": text width ", c.transformer_width, " is not divisible by ", c.transformer_heads,
          " attention heads");
   }
 }
 
-std::string find_vocab(const std::string& explicit_vocab, const fs::path& model_path, ModelFamily family) {
+}  // namespace
+
+std::string find_vocab(const std::string& explicit_vocab, const std::string& model_path_text,
+                       ModelFamily family) {
   if (!explicit_vocab.empty()) {
     if (!path_exists(explicit_vocab)) fail("vocabulary ", explicit_vocab, ": no such file or directory");
     return explicit_vocab;
   }
+  const fs::path model_path(model_path_text);
   // A model folder holds both the weights and the vocabulary; CLIP's BPE is the fallback for CLIP models
   // only.
   const fs::path dir = model_path.parent_path();
@@ -63,8 +67,6 @@ std::string find_vocab(const std::string& explicit_vocab, const fs::path& model_
     return (clip_cache() / "bpe_simple_vocab_16e6.txt.gz").string();
   return "";
 }
-
-}  // namespace
 
 namespace {
 
@@ -90,16 +92,21 @@ std::array<float, 3> channel_values(const nlohmann::json& j, const char* key, co
 }
 
 void apply_hf_config(const nlohmann::json& config, const std::string& source, ClipConfig& c) {
+  // A tower saved alone (CLIPTextModel's config, as Stable Diffusion's text_encoder/ holds it) keeps its
+  // fields at the top level.
+  const bool alone = !config.contains("text_config") && !config.contains("vision_config");
   auto tower = [&](const char* key, int64_t& heads, std::string& act, double& eps) {
-    const std::string where = cat(source, ": config.json ", key);
-    const nlohmann::json& t = object_field(config, key, cat(source, ": config.json"));
+    const std::string where = cat(source, ": config.json", alone ? "" : cat(" ", key));
+    const nlohmann::json& t = alone ? config : object_field(config, key, cat(source, ": config.json"));
     read_field(t, "num_attention_heads", heads, where);
     read_field(t, "hidden_act", act, where);
     read_field(t, "layer_norm_eps", eps, where);
     act = activation_name(act, where + ".hidden_act");
   };
-  tower("text_config", c.transformer_heads, c.text_activation, c.text_layer_norm_eps);
-  tower("vision_config", c.vision_heads, c.vision_activation, c.vision_layer_norm_eps);
+  if (!alone || !c.image_tower)
+    tower("text_config", c.transformer_heads, c.text_activation, c.text_layer_norm_eps);
+  if (!alone || c.image_tower)
+    tower("vision_config", c.vision_heads, c.vision_activation, c.vision_layer_norm_eps);
 }
 
 // preprocessor_config.json (CLIPImageProcessor, SiglipImageProcessor): mean, std, resample, centre crop or
@@ -473,7 +480,7 @@ LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options
   for (const auto& p : out.model->parameters()) out.parameter_count += p.numel();
   for (const torch::Device& device : options.more_devices)
     out.replicas.push_back(replicate(*out.model, device));
-  out.vocab_path = find_vocab(options.vocab, fs::path(ckpt.path), out.model->config().family);
+  out.vocab_path = find_vocab(options.vocab, ckpt.path, out.model->config().family);
   if (!out.vocab_path.empty()) {
     out.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_path(out.vocab_path));
     if (out.tokenizer->max_id() >= out.model->config().vocab_size) {

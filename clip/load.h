@@ -93,6 +93,11 @@ std::string resolve_model_path(const std::string& path_or_name, const std::strin
 
 LoadedClip load_clip(const std::string& path_or_name, const LoadOptions& options = {});
 
+// The vocabulary for the model at `model_path`: `explicit_vocab` when given (an Error if missing), else one
+// in the model's folder (Tokenizer::vocabulary_in), else for CLIP models OpenAI's in ~/.cache/clip; empty
+// when none.
+std::string find_vocab(const std::string& explicit_vocab, const std::string& model_path, ModelFamily family);
+
 // The same weights in a second model on `device` (with `model`'s dtype): a replica for spreading batches.
 std::shared_ptr<ClipModel> replicate(ClipModel& model, const torch::Device& device);
 

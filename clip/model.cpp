@@ -194,9 +194,12 @@ class Transformer : public torch::nn::Module {
   // x: [B, L, D]; mask: additive [L, L] or undefined. Returns [B, L, D], or with first_token_only [B, 1, D]:
   // the first token's output, for which the last block computes its attention output and MLP on that token
   // alone (every token still feeds the attention's keys and values), as exact as the full pass.
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask, bool first_token_only = false) {
-    const size_t last = resblocks->size() - 1;
-    for (size_t i = 0; i < resblocks->size(); ++i) {
+  // `blocks`: run the first this many blocks only (-1: all).
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask, bool first_token_only = false,
+                        int64_t blocks = -1) {
+    const size_t count = blocks < 0 ? resblocks->size() : static_cast<size_t>(blocks);
+    const size_t last = count - 1;
+    for (size_t i = 0; i < count; ++i) {
       const int64_t queries = first_token_only && i == last ? 1 : x.size(1);
       x = resblocks[i]->as<ResidualAttentionBlock>()->forward(x, mask, queries);
     }
@@ -456,8 +459,13 @@ int64_t isqrt_exact(int64_t n, const std::string& what) {
 ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
   ClipConfig c;
   if (sd.count("visual.attn_pool.probe") != 0) c.family = ModelFamily::Siglip;
-  c.vision_resnet = !c.siglip() && sd.count("visual.proj") == 0;
-  if (!c.vision_resnet) {
+  c.image_tower =
+      std::any_of(sd.begin(), sd.end(), [](const auto& kv) { return kv.first.rfind("visual.", 0) == 0; });
+  c.vision_resnet = c.image_tower && !c.siglip() && sd.count("visual.proj") == 0;
+  if (!c.image_tower) {
+    // A text tower alone: its width from the final LayerNorm, its projection if it has one.
+    c.vision_heads = 0;
+  } else if (!c.vision_resnet) {
     const torch::Tensor& conv1 = require(sd, "visual.conv1.weight");  // [width, 3, patch, patch]
     TORCH_CHECK(conv1.dim() == 4, "visual.conv1.weight must be 4-D");
     c.vision_width = conv1.size(0);
@@ -476,8 +484,10 @@ ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
                                      "visual.attnpool.positional_embedding rows - 1");
     c.image_resolution = grid * 32;
   }
-  c.vision_heads = c.vision_resnet ? c.vision_width * 32 / 64 : c.vision_width / 64;
-  if (c.vision_heads < 1) c.vision_heads = 1;
+  if (c.image_tower) {
+    c.vision_heads = c.vision_resnet ? c.vision_width * 32 / 64 : c.vision_width / 64;
+    if (c.vision_heads < 1) c.vision_heads = 1;
+  }
   c.text_tower = sd.count("text_projection") != 0 || sd.count("token_embedding.weight") != 0;
   if (!c.text_tower) {  // an image tower alone: its embedding width from its own projection
     if (c.siglip()) fail("a SigLIP image tower without its text tower is not supported");
@@ -485,9 +495,13 @@ ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
                                   : require(sd, "visual.proj").size(1);
     return c;
   }
-  const torch::Tensor& text_projection = require(sd, "text_projection");
-  TORCH_CHECK(text_projection.dim() == 2, "text_projection must be 2-D");
-  c.embed_dim = text_projection.size(1);
+  if (!c.image_tower && sd.count("text_projection") == 0) {
+    c.embed_dim = 0;  // CLIPTextModel: the states, no projection
+  } else {
+    const torch::Tensor& text_projection = require(sd, "text_projection");
+    TORCH_CHECK(text_projection.dim() == 2, "text_projection must be 2-D");
+    c.embed_dim = text_projection.size(1);
+  }
   c.context_length = require(sd, "positional_embedding").size(0);
   c.vocab_size = require(sd, "token_embedding.weight").size(0);
   c.transformer_width = require(sd, "ln_final.weight").size(0);
@@ -505,6 +519,11 @@ ClipConfig ClipConfig::from_state_dict(const TensorMap& sd) {
 }
 
 std::string ClipConfig::architecture() const {
+  if (!image_tower) {
+    return cat(family == ModelFamily::Siglip ? "SigLIP" : "CLIP", " text tower (width ", transformer_width,
+               ", ", transformer_layers, " layers",
+               embed_dim > 0 ? cat(", ", embed_dim, "-d projection") : "", ")");
+  }
   if (siglip()) {
     ClipConfig vit = *this;
     vit.family = ModelFamily::Clip;
@@ -544,7 +563,9 @@ std::string ClipConfig::architecture() const {
 }
 
 ClipModel::ClipModel(const ClipConfig& config) : config_(config) {
-  if (config.vision_resnet) {
+  if (!config.image_tower) {
+    if (!config.text_tower) fail("a CLIP model needs at least one of its towers");
+  } else if (config.vision_resnet) {
     visual_ = register_module("visual", std::make_shared<ModifiedResNet>(config));
   } else {
     visual_ = register_module("visual", std::make_shared<VisionTransformer>(config));
@@ -563,9 +584,12 @@ ClipModel::ClipModel(const ClipConfig& config) : config_(config) {
                                              torch::zeros({config.context_length, config.transformer_width}));
   ln_final_ = register_module(
       "ln_final", std::make_shared<LayerNorm>(config.transformer_width, config.text_layer_norm_eps));
-  text_projection_ =
-      register_parameter("text_projection", torch::zeros({config.transformer_width, config.embed_dim}));
-  logit_scale_ = register_parameter("logit_scale", torch::zeros({}));
+  if (config.embed_dim > 0) {
+    text_projection_ =
+        register_parameter("text_projection", torch::zeros({config.transformer_width, config.embed_dim}));
+  }
+  // A text tower alone scores nothing: no logit scale (Stable Diffusion's loader drops a CompVis file's).
+  if (config.image_tower) logit_scale_ = register_parameter("logit_scale", torch::zeros({}));
   if (config.siglip()) {
     text_projection_bias_ = register_parameter("text_projection_bias", torch::zeros({config.embed_dim}));
     logit_bias_ = register_parameter("logit_bias", torch::zeros({}));
@@ -588,7 +612,9 @@ double ClipModel::parameter_elements(const ClipConfig& c) {
   };
   const double e = static_cast<double>(c.embed_dim), w = static_cast<double>(c.vision_width);
   double visual = 0;
-  if (c.vision_resnet) {
+  if (!c.image_tower) {
+    // no image tower
+  } else if (c.vision_resnet) {
     visual = n::conv(3, w / 2, 3, false) + n::conv(w / 2, w / 2, 3, false) + n::conv(w / 2, w, 3, false) +
              2 * n::batch_norm(w / 2) + n::batch_norm(w);
     double inplanes = w;
@@ -623,13 +649,15 @@ double ClipModel::parameter_elements(const ClipConfig& c) {
   if (!c.text_tower) return visual;
   const double tw = static_cast<double>(c.transformer_width), ctx = static_cast<double>(c.context_length);
   const double text = transformer(tw, static_cast<double>(c.transformer_layers), c.text_mlp_width) +
-                      static_cast<double>(c.vocab_size) * tw + ctx * tw + n::norm(tw) + tw * e + 1 +
-                      ctx * ctx +                // ... the logit scale and the causal mask
-                      (c.siglip() ? e + 1 : 0);  // SigLIP's projection bias and logit bias
+                      static_cast<double>(c.vocab_size) * tw + ctx * tw + n::norm(tw) + tw * e +
+                      (c.image_tower ? 1 : 0) + ctx * ctx +  // ... the logit scale and the causal mask
+                      (c.siglip() ? e + 1 : 0);              // SigLIP's projection bias and logit bias
   return visual + text;
 }
 
 torch::Tensor ClipModel::encode_image(const torch::Tensor& pixels) {
+  if (!config_.image_tower)
+    fail("this ", config_.architecture(), " is a text tower alone: it has no image tower");
   TORCH_CHECK(pixels.dim() == 4 && pixels.size(1) == 3, "encode_image expects [B, 3, H, W] pixels, got ",
               pixels.sizes());
   TORCH_CHECK(pixels.size(2) == config_.image_resolution && pixels.size(3) == config_.image_resolution,
@@ -644,6 +672,8 @@ torch::Tensor ClipModel::encode_text(const torch::Tensor& tokens) {
   TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) == config_.context_length, "encode_text expects [B, ",
               config_.context_length, "] tokens, got ", tokens.sizes());
   TORCH_CHECK(tokens.scalar_type() == torch::kLong, "encode_text expects int64 tokens");
+  if (config_.embed_dim == 0)
+    fail("this ", config_.architecture(), " has no projection to an embedding; it gives per-token states");
   torch::Tensor x = token_embedding_(tokens) + positional_embedding_;  // [B, L, D]
   if (config_.siglip()) {  // bidirectional; the last position's features, projected with a bias
     x = ln_final_->forward(transformer_->forward(x, {}).select(1, -1));
@@ -655,6 +685,21 @@ torch::Tensor ClipModel::encode_text(const torch::Tensor& tokens) {
   const torch::Tensor eot = tokens.argmax(-1);
   x = x.index({torch::arange(x.size(0), eot.options()), eot});
   return torch::matmul(x, text_projection_);
+}
+
+torch::Tensor ClipModel::encode_text_states(const torch::Tensor& tokens, int64_t skip_last_layers) {
+  if (!config_.text_tower)
+    fail("this ", config_.architecture(), " is an image tower alone: it has no text tower");
+  if (config_.siglip()) fail("per-token text states are read from CLIP's causal text tower, not SigLIP's");
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) == config_.context_length,
+              "encode_text_states expects [B, ", config_.context_length, "] tokens, got ", tokens.sizes());
+  TORCH_CHECK(tokens.scalar_type() == torch::kLong, "encode_text_states expects int64 tokens");
+  if (skip_last_layers < 0 || skip_last_layers >= config_.transformer_layers)
+    fail("cannot leave out ", skip_last_layers, " of the text tower's ", config_.transformer_layers,
+         " layers");
+  const torch::Tensor x = token_embedding_(tokens) + positional_embedding_;  // [B, L, D]
+  return ln_final_->forward(transformer_->forward(x, causal_mask_.to(x.scalar_type()), false,
+                                                  config_.transformer_layers - skip_last_layers));
 }
 
 bool ClipModel::is_known_extra(const std::string& key) {

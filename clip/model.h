@@ -52,6 +52,9 @@ struct ClipConfig {
   double text_layer_norm_eps = 1e-5;
   Preprocessing preprocess;  // how images become this model's input
   bool text_tower = true;  // false: an image tower alone (Stable Diffusion's safety checker); no text fields
+  // false: a text tower alone (Stable Diffusion's text encoder: HF CLIPTextModel, or open_clip's text tower
+  // in a CompVis file); no vision fields, and embed_dim 0 where it has no projection (CLIPTextModel's).
+  bool image_tower = true;
 
   // Shapes-only inference from OpenAI-named weights (the family too: SigLIP's attention-pool head); throws
   // Error naming the key that is missing.
@@ -82,6 +85,10 @@ class ClipModel : public torch::nn::Module {
   torch::Tensor encode_image(const torch::Tensor& pixels);
   // Token ids [B, context_length] (int64) -> unnormalized text features [B, E].
   torch::Tensor encode_text(const torch::Tensor& tokens);
+  // Token ids [B, context_length] -> the text transformer's per-token states [B, context_length, width] after
+  // the final LayerNorm, with the last `skip_last_layers` blocks left out: what Stable Diffusion conditions
+  // on (SD 1.x: all blocks; SD 2.x's CompVis files: the penultimate, skip 1). CLIP's causal mask; not SigLIP.
+  torch::Tensor encode_text_states(const torch::Tensor& tokens, int64_t skip_last_layers = 0);
   // exp(logit_scale), the temperature that turns cosine similarity into logits.
   torch::Tensor logit_scale_exp() const {
     TORCH_CHECK(logit_scale_.defined(), "an image tower alone has no logit scale");

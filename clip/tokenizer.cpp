@@ -395,10 +395,34 @@ Tokenizer Tokenizer::from_path(const std::string& path) {
     }
   }
   const fs::path p(file);
-  if (p.filename() == "vocab.json") return from_hf_files(file, (p.parent_path() / "merges.txt").string());
+  if (p.filename() == "vocab.json") {
+    Tokenizer t = from_hf_files(file, (p.parent_path() / "merges.txt").string());
+    // The padding transformers' CLIPTokenizer uses: tokenizer_config.json's pad_token, else
+    // special_tokens_map.json's (Stable Diffusion 1.x pads with <|endoftext|>, 2.x with "!"); none: 0, as
+    // clip.tokenize pads.
+    std::string pad;
+    for (const char* name : {"tokenizer_config.json", "special_tokens_map.json"}) {
+      if (!pad.empty()) break;
+      if (const auto config = json_file_in(p.parent_path(), name, path))
+        read_token(*config, "pad_token", pad, cat(path, ": ", name));
+    }
+    if (!pad.empty()) {
+      auto it = t.encoder_.find(pad);
+      if (it == t.encoder_.end()) fail(path, ": the pad_token '", pad, "' is not in vocab.json");
+      t.pad_ = it->second;
+    }
+    return t;
+  }
   if (p.extension() == ".model")
     return from_sentencepiece(file, SentencePieceRules::in_folder(p.parent_path().string()));
   return from_openai_vocab(file);
+}
+
+Tokenizer Tokenizer::with_pad_id(int64_t id) const {
+  if (id < 0 || id > max_id_) fail("padding id ", id, " is not in the vocabulary (0 to ", max_id_, ")");
+  Tokenizer t = *this;
+  t.pad_ = id;
+  return t;
 }
 
 size_t Tokenizer::vocab_size() const { return sp_ ? static_cast<size_t>(sp_->size()) : encoder_.size(); }

@@ -72,6 +72,8 @@ class Tokenizer {
   int64_t eot() const { return eot_; }  // -1 where no end token is added
   size_t vocab_size() const;
   int64_t max_id() const { return max_id_; }
+  // The same tokenizer padding with `id` (Stable Diffusion's single files: SD 1.x pads with the end token).
+  Tokenizer with_pad_id(int64_t id) const;
 
  private:
   Tokenizer() = default;

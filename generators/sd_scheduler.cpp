@@ -242,6 +242,28 @@ double SdScheduler::sigma(int64_t i) const {
   return sigmas_.at(static_cast<size_t>(std::min<int64_t>(i, static_cast<int64_t>(sigmas_.size()) - 1)));
 }
 
+bool SdScheduler::sigma_space() const { return is_euler(kind_); }
+
+double SdScheduler::alpha_bar_at(int64_t i) const {
+  if (!sigmas_.empty()) {
+    const double s = sigma(i);
+    return 1 / (1 + s * s);
+  }
+  return alpha_bar(static_cast<int64_t>(timesteps_.at(static_cast<size_t>(i))));
+}
+
+torch::Tensor SdScheduler::predict_original(const torch::Tensor& out, int64_t i,
+                                            const torch::Tensor& sample) const {
+  const bool v = config_.prediction_type == "v_prediction";
+  if (sigma_space()) {
+    const double s = sigma(i);
+    return v ? out * (-s / std::sqrt(s * s + 1)) + sample / (s * s + 1) : sample - s * out;
+  }
+  const double a = alpha_bar_at(i);
+  return v ? std::sqrt(a) * sample - std::sqrt(1 - a) * out
+           : (sample - std::sqrt(1 - a) * out) / std::sqrt(a);
+}
+
 void SdScheduler::set_timesteps(int64_t steps) {
   const int64_t N = config_.num_train_timesteps;
   if (steps < 1 || steps > N)
@@ -324,7 +346,6 @@ torch::Tensor SdScheduler::step(const torch::Tensor& model_output, int64_t i, co
   if (eta < 0) fail("eta must be at least 0 (got ", eta, ")");
   if (needs_noise(eta) && (!noise.defined() || noise.sizes() != sample.sizes()))
     fail("the ", name_of(kSdSchedulers, kind_), " step needs standard-normal noise shaped as the sample");
-  const bool v = config_.prediction_type == "v_prediction";
   switch (kind_) {
     case SdSchedulerKind::Ddim:
       return step_ddim(model_output, i, sample, eta, noise);
@@ -333,8 +354,7 @@ torch::Tensor SdScheduler::step(const torch::Tensor& model_output, int64_t i, co
     case SdSchedulerKind::Euler:
     case SdSchedulerKind::EulerAncestral: {
       const double s = sigma(i), next = sigma(i + 1);
-      const torch::Tensor x0 =
-          v ? model_output * (-s / std::sqrt(s * s + 1)) + sample / (s * s + 1) : sample - model_output * s;
+      const torch::Tensor x0 = predict_original(model_output, i, sample);
       const torch::Tensor derivative = (sample - x0) / s;
       if (kind_ == SdSchedulerKind::Euler) return sample + derivative * (next - s);
       // Ancestral: down to sigma_down deterministically, then noise up to sigma_next.
@@ -352,14 +372,9 @@ torch::Tensor SdScheduler::step_ddim(const torch::Tensor& out, int64_t i, const 
   const auto t = static_cast<int64_t>(timesteps_[static_cast<size_t>(i)]);
   const int64_t prev = t - config_.num_train_timesteps / steps_;
   const double ab = alpha_bar(t), ab_prev = alpha_bar(prev), beta = 1 - ab;
-  torch::Tensor x0, eps;
-  if (config_.prediction_type == "v_prediction") {
-    x0 = sample * std::sqrt(ab) - out * std::sqrt(beta);
-    eps = out * std::sqrt(ab) + sample * std::sqrt(beta);
-  } else {
-    x0 = (sample - out * std::sqrt(beta)) / std::sqrt(ab);
-    eps = out;
-  }
+  torch::Tensor x0 = predict_original(out, i, sample);
+  const torch::Tensor eps =
+      config_.prediction_type == "v_prediction" ? out * std::sqrt(ab) + sample * std::sqrt(beta) : out;
   if (config_.clip_sample) x0 = x0.clamp(-config_.clip_sample_range, config_.clip_sample_range);
   const double variance = (1 - ab_prev) / beta * (1 - ab / ab_prev);
   const double std_dev = eta * std::sqrt(variance);
@@ -415,8 +430,7 @@ torch::Tensor SdScheduler::step_dpm(const torch::Tensor& out, int64_t i, const t
     return Point{alpha, sigma_t, std::log(alpha) - std::log(sigma_t)};
   };
   const Point now = point(sigma(i)), next = point(sigma(i + 1));
-  const torch::Tensor x0 = config_.prediction_type == "v_prediction" ? sample * now.alpha - out * now.sigma
-                                                                     : (sample - out * now.sigma) / now.alpha;
+  const torch::Tensor x0 = predict_original(out, i, sample);
   // The last step is first order (the final sigma is zero); so is the first, with nothing before it.
   const bool first_order = lower_order_steps_ < 1 || i == calls - 1;
   const double h = next.lambda - now.lambda;
@@ -433,6 +447,35 @@ torch::Tensor SdScheduler::step_dpm(const torch::Tensor& out, int64_t i, const t
   previous_x0_ = x0;
   if (lower_order_steps_ < 2) ++lower_order_steps_;
   return prev_sample;
+}
+
+TensorMap SdScheduler::state() const {
+  TensorMap out{{"scheduler.counter", torch::tensor({counter_})},
+                {"scheduler.lower_order_steps", torch::tensor({lower_order_steps_})},
+                {"scheduler.ets", torch::tensor({static_cast<int64_t>(ets_.size())})}};
+  for (size_t k = 0; k < ets_.size(); ++k) out[cat("scheduler.ets.", k)] = ets_[k].detach().cpu().clone();
+  if (pndm_sample_.defined()) out["scheduler.pndm_sample"] = pndm_sample_.detach().cpu().clone();
+  if (previous_x0_.defined()) out["scheduler.previous_x0"] = previous_x0_.detach().cpu().clone();
+  return out;
+}
+
+void SdScheduler::load_state(const TensorMap& state, const torch::Device& device) {
+  const auto get = [&](const std::string& key) -> const torch::Tensor& {
+    return require(state, key, "resume state");
+  };
+  counter_ = get("scheduler.counter").item<int64_t>();
+  lower_order_steps_ = get("scheduler.lower_order_steps").item<int64_t>();
+  const int64_t ets = get("scheduler.ets").item<int64_t>();
+  if (counter_ < 0 || lower_order_steps_ < 0 || ets < 0 || ets > 4)
+    fail("resume state's scheduler state is out of range");
+  ets_.clear();
+  for (int64_t k = 0; k < ets; ++k) ets_.push_back(get(cat("scheduler.ets.", k)).to(device));
+  const auto optional = [&](const char* key) {
+    const auto it = state.find(key);
+    return it == state.end() ? torch::Tensor() : it->second.to(device);
+  };
+  pndm_sample_ = optional("scheduler.pndm_sample");
+  previous_x0_ = optional("scheduler.previous_x0");
 }
 
 }  // namespace clipguide

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/names.h"
+#include "core/tensor_map.h"
 
 namespace clipguide {
 
@@ -76,12 +77,25 @@ class SdScheduler {
   torch::Tensor step(const torch::Tensor& model_output, int64_t i, const torch::Tensor& sample,
                      double eta = 0, const torch::Tensor& noise = {});
 
+  // The multistep state (PNDM's earlier outputs, DPM++'s previous x_0) by name, for a run saved between steps
+  // and resumed; load_state puts it back on `device`.
+  TensorMap state() const;
+  void load_state(const TensorMap& state, const torch::Device& device);
+
   SdSchedulerKind kind() const { return kind_; }
   const SdSchedulerConfig& config() const { return config_; }
   // alpha_bar of the training schedule, per training timestep (float32 values, as diffusers keeps them).
   const std::vector<double>& alphas_cumprod() const { return alphas_cumprod_; }
   // The Euler and DPM++ kinds' sigma at call i (sqrt((1 - alpha_bar) / alpha_bar)); 0 past the last call.
   double sigma(int64_t i) const;
+  // Whether the latents are x_0 + sigma noise (the Euler kinds) rather than sqrt(alpha_bar) x_0 +
+  // sqrt(1 - alpha_bar) noise.
+  bool sigma_space() const;
+  // alpha_bar of call i's noise level.
+  double alpha_bar_at(int64_t i) const;
+  // x_0 as call i's model output (epsilon or v) predicts it from `sample`, in this scheduler's latents.
+  torch::Tensor predict_original(const torch::Tensor& model_output, int64_t i,
+                                 const torch::Tensor& sample) const;
 
  private:
   torch::Tensor step_ddim(const torch::Tensor& eps, int64_t i, const torch::Tensor& sample, double eta,

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -691,7 +692,11 @@ TensorMap unet_weights_from_diffusers(const TensorMap& sd) {
 }
 
 LoadedUNet load_sd_unet(const std::string& path, const std::string& original_config, torch::Device device) {
-  Checkpoint ckpt = read_checkpoint(path);
+  return load_sd_unet(read_checkpoint(path), original_config, device);
+}
+
+LoadedUNet load_sd_unet(Checkpoint ckpt, const std::string& original_config, torch::Device device) {
+  const std::string& path = ckpt.path;
   const std::string prefix = "model.diffusion_model.";
   if (has_prefix(ckpt.tensors, prefix)) ckpt.tensors = tensors_under(ckpt.tensors, prefix);
   ckpt.tensors = unet_weights_from_diffusers(ckpt.tensors);
@@ -719,7 +724,7 @@ LoadedUNet load_sd_unet(const std::string& path, const std::string& original_con
     return width;
   };
   if (!ckpt.configs.config_json.empty()) {
-    const std::string where = cat(path, "/", ckpt.configs.config_name);
+    const std::string where = (std::filesystem::path(path).parent_path() / ckpt.configs.config_name).string();
     const nlohmann::json j = parse_json_object(ckpt.configs.config_json, "UNet config", where);
     for (const char* key : {"addition_embed_type", "class_embed_type", "encoder_hid_dim"})
       if (j.contains(key) && !j[key].is_null())

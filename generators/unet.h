@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/tensor_map.h"
+#include "io/checkpoint.h"
 
 namespace clipguide {
 
@@ -99,6 +100,8 @@ LoadedUNet load_unet(const std::string& checkpoint_path, const std::string& flag
 // where the text is 768 wide (1.x), heads 64 wide otherwise (2.x). What SD 1.x and 2.x do not use (SDXL's
 // added conditioning, deeper transformers) is an Error naming it.
 LoadedUNet load_sd_unet(const std::string& path, const std::string& original_config, torch::Device device);
+// The same from a checkpoint already read (a single file's tensors, shared with its other parts).
+LoadedUNet load_sd_unet(Checkpoint ckpt, const std::string& original_config, torch::Device device);
 // `sd` with diffusers' UNet2DConditionModel names (down_blocks.1.attentions.0, mid_block, up_blocks) renamed
 // to latent diffusion's (input_blocks.N.M, middle_block, output_blocks); other maps unchanged.
 TensorMap unet_weights_from_diffusers(const TensorMap& sd);

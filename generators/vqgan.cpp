@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "core/error.h"
 #include "core/file_io.h"
@@ -188,13 +189,19 @@ class VqganDecoder : public torch::nn::Module {
     conv_out = register_module("conv_out", conv(block_in, c.out_ch, 3, 1, 1));
   }
   torch::Tensor forward(const torch::Tensor& z) {
-    torch::Tensor h = mid->forward(conv_in(z));
-    for (size_t i = up->size(); i-- > 0;) {
-      auto level = up[i]->as<Level>();
-      h = level->forward(h);
-      if (level->resample) h = level->resample->forward(h);
-    }
-    return conv_out(swish(norm_out(h)));
+    torch::Tensor h = z;
+    for (int64_t k = 0; k < stages(); ++k) h = stage(k, h);
+    return h;
+  }
+  // The decoder as a chain of stages: conv_in and the middle, each level from the top down with its
+  // upsampling, then the output.
+  int64_t stages() const { return static_cast<int64_t>(up->size()) + 2; }
+  torch::Tensor stage(int64_t k, const torch::Tensor& h) {
+    if (k == 0) return mid->forward(conv_in(h));
+    if (k == stages() - 1) return conv_out(swish(norm_out(h)));
+    auto level = up[up->size() - static_cast<size_t>(k)]->as<Level>();
+    const torch::Tensor out = level->forward(h);
+    return level->resample ? level->resample->forward(out) : out;
   }
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   std::shared_ptr<Mid> mid;
@@ -446,6 +453,29 @@ AutoencoderKL::Posterior AutoencoderKL::encode(const torch::Tensor& x) {
 
 torch::Tensor AutoencoderKL::decode(const torch::Tensor& z) { return decoder_->forward(post_quant_conv_(z)); }
 
+torch::Tensor AutoencoderKL::decode_backward(const torch::Tensor& z, const torch::Tensor& grad_image) {
+  // The stages' inputs, kept from a forward pass without graphs; then each stage again, last first, with its
+  // graph alive only while its gradient is taken.
+  std::vector<torch::Tensor> inputs;
+  {
+    const torch::NoGradGuard no_grad;
+    torch::Tensor h = post_quant_conv_(z);
+    for (int64_t k = 0; k < decoder_->stages(); ++k) {
+      inputs.push_back(h);
+      h = decoder_->stage(k, h);
+    }
+  }
+  const torch::AutoGradMode enable(true);
+  torch::Tensor grad = grad_image;
+  for (int64_t k = decoder_->stages(); k-- > 0;) {
+    const torch::Tensor x = inputs[static_cast<size_t>(k)].detach().requires_grad_(true);
+    grad = torch::autograd::grad({decoder_->stage(k, x)}, {x}, {grad})[0];
+    inputs[static_cast<size_t>(k)] = torch::Tensor();
+  }
+  const torch::Tensor x = z.detach().requires_grad_(true);
+  return torch::autograd::grad({post_quant_conv_(x)}, {x}, {grad})[0];
+}
+
 void AutoencoderKL::load_weights(const TensorMap& sd, const std::string& source) {
   StrictLoad how;
   how.source = source;
@@ -507,14 +537,18 @@ TensorMap vae_weights_from_diffusers(const TensorMap& sd) {
 }
 
 LoadedVae load_vae(const std::string& path, torch::Device device) {
-  Checkpoint ckpt = read_checkpoint(path);
+  return load_vae(read_checkpoint(path), device);
+}
+
+LoadedVae load_vae(Checkpoint ckpt, torch::Device device) {
+  const std::string& path = ckpt.path;
   LoadedVae out;
   // A whole single-file Stable Diffusion checkpoint: its first_stage_model.
   const std::string prefix = "first_stage_model.";
   if (has_prefix(ckpt.tensors, prefix)) ckpt.tensors = tensors_under(ckpt.tensors, prefix);
   ckpt.tensors = vae_weights_from_diffusers(ckpt.tensors);
   if (!ckpt.configs.config_json.empty()) {
-    const std::string where = cat(path, "/", ckpt.configs.config_name);
+    const std::string where = (std::filesystem::path(path).parent_path() / ckpt.configs.config_name).string();
     const nlohmann::json j = parse_json_object(ckpt.configs.config_json, "VAE config", where);
     read_field(j, "scaling_factor", out.scaling_factor, where);
     require_supported(j, "norm_num_groups", 32, where);  // Stable Diffusion's

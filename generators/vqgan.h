@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/tensor_map.h"
+#include "io/checkpoint.h"
 
 namespace clipguide {
 
@@ -96,6 +97,11 @@ class AutoencoderKL : public torch::nn::Module {
   // Latents (unscaled: divide SD's scaled latents by the scaling factor first) -> image [B, 3, H, W] in about
   // [-1, 1].
   torch::Tensor decode(const torch::Tensor& z);
+  // d/dz of a loss on decode(z), given its gradient on the image, with the decoder's activations
+  // checkpointed: each stage (the middle, each level, the output) is run again during the backward pass, so
+  // that only one stage's activations are alive at a time. The same gradient as autograd through decode(), in
+  // less memory.
+  torch::Tensor decode_backward(const torch::Tensor& z, const torch::Tensor& grad_image);
   void load_weights(const TensorMap& sd, const std::string& source);
 
  private:
@@ -115,6 +121,8 @@ struct LoadedVae {
 // Diffusion checkpoint (its first_stage_model.* weights), or a VAE file alone (latent diffusion's or
 // diffusers' names).
 LoadedVae load_vae(const std::string& path, torch::Device device);
+// The same from a checkpoint already read (a single file's tensors, shared with its other parts).
+LoadedVae load_vae(Checkpoint ckpt, torch::Device device);
 // `sd` with diffusers' AutoencoderKL names (encoder.down_blocks.0.resnets.0.conv1,
 // ...mid_block.attentions.0.to_q) renamed to latent diffusion's, attention projections reshaped to 1x1
 // convolutions; other maps unchanged.

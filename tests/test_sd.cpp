@@ -5,8 +5,10 @@
 #include "core/error.h"
 #include "fixtures.h"
 #include "generators/sd_scheduler.h"
+#include "generators/stable_diffusion.h"
 #include "generators/unet.h"
 #include "generators/vqgan.h"
+#include "guidance/clip_guide.h"
 
 namespace clipguide::test {
 namespace {
@@ -108,9 +110,9 @@ class SdVae : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SdVae, EncodesAndDecodesAsDiffusers) {
   const nlohmann::json& m = sd_manifest();
-  const std::string path = GetParam() == "folder"
-                               ? (sd_fixtures() / m["pipeline"].get<std::string>() / "vae").string()
-                               : (sd_fixtures() / m["single_file"].get<std::string>()).string();
+  const std::string path =
+      (sd_fixtures() / m[GetParam() == "folder" ? "vae_folder" : "vae_single_file"].get<std::string>())
+          .string();
   const TensorMap ref = reference(sd_fixtures() / m["reference"].get<std::string>());
   const LoadedVae vae = load_vae(path, torch::kCPU);
   EXPECT_NEAR(vae.scaling_factor, m["vae"]["scaling_factor"].get<double>(), 1e-9);
@@ -143,7 +145,8 @@ TEST_P(SdUnet, PredictsAsDiffusers) {
   const nlohmann::json& entry = m["unets"][name];
   const std::string path =
       (sd_fixtures() / entry[folder ? "folder" : "single_file"].get<std::string>()).string();
-  const std::string yaml = folder ? "" : (sd_fixtures() / m["original_config"].get<std::string>()).string();
+  const std::string yaml =
+      folder ? "" : (sd_fixtures() / entry["original_config"].get<std::string>()).string();
   const LoadedUNet unet = load_sd_unet(path, yaml, torch::kCPU);
   const TensorMap ref = reference(sd_fixtures() / m["reference"].get<std::string>());
   const auto at = [&](const std::string& key) { return ref.at(name + "/" + key); };
@@ -182,7 +185,7 @@ TEST(SdWeights, OddDiffusersNamesAreLeftForTheStrictLoadToName) {
 
 TEST(SdVae, RefusesWhatItCannotRun) {
   TempDir dir;
-  const std::filesystem::path folder = sd_fixtures() / sd_manifest()["pipeline"].get<std::string>() / "vae";
+  const std::filesystem::path folder = sd_fixtures() / sd_manifest()["vae_folder"].get<std::string>();
   std::filesystem::copy(folder, dir / "vae");
   nlohmann::json config = read_json(folder / "config.json");
   config["norm_num_groups"] = 16;
@@ -195,6 +198,190 @@ TEST(SdVae, RefusesWhatItCannotRun) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("VAE"), std::string::npos) << e.what();
   }
+}
+
+// ---- whole pipelines ----
+
+// Each pipeline from its diffusers folder and from its single file (with its yaml, and the folder's
+// vocabulary).
+std::vector<std::string> pipeline_files() {
+  std::vector<std::string> out;
+  for (const auto& [name, entry] : sd_manifest()["pipelines"].items()) {
+    out.push_back(name + "/folder");
+    if (entry.contains("single_file")) out.push_back(name + "/single_file");
+  }
+  return out;
+}
+
+struct PipelineCase {
+  std::string name;
+  bool folder = true;
+  const nlohmann::json& entry() const { return sd_manifest()["pipelines"][name]; }
+  std::shared_ptr<const StableDiffusion> load(const std::string& scheduler = "") const {
+    const nlohmann::json& e = entry();
+    const std::filesystem::path dir = sd_fixtures() / e["folder"].get<std::string>();
+    if (folder) {
+      return std::make_shared<StableDiffusion>(
+          load_stable_diffusion(dir.string(), "", "", scheduler, torch::kCPU));
+    }
+    return std::make_shared<StableDiffusion>(
+        load_stable_diffusion((sd_fixtures() / e["single_file"].get<std::string>()).string(),
+                              (sd_fixtures() / e["original_config"].get<std::string>()).string(),
+                              (dir / "tokenizer").string(), scheduler, torch::kCPU));
+  }
+  torch::Tensor at(const std::string& key) const {
+    static const TensorMap ref = reference(sd_fixtures() / sd_manifest()["reference"].get<std::string>());
+    return ref.at(name + "/" + key);
+  }
+};
+
+PipelineCase pipeline_case(const std::string& param) {
+  return {param.substr(0, param.find('/')), param.find("/folder") != std::string::npos};
+}
+
+class SdPipeline : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SdPipeline, EncodesPromptsAsDiffusers) {
+  const PipelineCase c = pipeline_case(GetParam());
+  const auto sd = c.load();
+  const std::vector<std::string> prompts = {c.entry()["prompt"], c.entry()["negative"]};
+  const torch::Tensor tokens =
+      sd->tokenizer->tokenize(prompts, sd->text_encoder->config().context_length, false);
+  EXPECT_TRUE(torch::equal(tokens, c.at("tokens").to(torch::kLong))) << tokens << c.at("tokens");
+  const torch::Tensor states = sd->encode_prompts(prompts, false);
+  EXPECT_LT(rel_error(states.narrow(0, 0, 1), c.at("cond")), 1e-5) << sd->describe();
+  EXPECT_LT(rel_error(states.narrow(0, 1, 1), c.at("uncond")), 1e-5);
+}
+
+// Four steps of the folder's scheduler with classifier-free guidance and a negative prompt, from the stored
+// starting noise: the latents and the decoded image as diffusers' StableDiffusionPipeline made them. The
+// single files carry no scheduler; they are given the folder's.
+TEST_P(SdPipeline, SamplesWithClassifierFreeGuidanceAsDiffusers) {
+  const PipelineCase c = pipeline_case(GetParam());
+  std::string scheduler = c.entry()["scheduler"].get<std::string>();
+  scheduler = scheduler == "PNDMScheduler"            ? "pndm"
+              : scheduler == "EulerDiscreteScheduler" ? "euler"
+                                                      : scheduler;
+  auto sd = std::make_shared<StableDiffusion>(*c.load(scheduler));
+  if (!c.folder) {  // the folder's noise schedule
+    const std::filesystem::path config =
+        sd_fixtures() / c.entry()["folder"].get<std::string>() / "scheduler" / "scheduler_config.json";
+    sd->scheduler_config = read_sd_scheduler_config(read_bytes(config), config.string(), sd->scheduler);
+  }
+  const torch::Tensor states = sd->encode_prompts({c.entry()["prompt"], c.entry()["negative"]}, false);
+  SdRunOptions options;
+  options.steps = c.entry()["steps"].get<int64_t>();
+  options.cfg_scale = c.entry()["cfg_scale"].get<double>();
+  options.width = options.height = c.entry()["image_size"].get<int64_t>();
+  SdRun run(sd, states.narrow(0, 0, 1), states.narrow(0, 1, 1), nullptr, options, std::nullopt, 0);
+  run.start_from(c.at("start"));
+  while (run.steps_done() < run.total_steps()) run.step();
+  EXPECT_LT(rel_error(run.latents(), c.at("sampled")), 1e-4) << run.describe();
+  EXPECT_LT(rel_error(run.image(), (c.at("image") / 2 + 0.5).clamp(0, 1)), 1e-4);
+
+  // Image to image: the stored image at the stored strength, from the draws diffusers' generator made.
+  options.strength = c.entry()["strength"].get<double>();
+  SdRun refine(sd, states.narrow(0, 0, 1), states.narrow(0, 1, 1), nullptr, options, c.at("init"), 0);
+  refine.start_from(c.at("add_noise"), c.at("posterior_noise"));
+  EXPECT_LT(refine.total_steps(), options.steps);
+  while (refine.steps_done() < refine.total_steps()) refine.step();
+  EXPECT_LT(rel_error(refine.latents(), c.at("refined")), 1e-4) << refine.describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, SdPipeline, ::testing::ValuesIn(pipeline_files()),
+                         [](const auto& info) { return param_name(info.param); });
+
+// One CLIP-guided DDIM step against the community pipeline's cond_fn with the same (one, whole-image) cutout:
+// the latents' gradient, the guided prediction and the step's result. Then the cheaper ways agree with it:
+// the checkpointed decoder exactly, decoder-only guidance in direction.
+TEST(SdGuidance, OneGuidedStepAsTheCommunityPipeline) {
+  const nlohmann::json& g = sd_manifest()["guided"];
+  const nlohmann::json& pipe = sd_manifest()["pipelines"]["sd1"];
+  const TensorMap ref = reference(sd_fixtures() / sd_manifest()["reference"].get<std::string>());
+  const auto sd = std::make_shared<StableDiffusion>(
+      load_stable_diffusion((sd_fixtures() / pipe["folder"].get<std::string>()).string(), "", "",
+                            g["scheduler"].get<std::string>(), torch::kCPU));
+  LoadOptions clip_options;
+  clip_options.vocab = (fixtures() / "tokenizer" / "hf-tokenizer").string();
+  GuideModel model{std::make_shared<LoadedClip>(load_clip(
+                       (fixtures() / "clip" / g["clip"].get<std::string>()).string(), clip_options)),
+                   "clip", 1.0, 0};
+  ClipGuideOptions guide_options;
+  guide_options.cutouts.cutn = 1;
+  guide_options.cutouts.overview = true;
+  guide_options.cutouts.augments = {};
+  const auto guide = std::make_shared<ClipGuide>(std::vector<GuideModel>{model},
+                                                 PromptSchedule::parse(g["prompt"], 0, false),
+                                                 std::vector<Prompt>{}, guide_options);
+  const torch::Tensor states = sd->encode_prompts({g["prompt"], g["negative"]}, false);
+  SdRunOptions options;
+  options.steps = g["steps"].get<int64_t>();
+  options.cfg_scale = g["cfg_scale"].get<double>();
+  options.clip_guidance_scale = g["clip_guidance_scale"].get<double>();
+  options.width = options.height = pipe["image_size"].get<int64_t>();
+  const auto at_step = [&](SdRunOptions o) {
+    auto run = std::make_unique<SdRun>(sd, states.narrow(0, 0, 1), states.narrow(0, 1, 1), guide, o,
+                                       std::nullopt, 0);
+    TensorMap state = run->state();
+    state["sd.x"] = ref.at("guided/latents");
+    state["sd.steps_done"] = torch::tensor({g["step"].get<int64_t>()});
+    run->load_state(state);
+    return run;
+  };
+  auto run = at_step(options);
+  const SdRun::Prediction p = run->predict();
+  ASSERT_TRUE(p.grad.defined());
+  EXPECT_LT(rel_error(p.grad, ref.at("guided/grad")), 1e-3);
+  EXPECT_LT(rel_error(p.output, ref.at("guided/noise_guided")), 1e-4);
+  EXPECT_NEAR(p.loss.total.sum().item<double>(), ref.at("guided/loss").item<double>(),
+              1e-4 * std::abs(ref.at("guided/loss").item<double>()));
+  auto stepped = at_step(options);
+  stepped->step();
+  EXPECT_LT(rel_error(stepped->latents(), ref.at("guided/prev")), 1e-4);
+
+  options.vae_checkpointing = true;
+  EXPECT_LT(rel_error(at_step(options)->predict().grad, p.grad), 1e-5);
+  options.vae_checkpointing = false;
+  options.guide_grad = SdGuideGrad::DecoderOnly;
+  const torch::Tensor cheap = at_step(options)->predict().grad;
+  const double cos = torch::cosine_similarity(cheap.flatten(), p.grad.flatten(), 0).item<double>();
+  EXPECT_GT(cos, 0.0) << "decoder-only guidance points away from the full gradient";
+  options.guide_grad = SdGuideGrad::Full;
+  options.guide_every = 2;  // step 1 of every 2: not guided
+  EXPECT_FALSE(at_step(options)->predict().grad.defined());
+}
+
+TEST(SdPipelineFiles, RefusesWhatItCannotRun) {
+  const nlohmann::json& pipe = sd_manifest()["pipelines"]["sd1"];
+  const std::filesystem::path folder = sd_fixtures() / pipe["folder"].get<std::string>();
+  TempDir dir;
+  std::filesystem::copy(folder, dir / "sd", std::filesystem::copy_options::recursive);
+  // SDXL: refused by name.
+  nlohmann::json index = read_json(folder / "model_index.json");
+  index["text_encoder_2"] = {"transformers", "CLIPTextModelWithProjection"};
+  write_bytes(dir / "sd" / "model_index.json", index.dump());
+  EXPECT_THROW(load_stable_diffusion((dir / "sd").string(), "", "", "", torch::kCPU), Error);
+  // A scheduler class not run here: the error names it, and --scheduler chooses another.
+  write_bytes(dir / "sd" / "model_index.json", read_bytes(folder / "model_index.json"));
+  nlohmann::json scheduler = read_json(folder / "scheduler" / "scheduler_config.json");
+  scheduler["_class_name"] = "LMSDiscreteScheduler";
+  write_bytes(dir / "sd" / "scheduler" / "scheduler_config.json", scheduler.dump());
+  try {
+    load_stable_diffusion((dir / "sd").string(), "", "", "", torch::kCPU);
+    ADD_FAILURE() << "loaded a pipeline with an LMS scheduler";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("LMSDiscreteScheduler"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(load_stable_diffusion((dir / "sd").string(), "", "", "ddim", torch::kCPU));
+  // A text encoder of another width than the UNet attends to.
+  EXPECT_THROW(load_stable_diffusion(
+                   (sd_fixtures() / sd_manifest()["unets"]["sd1"]["single_file"].get<std::string>()).string(),
+                   "", (sd_fixtures() / "schedulers.safetensors").string(), "", torch::kCPU),
+               Error);
+  // A file that is not a whole Stable Diffusion checkpoint.
+  EXPECT_THROW(
+      load_stable_diffusion((sd_fixtures() / "schedulers.safetensors").string(), "", "", "", torch::kCPU),
+      Error);
 }
 
 }  // namespace

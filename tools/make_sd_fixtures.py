@@ -136,7 +136,7 @@ def vae_to_ldm(state):
     return out
 
 
-def make_vae(out, seed, size, tensors):
+def make_vae(folders, seed, size, tensors):
     """A tiny AutoencoderKL as diffusers' tests size theirs, its weights rounded to fp16 (the single file keeps them
     so, as many released checkpoints do), saved as a diffusers vae/ folder and under first_stage_model.* in a single
     file; its posterior on a random image and its decoding of random latents."""
@@ -152,7 +152,9 @@ def make_vae(out, seed, size, tensors):
             p.add_(torch.randn_like(p) * 0.05)
             p.copy_(p.half().float())
     vae.eval()
-    vae.half().save_pretrained(os.path.join(out, "pipeline", "vae"))
+    vae.half()
+    for folder in folders:
+        vae.save_pretrained(os.path.join(folder, "vae"))
     vae.float()
     ldm = {f"first_stage_model.{k}": v.half() for k, v in vae_to_ldm(vae.state_dict()).items()}
     back = convert_ldm_vae_checkpoint(ldm, vae.config)
@@ -168,16 +170,26 @@ def make_vae(out, seed, size, tensors):
         decoded = vae.decode(z).sample
     tensors.update({"vae/x": x, "vae/mean": posterior.mean, "vae/logvar": posterior.logvar, "vae/z": z,
                     "vae/decoded": decoded})
-    return ldm, {"scaling_factor": vae.config.scaling_factor, "image_size": size, "latent_size": size // factor}
+    return vae, ldm, {"scaling_factor": vae.config.scaling_factor, "image_size": size, "latent_size": size // factor}
 
 
-# Two tiny UNet2DConditionModels at the widths diffusers' tests use: SD 1.x's shape (convolutional projections,
-# a head count for every level) and SD 2.x's (linear projections, heads per level, a wider text embedding).
-UNETS = {
-    "unet_sd1": dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
-                     attention_head_dim=4, use_linear_projection=False),
-    "unet_sd2": dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=48,
-                     attention_head_dim=(2, 4), use_linear_projection=True),
+# The text encoders' width: the single file's text tower takes its heads from the width (width / 64, as SD's real
+# towers have them), so the tiny towers keep that rule: 128 wide, 2 heads.
+TEXT_WIDTH = 128
+
+# Stable Diffusion 2.x's scheduler/scheduler_config.json (stabilityai/stable-diffusion-2): Euler, v prediction.
+SD2_SCHEDULER = dict(SD1_SCHEDULER, _class_name="EulerDiscreteScheduler", prediction_type="v_prediction")
+
+# Two tiny pipelines at the widths diffusers' tests use: SD 1.x's shape (convolutional projections, one head count
+# for every level, a QuickGELU text tower padded with <|endoftext|>, PNDM) and SD 2.x's (linear projections, heads
+# per level, an exact-GELU text tower padded with "!", Euler with v prediction).
+PIPELINES = {
+    "sd1": dict(unet=dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=TEXT_WIDTH,
+                          attention_head_dim=4, use_linear_projection=False),
+                hidden_act="quick_gelu", pad="<|endoftext|>", scheduler=SD1_SCHEDULER),
+    "sd2": dict(unet=dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=TEXT_WIDTH,
+                          attention_head_dim=(2, 4), use_linear_projection=True),
+                hidden_act="gelu", pad="!", scheduler=SD2_SCHEDULER),
 }
 
 
@@ -226,8 +238,8 @@ def unet_to_ldm(state, config):
     return out
 
 
-def make_unet(out, name, shape, seed, size, tensors):
-    """A tiny UNet2DConditionModel (diffusers' own class), saved as pipeline/NAME/ and under model.diffusion_model.*;
+def make_unet(folder, name, shape, seed, size, tensors):
+    """A tiny UNet2DConditionModel (diffusers' own class), saved as FOLDER/unet/ and under model.diffusion_model.*;
     its output for random latents, timesteps and text embeddings."""
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
@@ -243,7 +255,7 @@ def make_unet(out, name, shape, seed, size, tensors):
             p.add_(torch.randn_like(p) * 0.02)
             p.copy_(p.half().float())
     unet.eval()
-    unet.half().save_pretrained(os.path.join(out, "pipeline", name))
+    unet.half().save_pretrained(os.path.join(folder, "unet"))
     unet.float()
     ldm = {f"model.diffusion_model.{k}": v.half() for k, v in unet_to_ldm(unet.state_dict(), unet.config).items()}
     back = convert_ldm_unet_checkpoint(ldm, unet.config)
@@ -257,7 +269,199 @@ def make_unet(out, name, shape, seed, size, tensors):
     with torch.no_grad():
         y = unet(x, t, encoder_hidden_states=context).sample
     tensors.update({f"{name}/x": x, f"{name}/t": t, f"{name}/context": context, f"{name}/out": y})
-    return ldm
+    return unet, ldm
+
+
+def make_tokenizer(folder, merges_file, merges, pad):
+    """A CLIPTokenizer over the first `merges` merges of CLIP's own vocabulary (a prefix of a BPE vocabulary is one
+    too), in OpenAI's order: bytes, bytes with </w>, the merges, then the two special tokens; saved as
+    FOLDER/tokenizer/ with vocab.json and merges.txt, as Stable Diffusion's folders keep it."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    with open(merges_file, encoding="utf-8") as f:
+        lines = [line for line in f.read().split("\n")[1:] if line][:merges]
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in lines]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {s: i for i, s in enumerate(vocab)}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in lines], pad_token=pad,
+                              model_max_length=77)
+    where = os.path.join(folder, "tokenizer")
+    tokenizer.save_pretrained(where)
+    with open(os.path.join(where, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(where, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "\n".join(lines) + "\n")
+    return CLIPTokenizer.from_pretrained(where)
+
+
+def make_text_encoder(folder, seed, vocab_size, hidden_act, extra_layer):
+    """A tiny CLIPTextModel (transformers' own class), saved as FOLDER/text_encoder/ in fp16. With `extra_layer`,
+    also open_clip's names for a text tower one block deeper whose penultimate block's states are this model's
+    (what a CompVis SD 2.x file's cond_stage_model.model.* holds: the tower with its projection and logit scale)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=160,
+                            num_hidden_layers=3, num_attention_heads=TEXT_WIDTH // 64, max_position_embeddings=77,
+                            hidden_act=hidden_act, projection_dim=TEXT_WIDTH, bos_token_id=vocab_size - 2,
+                            eos_token_id=vocab_size - 1, pad_token_id=1)
+    model = CLIPTextModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+            p.copy_(p.half().float())
+    model.eval()
+    model.half().save_pretrained(os.path.join(folder, "text_encoder"))
+    model.float()
+    # transformers 5 names CLIPTextModel's weights without the text_model. prefix that SD's files (and transformers
+    # 4's folders) carry; the single files get the prefixed names.
+    sd = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in model.state_dict().items()}
+    if not extra_layer:
+        return model, {f"cond_stage_model.transformer.{k}": v.half() for k, v in sd.items()
+                       if not k.endswith("position_ids")}
+    out = {"token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+           "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+           "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+           "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+           "text_projection": torch.randn(TEXT_WIDTH, TEXT_WIDTH) * 0.05, "logit_scale": torch.tensor(4.6)}
+    layers = config.num_hidden_layers
+    for i in range(layers + 1):
+        src = f"text_model.encoder.layers.{min(i, layers - 1)}."
+        get = lambda n: sd[src + n] + (torch.randn_like(sd[src + n]) * 0.05 if i == layers else 0)
+        dst = f"transformer.resblocks.{i}."
+        out[dst + "attn.in_proj_weight"] = torch.cat([get(f"self_attn.{q}_proj.weight") for q in "qkv"])
+        out[dst + "attn.in_proj_bias"] = torch.cat([get(f"self_attn.{q}_proj.bias") for q in "qkv"])
+        for ours, theirs in [("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+                             ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")]:
+            out[dst + ours + ".weight"] = get(theirs + ".weight")
+            out[dst + ours + ".bias"] = get(theirs + ".bias")
+    return model, {f"cond_stage_model.model.{k}": v.half() for k, v in out.items()}
+
+
+def resample(x, size):
+    """clipguide's cutout resampling (guidance/cutouts.h): area averaging when shrinking, bicubic when growing; the
+    community pipeline's MakeCutouts pools a cut with adaptive_avg_pool2d the same way."""
+    import torch.nn.functional as F
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    if x.shape[-1] >= size and x.shape[-2] >= size:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+
+
+def features(out):
+    """get_*_features' projected embeddings: a tensor in transformers 4, the output's pooler_output in 5."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def spherical_dist_loss(x, y):
+    import torch.nn.functional as F
+    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    return (x - y).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
+
+
+def guided_step(pipe, clip_dir, clip_vocab, prompt, negative, latents, step, steps, cfg, clip_scale, tensors):
+    """One CLIP-guided DDIM step as diffusers' community clip_guided_stable_diffusion computes it (its cond_fn), with
+    one cutout: the whole decoded image resampled to CLIP's input. The CFG prediction comes from one UNet batch; the
+    guidance takes the conditional prediction through x_0 = (x - sqrt(1 - a) eps) / sqrt(a), blended with x by
+    fac = sqrt(1 - a), decoded, scored by CLIP (spherical distance to the prompt), and its gradient moves eps by
+    -sqrt(1 - a) grad."""
+    from diffusers import DDIMScheduler
+    from transformers import CLIPModel, CLIPTokenizer
+
+    clip = CLIPModel.from_pretrained(clip_dir).eval()
+    clip_tok = CLIPTokenizer(os.path.join(clip_vocab, "vocab.json"), os.path.join(clip_vocab, "merges.txt"))
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    t = scheduler.timesteps[step]
+    cond, uncond = pipe.encode_prompt(prompt, "cpu", 1, True, negative_prompt=negative)
+    ids = clip_tok([prompt], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        text_clip = features(clip.get_text_features(input_ids=ids))
+        text_clip = text_clip / text_clip.norm(dim=-1, keepdim=True)
+        both = pipe.unet(torch.cat([latents] * 2), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        noise_uncond, noise_text = both.chunk(2)
+        noise_cfg = noise_uncond + cfg * (noise_text - noise_uncond)
+    x = latents.detach().requires_grad_()
+    with torch.enable_grad():
+        eps = pipe.unet(x, t, encoder_hidden_states=cond).sample
+        a = scheduler.alphas_cumprod[t]
+        b = 1 - a
+        x0 = (x - b ** 0.5 * eps) / a ** 0.5
+        fac = torch.sqrt(b)
+        sample = x0 * fac + x * (1 - fac)
+        image = pipe.vae.decode(sample / pipe.vae.config.scaling_factor).sample
+        image = (image / 2 + 0.5).clamp(0, 1)
+        size = clip.config.vision_config.image_size
+        cut = resample(image, size)
+        mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+        std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+        emb = features(clip.get_image_features(pixel_values=(cut - mean) / std))
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+        loss = spherical_dist_loss(emb, text_clip).view(1, 1, -1).sum(2).mean(0).sum() * clip_scale
+        grads = -torch.autograd.grad(loss, x)[0]
+    guided = noise_cfg - torch.sqrt(b) * grads
+    prev = scheduler.step(guided, t, latents).prev_sample
+    tensors.update({"guided/latents": latents.clone(), "guided/grad": grads, "guided/noise_cfg": noise_cfg,
+                    "guided/noise_guided": guided, "guided/prev": prev, "guided/loss": loss.detach().view(1)})
+    return {"prompt": prompt, "negative": negative, "step": step, "steps": steps, "cfg_scale": cfg,
+            "clip_guidance_scale": clip_scale, "timestep": int(t), "clip": os.path.basename(clip_dir.rstrip("/")),
+            "scheduler": "ddim"}
+
+
+def make_pipeline(out, name, spec, vae, factor, seed, size, unet_size, merges_file, tensors):
+    """A diffusers Stable Diffusion folder (model_index.json, scheduler, tokenizer, text_encoder, unet, vae); its text
+    states, a 4-step sampling with classifier-free guidance and a negative prompt from stored latents, and an
+    image-to-image run at strength 0.5 from a stored image and the noise its generator drew."""
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+
+    folder = os.path.join(out, "pipeline", name)
+    os.makedirs(os.path.join(folder, "scheduler"))
+    with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
+        json.dump(spec["scheduler"], f, indent=2)
+    scheduler_cls = {"PNDMScheduler": PNDMScheduler, "EulerDiscreteScheduler": EulerDiscreteScheduler}
+    scheduler = scheduler_cls[spec["scheduler"]["_class_name"]].from_config(spec["scheduler"])
+    tokenizer = make_tokenizer(folder, merges_file, 600, spec["pad"])
+    text_encoder, text_ldm = make_text_encoder(folder, seed, len(tokenizer.get_vocab()), spec["hidden_act"],
+                                               extra_layer=name == "sd2")
+    unet, unet_ldm = make_unet(folder, name, spec["unet"], seed + 1, unet_size, tensors)
+    components = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                      safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(**components)
+    with open(os.path.join(folder, "model_index.json"), "w") as f:
+        json.dump(dict(pipe.config, _class_name="StableDiffusionPipeline"), f, indent=2, default=list)
+    prompt, negative = "a red cube on a blue table", "blurry, dark"
+    cond, uncond = pipe.encode_prompt(prompt, "cpu", 1, True, negative_prompt=negative)
+    ids = tokenizer([prompt, negative], padding="max_length", max_length=77, truncation=True,
+                    return_tensors="pt").input_ids
+    side = size * factor  # the images' side; latents are `size`
+    g = torch.Generator().manual_seed(seed + 2)
+    start = torch.randn(1, 4, size, size, generator=g)  # the pipeline multiplies by init_noise_sigma
+    with torch.no_grad():
+        sampled = pipe(prompt, negative_prompt=negative, num_inference_steps=4, guidance_scale=7.5, latents=start,
+                       height=side, width=side, output_type="latent").images
+        image = pipe.vae.decode(sampled / vae.config.scaling_factor).sample
+    init = torch.rand(1, 3, side, side, generator=g)
+    img_seed = seed + 3
+    img2img = StableDiffusionImg2ImgPipeline(**components)
+    with torch.no_grad():
+        refined = img2img(prompt, image=init, strength=0.5, num_inference_steps=4, guidance_scale=7.5,
+                          negative_prompt=negative, generator=torch.Generator().manual_seed(img_seed),
+                          output_type="latent").images
+    # The draws that run made from its generator, in order: the posterior's sample, then the noise added.
+    draws = torch.Generator().manual_seed(img_seed)
+    posterior_noise = torch.randn(1, 4, size, size, generator=draws)
+    add_noise = torch.randn(1, 4, size, size, generator=draws)
+    tensors.update({f"{name}/tokens": ids, f"{name}/cond": cond, f"{name}/uncond": uncond,
+                    f"{name}/start": start, f"{name}/sampled": sampled, f"{name}/image": image,
+                    f"{name}/init": init, f"{name}/posterior_noise": posterior_noise, f"{name}/add_noise": add_noise,
+                    f"{name}/refined": refined})
+    entry = {"folder": f"pipeline/{name}", "prompt": prompt, "negative": negative, "steps": 4, "cfg_scale": 7.5,
+             "strength": 0.5, "scheduler": spec["scheduler"]["_class_name"], "latent_size": size, "image_size": side}
+    return pipe, entry, text_ldm, unet_ldm
 
 
 def main():
@@ -268,6 +472,13 @@ def main():
     ap.add_argument("--size", type=int, default=8, help="the schedulers' latent height and width")
     ap.add_argument("--vae-size", type=int, default=16, help="the VAE's image height and width")
     ap.add_argument("--unet-size", type=int, default=8, help="the UNets' latent height and width")
+    ap.add_argument("--latent-size", type=int, default=40, help="the pipelines' latent height and width")
+    shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures")
+    ap.add_argument("--merges", default=os.path.join(shared, "tokenizer", "hf-tokenizer", "merges.txt"),
+                    help="CLIP's merges.txt; the tokenizers take its first merges")
+    ap.add_argument("--clip", default=os.path.join(shared, "clip", "vit-tiny.hf"),
+                    help="the Hugging Face CLIPModel folder that guides (the CLIP fixture's)")
+    ap.add_argument("--clip-vocab", default=os.path.join(shared, "tokenizer", "hf-tokenizer"))
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -282,29 +493,45 @@ def main():
                        "steps": args.steps, "eta": eta, "unet_calls": calls}
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "schedulers.safetensors"))
     reference = {}
-    single, vae = make_vae(out, args.seed + 7, args.vae_size, reference)
-    unets = {}
-    for k, (name, shape) in enumerate(UNETS.items()):
-        ldm = make_unet(out, name, shape, args.seed + 11 + k, args.unet_size, reference)
-        unets[name] = {"folder": f"pipeline/{name}", "heads": shape["attention_head_dim"]}
-        if k == 0:  # the single file holds SD 1.x's UNet beside the VAE, as a CompVis checkpoint does
-            single.update(ldm)
-            unets[name]["single_file"] = "sd-single.safetensors"
-    save_file(single, os.path.join(out, "sd-single.safetensors"))
-    # The single file's latent diffusion config, as v1-inference.yaml lays it out (the heads are not in the weights).
-    sd1 = UNETS["unet_sd1"]
-    with open(os.path.join(out, "sd-single.yaml"), "w") as f:
-        f.write("model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n  params:\n    unet_config:\n"
-                "      target: ldm.modules.diffusionmodules.openaimodel.UNetModel\n      params:\n"
-                f"        num_heads: {sd1['attention_head_dim']}\n        context_dim: {sd1['cross_attention_dim']}\n"
-                f"        num_res_blocks: {sd1['layers_per_block']}\n        transformer_depth: 1\n"
-                "        use_linear_in_transformer: false\n")
+    folders = [os.path.join(out, "pipeline", name) for name in PIPELINES]
+    vae, vae_ldm, vae_info = make_vae(folders, args.seed + 7, args.vae_size, reference)
+    factor = vae_info["image_size"] // vae_info["latent_size"]
+    pipelines, unets, pipes = {}, {}, {}
+    for k, (name, spec) in enumerate(PIPELINES.items()):
+        pipe, entry, text_ldm, unet_ldm = make_pipeline(out, name, spec, vae, factor, args.seed + 11 + 10 * k,
+                                                        args.latent_size, args.unet_size, args.merges, reference)
+        pipes[name] = pipe
+        unets[name] = {"folder": f"pipeline/{name}/unet", "heads": spec["unet"]["attention_head_dim"]}
+        # Each single file holds the VAE, the UNet and the text tower under latent diffusion's names, as a CompVis
+        # checkpoint does; its yaml says what the weights cannot (heads, projections, the text layer SD 2 uses).
+        single = f"{name}-single.safetensors"
+        save_file(dict(vae_ldm, **unet_ldm, **text_ldm), os.path.join(out, single))
+        u = spec["unet"]
+        heads = u["attention_head_dim"]
+        head_line = (f"num_heads: {heads}" if isinstance(heads, int)
+                     else f"num_head_channels: {u['block_out_channels'][0] // heads[0]}")
+        cond = ("ldm.modules.encoders.modules.FrozenCLIPEmbedder" if name == "sd1" else
+                "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder\n      params:\n        layer: penultimate")
+        with open(os.path.join(out, f"{name}-single.yaml"), "w") as f:
+            f.write("model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n  params:\n"
+                    f"    parameterization: {'v' if spec['scheduler'].get('prediction_type') == 'v_prediction' else 'eps'}\n"
+                    "    unet_config:\n      target: ldm.modules.diffusionmodules.openaimodel.UNetModel\n      params:\n"
+                    f"        {head_line}\n        context_dim: {u['cross_attention_dim']}\n"
+                    f"        num_res_blocks: {u['layers_per_block']}\n        transformer_depth: 1\n"
+                    f"        use_linear_in_transformer: {'true' if u['use_linear_projection'] else 'false'}\n"
+                    f"    cond_stage_config:\n      target: {cond}\n")
+        entry.update(single_file=single, original_config=f"{name}-single.yaml")
+        unets[name].update(single_file=single, original_config=f"{name}-single.yaml")
+        pipelines[name] = entry
+    guided = guided_step(pipes["sd1"], args.clip, args.clip_vocab, pipelines["sd1"]["prompt"],
+                         pipelines["sd1"]["negative"], reference["sd1/start"], 1, 4, 7.5, 100.0, reference)
     save_file({k: v.contiguous() for k, v in reference.items()}, os.path.join(out, "sd-reference.safetensors"))
     import diffusers
     manifest = {"diffusers": diffusers.__version__, "torch": torch.__version__, "seed": args.seed,
                 "scheduler_config": "scheduler/scheduler_config.json", "cases": cases,
-                "pipeline": "pipeline", "single_file": "sd-single.safetensors", "original_config": "sd-single.yaml",
-                "reference": "sd-reference.safetensors", "vae": vae, "unets": unets}
+                "vae_folder": "pipeline/sd1/vae", "vae_single_file": "sd1-single.safetensors",
+                "reference": "sd-reference.safetensors", "vae": vae_info, "unets": unets, "pipelines": pipelines,
+                "guided": guided}
     with open(os.path.join(out, "sd-manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     print(f"wrote {out}: {len(cases)} scheduler cases, {len(tensors)} tensors")
