@@ -11,6 +11,7 @@
 #include "cli/common.h"
 #include "generators/diffusion.h"
 #include "generators/pixels.h"
+#include "generators/stable_diffusion.h"
 #include "guidance/clip_guide.h"
 #include "guidance/cutouts.h"
 #include "prompts/prompt.h"
@@ -100,7 +101,29 @@ void add_options(cxxopts::Options& opts, Flags& f) {
       "classifier-free guidance of CLIP-conditioned checkpoints (1: the conditional "
       "prediction alone)",
       cxxopts::value(r.cond_scale)->default_value("3"));
-  opts.add_options("generator")("generator", "vqgan, pixels or diffusion",
+  opts.add_options("stable diffusion")(
+      "sd-model",
+      "a Stable Diffusion diffusers folder or single .ckpt/.safetensors file (implies --generator sd)",
+      cxxopts::value(r.sd_model))("sd-config",
+                                  "a single file's latent diffusion .yaml (heads, v, text layer)",
+                                  cxxopts::value(r.sd_config))(
+      "sd-tokenizer",
+      "its vocabulary (default: the folder's tokenizer/, else beside the file, else the CLIP cache)",
+      cxxopts::value(r.sd_tokenizer))(
+      "scheduler", cg::cat("sd: ", cg::names_of(cg::kSdSchedulers), " (default: the model's own)"),
+      cxxopts::value(r.scheduler))("cfg-scale", "sd: classifier-free guidance (1: the prompt alone)",
+                                   cxxopts::value(r.cfg_scale)->default_value("7.5"))(
+      "negative", "sd: the negative prompt", cxxopts::value(r.negative))(
+      "strength", "sd with --init-image: how far it is noised (the last steps x strength steps run)",
+      cxxopts::value(r.strength)->default_value("0.8"))(
+      "guide-grad",
+      cg::cat("sd: how CLIP guidance reaches the latents: ", cg::names_of(cg::kSdGuideGrads),
+              " (decoder-only: no backward pass through the UNet)"),
+      cxxopts::value(r.guide_grad)->default_value("full"))("guide-every", "sd: CLIP-guide every k-th step",
+                                                           cxxopts::value(r.guide_every)->default_value("1"))(
+      "vae-checkpointing", "sd: recompute the VAE decoder's activations in the backward pass (less memory)",
+      cxxopts::value(r.vae_checkpointing));
+  opts.add_options("generator")("generator", "vqgan, pixels, diffusion or sd",
                                 cxxopts::value(r.generator)->default_value("vqgan"))(
       "vqgan-checkpoint", "taming VQGAN weights (.ckpt or .safetensors)", cxxopts::value(r.vqgan_checkpoint))(
       "vqgan-config", "taming .yaml (optional: the weights determine the architecture)",
@@ -115,9 +138,10 @@ void add_options(cxxopts::Options& opts, Flags& f) {
       cxxopts::value(r.init_loss)->default_value("auto"))(
       "size", "WxH (default: the init image's size, else 256x256; VQGAN rounds down to its factor)",
       cxxopts::value(f.size));
-  opts.add_options("optimisation")("steps", "optimisation steps (diffusion: set by the respacing)",
-                                   cxxopts::value(r.steps)->default_value("250"))(
-      "optimizer", "adam, adamw or sgd", cxxopts::value(r.optimizer.kind)->default_value("adam"))(
+  opts.add_options("optimisation")(
+      "steps", "optimisation steps (diffusion: set by the respacing; sd: the scheduler's, 50)",
+      cxxopts::value(r.steps)->default_value("250"))("optimizer", "adam, adamw or sgd",
+                                                     cxxopts::value(r.optimizer.kind)->default_value("adam"))(
       "lr", "learning rate", cxxopts::value(r.optimizer.lr)->default_value("0.1"))(
       "lr-decay", "multiply the learning rate by this every step",
       cxxopts::value(r.optimizer.lr_decay)->default_value("1"))(
@@ -214,7 +238,8 @@ int run_generate(int argc, char** argv) {
     Flags help;
     cxxopts::Options opts(
         "clipguide generate",
-        "Make an image that fits a prompt: a VQGAN, pixels or a diffusion model, guided by CLIP.");
+        "Make an image that fits a prompt: a VQGAN, pixels, a diffusion model or Stable Diffusion, guided by "
+        "CLIP.");
     add_options(opts, help);
     if (!parse_or_help(opts, argc, argv)) return 0;
   }
@@ -246,7 +271,9 @@ int run_generate(int argc, char** argv) {
     if (given.count("threads")) r.clip.threads = here.model.threads;
   } else {
     r = to_request(flags);
-    note_bundled(r, cg::use_bundled_models(r, given_fields(given)));
+    const std::set<std::string> fields = given_fields(given);
+    note_bundled(r, cg::use_bundled_models(r, fields));
+    cg::use_generator_defaults(r, fields);
     if (r.seed < 0) r.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
     r.command_line = args;
   }
@@ -284,7 +311,7 @@ int run_generate(int argc, char** argv) {
                "; it was not written");
       continue;
     }
-    if (r.steps == 0) {
+    if (r.steps == 0 || std::isnan(image.score)) {  // a reconstruction, or an sd run without a CLIP
       std::cout << image.path << "\n";
     } else {
       std::cout << image.path << "\t" << image.score << "\n";

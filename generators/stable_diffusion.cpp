@@ -228,6 +228,19 @@ void SdRunOptions::validate() const {
   if (batch < 1 || batch > 1024) fail("a batch must hold 1 to 1024 samples (got ", batch, ")");
 }
 
+int64_t sd_calls_run(const StableDiffusion& model, const SdRunOptions& options, bool init) {
+  SdScheduler scheduler(model.scheduler, model.scheduler_config);
+  scheduler.set_timesteps(options.steps);
+  const auto calls = static_cast<int64_t>(scheduler.timesteps().size());
+  if (!init) return calls;
+  // The last int(steps * strength) steps run over the noised init image.
+  const int64_t kept =
+      std::min(static_cast<int64_t>(static_cast<double>(options.steps) * options.strength), options.steps);
+  if (kept < 1)
+    fail("strength ", options.strength, " of ", options.steps, " steps runs no step; raise either");
+  return calls - (options.steps - kept);
+}
+
 SdRun::SdRun(std::shared_ptr<const StableDiffusion> model, torch::Tensor cond, torch::Tensor uncond,
              std::shared_ptr<const ClipGuide> guide, SdRunOptions options,
              const std::optional<torch::Tensor>& init, uint64_t seed)
@@ -249,13 +262,9 @@ SdRun::SdRun(std::shared_ptr<const StableDiffusion> model, torch::Tensor cond, t
   cond_ = cond.to(device, torch::kFloat).expand({options_.batch, -1, -1});
   uncond_ = uncond.to(device, torch::kFloat).expand({options_.batch, -1, -1});
   scheduler_.set_timesteps(options_.steps);
+  first_ =
+      static_cast<int64_t>(scheduler_.timesteps().size()) - sd_calls_run(*model_, options_, init.has_value());
   if (init) {
-    // diffusers' get_timesteps: the last int(steps * strength) steps are run over the noised init image.
-    const int64_t kept = std::min(
-        static_cast<int64_t>(static_cast<double>(options_.steps) * options_.strength), options_.steps);
-    first_ = options_.steps - kept;
-    if (first_ >= static_cast<int64_t>(scheduler_.timesteps().size()))
-      fail("strength ", options_.strength, " of ", options_.steps, " steps runs no step; raise either");
     const torch::NoGradGuard no_grad;
     const AutoencoderKL::Posterior posterior = model_->vae->encode(init->to(device, torch::kFloat) * 2 - 1);
     init_latents_mean_ = posterior.mean;

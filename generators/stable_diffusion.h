@@ -83,6 +83,10 @@ struct SdRunOptions {
   void validate() const;
 };
 
+// How many of the scheduler's calls a run makes: all of them, or with an init image the last int(steps *
+// strength) steps' (diffusers' get_timesteps).
+int64_t sd_calls_run(const StableDiffusion& model, const SdRunOptions& options, bool init);
+
 // One Stable Diffusion sampling, step by step. The prompts are already encoded: `cond` [1, L, D] and `uncond`
 // (the negative prompt's, or the empty prompt's) [1, L, D]. `guide` may be null (no CLIP guidance). `init`
 // [1, 3, H, W] in [0, 1] or absent. Every random draw comes from the seed's CPU stream, in diffusers' order:

@@ -14,6 +14,7 @@
 #include "generators/diffusion_run.h"
 #include "generators/guided_run.h"
 #include "generators/pixels.h"
+#include "generators/stable_diffusion.h"
 #include "generators/vqgan_generator.h"
 #include "io/image.h"
 #include "io/safetensors.h"
@@ -63,6 +64,16 @@ void visit_fields(Request& r, Visit&& f) {
   f("vqgan_config", r.vqgan_config);
   f("diffusion_checkpoint", r.diffusion_checkpoint);
   f("diffusion_flags", r.diffusion_flags);
+  f("sd_model", r.sd_model);
+  f("sd_config", r.sd_config);
+  f("sd_tokenizer", r.sd_tokenizer);
+  f("scheduler", r.scheduler);
+  f("cfg_scale", r.cfg_scale);
+  f("negative", r.negative);
+  f("strength", r.strength);
+  f("guide_grad", r.guide_grad);
+  f("guide_every", r.guide_every);
+  f("vae_checkpointing", r.vae_checkpointing);
   f("prompt", r.prompt);
   f("prompt_every", r.prompt_every);
   f("prompt_blend", r.prompt_blend);
@@ -199,11 +210,42 @@ DiffusionGuideOptions diffusion_guidance(const GenerateRequest& r) {
   return g;
 }
 
+SdRunOptions sd_options(const GenerateRequest& r) {
+  SdRunOptions o;
+  o.steps = r.steps;
+  o.eta = r.eta;
+  o.cfg_scale = r.cfg_scale;
+  o.strength = r.strength;
+  o.clip_guidance_scale = r.clip_models.empty() ? 0.0 : r.clip_guidance_scale;
+  o.guide_grad = parse_name(kSdGuideGrads, r.guide_grad, "guide_grad");
+  o.guide_every = r.guide_every;
+  o.cutn_batches = r.cutn_batches;
+  o.grad_clamp = r.grad_clamp;
+  o.vae_checkpointing = r.vae_checkpointing;
+  return o;
+}
+
 }  // namespace
 
 void GenerateRequest::validate() const {
-  if (!one_of(generator, {"vqgan", "pixels", "diffusion"}))
-    fail("generator ", generator, " is not one of vqgan, pixels, diffusion");
+  if (!one_of(generator, {"vqgan", "pixels", "diffusion", "sd"}))
+    fail("generator ", generator, " is not one of vqgan, pixels, diffusion, sd");
+  if (generator == "sd") {
+    if (sd_model.empty())
+      fail(
+          "the sd generator needs a Stable Diffusion model (a diffusers folder or a single "
+          ".ckpt/.safetensors)");
+    if (steps == 0) fail("steps 0 (a reconstruction) is for the vqgan or pixels generator");
+    if (!scheduler.empty()) parse_sd_scheduler(scheduler);
+    sd_options(*this).validate();
+    if (prompt.empty()) fail("the sd generator needs a prompt (its text conditions the UNet)");
+    if (clip_models.empty() && (n > 1 || !deny.empty() || !image_prompts.empty()))
+      fail("ranking candidates (n > 1), denied concepts and image prompts need a CLIP model to score with");
+    if (init_images.size() > 1 && clip_models.empty())
+      fail("choosing among several init images needs a CLIP model to score them");
+  } else if (!sd_model.empty()) {
+    fail("sd_model is for the sd generator (the generator is ", generator, ")");
+  }
   if (generator == "diffusion" && diffusion_checkpoint.empty())
     fail("the diffusion generator needs a diffusion checkpoint (a guided-diffusion .pt or .safetensors)");
   if (generator == "vqgan" && vqgan_checkpoint.empty())
@@ -213,7 +255,8 @@ void GenerateRequest::validate() const {
     fail("steps 0 (a reconstruction) is for the vqgan or pixels generator");
   if (steps > 0 && prompt.empty() && image_prompts.empty())
     fail("nothing to aim at: give a prompt and/or an image prompt");
-  if (steps > 0 && clip_models.empty()) fail("give at least one CLIP model to guide with");
+  if (steps > 0 && clip_models.empty() && generator != "sd")
+    fail("give at least one CLIP model to guide with");
   if (steps == 0 && init_images.size() != 1)
     fail("steps 0 writes the generator's reconstruction of an init image; give one");
   for (const GuideModelSpec& m : clip_models) {
@@ -254,8 +297,8 @@ void GenerateRequest::validate() const {
     if (skip_timesteps > 0 && init_images.empty())
       fail("skip_timesteps needs an init image (the steps skipped start from it)");
     if (class_label < -1) fail("class_label must be -1 (none) or a class");
-  } else {
-    if (batch > 1) fail("batch: only diffusion candidates are sampled as a batch");
+  } else if (generator != "sd") {
+    if (batch > 1) fail("batch: only diffusion and sd candidates are sampled as a batch");
     if (grad_clamp < 0) fail("grad_clamp must be zero (off) or positive");
     optimizer.validate();
     if (generator == "pixels") parse_pixel_param(pixel_param);
@@ -267,9 +310,11 @@ void GenerateRequest::validate() const {
 
 BundledChoice use_bundled_models(GenerateRequest& r, const std::set<std::string>& given) {
   BundledChoice chosen;
-  chosen.clip = r.steps > 0 && r.clip_models.empty();
+  if (given.count("generator") == 0 && !r.sd_model.empty()) r.generator = "sd";
+  // Stable Diffusion runs without a CLIP model; the toy CLIP knows nothing of its pictures.
+  chosen.clip = r.steps > 0 && r.clip_models.empty() && r.generator != "sd";
   if (r.steps > 0 && given.count("generator") == 0 && r.vqgan_checkpoint.empty() &&
-      r.diffusion_checkpoint.empty())
+      r.diffusion_checkpoint.empty() && r.sd_model.empty())
     r.generator = bundled_generator();
   chosen.vqgan = r.generator == "vqgan" && r.vqgan_checkpoint.empty();
   chosen.diffusion = r.generator == "diffusion" && r.diffusion_checkpoint.empty();
@@ -307,6 +352,13 @@ BundledChoice use_bundled_models(GenerateRequest& r, const std::set<std::string>
     }
   }
   return chosen;
+}
+
+void use_generator_defaults(GenerateRequest& r, const std::set<std::string>& given) {
+  if (r.generator != "sd") return;
+  if (given.count("steps") == 0) r.steps = 50;
+  if (given.count("cutn") == 0) r.cutn = 4;
+  if (given.count("clip_guidance_scale") == 0) r.clip_guidance_scale = r.clip_models.empty() ? 0 : 100;
 }
 
 // ---- sidecars ----
@@ -426,6 +478,8 @@ class GenerateJob {
   std::shared_ptr<Vqgan> vqgan_;
   std::optional<LoadedUNet> unet_;
   std::optional<DiffusionSchedule> schedule_;
+  std::shared_ptr<const StableDiffusion> sd_;
+  torch::Tensor sd_cond_, sd_uncond_;  // the prompt's and the negative prompt's text states
   std::shared_ptr<ClipGuide> guide_;
   std::vector<std::shared_ptr<ClipGuide>> deny_;  // one guide a denied concept: its scores() are the cosines
   std::vector<std::unique_ptr<Run>> runs_;  // one per candidate, or one per batch of diffusion candidates
@@ -455,8 +509,24 @@ void GenerateJob::load_models() {
     // batch of 4 slower than 4 single samples.
     if (r_.batch == 0) r_.batch = load_.device.is_cuda() ? r_.n : 1;
   }
-  // Size: the request's, else the init image's, else the UNet's, else 256x256; a VQGAN needs multiples of its
-  // factor.
+  if (r_.generator == "sd") {
+    sd_ = std::make_shared<const StableDiffusion>(
+        load_stable_diffusion(r_.sd_model, r_.sd_config, r_.sd_tokenizer, r_.scheduler, load_.device));
+    for (const std::string& file : sd_->files) files_.push_back({"sd", file, sha256_file(file)});
+    // The UNet reads the first segment's positive prompts; the negative side holds the denied concepts too.
+    std::string text, negative = r_.negative;
+    const PromptSchedule prompts = PromptSchedule::parse(r_.prompt, r_.prompt_every, r_.prompt_blend);
+    for (const auto& p : prompts.segments.at(0))
+      if (p.weight > 0) text += cat(text.empty() ? "" : ", ", p.text);
+    for (const std::string& concept : r_.deny) negative += cat(negative.empty() ? "" : ", ", concept);
+    const torch::Tensor states = sd_->encode_prompts({text, negative}, r_.truncate);
+    sd_cond_ = states.narrow(0, 0, 1);
+    sd_uncond_ = states.narrow(0, 1, 1);
+    steps_ = sd_calls_run(*sd_, sd_options(r_), !r_.init_images.empty());
+    if (r_.batch == 0) r_.batch = load_.device.is_cuda() ? r_.n : 1;
+  }
+  // Size: the request's, else the init image's, else the UNet's, else 256x256 (512x512 for Stable Diffusion);
+  // a VQGAN and Stable Diffusion need multiples of their factor.
   std::vector<Image> init_images;
   for (const auto& path : r_.init_images) init_images.push_back(read_image(path));
   if (r_.width > 0) {
@@ -466,14 +536,15 @@ void GenerateJob::load_models() {
     width_ = init_images.front().width;
     height_ = init_images.front().height;
   } else {
-    width_ = height_ = unet_ ? unet_->image_size : 256;
+    width_ = height_ = unet_ ? unet_->image_size : sd_ ? 512 : 256;
   }
-  if (vqgan_) {
-    const int64_t f = vqgan_->config().factor();
+  if (vqgan_ || sd_) {
+    const int64_t f =
+        vqgan_ ? vqgan_->config().factor() : sd_->factor() << (sd_->unet->config().channel_mult.size() - 1);
     const int64_t w = std::max(f, width_ / f * f), h = std::max(f, height_ / f * f);
     if (w != width_ || h != height_) {
       warn("clipguide generate: size ", width_, "x", height_, " rounded to ", w, "x", h,
-           " (multiples of the VQGAN's factor ", f, ")");
+           " (multiples of the ", vqgan_ ? "VQGAN" : "Stable Diffusion model", "'s factor ", f, ")");
     }
     width_ = w;
     height_ = h;
@@ -483,7 +554,7 @@ void GenerateJob::load_models() {
   for (Image& img : init_images)
     starts.push_back(init_image_tensor(std::move(img), width_, height_).to(load_.device));
   if (!starts.empty()) init_ = starts.front();
-  if (r_.steps == 0) return;
+  if (r_.steps == 0 || r_.clip_models.empty()) return;  // an sd run may have no CLIP
 
   std::vector<GuideModel> models;
   for (const GuideModelSpec& spec : r_.clip_models) {
@@ -539,6 +610,14 @@ void GenerateJob::check_pinned_models() const {
 }
 
 std::unique_ptr<Run> GenerateJob::make_run(Candidate& c, int64_t batch) {
+  if (sd_) {
+    SdRunOptions options = sd_options(r_);
+    options.width = width_;
+    options.height = height_;
+    options.batch = batch;
+    if (load_.device.is_cuda() && load_.dtype != torch::kFloat) options.unet_dtype = load_.dtype;
+    return std::make_unique<SdRun>(sd_, sd_cond_, sd_uncond_, guide_, options, init_, c.seed);
+  }
   if (unet_) {
     DiffusionRunOptions options;
     options.sampler = parse_sampler(r_.sampler);
@@ -699,7 +778,7 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
     return result;
   }
   // Candidates i, i + 1, ... of a batch share a run and its seed, seed + i; alone, candidate i has seed + i.
-  const int64_t batch = unet_ ? r_.batch : 1;
+  const int64_t batch = unet_ || sd_ ? r_.batch : 1;
   for (int64_t i = 0; i < r_.n; i += batch) {
     const int64_t size = std::min(batch, r_.n - i);
     Candidate first;
@@ -715,7 +794,7 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
   if (resume != nullptr) resume_from(*resume);
   if (!r_.log.empty()) log_ = std::make_unique<LineLog>(r_.log);
   // A sampler's early images are noise: diffusion candidates are ranked when finished (best-of-N).
-  const int64_t explore = r_.n == 1 || unet_
+  const int64_t explore = r_.n == 1 || unet_ || sd_
                               ? steps_
                               : (r_.explore_steps > 0 ? r_.explore_steps : std::max<int64_t>(1, steps_ / 4));
   int64_t done = 0;
@@ -727,7 +806,10 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
       for (size_t i = 0; i < candidates_.size(); ++i) advance(i, explore);
       std::vector<torch::Tensor> images;
       for (size_t i = 0; i < candidates_.size(); ++i) images.push_back(image_of(i));
-      const torch::Tensor scores = guide_->scores(torch::cat(images), explore).cpu();
+      // Without a CLIP (an sd run; then n is 1) there is nothing to rank.
+      const torch::Tensor scores = guide_ ? guide_->scores(torch::cat(images), explore).cpu()
+                                          : torch::full({static_cast<int64_t>(images.size())},
+                                                        std::numeric_limits<double>::quiet_NaN());
       std::vector<size_t> order(candidates_.size());
       for (size_t i = 0; i < order.size(); ++i) {
         order[i] = i;
@@ -748,7 +830,7 @@ GenerateResult GenerateJob::run(const ResumePoint* resume) {
   for (size_t rank = 0; rank < kept_.size(); ++rank) {
     Candidate& c = candidates_[kept_[rank]];
     const torch::Tensor image = image_of(kept_[rank]);
-    c.score = guide_->score(image, steps_);
+    c.score = guide_ ? guide_->score(image, steps_) : std::numeric_limits<double>::quiet_NaN();
     GeneratedImage out{"", kept_[rank], c.seed, c.score, false, "", 0};
     for (size_t d = 0; d < deny_.size(); ++d) {
       const double cos = deny_[d]->score(image);

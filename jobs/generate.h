@@ -41,9 +41,12 @@ struct GenerateRequest {
   std::vector<GuideModelSpec> clip_models;
   ModelSettings
       clip;  // vocabulary, heads, device, precision, threads (the generator runs on the same device)
-  std::string generator = "vqgan";  // vqgan, pixels, diffusion
+  std::string generator = "vqgan";  // vqgan, pixels, diffusion, sd
   std::string vqgan_checkpoint, vqgan_config;
   std::string diffusion_checkpoint, diffusion_flags;  // flags: empty for 256x256_diffusion_uncond's
+  // Stable Diffusion: a diffusers folder or a CompVis single file, its latent diffusion yaml (optional), and
+  // a tokenizer vocabulary (empty: the folder's, else beside the file, else the CLIP cache).
+  std::string sd_model, sd_config, sd_tokenizer;
 
   // Prompts: the schedule syntax of PromptSchedule::parse ('text:weight:stop | ...', '^' between story
   // segments), and image prompts FILE[:weight[:stop]].
@@ -87,7 +90,21 @@ struct GenerateRequest {
   // (bench/diffusion --batch); generate() records the value it chose.
   int64_t batch = 0;
 
-  // Optimisation (VQGAN and pixels); for diffusion the respacing sets the steps.
+  // Stable Diffusion. The prompt's first segment (its positive texts) conditions the UNet; `negative`, with
+  // the denied concepts, is the unconditional side of classifier-free guidance. A CLIP model is optional:
+  // without one there is no CLIP guidance, and no ranking (n 1). `steps` are the scheduler's; an init image
+  // is noised `strength` of the way (the last steps * strength steps are run). CLIP guidance reuses
+  // clip_guidance_scale (100 when not given: use_generator_defaults), cutn_batches and grad_clamp.
+  std::string scheduler;  // a name from kSdSchedulers; empty: the model's own
+  double cfg_scale = 7.5;
+  std::string negative;
+  double strength = 0.8;
+  std::string guide_grad = "full";  // a name from kSdGuideGrads
+  int64_t guide_every = 1;
+  bool vae_checkpointing = false;
+
+  // Optimisation (VQGAN and pixels); for diffusion the respacing sets the steps, for sd they are the
+  // scheduler's.
   int64_t steps = 250;
   OptimizerOptions optimizer;
 
@@ -126,6 +143,11 @@ struct BundledChoice {
 // name (field names as in to_json; "size" for width and height). Errors when the bundled files are missing.
 BundledChoice use_bundled_models(GenerateRequest& request, const std::set<std::string>& given);
 
+// The generator's own defaults for the fields `given` does not name (field names as in to_json): for sd,
+// diffusers' (steps 50, cutn 4, clip_guidance_scale 100 with a CLIP model and 0 without). Other generators'
+// defaults are the request's.
+void use_generator_defaults(GenerateRequest& request, const std::set<std::string>& given);
+
 // A step as generate() reports it.
 struct GenerateStep {
   size_t candidate = 0;
@@ -160,7 +182,7 @@ struct GeneratedImage {
   std::string path;  // the PNG written; empty when flagged
   size_t candidate = 0;
   uint64_t seed = 0;
-  double score = 0;       // the guide's CLIP score at the last step
+  double score = 0;       // the guide's CLIP score at the last step (NaN for an sd run without a CLIP model)
   bool flagged = false;   // closer than deny_threshold to a denied concept: not written
   std::string denied;     // the denied concept it came closest to (with any)
   double denied_cos = 0;  // its cosine to that concept

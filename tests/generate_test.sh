@@ -113,6 +113,43 @@ if [ $rc -eq 130 ] && "$bin" generate --resume "$tmp/dint.json" >/dev/null 2>"$t
   cmp -s <(pixels "$tmp/dint.png") <(pixels "$tmp/dfull.png") && ok || bad "resumed diffusion sample differs"
 else bad "diffusion sigint/resume: rc=$rc $(cat "$tmp/dint.err" "$tmp/err")"; fi
 
+# Stable Diffusion (tests/data/sd): a diffusers folder, and a single file with its yaml and a vocabulary; CLIP
+# guidance with best-of-2; replay bit-identical; SIGINT + --resume (a multistep scheduler) gives the uninterrupted
+# image.
+sdfx=${CLIPGUIDE_SD_FIXTURES:-$(dirname "$0")/data/sd}
+read -r sd1 sd2_file sd2_yaml sd2 side < <(python3 -c "
+import json,sys; m=json.load(open(sys.argv[1]))['pipelines']
+print(m['sd1']['folder'], m['sd2']['single_file'], m['sd2']['original_config'], m['sd2']['folder'], m['sd1']['image_size'])" \
+  "$sdfx/sd-manifest.json")
+sd_args=(-p "a red cube" --negative "blurry" --sd-model "$sdfx/$sd1" --size "${side}x${side}" --steps 4 --seed 2 --threads 2)
+"$bin" generate "${sd_args[@]}" -o "$tmp/sd.png" >"$tmp/out" 2>"$tmp/err" \
+  && python3 -c "
+import json,sys; d=json.load(open(sys.argv[1]))
+assert d['request']['generator']=='sd' and d['steps_done']==5 and d['size']==[int(sys.argv[2])]*2  # PNDM: 4 steps, 5 calls
+assert {m['role'] for m in d['models']}=={'sd'} and len(d['models'])==3" "$tmp/sd.json" "$side" \
+  && [ "$(cat "$tmp/out")" = "$tmp/sd.png" ] && ok || bad "sd folder: $(cat "$tmp/err")"
+"$bin" generate -p "a red cube" --sd-model "$sdfx/$sd2_file" --sd-config "$sdfx/$sd2_yaml" --sd-tokenizer "$sdfx/$sd2/tokenizer" \
+  --scheduler ddim --size "${side}x${side}" --steps 3 --seed 2 -o "$tmp/sd2.png" >/dev/null 2>"$tmp/err" && [ -s "$tmp/sd2.png" ] \
+  && ok || bad "sd single file: $(cat "$tmp/err")"
+sd_guided=("${sd_args[@]}" "${guide[@]}" --scheduler dpmpp_2m --clip-guidance-scale 50)
+"$bin" generate "${sd_guided[@]}" -n 2 --init-image "$fx/vqgan/$init" --strength 0.75 -o "$tmp/sdg.png" >"$tmp/out" 2>"$tmp/err" \
+  && python3 -c "
+import json,sys; d=json.load(open(sys.argv[1]))
+assert d['steps_done']==3 and d['candidate']['of']==2 and 'CLIP guidance 50' in d['generator'] and 'clip' in {m['role'] for m in d['models']}" \
+  "$tmp/sdg.json" && [ "$(cut -f1 "$tmp/out")" = "$tmp/sdg.png" ] && ok || bad "sd guided: $(cat "$tmp/err")"
+"$bin" generate --replay "$tmp/sdg.json" -o "$tmp/sdg-replay.png" >/dev/null 2>"$tmp/err" \
+  && cmp -s <(pixels "$tmp/sdg.png") <(pixels "$tmp/sdg-replay.png") && ok || bad "sd replay: $(cat "$tmp/err")"
+"$bin" generate "${sd_guided[@]}" --steps 60 --guide-every 2 -o "$tmp/sdint.png" --log "$tmp/sdint.jsonl" >/dev/null 2>"$tmp/sdint.err" &
+pid=$!
+for _ in $(seq 300); do [ -s "$tmp/sdint.jsonl" ] && [ "$(wc -l <"$tmp/sdint.jsonl")" -ge 3 ] && break; sleep 0.1; done
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 130 ] && "$bin" generate --resume "$tmp/sdint.json" >/dev/null 2>"$tmp/err"; then
+  "$bin" generate "${sd_guided[@]}" --steps 60 --guide-every 2 -o "$tmp/sdfull.png" >/dev/null 2>&1
+  cmp -s <(pixels "$tmp/sdint.png") <(pixels "$tmp/sdfull.png") && ok || bad "resumed sd sample differs"
+else bad "sd sigint/resume: rc=$rc $(cat "$tmp/sdint.err" "$tmp/err")"; fi
+
 # Bad input: one line, exit 1, no output file.
 expect_fail() {
   local name=$1; shift
@@ -140,6 +177,14 @@ expect_fail "vqgan as unet" "$bin" generate -p x "${guide[@]}" --generator diffu
 expect_fail "bad sampler" "$bin" generate "${diff_args[@]}" --sampler plms
 expect_fail "bad respacing" "$bin" generate "${diff_args[@]}" --timestep-respacing ddim999
 expect_fail "skip without init" "$bin" generate "${diff_args[@]}" --skip-timesteps 5
+expect_fail "sd: bad scheduler" "$bin" generate "${sd_args[@]}" --scheduler lms
+expect_fail "sd: strength 0" "$bin" generate "${sd_args[@]}" --init-image "$fx/vqgan/$init" --strength 0
+expect_fail "sd: too few steps for the strength" "$bin" generate "${sd_args[@]}" --init-image "$fx/vqgan/$init" --strength 0.1
+expect_fail "sd: best-of-2 without a CLIP" "$bin" generate "${sd_args[@]}" -n 2
+expect_fail "sd: no model" "$bin" generate -p x --generator sd
+expect_fail "sd: a UNet folder alone" "$bin" generate -p x --sd-model "$sdfx/$sd1/unet"
+expect_fail "sd: a CLIP as the model" "$bin" generate -p x --sd-model "$fx/clip/$clip"
+expect_fail "sd: bad guide-grad" "$bin" generate "${sd_guided[@]}" --guide-grad half
 expect_fail "bad init image" "$bin" generate -p x "${guide[@]}" --generator pixels --init-image "$tmp/trunc.ckpt" --steps 2
 
 echo "generate_test: $pass passed, $failed failed"
