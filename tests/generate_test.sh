@@ -84,6 +84,22 @@ if [ $? -eq 0 ] && [ -s "$tmp/c-1.png" ] && [ -s "$tmp/c-2.json" ] && [ ! -e "$t
    && [ "$(ls "$tmp/frames" | wc -l)" -eq $((3 * 2 + 2 * 6)) ] && [ "$(wc -l <"$tmp/out")" -eq 2 ]; then ok; else
   bad "candidates: $(cat "$tmp/err")"; fi
 
+# A sampler run (NAME, then its arguments) stopped by SIGINT after a few steps and resumed gives the image of a run
+# never stopped.
+resumes_as_uninterrupted() {
+  local name=$1; shift
+  "$bin" generate "$@" -o "$tmp/$name-int.png" --log "$tmp/$name-int.jsonl" >/dev/null 2>"$tmp/$name-int.err" &
+  local pid=$!
+  for _ in $(seq 300); do [ -s "$tmp/$name-int.jsonl" ] && [ "$(wc -l <"$tmp/$name-int.jsonl")" -ge 3 ] && break; sleep 0.1; done
+  kill -INT $pid
+  wait $pid
+  local rc=$?
+  if [ $rc -eq 130 ] && "$bin" generate --resume "$tmp/$name-int.json" >/dev/null 2>"$tmp/err"; then
+    "$bin" generate "$@" -o "$tmp/$name-full.png" >/dev/null 2>&1
+    cmp -s <(pixels "$tmp/$name-int.png") <(pixels "$tmp/$name-full.png") && ok || bad "resumed $name sample differs"
+  else bad "$name sigint/resume: rc=$rc $(cat "$tmp/$name-int.err" "$tmp/err")"; fi
+}
+
 # Diffusion: every sampler runs; replay is bit-identical; SIGINT + --resume gives the uninterrupted sample.
 read -r unet_pt unet_flags < <(python3 -c "
 import json,sys
@@ -102,16 +118,7 @@ done
   || bad "diffusion from an init image: $(cat "$tmp/err")"
 "$bin" generate --replay "$tmp/d-ddim.json" -o "$tmp/d-replay.png" >/dev/null 2>"$tmp/err" \
   && cmp -s <(pixels "$tmp/d-ddim.png") <(pixels "$tmp/d-replay.png") && ok || bad "diffusion replay: $(cat "$tmp/err")"
-"$bin" generate "${diff_args[@]}" --timestep-respacing 100 -o "$tmp/dint.png" --log "$tmp/dint.jsonl" >/dev/null 2>"$tmp/dint.err" &
-pid=$!
-for _ in $(seq 200); do [ -s "$tmp/dint.jsonl" ] && [ "$(wc -l <"$tmp/dint.jsonl")" -ge 3 ] && break; sleep 0.1; done
-kill -INT $pid
-wait $pid
-rc=$?
-if [ $rc -eq 130 ] && "$bin" generate --resume "$tmp/dint.json" >/dev/null 2>"$tmp/err"; then
-  "$bin" generate "${diff_args[@]}" --timestep-respacing 100 -o "$tmp/dfull.png" >/dev/null 2>&1
-  cmp -s <(pixels "$tmp/dint.png") <(pixels "$tmp/dfull.png") && ok || bad "resumed diffusion sample differs"
-else bad "diffusion sigint/resume: rc=$rc $(cat "$tmp/dint.err" "$tmp/err")"; fi
+resumes_as_uninterrupted diffusion "${diff_args[@]}" --timestep-respacing 100
 
 # Stable Diffusion (tests/data/sd): a diffusers folder, and a single file with its yaml and a vocabulary; CLIP
 # guidance with best-of-2; replay bit-identical; SIGINT + --resume (a multistep scheduler) gives the uninterrupted
@@ -139,16 +146,7 @@ assert d['steps_done']==3 and d['candidate']['of']==2 and 'CLIP guidance 50' in 
   "$tmp/sdg.json" && [ "$(cut -f1 "$tmp/out")" = "$tmp/sdg.png" ] && ok || bad "sd guided: $(cat "$tmp/err")"
 "$bin" generate --replay "$tmp/sdg.json" -o "$tmp/sdg-replay.png" >/dev/null 2>"$tmp/err" \
   && cmp -s <(pixels "$tmp/sdg.png") <(pixels "$tmp/sdg-replay.png") && ok || bad "sd replay: $(cat "$tmp/err")"
-"$bin" generate "${sd_guided[@]}" --steps 60 --guide-every 2 -o "$tmp/sdint.png" --log "$tmp/sdint.jsonl" >/dev/null 2>"$tmp/sdint.err" &
-pid=$!
-for _ in $(seq 300); do [ -s "$tmp/sdint.jsonl" ] && [ "$(wc -l <"$tmp/sdint.jsonl")" -ge 3 ] && break; sleep 0.1; done
-kill -INT $pid
-wait $pid
-rc=$?
-if [ $rc -eq 130 ] && "$bin" generate --resume "$tmp/sdint.json" >/dev/null 2>"$tmp/err"; then
-  "$bin" generate "${sd_guided[@]}" --steps 60 --guide-every 2 -o "$tmp/sdfull.png" >/dev/null 2>&1
-  cmp -s <(pixels "$tmp/sdint.png") <(pixels "$tmp/sdfull.png") && ok || bad "resumed sd sample differs"
-else bad "sd sigint/resume: rc=$rc $(cat "$tmp/sdint.err" "$tmp/err")"; fi
+resumes_as_uninterrupted sd "${sd_guided[@]}" --steps 60 --guide-every 2
 
 # Bad input: one line, exit 1, no output file.
 expect_fail() {

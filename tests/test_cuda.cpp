@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "fixtures.h"
 #include "generators/diffusion_run.h"
+#include "generators/stable_diffusion.h"
 #include "generators/unet.h"
 #include "generators/vqgan.h"
 #include "guidance/clip_guide.h"
@@ -205,6 +206,36 @@ TEST(Cuda, VqganDecodeMatchesTheCpu_CUDA) {
   EXPECT_LT(rel_error(gpu.model->decode(gpu.model->quantize(z.cuda()).z_q),
                       cpu.model->decode(cpu.model->quantize(z).z_q)),
             1e-4);
+}
+
+// Two CLIP-guided Stable Diffusion steps (the sd1 fixture pipeline of tests/data/sd, its text encoder, UNet
+// and VAE on the GPU) give the CPU's latents.
+TEST(Cuda, StableDiffusionStepsMatchTheCpu_CUDA) {
+  SKIP_WITHOUT_GPUS(1);
+  const std::filesystem::path sd_fixtures =
+      std::getenv("CLIPGUIDE_SD_FIXTURES")
+          ? std::filesystem::path(std::getenv("CLIPGUIDE_SD_FIXTURES"))
+          : std::filesystem::path(CLIPGUIDE_SOURCE_DIR) / "tests" / "data" / "sd";
+  const nlohmann::json pipe = read_json(sd_fixtures / "sd-manifest.json")["pipelines"]["sd1"];
+  auto latents_on = [&](const torch::Device& device) {
+    const auto sd = std::make_shared<const StableDiffusion>(load_stable_diffusion(
+        (sd_fixtures / pipe["folder"].get<std::string>()).string(), "", "", "ddim", device));
+    ClipGuideOptions options;
+    options.cutouts.cutn = 4;
+    const auto guide = std::make_shared<ClipGuide>(
+        std::vector<GuideModel>{{vit_clip_on(device), "fixture", 1.0, 0}},
+        PromptSchedule::parse(pipe["prompt"], 0, false), std::vector<Prompt>{}, options);
+    const torch::Tensor states = sd->encode_prompts({pipe["prompt"], pipe["negative"]}, false);
+    SdRunOptions run_options;
+    run_options.steps = 4;
+    run_options.clip_guidance_scale = 100;
+    run_options.width = run_options.height = pipe["image_size"].get<int64_t>();
+    SdRun run(sd, states.narrow(0, 0, 1), states.narrow(0, 1, 1), guide, run_options, std::nullopt, 0);
+    run.step();
+    run.step();
+    return run.latents().cpu();
+  };
+  EXPECT_LT(rel_error(latents_on(torch::Device(torch::kCUDA, 0)), latents_on(torch::kCPU)), 1e-3);
 }
 
 TEST(Cuda, ScoresSpreadOverTwoGpus_CUDA) {

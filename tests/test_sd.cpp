@@ -126,10 +126,11 @@ TEST_P(SdVae, EncodesAndDecodesAsDiffusers) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, SdVae, ::testing::Values("folder", "single_file"),
                          [](const auto& info) { return info.param; });
 
-// Each UNet from its diffusers folder, and SD 1.x's from the single file (its heads from the yaml beside it).
-std::vector<std::string> unet_files() {
+// Each entry of a manifest section (unets, pipelines) from its diffusers folder, and from its single file
+// (with its yaml) where it has one: "NAME/folder", "NAME/single_file".
+std::vector<std::string> folder_and_single_file(const char* section) {
   std::vector<std::string> out;
-  for (const auto& [name, entry] : sd_manifest()["unets"].items()) {
+  for (const auto& [name, entry] : sd_manifest()[section].items()) {
     out.push_back(name + "/folder");
     if (entry.contains("single_file")) out.push_back(name + "/single_file");
   }
@@ -155,7 +156,7 @@ TEST_P(SdUnet, PredictsAsDiffusers) {
   EXPECT_LT(rel_error(out, at("out")), 1e-5) << unet.model->config().describe();
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, SdUnet, ::testing::ValuesIn(unet_files()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, SdUnet, ::testing::ValuesIn(folder_and_single_file("unets")),
                          [](const auto& info) { return param_name(info.param); });
 
 TEST(SdWeights, OddDiffusersNamesAreLeftForTheStrictLoadToName) {
@@ -201,17 +202,6 @@ TEST(SdVae, RefusesWhatItCannotRun) {
 }
 
 // ---- whole pipelines ----
-
-// Each pipeline from its diffusers folder and from its single file (with its yaml, and the folder's
-// vocabulary).
-std::vector<std::string> pipeline_files() {
-  std::vector<std::string> out;
-  for (const auto& [name, entry] : sd_manifest()["pipelines"].items()) {
-    out.push_back(name + "/folder");
-    if (entry.contains("single_file")) out.push_back(name + "/single_file");
-  }
-  return out;
-}
 
 struct PipelineCase {
   std::string name;
@@ -288,7 +278,7 @@ TEST_P(SdPipeline, SamplesWithClassifierFreeGuidanceAsDiffusers) {
   EXPECT_LT(rel_error(refine.latents(), c.at("refined")), 1e-4) << refine.describe();
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, SdPipeline, ::testing::ValuesIn(pipeline_files()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, SdPipeline, ::testing::ValuesIn(folder_and_single_file("pipelines")),
                          [](const auto& info) { return param_name(info.param); });
 
 // One CLIP-guided DDIM step against the community pipeline's cond_fn with the same (one, whole-image) cutout:

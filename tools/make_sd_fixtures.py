@@ -32,6 +32,8 @@ import shutil
 
 import torch
 from safetensors.torch import save_file
+
+import community_guidance as cg
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, PNDMScheduler)
 
@@ -108,6 +110,16 @@ def run_case(name, cls, overrides, eta, steps, shape, seed, tensors):
     return len(scheduler.timesteps)
 
 
+def perturbed_fp16(model, scale):
+    """The model's weights moved off their initial values (norms and biases away from 1 and 0, so a misplaced one
+    shows) and rounded to fp16, the precision the fixture files keep; the model in eval mode, fp32."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+            p.copy_(p.half().float())
+    return model.eval()
+
+
 def vae_to_ldm(state):
     """diffusers' AutoencoderKL names -> latent diffusion's first_stage_model names (the inverse of diffusers'
     convert_ldm_vae_checkpoint): up_blocks count down from the top, attention projections are 1x1 convolutions."""
@@ -147,11 +159,7 @@ def make_vae(folders, seed, size, tensors):
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
                         up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], layers_per_block=1,
                         latent_channels=4, norm_num_groups=32, sample_size=size)
-    with torch.no_grad():
-        for p in vae.parameters():  # norms and biases away from 1 and 0, so a misplaced one shows
-            p.add_(torch.randn_like(p) * 0.05)
-            p.copy_(p.half().float())
-    vae.eval()
+    perturbed_fp16(vae, 0.05)
     vae.half()
     for folder in folders:
         vae.save_pretrained(os.path.join(folder, "vae"))
@@ -250,11 +258,7 @@ def make_unet(folder, name, shape, seed, size, tensors):
                                 down_block_types=attn_levels,
                                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(attn_levels) - 1),
                                 **shape)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-            p.copy_(p.half().float())
-    unet.eval()
+    perturbed_fp16(unet, 0.02)
     unet.half().save_pretrained(os.path.join(folder, "unet"))
     unet.float()
     ldm = {f"model.diffusion_model.{k}": v.half() for k, v in unet_to_ldm(unet.state_dict(), unet.config).items()}
@@ -308,11 +312,7 @@ def make_text_encoder(folder, seed, vocab_size, hidden_act, extra_layer):
                             hidden_act=hidden_act, projection_dim=TEXT_WIDTH, bos_token_id=vocab_size - 2,
                             eos_token_id=vocab_size - 1, pad_token_id=1)
     model = CLIPTextModel(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-            p.copy_(p.half().float())
-    model.eval()
+    perturbed_fp16(model, 0.05)
     model.half().save_pretrained(os.path.join(folder, "text_encoder"))
     model.float()
     # transformers 5 names CLIPTextModel's weights without the text_model. prefix that SD's files (and transformers
@@ -340,28 +340,6 @@ def make_text_encoder(folder, seed, vocab_size, hidden_act, extra_layer):
     return model, {f"cond_stage_model.model.{k}": v.half() for k, v in out.items()}
 
 
-def resample(x, size):
-    """clipguide's cutout resampling (guidance/cutouts.h): area averaging when shrinking, bicubic when growing; the
-    community pipeline's MakeCutouts pools a cut with adaptive_avg_pool2d the same way."""
-    import torch.nn.functional as F
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    if x.shape[-1] >= size and x.shape[-2] >= size:
-        return F.adaptive_avg_pool2d(x, size)
-    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-
-
-def features(out):
-    """get_*_features' projected embeddings: a tensor in transformers 4, the output's pooler_output in 5."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
-def spherical_dist_loss(x, y):
-    import torch.nn.functional as F
-    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    return (x - y).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
-
-
 def guided_step(pipe, clip_dir, clip_vocab, prompt, negative, latents, step, steps, cfg, clip_scale, tensors):
     """One CLIP-guided DDIM step as diffusers' community clip_guided_stable_diffusion computes it (its cond_fn), with
     one cutout: the whole decoded image resampled to CLIP's input. The CFG prediction comes from one UNet batch; the
@@ -378,34 +356,14 @@ def guided_step(pipe, clip_dir, clip_vocab, prompt, negative, latents, step, ste
     t = scheduler.timesteps[step]
     cond, uncond = pipe.encode_prompt(prompt, "cpu", 1, True, negative_prompt=negative)
     ids = clip_tok([prompt], padding="max_length", max_length=77, return_tensors="pt").input_ids
-    with torch.no_grad():
-        text_clip = features(clip.get_text_features(input_ids=ids))
-        text_clip = text_clip / text_clip.norm(dim=-1, keepdim=True)
-        both = pipe.unet(torch.cat([latents] * 2), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-        noise_uncond, noise_text = both.chunk(2)
-        noise_cfg = noise_uncond + cfg * (noise_text - noise_uncond)
-    x = latents.detach().requires_grad_()
-    with torch.enable_grad():
-        eps = pipe.unet(x, t, encoder_hidden_states=cond).sample
-        a = scheduler.alphas_cumprod[t]
-        b = 1 - a
-        x0 = (x - b ** 0.5 * eps) / a ** 0.5
-        fac = torch.sqrt(b)
-        sample = x0 * fac + x * (1 - fac)
-        image = pipe.vae.decode(sample / pipe.vae.config.scaling_factor).sample
-        image = (image / 2 + 0.5).clamp(0, 1)
-        size = clip.config.vision_config.image_size
-        cut = resample(image, size)
-        mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-        std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-        emb = features(clip.get_image_features(pixel_values=(cut - mean) / std))
-        emb = emb / emb.norm(dim=-1, keepdim=True)
-        loss = spherical_dist_loss(emb, text_clip).view(1, 1, -1).sum(2).mean(0).sum() * clip_scale
-        grads = -torch.autograd.grad(loss, x)[0]
-    guided = noise_cfg - torch.sqrt(b) * grads
+    text_clip = cg.text_features(clip, ids)
+    noise_cfg = cg.cfg_prediction(pipe, latents, t, uncond, cond, cfg)
+    size = clip.config.vision_config.image_size
+    guided, grads, loss = cg.cond_fn(pipe, clip, latents, t, scheduler.alphas_cumprod[t], cond, text_clip, noise_cfg,
+                                     clip_scale, lambda image: cg.resample(image, size), 1)
     prev = scheduler.step(guided, t, latents).prev_sample
     tensors.update({"guided/latents": latents.clone(), "guided/grad": grads, "guided/noise_cfg": noise_cfg,
-                    "guided/noise_guided": guided, "guided/prev": prev, "guided/loss": loss.detach().view(1)})
+                    "guided/noise_guided": guided, "guided/prev": prev, "guided/loss": loss.view(1)})
     return {"prompt": prompt, "negative": negative, "step": step, "steps": steps, "cfg_scale": cfg,
             "clip_guidance_scale": clip_scale, "timestep": int(t), "clip": os.path.basename(clip_dir.rstrip("/")),
             "scheduler": "ddim"}

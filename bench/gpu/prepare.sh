@@ -15,7 +15,7 @@ packages=(nlohmann-json3-dev libcxxopts-dev libstb-dev libstb0 libyaml-cpp-dev l
           libgtest-dev libjpeg62-turbo-dev libjpeg62-turbo pkgconf pkgconf-bin libpkgconf3 pkg-config)
 (cd "$carry/debs" && apt-get download -qq "${packages[@]}")
 # What test_cuda.cpp and the benches read: the first ViT CLIP, the vocabulary, the diffusion and VQGAN fixtures.
-(cd "$fixtures" && tar cf - clip/clip-manifest.json clip/vit-tiny.* tokenizer/bpe_simple_vocab_16e6.txt.gz diffusion vqgan) |
+(cd "$fixtures" && tar cf - clip/clip-manifest.json clip/vit-tiny.* tokenizer/bpe_simple_vocab_16e6.txt.gz tokenizer/hf-tokenizer diffusion vqgan) |
   tar xf - -C "$carry/fixtures"
 rm -f "$carry"/fixtures/diffusion/*.pt "$carry"/fixtures/vqgan/*.ckpt "$carry"/fixtures/clip/vit-tiny.openai.jit.pt
 rm -rf "$carry"/fixtures/clip/vit-tiny.hf

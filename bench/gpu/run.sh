@@ -4,7 +4,9 @@
 # paths against the same machine's PyTorch eager in the same precision, and prints ratios:
 #   scoring throughput (ViT-B/32 shape, 256 images, batches of 32);
 #   the guide step at 32 and 128 cutouts, ViT-B/32 and ViT-L/14 shapes, 512x512 (ours eager, and with --cuda-graph);
-#   one guided DDIM step on guided-diffusion's 256x256 uncond UNet shape, ViT-B/32, 32 cutouts.
+#   one guided DDIM step on guided-diffusion's 256x256 uncond UNet shape, ViT-B/32, 32 cutouts;
+#   one CLIP-guided Stable Diffusion step (bench/sd: SD 1.5 shapes, 512x512, fp32) against diffusers, where the
+#   machine's Python has diffusers.
 # Targets: at least 3x eager PyTorch per guidance step (CUDA graphs + bf16), at least 2x for scoring.
 #   OUT=DIR     where the results go (default build-gpu/out; the device tool's $OUT when set)
 #   QUICK=1     a smoke run: small shapes, 2 steps (also runs on a CPU, DEVICE=cpu, to check the plumbing)
@@ -36,7 +38,7 @@ cuda_args=()
 if command -v nvcc >/dev/null; then cuda_args=(-DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DTORCH_CUDA_ARCH_LIST=9.0); fi
 time cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" \
   -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include/x86_64-linux-gnu" "${cuda_args[@]}" >"$out/configure.log"
-time cmake --build build-gpu -j"$threads" --target clipguide_cli clipguide_tests bench_make_clip bench_guide bench_diffusion \
+time cmake --build build-gpu -j"$threads" --target clipguide_cli clipguide_tests bench_make_clip bench_guide bench_diffusion bench_sd \
   >"$out/build.log" 2>&1 || { tail -n 40 "$out/build.log"; exit 1; }
 
 echo "== GPU tests"
@@ -118,11 +120,26 @@ for p in $precisions; do
     --device "$device" --unet "$unet" --cutn 32 | record "{\"bench\": \"diffusion\", \"side\": \"pytorch\", \"precision\": \"$p\"}"
 done
 
+# One CLIP-guided Stable Diffusion step (bench/sd's SD 1.5 shapes, random weights, 4 cutouts), where this machine's
+# Python has diffusers and transformers to make the models and run the peer.
+if "$py" -c "import diffusers, transformers" 2>/dev/null; then
+  sd_size=512
+  [ "$quick" = 1 ] && sd_size=128
+  sd_vocab=$CLIPGUIDE_FIXTURES/tokenizer/hf-tokenizer
+  "$py" bench/sd/make_models.py "$work/sd" "$sd_vocab" >/dev/null
+  build-gpu/bench/bench_sd "$work/sd" "$sd_vocab" "$sd_size" "$steps" --device "$device" |
+    record "{\"bench\": \"sd\", \"arch\": \"SD1.5 ${sd_size}px\", \"side\": \"ours\", \"precision\": \"fp32\"}"
+  "$py" bench/sd/peer.py "$work/sd" "$sd_size" "$steps" "$threads" --device "$device" |
+    record "{\"bench\": \"sd\", \"arch\": \"SD1.5 ${sd_size}px\", \"side\": \"pytorch\", \"precision\": \"fp32\"}"
+else
+  echo "== sd rows left out: this machine's Python has no diffusers and transformers"
+fi
+
 "$py" - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def time_of(r):
-    return r.get("images_per_s") or r.get(f"{r['precision']}_step_s") or r.get("step_s")
+    return r.get("images_per_s") or r.get(f"{r['precision']}_step_s") or r.get("step_s") or r.get("guided_step_s")
 print(f"\n{'bench':9} {'shape':18} {'precision':9} {'pytorch':>10} {'ours':>10} {'ours+graph':>10} {'ratio':>6} {'graph':>6}")
 keys = sorted({(r["bench"], r.get("arch", ""), r.get("cutn", ""), r["precision"]) for r in rows}, key=str)
 for bench, arch, cutn, prec in keys:
