@@ -7,6 +7,7 @@
 #include <limits>
 #include <set>
 
+#include "core/dense.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/torch_compat.h"
@@ -63,24 +64,6 @@ torch::Tensor activation(const torch::Tensor& x, const std::string& kind) {
   // kernel (forward and backward) instead of three.
   constexpr double k = 1.702;
   return torch::silu(x * k) * (1.0 / k);
-}
-
-// A linear layer on [B, L, D] activations. Where libtorch's BLAS is OpenBLAS held to one thread
-// (set_cpu_threads does that; Debian's libtorch), frozen fp32 layers on the CPU run as a 1x1 convolution over
-// a channels-last view of the same memory: oneDNN's kernels, on all of libtorch's threads, instead of a
-// one-thread GEMM (bench/guide's step, 2 threads: 7.9-8.6 s against 9.6-10.0 s through torch::linear). Where
-// the BLAS threads itself (MKL, in the PyPI wheel's libtorch) torch::linear is the faster one (7.3-7.4 s
-// against 8.8-9.2 s as convolutions). Same math; only the summation order differs.
-torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  if (!x.is_cpu() || x.scalar_type() != torch::kFloat || x.dim() != 3 || weight.requires_grad() ||
-      (bias.defined() && bias.requires_grad()) || compat::autocast_enabled(at::kCPU) ||
-      openblas_threads() != 1) {
-    return torch::linear(x, weight, bias);
-  }
-  // [B, L, D] seen as [B, D, L, 1] with channels-last strides: no copy, and view ops' cheap backward.
-  const torch::Tensor view = x.contiguous().permute({0, 2, 1}).unsqueeze(3);
-  const torch::Tensor y = torch::conv2d(view, weight.view({weight.size(0), weight.size(1), 1, 1}), bias);
-  return y.squeeze(3).permute({0, 2, 1}).contiguous();  // [B, O, L, 1] channels-last -> [B, L, O], no copy
 }
 
 // nn.MultiheadAttention's parameters (in_proj_weight, in_proj_bias, out_proj) with batch-first math, laid out

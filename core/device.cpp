@@ -1,5 +1,6 @@
 #include "core/device.h"
 
+#include <ATen/Context.h>
 #include <dlfcn.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
@@ -8,6 +9,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "core/dense.h"
 #include "core/error.h"
 #include "core/torch_compat.h"
 
@@ -83,6 +85,9 @@ void set_cpu_threads(int threads) {
 }
 
 int openblas_threads() {
+  // libtorch with MKL (the PyPI wheel) does not use an OpenBLAS that another library brought into the process
+  // (Debian's faiss links one).
+  if (at::hasMKL()) return 0;
   using GetThreads = int (*)();
   static const auto get_blas_threads =
       reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
@@ -102,6 +107,18 @@ Autocast::~Autocast() {
   if (!enabled_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
   compat::set_autocast(type_, was_enabled_, was_dtype_);
+}
+
+torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!x.is_cpu() || x.scalar_type() != torch::kFloat || x.dim() != 3 || weight.requires_grad() ||
+      (bias.defined() && bias.requires_grad()) || compat::autocast_enabled(at::kCPU) ||
+      openblas_threads() != 1) {
+    return torch::linear(x, weight, bias);
+  }
+  // [B, L, D] seen as [B, D, L, 1] with channels-last strides: no copy, and view ops' cheap backward.
+  const torch::Tensor view = x.contiguous().permute({0, 2, 1}).unsqueeze(3);
+  const torch::Tensor y = torch::conv2d(view, weight.view({weight.size(0), weight.size(1), 1, 1}), bias);
+  return y.squeeze(3).permute({0, 2, 1}).contiguous();  // [B, O, L, 1] channels-last -> [B, L, O], no copy
 }
 
 }  // namespace clipguide

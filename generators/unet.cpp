@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/dense.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/json_fields.h"
@@ -182,7 +184,8 @@ class CrossAttention : public torch::nn::Module {
     const auto split = [&](const torch::Tensor& t) {  // [B, L, D] -> [B, H, L, Dh]
       return t.reshape({B, t.size(1), heads_, Dh}).transpose(1, 2);
     };
-    const torch::Tensor q = split(to_q(x)), k = split(to_k(context)), v = split(to_v(context));
+    const torch::Tensor q = split(dense(x, to_q->weight, {})), k = split(dense(context, to_k->weight, {})),
+                        v = split(dense(context, to_v->weight, {}));
 #if CLIPGUIDE_HAS_SDPA
     const torch::Tensor a = at::scaled_dot_product_attention(q, k, v);
 #else
@@ -190,7 +193,8 @@ class CrossAttention : public torch::nn::Module {
         torch::softmax(torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(Dh)), -1);
     const torch::Tensor a = torch::matmul(w, v);
 #endif
-    return to_out[0]->as<torch::nn::Linear>()->forward(a.transpose(1, 2).reshape({B, T, D}));
+    const auto& out = to_out[0]->as<torch::nn::Linear>();
+    return dense(a.transpose(1, 2).reshape({B, T, D}), out->weight, out->bias);
   }
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out{nullptr};
@@ -225,8 +229,8 @@ class TransformerBlock : public torch::nn::Module {
     torch::Tensor h = norm1(x);
     x = attn1->forward(h, h) + x;
     x = attn2->forward(norm2(x), context) + x;
-    const auto parts = proj(norm3(x)).chunk(2, -1);  // value, gate
-    return out(parts[0] * torch::gelu(parts[1])) + x;
+    const auto parts = dense(norm3(x), proj->weight, proj->bias).chunk(2, -1);  // value, gate
+    return dense(parts[0] * torch::gelu(parts[1]), out->weight, out->bias) + x;
   }
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   std::shared_ptr<CrossAttention> attn1, attn2;
@@ -256,11 +260,17 @@ class SpatialTransformer : public Layer {
     TORCH_CHECK(context.defined(), "this UNet attends to text: it needs the text embeddings");
     const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
     const auto tokens = [&](const torch::Tensor& t) { return t.reshape({B, C, H * W}).transpose(1, 2); };
-    const auto image = [&](const torch::Tensor& t) { return t.transpose(1, 2).reshape({B, C, H, W}); };
+    // Back to [B, C, H, W] in the default layout: the transposed view is channels-last, and a convolution
+    // given one answers in kind, so every later convolution would reorder its weights (40% slower at SD's
+    // sizes).
+    const auto image = [&](const torch::Tensor& t) {
+      return t.transpose(1, 2).reshape({B, C, H, W}).contiguous();
+    };
     torch::Tensor h = norm(x);
-    h = linear_ ? proj_in_linear(tokens(h)) : tokens(proj_in_conv(h));  // [B, HW, C]
+    h = linear_ ? dense(tokens(h), proj_in_linear->weight, proj_in_linear->bias)
+                : tokens(proj_in_conv(h));  // [B, HW, C]
     h = blocks[0]->as<TransformerBlock>()->forward(h, context.to(h.scalar_type()));
-    h = linear_ ? image(proj_out_linear(h)) : proj_out_conv(image(h));
+    h = linear_ ? image(dense(h, proj_out_linear->weight, proj_out_linear->bias)) : proj_out_conv(image(h));
     return h + x;
   }
   torch::nn::GroupNorm norm{nullptr};

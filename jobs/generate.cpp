@@ -518,7 +518,7 @@ void GenerateJob::load_models() {
     const PromptSchedule prompts = PromptSchedule::parse(r_.prompt, r_.prompt_every, r_.prompt_blend);
     for (const auto& p : prompts.segments.at(0))
       if (p.weight > 0) text += cat(text.empty() ? "" : ", ", p.text);
-    for (const std::string& concept : r_.deny) negative += cat(negative.empty() ? "" : ", ", concept);
+    for (const std::string& denied : r_.deny) negative += cat(negative.empty() ? "" : ", ", denied);
     const torch::Tensor states = sd_->encode_prompts({text, negative}, r_.truncate);
     sd_cond_ = states.narrow(0, 0, 1);
     sd_uncond_ = states.narrow(0, 1, 1);
@@ -615,7 +615,9 @@ std::unique_ptr<Run> GenerateJob::make_run(Candidate& c, int64_t batch) {
     options.width = width_;
     options.height = height_;
     options.batch = batch;
-    if (load_.device.is_cuda() && load_.dtype != torch::kFloat) options.unet_dtype = load_.dtype;
+    // A reduced precision runs the UNet under autocast, on CUDA and (bf16) on the CPU too: the step is the
+    // UNet (bench/sd). The VAE, the text encoder and the sampler's arithmetic stay fp32.
+    if (load_.dtype != torch::kFloat) options.unet_dtype = load_.dtype;
     return std::make_unique<SdRun>(sd_, sd_cond_, sd_uncond_, guide_, options, init_, c.seed);
   }
   if (unet_) {

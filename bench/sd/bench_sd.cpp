@@ -5,7 +5,9 @@
 // (full), through the decoder alone (decoder-only), and with the decoder checkpointed. Median seconds per
 // step after a warm-up step. Prints one JSON object.
 //
-//   bench_sd MODELS_DIR VOCAB_DIR SIZE STEPS [--cutn N] [--device D]
+//   bench_sd MODELS_DIR VOCAB_DIR SIZE STEPS [--cutn N] [--device D] [--bf16]
+//
+// --bf16 also times the CFG step with the UNet under bf16 autocast (`generate --precision bf16`).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,10 +30,12 @@ int main(int argc, char** argv) {
   const int64_t size = std::stoll(argv[3]), steps = std::stoll(argv[4]);
   int64_t cutn = 4;
   std::string device_spec = "cpu";
-  for (int i = 5; i + 1 < argc; ++i) {
+  bool bf16 = false;
+  for (int i = 5; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--cutn") cutn = std::stoll(argv[++i]);
-    if (a == "--device") device_spec = argv[++i];
+    if (a == "--bf16") bf16 = true;
+    if (a == "--cutn" && i + 1 < argc) cutn = std::stoll(argv[++i]);
+    if (a == "--device" && i + 1 < argc) device_spec = argv[++i];
   }
   const torch::Device device = cg::parse_device(device_spec);
   const auto sd = std::make_shared<const cg::StableDiffusion>(
@@ -69,6 +73,11 @@ int main(int argc, char** argv) {
   nlohmann::json out;
   cg::SdRunOptions options;
   out["cfg_step_s"] = median_step(options, false);
+  if (bf16) {
+    options.unet_dtype = torch::kBFloat16;
+    out["cfg_bf16_step_s"] = median_step(options, false);
+    options.unet_dtype = torch::kFloat;
+  }
   out["guided_step_s"] = median_step(options, true);
   options.guide_grad = cg::SdGuideGrad::DecoderOnly;
   out["decoder_only_step_s"] = median_step(options, true);

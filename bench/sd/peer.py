@@ -6,7 +6,9 @@ latents; the VAE decode; MakeCutouts' random cutouts pooled to CLIP's size; CLIP
 distance to the prompt's; the gradient through the VAE and the UNet; epsilon moved by it), then the scheduler's step.
 Prints one JSON object of median seconds per step.
 
-usage: peer.py MODELS_DIR SIZE STEPS THREADS [--cutn N] [--device D]
+usage: peer.py MODELS_DIR SIZE STEPS THREADS [--cutn N] [--device D] [--bf16]
+
+--bf16 also times the CFG step with the UNet under torch's CPU autocast in bf16.
 """
 import json
 import os
@@ -68,6 +70,10 @@ def timed(step, n):
 
 out = {"torch": torch.__version__, "size": size, "threads": threads, "cutn": cutn}
 out["cfg_step_s"] = timed(cfg_step, steps)
+if "--bf16" in sys.argv:
+    pipe.scheduler.set_timesteps(50)
+    with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+        out["cfg_bf16_step_s"] = timed(cfg_step, steps)
 pipe.scheduler.set_timesteps(50)
 out["guided_step_s"] = timed(guided_step, steps)
 print(json.dumps(out))

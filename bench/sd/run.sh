@@ -5,7 +5,9 @@
 # (ViT-B/32 shape, 4 cutouts, scale 100) in clipguide, on today's libtorch (build-torch2) and on Debian's, against
 # diffusers on the venv's torch with the same weights (bench/sd/peer.py: its pipeline's UNet for the CFG step, the
 # community clip_guided_stable_diffusion pipeline's cond_fn for the guided one). Targets: the CFG step at least 1.2x,
-# the guided step at least 1.3x diffusers on the same torch. STEPS: timed steps after one warm-up (default 3).
+# the guided step at least 1.3x diffusers on the same torch. STEPS: timed steps after one warm-up (default 3). Where
+# PRECISIONS has bf16 (bench/common.sh: CPUs with bf16 units), the CFG step is timed with the UNet in bf16 too,
+# under autocast on both sides (the Debian build leaves bf16 out).
 source "$(dirname "$0")/../common.sh"
 setup_torch2
 size=${SIZE:-256}
@@ -14,9 +16,11 @@ work=build/bench/sd
 vocab_dir=$fixtures/tokenizer/hf-tokenizer
 mkdir -p "$work"
 "$vpy" bench/sd/make_models.py "$work/models" "$vocab_dir" >/dev/null
-"$bin2"/bench/bench_sd "$work/models" "$vocab_dir" "$size" "$steps" >"$work/ours.torch2.json"
+bf16=()
+[[ " $PRECISIONS " == *" bf16 "* ]] && bf16=(--bf16)
+"$bin2"/bench/bench_sd "$work/models" "$vocab_dir" "$size" "$steps" ${bf16[@]+"${bf16[@]}"} >"$work/ours.torch2.json"
 build/bench/bench_sd "$work/models" "$vocab_dir" "$size" "$steps" >"$work/ours.json"
-"$vpy" bench/sd/peer.py "$work/models" "$size" "$steps" "$threads" >"$work/peer.json"
+"$vpy" bench/sd/peer.py "$work/models" "$size" "$steps" "$threads" ${bf16[@]+"${bf16[@]}"} >"$work/peer.json"
 
 "$py" - "$work" <<'PY'
 import json, sys
@@ -30,6 +34,9 @@ def row(name, mine, theirs_key):
     theirs = peer[theirs_key]
     print(f"{name:34} {theirs:9.3f} {ours2[mine]:9.3f} {theirs / ours2[mine]:6.2f} {ours[mine]:9.3f} {theirs / ours[mine]:6.2f}")
 row("CFG step (target 1.2x)", "cfg_step_s", "cfg_step_s")
+if "cfg_bf16_step_s" in ours2:
+    theirs, mine = peer["cfg_bf16_step_s"], ours2["cfg_bf16_step_s"]
+    print(f"{'CFG step, UNet bf16 (both)':34} {theirs:9.3f} {mine:9.3f} {theirs / mine:6.2f} {'-':>9} {'-':>6}")
 row("CLIP-guided step (target 1.3x)", "guided_step_s", "guided_step_s")
 row("  ours decoder-only", "decoder_only_step_s", "guided_step_s")
 row("  ours decoder checkpointed", "checkpointed_step_s", "guided_step_s")
