@@ -98,6 +98,10 @@ int64_t StableDiffusion::factor() const { return vae->config().factor(); }
 
 int64_t StableDiffusion::latent_channels() const { return vae->config().embed_dim; }
 
+int64_t StableDiffusion::size_multiple() const {
+  return factor() << (unet->config().channel_mult.size() - 1);
+}
+
 torch::Tensor StableDiffusion::encode_prompts(const std::vector<std::string>& prompts, bool truncate) const {
   const torch::NoGradGuard no_grad;
   const torch::Tensor tokens = tokenizer->tokenize(prompts, text_encoder->config().context_length, truncate);
@@ -122,6 +126,7 @@ StableDiffusion load_stable_diffusion(const std::string& path, const std::string
   std::string scheduler_json, scheduler_where, scheduler_class;
   bool karras = false;
   std::string vocabulary = tokenizer;
+  bool open_clip_text = false;  // a single file's SD 2.x text tower (its tokenizer pads with 0)
   if (folder) {
     const fs::path dir(path);
     const std::string index = (dir / "model_index.json").string();
@@ -164,12 +169,12 @@ StableDiffusion load_stable_diffusion(const std::string& path, const std::string
       text = tensors_under(ckpt.tensors, "cond_stage_model.model.");
       text.erase("logit_scale");  // scores nothing here
       text_options.activation = "gelu";
+      open_clip_text = true;
       sd.text_skip_layers = original.text_layer == "last" ? 0 : 1;
     } else {
       fail(path, ": its cond_stage_model is neither SD 1.x's (cond_stage_model.transformer.*) nor SD 2.x's ",
            "(cond_stage_model.model.*) text tower");
     }
-    const bool open_clip_text = sd.text_skip_layers > 0 || original.text_layer == "last";
     sd.text_encoder =
         clip_model_from_tensors(std::move(text), {}, path + " (cond_stage_model)", text_options);
     LoadedUNet unet = load_sd_unet(ckpt, original_config, device);
@@ -251,11 +256,10 @@ SdRun::SdRun(std::shared_ptr<const StableDiffusion> model, torch::Tensor cond, t
       rng_(make_generator(seed)),
       cut_rng_(make_generator(seed ^ 0x9e3779b97f4a7c15ULL)) {
   options_.validate();
-  const int64_t f = model_->factor();
-  const int64_t unet_factor = int64_t{1} << (model_->unet->config().channel_mult.size() - 1);
-  if (options_.width % (f * unet_factor) != 0 || options_.height % (f * unet_factor) != 0) {
+  const int64_t f = model_->factor(), multiple = model_->size_multiple();
+  if (options_.width % multiple != 0 || options_.height % multiple != 0) {
     fail("Stable Diffusion image size ", options_.width, "x", options_.height, " is not a multiple of ",
-         f * unet_factor, " (the VAE's factor ", f, " times the UNet's ", unet_factor, ")");
+         multiple, " (the VAE's factor ", f, " times the UNet's ", multiple / f, ")");
   }
   if (options_.clip_guidance_scale > 0 && !guide_) fail("CLIP guidance needs a CLIP model and a prompt");
   const torch::Device device = model_->unet->parameters().front().device();
@@ -358,10 +362,9 @@ SdRun::Prediction SdRun::predict() {
   }
   const torch::Tensor z = sample / model_->scaling_factor;
   torch::Tensor decoded;
-  if (options_.vae_checkpointing) {
-    const torch::NoGradGuard no_grad;
-    decoded = model_->vae->decode(z);
-  } else {
+  {
+    // Checkpointed, the decoder keeps no graph: decode_backward runs it again below.
+    const torch::AutoGradMode graph(!options_.vae_checkpointing);
     decoded = model_->vae->decode(z);
   }
   // The CLIP loss of the decoded images, one cutout batch at a time; its gradient on the decoded pixels.

@@ -38,6 +38,8 @@ struct StableDiffusion {
   // The VAE's downsampling factor (8 for Stable Diffusion).
   int64_t factor() const;
   int64_t latent_channels() const;
+  // What image sides must be multiples of: the VAE's factor times the UNet's downsampling.
+  int64_t size_multiple() const;
   // What the UNet is conditioned on: the text tower's per-token states of `prompts`, [N, context, width]. A
   // prompt longer than the context is an Error unless `truncate`.
   torch::Tensor encode_prompts(const std::vector<std::string>& prompts, bool truncate) const;

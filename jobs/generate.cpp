@@ -539,8 +539,7 @@ void GenerateJob::load_models() {
     width_ = height_ = unet_ ? unet_->image_size : sd_ ? 512 : 256;
   }
   if (vqgan_ || sd_) {
-    const int64_t f =
-        vqgan_ ? vqgan_->config().factor() : sd_->factor() << (sd_->unet->config().channel_mult.size() - 1);
+    const int64_t f = vqgan_ ? vqgan_->config().factor() : sd_->size_multiple();
     const int64_t w = std::max(f, width_ / f * f), h = std::max(f, height_ / f * f);
     if (w != width_ || h != height_) {
       warn("clipguide generate: size ", width_, "x", height_, " rounded to ", w, "x", h,
