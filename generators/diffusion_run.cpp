@@ -74,19 +74,10 @@ Denoiser clip_guided_denoiser(const DiffusionSchedule& s, ModelFn model,
     const torch::Tensor x_in = raw.pred_xstart * fac + x_req * (1 - fac);  // [B, 3, H, W] in about [-1, 1]
     const int64_t step = sampler_step(s.size(), skip_timesteps, t);
     const int64_t B = x.size(0);
-    // CLIP loss of the whole batch, one cutout batch at a time, gradients w.r.t. x_in averaged over batches.
-    torch::Tensor x_in_grad = torch::zeros_like(x_in);
-    GuideResult summary;
-    summary.total = torch::zeros({B}, x.options().dtype(torch::kFloat));
-    const double share = options.clip_guidance_scale / static_cast<double>(options.cutn_batches);
-    for (int64_t b = 0; b < options.cutn_batches; ++b) {
-      const GuideResult r = guide->loss(x_in.add(1).div(2), rng, step);
-      x_in_grad = x_in_grad +
-                  torch::autograd::grad({r.total.sum() * options.clip_guidance_scale}, {x_in}, {}, true)[0] /
-                      options.cutn_batches;
-      summary.total = summary.total + r.total.detach().to(summary.total.device()) * share;
-      summary.parts.accumulate(r.parts, share);
-    }
+    // The CLIP loss's gradient on the images x_in shows (in [0, 1]), one cutout batch at a time.
+    const torch::Tensor images = x_in.add(1).div(2);
+    auto [images_grad, summary] =
+        guide->gradient(images, rng, step, options.clip_guidance_scale, options.cutn_batches);
     // Regularisers in Crowson's units, per sample.
     torch::Tensor reg = torch::zeros({B}, x.options().dtype(torch::kFloat));
     auto add = [&](const char* name, double scale, const torch::Tensor& per_sample) {
@@ -105,8 +96,9 @@ Denoiser clip_guided_denoiser(const DiffusionSchedule& s, ModelFn model,
     const torch::Tensor reg_total = reg.sum();
     torch::Tensor grad =
         reg_total.requires_grad()
-            ? torch::autograd::grad({x_in, reg_total}, {x_req}, {x_in_grad, torch::ones_like(reg_total)})[0]
-            : torch::autograd::grad({x_in}, {x_req}, {x_in_grad})[0];
+            ? torch::autograd::grad({images, reg_total}, {x_req},
+                                    {images_grad.to(images.scalar_type()), torch::ones_like(reg_total)})[0]
+            : torch::autograd::grad({images}, {x_req}, {images_grad.to(images.scalar_type())})[0];
     grad = -clamp_grad_rms(grad, options.grad_clamp);
     if (last) *last = summary;
     torch::NoGradGuard no_grad;

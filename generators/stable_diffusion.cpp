@@ -367,20 +367,13 @@ SdRun::Prediction SdRun::predict() {
     const torch::AutoGradMode graph(!options_.vae_checkpointing);
     decoded = model_->vae->decode(z);
   }
-  // The CLIP loss of the decoded images, one cutout batch at a time; its gradient on the decoded pixels.
+  // The CLIP loss's gradient on the decoded pixels, one cutout batch at a time.
   const torch::Tensor pixels = decoded.detach().requires_grad_(true);
   const torch::Tensor images = (pixels / 2 + 0.5).clamp(0, 1);
-  const int64_t B = x.size(0);
-  torch::Tensor grad_pixels = torch::zeros_like(pixels);
-  GuideResult summary;
-  summary.total = torch::zeros({B}, x.options());
-  const double share = options_.clip_guidance_scale / static_cast<double>(options_.cutn_batches);
-  for (int64_t b = 0; b < options_.cutn_batches; ++b) {
-    const GuideResult r = guide_->loss(images, cut_rng_, steps_done_);
-    grad_pixels = grad_pixels + torch::autograd::grad({r.total.sum() * share}, {pixels}, {}, true)[0];
-    summary.total = summary.total + r.total.detach().to(summary.total.device()) * share;
-    summary.parts.accumulate(r.parts, share);
-  }
+  auto [images_grad, summary] =
+      guide_->gradient(images, cut_rng_, steps_done_, options_.clip_guidance_scale, options_.cutn_batches);
+  const torch::Tensor grad_pixels =
+      torch::autograd::grad({images}, {pixels}, {images_grad.to(images.scalar_type())})[0];
   torch::Tensor grad;
   if (options_.vae_checkpointing) {
     grad = torch::autograd::grad({z}, {x}, {model_->vae->decode_backward(z.detach(), grad_pixels)})[0];

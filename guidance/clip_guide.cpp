@@ -292,13 +292,23 @@ GuideResult ClipGuide::loss(const torch::Tensor& images, torch::Generator& rng, 
 }
 
 std::pair<torch::Tensor, GuideResult> ClipGuide::gradient(const torch::Tensor& images, torch::Generator& rng,
-                                                          int64_t step) const {
+                                                          int64_t step, double scale, int64_t batches) const {
+  TORCH_CHECK(batches >= 1, "gradient needs at least one batch of cutouts");
   torch::AutoGradMode enable(true);
   const torch::Tensor x = images.detach().to(torch::kFloat).requires_grad_(true);
-  GuideResult result = loss(x, rng, step);
-  torch::Tensor grad = torch::autograd::grad({result.total.sum()}, {x})[0];  // samples are independent
-  result.total = result.total.detach();
-  return {grad, std::move(result)};
+  const double share = scale / static_cast<double>(batches);
+  torch::Tensor grad;
+  GuideResult summary;
+  for (int64_t b = 0; b < batches; ++b) {
+    const GuideResult r = loss(x, rng, step);
+    // Samples are independent: the gradient of the sum is each sample's own.
+    const torch::Tensor g = torch::autograd::grad({r.total.sum() * share}, {x})[0];
+    grad = grad.defined() ? grad + g : g;
+    const torch::Tensor total = r.total.detach() * share;
+    summary.total = summary.total.defined() ? summary.total + total : total;
+    summary.parts.accumulate(r.parts, share);
+  }
+  return {grad, std::move(summary)};
 }
 
 torch::Tensor ClipGuide::scores(const torch::Tensor& images, int64_t step) const {

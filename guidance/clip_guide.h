@@ -92,9 +92,12 @@ class ClipGuide {
   // differentiable in the images, sample b's total depending on image b alone. Every sample gets its own
   // cutouts, drawn from `rng` only, sample after sample (a batch of one draws what a lone image draws).
   GuideResult loss(const torch::Tensor& images, torch::Generator& rng, int64_t step = 0) const;
-  // d total / d images, [B, 3, H, W] float32 (each sample's gradient of its own loss), with the loss.
+  // d total / d images, [B, 3, H, W] float32 (each sample's gradient of its own loss), with the loss (total
+  // detached). Both are scaled by `scale` and averaged over `batches` draws of cutouts, one batch of cutouts
+  // in memory at a time (guided diffusion's cutn_batches).
   std::pair<torch::Tensor, GuideResult> gradient(const torch::Tensor& images, torch::Generator& rng,
-                                                 int64_t step = 0) const;
+                                                 int64_t step = 0, double scale = 1,
+                                                 int64_t batches = 1) const;
   // How well each whole image fits the prompts at `step`, without cutouts or augmentation: the weighted mean
   // cosine similarity over prompts and models (negative prompts subtract), [B] float32. For reranking.
   torch::Tensor scores(const torch::Tensor& images, int64_t step = 0) const;
