@@ -7,6 +7,7 @@
 #include "clip/embed.h"
 #include "clip/load.h"
 #include "clip/tokenizer.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "io/npy.h"
@@ -258,6 +259,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  cg::keep_freed_memory();
   try {
     if (command == "score") return run_score(argc - 1, argv + 1);
     if (command == "rerank") return run_rerank(argc - 1, argv + 1);

@@ -104,9 +104,10 @@ void add_options(cxxopts::Options& opts, Flags& f) {
   opts.add_options("stable diffusion")(
       "sd-model",
       "a Stable Diffusion diffusers folder or single .ckpt/.safetensors file (implies --generator sd)",
-      cxxopts::value(r.sd_model))("sd-config",
-                                  "a single file's latent diffusion .yaml (heads, v, text layer)",
-                                  cxxopts::value(r.sd_config))(
+      cxxopts::value(r.sd_model))(
+      "sd-config",
+      "a single file's latent diffusion .yaml (heads, v, text layer; default: its namesake beside it)",
+      cxxopts::value(r.sd_config))(
       "sd-tokenizer",
       "its vocabulary (default: the folder's tokenizer/, else beside the file, else the CLIP cache)",
       cxxopts::value(r.sd_tokenizer))(

@@ -2,10 +2,14 @@
 
 #include <ATen/Context.h>
 #include <dlfcn.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <thread>
 
@@ -82,6 +86,17 @@ void set_cpu_threads(int threads) {
   using SetThreads = void (*)(int);
   if (auto set_blas_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
     set_blas_threads(1);
+}
+
+void keep_freed_memory() {
+#ifdef __GLIBC__
+  for (const char* tunable : {"GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
+                              "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX"}) {
+    if (std::getenv(tunable) != nullptr) return;
+  }
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+#endif
 }
 
 int openblas_threads() {

@@ -44,6 +44,15 @@ void warn_if_bf16_is_emulated(torch::Device device, torch::ScalarType dtype);
 // slower; bench/README.md).
 void set_cpu_threads(int threads);
 
+// Keeps the memory a process frees for its next allocations (glibc's malloc; a no-op under other allocators).
+// glibc gives blocks above its mmap threshold (128 KiB at first, at most 32 MiB) back to the OS on free, so
+// a model's activations, allocated and freed at every step, fault their pages in again each time: a CLIP-
+// guided Stable Diffusion step at 256x256 spent about a fifth of its time in page faults (bench/README.md).
+// Afterwards every block comes from the heap and its top is not trimmed below 2 GiB of free space; the
+// process's resident size then stays near its peak. Left as it is where the user set glibc's own malloc
+// tunables (GLIBC_TUNABLES, MALLOC_*_). The CLI calls it at start; a program that links the library chooses.
+void keep_freed_memory();
+
 // The thread count of the OpenBLAS in this process (set_cpu_threads makes it 1), or 0 when libtorch's BLAS is
 // not OpenBLAS (MKL, as in the PyPI wheel, threads through libtorch's own OpenMP pool).
 int openblas_threads();

@@ -153,7 +153,14 @@ StableDiffusion load_stable_diffusion(const std::string& path, const std::string
     read_field(s, "_class_name", scheduler_class, scheduler_where);
     read_field(s, "use_karras_sigmas", karras, scheduler_where);
   } else {
-    const OriginalConfig original = read_original_config(original_config);
+    // The yaml given, else the file's namesake beside it (model.yaml for model.ckpt, as the web UIs keep
+    // them).
+    std::string yaml = original_config;
+    if (yaml.empty()) {
+      const fs::path beside = fs::path(path).replace_extension(".yaml");
+      if (fs::is_regular_file(beside, ec)) yaml = beside.string();
+    }
+    const OriginalConfig original = read_original_config(yaml);
     Checkpoint ckpt = read_checkpoint(path);
     for (const char* prefix : {"model.diffusion_model.", "first_stage_model.", "cond_stage_model."}) {
       if (!has_prefix(ckpt.tensors, prefix))
@@ -177,9 +184,16 @@ StableDiffusion load_stable_diffusion(const std::string& path, const std::string
     }
     sd.text_encoder =
         clip_model_from_tensors(std::move(text), {}, path + " (cond_stage_model)", text_options);
-    LoadedUNet unet = load_sd_unet(ckpt, original_config, device);
+    if (open_clip_text && yaml.empty()) {
+      warn(path,
+           ": an SD 2.x file without its yaml is read as epsilon-prediction (the 512 base models); the 768 ",
+           "v-prediction ones need v2-inference-v.yaml (--sd-config, or beside the file as ",
+           fs::path(path).stem().string(), ".yaml)");
+    }
+    LoadedUNet unet = load_sd_unet(ckpt, yaml, device);
     LoadedVae vae = load_vae(ckpt, device);
     sd.files = {ckpt.path};
+    if (!yaml.empty()) sd.files.push_back(yaml);
     sd.unet = unet.model;
     sd.vae = vae.model;
     sd.scaling_factor = vae.scaling_factor;
@@ -263,7 +277,10 @@ SdRun::SdRun(std::shared_ptr<const StableDiffusion> model, torch::Tensor cond, t
   }
   if (options_.clip_guidance_scale > 0 && !guide_) fail("CLIP guidance needs a CLIP model and a prompt");
   const torch::Device device = model_->unet->parameters().front().device();
-  cond_ = cond.to(device, torch::kFloat).expand({options_.batch, -1, -1});
+  const int64_t segments = std::max<int64_t>(static_cast<int64_t>(options_.story.segments.size()), 1);
+  if (cond.dim() != 3 || cond.size(0) != segments)
+    fail("Stable Diffusion's text states must be [", segments, ", L, D], one row per prompt segment");
+  cond_ = cond.to(device, torch::kFloat);
   uncond_ = uncond.to(device, torch::kFloat).expand({options_.batch, -1, -1});
   scheduler_.set_timesteps(options_.steps);
   first_ =
@@ -310,11 +327,19 @@ torch::Tensor SdRun::unet(const torch::Tensor& x, int64_t i, const torch::Tensor
   return model_->unet->forward(scheduler_.scale_model_input(x, i), t, {}, {}, context).to(torch::kFloat);
 }
 
+torch::Tensor SdRun::cond_at(int64_t step) const {
+  const PromptSchedule::Position at = options_.story.at(step);
+  torch::Tensor c = cond_[static_cast<int64_t>(at.segment)];
+  if (at.toward_next > 0) c = torch::lerp(c, cond_[static_cast<int64_t>(at.segment) + 1], at.toward_next);
+  return c.unsqueeze(0).expand({options_.batch, -1, -1});
+}
+
 std::pair<torch::Tensor, torch::Tensor> SdRun::halves(const torch::Tensor& x, int64_t i) const {
   const torch::NoGradGuard no_grad;
-  if (options_.cfg_scale <= 1) return {torch::Tensor(), unet(x, i, cond_)};
+  const torch::Tensor cond = cond_at(steps_done_);
+  if (options_.cfg_scale <= 1) return {torch::Tensor(), unet(x, i, cond)};
   // The unconditional and conditional predictions from one batch, in diffusers' order.
-  const torch::Tensor both = unet(torch::cat({x, x}), i, torch::cat({uncond_, cond_}));
+  const torch::Tensor both = unet(torch::cat({x, x}), i, torch::cat({uncond_, cond}));
   const int64_t B = x.size(0);
   return {both.narrow(0, 0, B), both.narrow(0, B, B)};
 }
@@ -341,7 +366,7 @@ SdRun::Prediction SdRun::predict() {
   if (options_.guide_grad == SdGuideGrad::Full) {
     // The conditional prediction with its graph for the backward pass, the unconditional one without: two
     // UNet passes, where the community pipeline runs a third for the gradient.
-    cond_output = unet(x, i, cond_);
+    cond_output = unet(x, i, cond_at(steps_done_));
     torch::Tensor uncond_output;
     if (options_.cfg_scale > 1) {
       const torch::NoGradGuard no_grad;

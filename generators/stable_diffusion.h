@@ -20,6 +20,7 @@
 #include "generators/sd_scheduler.h"
 #include "generators/unet.h"
 #include "generators/vqgan.h"
+#include "prompts/prompt.h"
 
 namespace clipguide {
 
@@ -51,10 +52,11 @@ struct StableDiffusion {
 // first_stage_model.* and cond_stage_model.* weights: SD 1.x's Hugging Face text tower
 // (cond_stage_model.transformer.*) or SD 2.x's open_clip one (cond_stage_model.model.*, its penultimate layer
 // unless the yaml says "last"). `original_config`: a single file's latent diffusion yaml (heads, v
-// parameterisation, the text layer), optional. `tokenizer`: a vocabulary file or folder; empty: the folder's
-// tokenizer/, else beside the single file, else the CLIP cache. `scheduler`: a name from kSdSchedulers;
-// empty: the folder's scheduler class (DDIM for a single file). The scheduler's noise schedule is the
-// folder's scheduler_config.json, or Stable Diffusion's for a single file.
+// parameterisation, the text layer), optional; empty: the file's namesake .yaml beside it, if there is one
+// (without one an SD 2.x file is read as epsilon-prediction, with a warning). `tokenizer`: a vocabulary file
+// or folder; empty: the folder's tokenizer/, else beside the single file, else the CLIP cache. `scheduler`: a
+// name from kSdSchedulers; empty: the folder's scheduler class (DDIM for a single file). The scheduler's
+// noise schedule is the folder's scheduler_config.json, or Stable Diffusion's for a single file.
 StableDiffusion load_stable_diffusion(const std::string& path, const std::string& original_config,
                                       const std::string& tokenizer, const std::string& scheduler,
                                       torch::Device device);
@@ -81,6 +83,9 @@ struct SdRunOptions {
   double grad_clamp = 0;                         // RMS clamp on the latents' gradient; 0: off
   bool vae_checkpointing = false;                // the decoder's activations recomputed in the backward pass
   torch::ScalarType unet_dtype = torch::kFloat;  // fp16/bf16 under autocast on CUDA
+  // When each segment of a story prompt conditions the UNet (its `every` and `blend`; no segments: one prompt
+  // throughout), counted in this run's steps as the CLIP guide counts them.
+  PromptSchedule story;
 
   void validate() const;
 };
@@ -89,11 +94,12 @@ struct SdRunOptions {
 // strength) steps' (diffusers' get_timesteps).
 int64_t sd_calls_run(const StableDiffusion& model, const SdRunOptions& options, bool init);
 
-// One Stable Diffusion sampling, step by step. The prompts are already encoded: `cond` [1, L, D] and `uncond`
-// (the negative prompt's, or the empty prompt's) [1, L, D]. `guide` may be null (no CLIP guidance). `init`
-// [1, 3, H, W] in [0, 1] or absent. Every random draw comes from the seed's CPU stream, in diffusers' order:
-// the starting noise, or for an init image the posterior's sample and then the noise added to it; then each
-// stochastic step's noise.
+// One Stable Diffusion sampling, step by step. The prompts are already encoded: `cond` [S, L, D], one row per
+// segment of options.story (S = 1 for one prompt), and `uncond` (the negative prompt's, or the empty
+// prompt's) [1, L, D]. Within a blended story the UNet's text states move linearly toward the next segment's.
+// `guide` may be null (no CLIP guidance). `init` [1, 3, H, W] in [0, 1] or absent. Every random draw comes
+// from the seed's CPU stream, in diffusers' order: the starting noise, or for an init image the posterior's
+// sample and then the noise added to it; then each stochastic step's noise.
 class SdRun : public Run {
  public:
   SdRun(std::shared_ptr<const StableDiffusion> model, torch::Tensor cond, torch::Tensor uncond,
@@ -126,6 +132,8 @@ class SdRun : public Run {
   torch::Tensor unet(const torch::Tensor& x, int64_t i, const torch::Tensor& context) const;
   // Without graphs: the unconditional prediction (undefined when cfg_scale <= 1) and the conditional one.
   std::pair<torch::Tensor, torch::Tensor> halves(const torch::Tensor& x, int64_t i) const;
+  // The conditional text states at this run's step `step`, [batch, L, D].
+  torch::Tensor cond_at(int64_t step) const;
   // Classifier-free guidance of the two.
   torch::Tensor guided_by_cfg(const torch::Tensor& uncond, const torch::Tensor& cond) const;
   std::shared_ptr<const StableDiffusion> model_;

@@ -479,7 +479,8 @@ class GenerateJob {
   std::optional<LoadedUNet> unet_;
   std::optional<DiffusionSchedule> schedule_;
   std::shared_ptr<const StableDiffusion> sd_;
-  torch::Tensor sd_cond_, sd_uncond_;  // the prompt's and the negative prompt's text states
+  PromptSchedule sd_story_;            // the prompt's segments, as the UNet reads them
+  torch::Tensor sd_cond_, sd_uncond_;  // each segment's and the negative prompt's text states
   std::shared_ptr<ClipGuide> guide_;
   std::vector<std::shared_ptr<ClipGuide>> deny_;  // one guide a denied concept: its scores() are the cosines
   std::vector<std::unique_ptr<Run>> runs_;  // one per candidate, or one per batch of diffusion candidates
@@ -513,15 +514,23 @@ void GenerateJob::load_models() {
     sd_ = std::make_shared<const StableDiffusion>(
         load_stable_diffusion(r_.sd_model, r_.sd_config, r_.sd_tokenizer, r_.scheduler, load_.device));
     for (const std::string& file : sd_->files) files_.push_back({"sd", file, sha256_file(file)});
-    // The UNet reads the first segment's positive prompts; the negative side holds the denied concepts too.
-    std::string text, negative = r_.negative;
-    const PromptSchedule prompts = PromptSchedule::parse(r_.prompt, r_.prompt_every, r_.prompt_blend);
-    for (const auto& p : prompts.segments.at(0))
-      if (p.weight > 0) text += cat(text.empty() ? "" : ", ", p.text);
+    // The UNet reads each story segment's positive prompts in turn; the negative side holds the denied
+    // concepts too.
+    sd_story_ = PromptSchedule::parse(r_.prompt, r_.prompt_every, r_.prompt_blend);
+    std::vector<std::string> texts;
+    for (const auto& segment : sd_story_.segments) {
+      std::string text;
+      for (const auto& p : segment)
+        if (p.weight > 0) text += cat(text.empty() ? "" : ", ", p.text);
+      texts.push_back(text);
+    }
+    std::string negative = r_.negative;
     for (const std::string& denied : r_.deny) negative += cat(negative.empty() ? "" : ", ", denied);
-    const torch::Tensor states = sd_->encode_prompts({text, negative}, r_.truncate);
-    sd_cond_ = states.narrow(0, 0, 1);
-    sd_uncond_ = states.narrow(0, 1, 1);
+    texts.push_back(negative);
+    const torch::Tensor states = sd_->encode_prompts(texts, r_.truncate);
+    const int64_t S = states.size(0) - 1;
+    sd_cond_ = states.narrow(0, 0, S);
+    sd_uncond_ = states.narrow(0, S, 1);
     steps_ = sd_calls_run(*sd_, sd_options(r_), !r_.init_images.empty());
     if (r_.batch == 0) r_.batch = load_.device.is_cuda() ? r_.n : 1;
   }
@@ -611,6 +620,7 @@ void GenerateJob::check_pinned_models() const {
 std::unique_ptr<Run> GenerateJob::make_run(Candidate& c, int64_t batch) {
   if (sd_) {
     SdRunOptions options = sd_options(r_);
+    options.story = sd_story_;
     options.width = width_;
     options.height = height_;
     options.batch = batch;

@@ -138,6 +138,10 @@ assert {m['role'] for m in d['models']}=={'sd'} and len(d['models'])==3" "$tmp/s
 "$bin" generate -p "a red cube" --sd-model "$sdfx/$sd2_file" --sd-config "$sdfx/$sd2_yaml" --sd-tokenizer "$sdfx/$sd2/tokenizer" \
   --scheduler ddim --size "${side}x${side}" --steps 3 --seed 2 -o "$tmp/sd2.png" >/dev/null 2>"$tmp/err" && [ -s "$tmp/sd2.png" ] \
   && ok || bad "sd single file: $(cat "$tmp/err")"
+# A story prompt: its second segment conditions the later steps, so the image is not the first prompt's.
+"$bin" generate -p "a red cube ^ a blue sphere" --prompt-every 2 "${sd_args[@]:2}" -o "$tmp/sd-story.png" >/dev/null \
+  2>"$tmp/err" && [ -s "$tmp/sd-story.png" ] && ! cmp -s <(pixels "$tmp/sd.png") <(pixels "$tmp/sd-story.png") \
+  && ok || bad "sd story prompt: $(cat "$tmp/err")"
 sd_guided=("${sd_args[@]}" "${guide[@]}" --scheduler dpmpp_2m --clip-guidance-scale 50)
 "$bin" generate "${sd_guided[@]}" -n 2 --init-image "$fx/vqgan/$init" --strength 0.75 -o "$tmp/sdg.png" >"$tmp/out" 2>"$tmp/err" \
   && python3 -c "

@@ -278,6 +278,45 @@ TEST_P(SdPipeline, SamplesWithClassifierFreeGuidanceAsDiffusers) {
   EXPECT_LT(rel_error(refine.latents(), c.at("refined")), 1e-4) << refine.describe();
 }
 
+// A story prompt conditions the UNet segment by segment: its first `every` steps are the first prompt's run,
+// the rest the second prompt's run resumed from there. Blended, the steps between differ from both.
+TEST(SdStory, EachSegmentConditionsItsOwnSteps) {
+  const PipelineCase c{sd_manifest()["pipelines"].begin().key(), true};
+  const auto sd = c.load("ddim");
+  const torch::Tensor states =
+      sd->encode_prompts({c.entry()["prompt"], c.entry()["negative"], ""}, false);  // a, b, unconditional
+  const torch::Tensor uncond = states.narrow(0, 2, 1);
+  SdRunOptions one;
+  one.steps = c.entry()["steps"].get<int64_t>();
+  one.cfg_scale = c.entry()["cfg_scale"].get<double>();
+  one.width = one.height = c.entry()["image_size"].get<int64_t>();
+  ASSERT_GE(one.steps, 2);
+  SdRunOptions options = one;
+  options.story.segments.resize(2);
+  options.story.every = one.steps / 2;
+  SdRun story(sd, states.narrow(0, 0, 2), uncond, nullptr, options, std::nullopt, 0);
+  SdRun first(sd, states.narrow(0, 0, 1), uncond, nullptr, one, std::nullopt, 0);
+  SdRun second(sd, states.narrow(0, 1, 1), uncond, nullptr, one, std::nullopt, 0);
+  while (story.steps_done() < options.story.every) {
+    story.step();
+    first.step();
+  }
+  EXPECT_LT(rel_error(story.latents(), first.latents()), 1e-6);
+  second.load_state(first.state());
+  while (story.steps_done() < story.total_steps()) {
+    story.step();
+    second.step();
+  }
+  EXPECT_LT(rel_error(story.latents(), second.latents()), 1e-6);
+  EXPECT_GT(rel_error(story.latents(), first.latents()), 1e-3);  // the second prompt made a difference
+
+  options.story.blend = true;
+  SdRun blended(sd, states.narrow(0, 0, 2), uncond, nullptr, options, std::nullopt, 0);
+  while (blended.steps_done() < blended.total_steps()) blended.step();
+  if (options.story.every > 1) EXPECT_GT(rel_error(blended.latents(), story.latents()), 1e-6);
+  EXPECT_THROW(SdRun(sd, states.narrow(0, 0, 1), uncond, nullptr, options, std::nullopt, 0), Error);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, SdPipeline, ::testing::ValuesIn(folder_and_single_file("pipelines")),
                          [](const auto& info) { return param_name(info.param); });
 
@@ -339,6 +378,31 @@ TEST(SdGuidance, OneGuidedStepAsTheCommunityPipeline) {
   options.guide_grad = SdGuideGrad::Full;
   options.guide_every = 2;  // step 1 of every 2: not guided
   EXPECT_FALSE(at_step(options)->predict().grad.defined());
+}
+
+// A single file's yaml, when none is given, is its namesake beside it (the tiny fixtures need theirs: their
+// attention heads are not SD's).
+TEST(SdPipelineFiles, ReadsTheYamlBesideASingleFile) {
+  namespace fs = std::filesystem;
+  for (const auto& item : sd_manifest()["pipelines"].items()) {
+    const nlohmann::json& e = item.value();
+    if (!e.contains("single_file")) continue;
+    const fs::path file = sd_fixtures() / e["single_file"].get<std::string>();
+    const fs::path yaml = sd_fixtures() / e["original_config"].get<std::string>();
+    const std::string tokenizer = (sd_fixtures() / e["folder"].get<std::string>() / "tokenizer").string();
+    const auto load = [&](const fs::path& weights, const fs::path& config) {
+      return load_stable_diffusion(weights.string(), config.string(), tokenizer, "ddim", torch::kCPU);
+    };
+    const StableDiffusion given = load(file, yaml);
+    TempDir dir;
+    const fs::path linked = dir / ("model" + file.extension().string());
+    fs::create_symlink(fs::absolute(file), linked);
+    fs::copy_file(yaml, dir / "model.yaml");
+    const StableDiffusion beside = load(linked, "");
+    EXPECT_EQ(beside.scheduler_config.prediction_type, given.scheduler_config.prediction_type) << item.key();
+    EXPECT_EQ(beside.text_skip_layers, given.text_skip_layers) << item.key();
+    EXPECT_EQ(beside.files.back(), (dir / "model.yaml").string());
+  }
 }
 
 TEST(SdPipelineFiles, RefusesWhatItCannotRun) {

@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
                  "[--cutn N] [--device D] [--precisions fp32,bf16] [--cuda-graph] [--batch N]\n");
     return 2;
   }
-  cg::set_cpu_threads(0);  // OMP_NUM_THREADS, as the Python side
+  cg::set_cpu_threads(0);   // OMP_NUM_THREADS, as the Python side
+  cg::keep_freed_memory();  // as the CLI does
   const int64_t steps = std::stoll(argv[4]);
   int64_t image_size = 64, cutn = 16, batch = 1;
   bool cuda_graph = false;

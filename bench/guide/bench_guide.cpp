@@ -137,7 +137,8 @@ int main(int argc, char** argv) {
     else if (a == "--precisions" && i + 1 < argc)
       precisions = argv[++i];
   }
-  cg::set_cpu_threads(0);  // OMP_NUM_THREADS, as the Python side
+  cg::set_cpu_threads(0);   // OMP_NUM_THREADS, as the Python side
+  cg::keep_freed_memory();  // as the CLI does
   const torch::Device device = cg::parse_device(device_spec);
   nlohmann::json out;
   std::map<std::string, torch::Tensor> grads;

@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_sd MODELS_DIR VOCAB_DIR SIZE STEPS [--cutn N] [--device D]\n");
     return 2;
   }
-  cg::set_cpu_threads(0);  // OMP_NUM_THREADS, as the Python side
+  cg::set_cpu_threads(0);   // OMP_NUM_THREADS, as the Python side
+  cg::keep_freed_memory();  // as the CLI does
   const std::string models = argv[1];
   const int64_t size = std::stoll(argv[3]), steps = std::stoll(argv[4]);
   int64_t cutn = 4;

@@ -21,29 +21,34 @@ bf16=()
 "$bin2"/bench/bench_sd "$work/models" "$vocab_dir" "$size" "$steps" ${bf16[@]+"${bf16[@]}"} >"$work/ours.torch2.json"
 build/bench/bench_sd "$work/models" "$vocab_dir" "$size" "$steps" >"$work/ours.json"
 "$vpy" bench/sd/peer.py "$work/models" "$size" "$steps" "$threads" ${bf16[@]+"${bf16[@]}"} >"$work/peer.json"
+# diffusers again with glibc's malloc set as our CLI sets it (core/device.h keep_freed_memory), through glibc's
+# own variables: how much of the ratio is that setting, and how much the rest.
+MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 \
+  "$vpy" bench/sd/peer.py "$work/models" "$size" "$steps" "$threads" ${bf16[@]+"${bf16[@]}"} >"$work/peer.kept.json"
 
 "$py" - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
-ours2, ours, peer = (json.load(open(f"{work}/{n}.json")) for n in ("ours.torch2", "ours", "peer"))
+ours2, ours, peer, kept = (json.load(open(f"{work}/{n}.json")) for n in ("ours.torch2", "ours", "peer", "peer.kept"))
 version = peer["torch"].split("+")[0]
 print(f"bench/sd: SD 1.5 shapes ({ours2['unet_parameters'] / 1e6:.0f}M-parameter UNet), {peer['size']}x{peer['size']}, "
       f"DDIM, {peer['threads']} threads, CLIP ViT-B/32 shape x{peer['cutn']} cutouts; median s/step")
-print(f"{'step':34} {'diffusers':>9} {'ours 2.x':>9} {'ratio':>6} {'ours 1.13':>9} {'ratio':>6}")
-def row(name, mine, theirs_key):
-    theirs = peer[theirs_key]
-    print(f"{name:34} {theirs:9.3f} {ours2[mine]:9.3f} {theirs / ours2[mine]:6.2f} {ours[mine]:9.3f} {theirs / ours[mine]:6.2f}")
+print(f"{'step':34} {'diffusers':>9} {'kept':>6} {'ours 2.x':>9} {'ratio':>6} {'kept':>6} {'ours 1.13':>9} {'ratio':>6}")
+def row(name, mine, theirs_key, o2=ours2, o1=ours):
+    theirs, theirs_kept = peer[theirs_key], kept[theirs_key]
+    m1 = f"{o1[mine]:9.3f} {theirs / o1[mine]:6.2f}" if o1 else f"{'-':>9} {'-':>6}"
+    print(f"{name:34} {theirs:9.3f} {theirs_kept:6.2f} {o2[mine]:9.3f} {theirs / o2[mine]:6.2f} "
+          f"{theirs_kept / o2[mine]:6.2f} {m1}")
 row("CFG step (target 1.2x)", "cfg_step_s", "cfg_step_s")
 if "cfg_bf16_step_s" in ours2:
-    theirs, mine = peer["cfg_bf16_step_s"], ours2["cfg_bf16_step_s"]
-    print(f"{'CFG step, UNet bf16 (both)':34} {theirs:9.3f} {mine:9.3f} {theirs / mine:6.2f} {'-':>9} {'-':>6}")
+    row("CFG step, UNet bf16 (both)", "cfg_bf16_step_s", "cfg_bf16_step_s", o1=None)
 row("CLIP-guided step (target 1.3x)", "guided_step_s", "guided_step_s")
 row("  ours decoder-only", "decoder_only_step_s", "guided_step_s")
 row("  ours decoder checkpointed", "checkpointed_step_s", "guided_step_s")
 k = 4
-every = lambda o: (o["guided_step_s"] + (k - 1) * o["cfg_step_s"]) / k
-theirs = (peer["guided_step_s"] + (k - 1) * peer["cfg_step_s"]) / k
-print(f"{'  guided every 4th (per step, both)':34} {theirs:9.3f} {every(ours2):9.3f} {theirs / every(ours2):6.2f} "
-      f"{every(ours):9.3f} {theirs / every(ours):6.2f}")
-print(f"ratio: diffusers' seconds (torch {version}) over ours; every-4th is computed from the two measured steps.")
+for o in (ours2, ours, peer, kept):  # a guided step, then k - 1 CFG steps
+    o["every_s"] = (o["guided_step_s"] + (k - 1) * o["cfg_step_s"]) / k
+row("  guided every 4th (per step, both)", "every_s", "every_s")
+print(f"ratio: diffusers' seconds (torch {version}) over ours; kept: diffusers with glibc's malloc keeping freed "
+      "memory, as our CLI runs (its seconds, then its ratio); every-4th is computed from the two measured steps.")
 PY

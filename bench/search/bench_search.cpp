@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
     const std::string dir = argv[2], kind = argv[3];
     // THREADS (run.sh passes its own), else every CPU, set as the CLI sets them
     cg::set_cpu_threads(std::getenv("THREADS") ? std::atoi(std::getenv("THREADS")) : 0);
+    cg::keep_freed_memory();  // as the CLI does
     const std::vector<std::string> parts = parts_in(dir);
     cg::VectorIndexOptions options;
     options.exact_max_rows = kind == "exact" ? int64_t(1) << 40 : 0;
