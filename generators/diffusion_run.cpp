@@ -76,8 +76,9 @@ Denoiser clip_guided_denoiser(const DiffusionSchedule& s, ModelFn model,
     const int64_t B = x.size(0);
     // The CLIP loss's gradient on the images x_in shows (in [0, 1]), one cutout batch at a time.
     const torch::Tensor images = x_in.add(1).div(2);
-    auto [images_grad, summary] =
-        guide->gradient(images, rng, step, options.clip_guidance_scale, options.cutn_batches);
+    auto guided = guide->gradient(images, rng, step, options.clip_guidance_scale, options.cutn_batches);
+    const torch::Tensor images_grad = guided.first;
+    GuideResult& summary = guided.second;  // named, not bound: the lambda below captures it (Clang 14)
     // Regularisers in Crowson's units, per sample.
     torch::Tensor reg = torch::zeros({B}, x.options().dtype(torch::kFloat));
     auto add = [&](const char* name, double scale, const torch::Tensor& per_sample) {
